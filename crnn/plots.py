@@ -1,0 +1,74 @@
+"""Pictures a person looks at: contact sheets of series (the paper's Fig. 2 and Fig. 7) and curves."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+_LABEL_H = 14
+_GAP = 4
+
+
+def contact_sheet(rows: Sequence[np.ndarray], ages: Sequence[int], scale: int = 6,
+                  row_labels: Sequence[str] | None = None, background=(255, 255, 255)) -> Image.Image:
+    """Grid image: one row per series, one column per age, frames upscaled ``scale``× (nearest).
+
+    ``rows``: each (T, H, W, C) uint8. Ages label the columns; ``row_labels`` label the rows.
+    """
+    if len(rows) == 0:
+        raise ValueError("contact_sheet needs at least one series")
+    t, h, w, _ = rows[0].shape
+    if len(ages) != t:
+        raise ValueError(f"{len(ages)} ages for {t} frames")
+    cell_w, cell_h = w * scale, h * scale
+    left = 70 if row_labels else 0
+    width = left + t * (cell_w + _GAP) + _GAP
+    height = _LABEL_H + len(rows) * (cell_h + _GAP) + _GAP
+    sheet = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(sheet)
+    for j, age in enumerate(ages):
+        draw.text((left + _GAP + j * (cell_w + _GAP), 1), f"age {age}", fill=(0, 0, 0))
+    for i, frames in enumerate(rows):
+        if frames.shape != rows[0].shape:
+            raise ValueError(f"series {i} has shape {frames.shape}, expected {rows[0].shape}")
+        y = _LABEL_H + _GAP + i * (cell_h + _GAP)
+        if row_labels:
+            draw.text((2, y + cell_h // 2 - 6), str(row_labels[i])[:11], fill=(0, 0, 0))
+        for j in range(t):
+            img = Image.fromarray(np.asarray(frames[j], np.uint8)).resize((cell_w, cell_h), Image.NEAREST)
+            sheet.paste(img, (left + _GAP + j * (cell_w + _GAP), y))
+    return sheet
+
+
+def save_preview(path: str, frames: np.ndarray, ages: Sequence[int], ids: Sequence[str] | None = None,
+                 scale: int = 6) -> str:
+    """Write a contact sheet of series ``frames`` (N, T, H, W, C) to ``path`` (PNG)."""
+    contact_sheet(list(frames), ages, scale=scale, row_labels=ids).save(path)
+    return path
+
+
+def learning_curves(metrics_rows: list[dict], path: str, title: str = "") -> str:
+    """Train/val loss per epoch (from metrics.csv rows) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    epochs = [int(r["epoch"]) for r in metrics_rows]
+    for key in ("train_loss", "val_loss"):
+        vals = [float(r[key]) for r in metrics_rows if r.get(key) not in (None, "")]
+        if vals:
+            ax.plot(epochs[: len(vals)], vals, marker="o", ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (pixels in [0,1])")
+    ax.set_yscale("log")
+    ax.set_title(title or "learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
