@@ -1,0 +1,207 @@
+"""One typed, layered config: defaults in code -> preset -> YAML file -> ``section.field=value``.
+
+    cfg = load_config(preset="quick", yaml_path="my.yaml", overrides=["train.lr=3e-4"])
+
+Unknown keys and values of the wrong type are errors that name the key. The final config is saved
+beside every run's outputs (``to_dict``/``save``) and travels inside checkpoints, so evaluate,
+predict and serve rebuild the model from the checkpoint alone. Tune's search space is written with
+the same dotted keys (``model.conv_activation``), so any field can be searched without plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from crnn.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/pines"            # dataset directory (local path or URI) with dataset.json
+    train_splits: tuple[str, ...] = ("train",)  # splits trained on
+    val_split: str = "val"              # split for per-epoch validation and best-checkpoint choice
+    test_split: str = "test"            # split for the final evaluation (the paper's 384 series)
+    in_frames: int = 4                  # frames seen (ages 10..25); targets are the next frames
+    max_train_series: int = 0           # 0 = all; >0 caps the training set (quick runs)
+    max_val_series: int = 0             # 0 = all
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 95                    # the paper: 95
+    batch_size: int = 16                # global batch (split over workers); the paper: 16
+    lr: float = 1e-3                    # the paper: Adam's default 1e-3
+    optimizer: str = "adam"             # adam | nadam | adamw
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0          # linear warm-up (fraction of epochs allowed)
+    schedule: str = "constant"          # constant | cosine (after warm-up)
+    grad_clip: float = 0.0              # 0 = off
+    loss: str = "mse"                   # mse | l1
+    seed: int = 0
+    num_workers: int = 1                # Ray Train workers (DDP)
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5        # fractional so Ray Data read tasks still get CPU
+    precision: str = "fp32"             # fp32 | bf16 (autocast; GPU or CPU)
+    compile: bool = False               # torch.compile the model
+    max_failures: int = 2               # worker failures survived by resuming from the checkpoint
+    checkpoint_every: int = 1           # epochs between checkpoints
+    log_every: int = 0                  # steps between progress prints (0 = per epoch only)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's recipe: MSE, Adam 1e-3, batch 16, 95 epochs, the 384-series test split.
+    "paper": {},
+    # Tiny and fast: tests, `make run`, a smoke test of a cluster.
+    "quick": {
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "data.max_train_series": 128,
+        "data.max_val_series": 32,
+        "model.lstm_units": 64,
+        "model.conv_filters": [16, 32],
+    },
+    # Beyond the paper: predict the change from the last frame, larger batch, warm-up + cosine.
+    "strong": {
+        "model.residual": True,
+        "model.conv_activation": "relu",
+        "model.recurrent_activation": "sigmoid",
+        "model.dropout": 0.1,
+        "model.recurrent_dropout": 0.0,
+        "train.batch_size": 64,
+        "train.lr": 2e-3,
+        "train.optimizer": "adamw",
+        "train.warmup_epochs": 2,
+        "train.schedule": "cosine",
+        "train.epochs": 60,
+        "train.grad_clip": 1.0,
+    },
+}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the dataclass field type ``tp``; errors name ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise TypeError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise TypeError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in fields(obj)}
+
+
+def apply(cfg: Config, updates: dict[str, Any]) -> Config:
+    """Return a copy of ``cfg`` with dotted-key updates (``{"train.lr": 1e-3}``) or nested dicts."""
+    cfg = from_dict(to_dict(cfg))
+    for key, value in _flatten(updates).items():
+        section, _, name = key.partition(".")
+        if not name or section not in {f.name for f in fields(cfg)}:
+            raise KeyError(f"unknown config key {key!r}; sections are model, data, train")
+        sub = getattr(cfg, section)
+        types = _field_types(sub)
+        if name not in types:
+            raise KeyError(f"unknown config key {key!r}; {section} has {sorted(types)}")
+        setattr(sub, name, _coerce(value, types[name], key))
+    return cfg
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and "." not in k and not prefix:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=3e-4", "model.conv_filters=[32,64]"]`` -> dict (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(preset: str | None = None, yaml_path: str | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    cfg = Config()
+    if preset:
+        if preset not in PRESETS:
+            raise KeyError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        cfg = apply(cfg, PRESETS[preset])
+    if yaml_path:
+        with open(yaml_path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{yaml_path}: expected a mapping of sections, got {type(data).__name__}")
+        cfg = apply(cfg, data)
+    if overrides:
+        cfg = apply(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    d = asdict(cfg)
+    return json.loads(json.dumps(d))  # tuples -> lists, plain JSON types
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``to_dict`` output (e.g. from a checkpoint); unknown keys are errors."""
+    cfg = Config()
+    for section in ("model", "data", "train"):
+        sub = getattr(cfg, section)
+        types = _field_types(sub)
+        for name, value in (d.get(section) or {}).items():
+            if name not in types:
+                raise KeyError(f"unknown config key {section}.{name!r}")
+            setattr(sub, name, _coerce(value, types[name], f"{section}.{name}"))
+    return cfg
+
+
+def save(cfg: Config, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
