@@ -334,20 +334,27 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
     Returns a ``ray.data.Dataset`` of rows with numpy ``frames`` (T, H, W, C) uint8; convert a batch
     with :func:`torch_frames` (e.g. as the ``collate_fn`` of ``iter_torch_batches``).
     """
-    import pyarrow.dataset as pads
     import ray.data
+    from ray.data.expressions import col
 
     if check:
         validate(path)
-    fs, root = resolve(path)
-    args: dict[str, Any] = dict(read_args)
+    fs, _ = resolve(path)
+    splits = None
     if split is not None:
         splits = [split] if isinstance(split, str) else list(split)
         bad = [s for s in splits if s not in SPLITS]
         if bad:
             raise ValueError(f"unknown split(s) {bad}; expected some of {SPLITS}")
-        args["filter"] = pads.field("split").isin(splits)
-    return ray.data.read_parquet(list_shards(path), filesystem=fs, columns=columns, **args)
+    read_cols = None if columns is None else list(dict.fromkeys(list(columns) + (["split"] if splits else [])))
+    ds = ray.data.read_parquet(list_shards(path), filesystem=fs, **read_args)
+    if read_cols is not None:
+        ds = ds.select_columns(read_cols)  # projection is pushed down into the Parquet scan
+    if splits is not None:
+        ds = ds.filter(expr=col("split").is_in(splits))  # pushed down into the Parquet scan
+        if columns is not None and "split" not in columns:
+            ds = ds.select_columns(list(columns))
+    return ds
 
 
 def _decode_tensor(col: pa.ChunkedArray, field: pa.Field) -> np.ndarray:

@@ -19,3 +19,23 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(ray_local, tmp_path_factory):
+    """80 simulated series (ages 10..30, 32x16) published as shards: 66 train / 6 val / 8 test."""
+    from crnn.generate import generate
+
+    out = str(tmp_path_factory.mktemp("data") / "pines")
+    generate(out, num_series=80, seed=7, shard_size=32)
+    return out
+
+
+def tiny_config(data_path, **overrides):
+    """A small, fast CRNN config for tests."""
+    from crnn.config import load_config
+
+    base = {"data.path": data_path, "model.conv_filters": [4, 8], "model.lstm_units": 16,
+            "train.epochs": 2, "train.batch_size": 8, "train.cpus_per_worker": 0.5}
+    base.update(overrides)
+    return load_config("quick", overrides=base)

@@ -1,0 +1,95 @@
+"""Model directories: the one on-disk format every job reads with ``--model PATH``.
+
+A model directory (also the layout of every Ray Train checkpoint this project writes)::
+
+    model.pt       {"format": "crnn-forecast-model", "version": 1, "config": Config dict,
+                    "state_dict": ..., "epoch": int, "metrics": {...}}
+    optimizer.pt   optimizer state and epoch, for resuming (absent in published models)
+    config.yaml    the same config, for people
+
+The checkpoint carries the config that built the model, so evaluate, predict and serve rebuild the
+model from the directory alone. Paths may be local or URIs (``s3://...``); remote directories are
+copied to a local temporary directory first. Files are loaded with ``weights_only=True``: nothing
+in a model directory can run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from crnn.config import Config, from_dict, save as save_config, to_dict
+from crnn.model import build_model
+
+MODEL_FILE = "model.pt"
+OPTIM_FILE = "optimizer.pt"
+FORMAT = "crnn-forecast-model"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch: int,
+                   metrics: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
+                   scheduler: Any = None) -> str:
+    os.makedirs(directory, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    torch.save({"format": FORMAT, "version": 1, "config": to_dict(cfg), "state_dict": state,
+                "epoch": int(epoch), "metrics": dict(metrics or {})},
+               os.path.join(directory, MODEL_FILE))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "epoch": int(epoch)}, os.path.join(directory, OPTIM_FILE))
+    save_config(cfg, os.path.join(directory, "config.yaml"))
+    return directory
+
+
+def _local_copy(path: str) -> str:
+    if "://" not in path or path.startswith("file://"):
+        return path.removeprefix("file://")
+    import pyarrow.fs as pafs
+
+    dst = tempfile.mkdtemp(prefix="crnn-model-")
+    pafs.copy_files(path, dst)
+    return dst
+
+
+def read_model_file(path: str) -> dict[str, Any]:
+    """The raw ``model.pt`` payload of a model directory (local or URI); checks the format."""
+    local = _local_copy(path)
+    f = os.path.join(local, MODEL_FILE)
+    if not os.path.exists(f):
+        raise FileNotFoundError(f"{path}: no {MODEL_FILE}; not a model directory")
+    payload = torch.load(f, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}/{MODEL_FILE}: not a {FORMAT} file")
+    return payload
+
+
+def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config, dict]:
+    """(model in eval mode on ``device``, its Config, {"epoch", "metrics"}) from a model directory."""
+    payload = read_model_file(path)
+    cfg = from_dict(payload["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, cfg, {"epoch": payload["epoch"], "metrics": payload["metrics"]}
+
+
+def load_training_state(path: str) -> dict[str, Any] | None:
+    f = os.path.join(_local_copy(path), OPTIM_FILE)
+    if not os.path.exists(f):
+        return None
+    return torch.load(f, map_location="cpu", weights_only=True)

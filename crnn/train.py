@@ -1,0 +1,459 @@
+"""Training: shared step functions, the Ray Train worker loop, its driver, and a plain loop.
+
+    cfg = load_config("quick", overrides=["data.path=data/pines"])
+    result = fit(cfg, out="runs/quick")            # Ray Train (TorchTrainer, DDP), needs Ray
+    history = fit_plain(cfg, train_frames, val_frames)   # no Ray: tests and benchmarks
+
+Both loops run the same ``train_step``/``eval_step``; the model sees frames 0..T-2 (ages 10..25)
+and is scored on frames 1..T-1 (ages 15..30), as in the paper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crnn.checkpoint import load_training_state, read_model_file, save_model_dir, unwrap
+from crnn.config import Config, from_dict, save as save_config, to_dict
+from crnn.model import build_model
+from crnn.shards import torch_frames
+
+METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_mse_255", "lr", "epoch_s",
+                 "train_series_per_s", "series_seen")
+
+
+# ----------------------------------------------------------------------------- step functions
+def split_io(x: torch.Tensor, in_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C, H, W) -> inputs (B, in, C, H, W) frames 0..in-1, targets frames 1..in."""
+    if x.shape[1] < in_frames + 1:
+        raise ValueError(f"series have {x.shape[1]} frames; need in_frames+1 = {in_frames + 1}")
+    return x[:, :in_frames], x[:, 1:in_frames + 1]
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    if kind == "mse":
+        return F.mse_loss(pred.float(), target.float())
+    if kind == "l1":
+        return F.l1_loss(pred.float(), target.float())
+    raise ValueError(f"train.loss={kind!r}: expected mse or l1")
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"train.precision={precision!r}: expected fp32 or bf16")
+
+
+def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """One optimisation step on a float batch (B, T, C, H, W); returns the loss (detached, no sync)."""
+    inputs, targets = split_io(x, cfg.data.in_frames)
+    with autocast(x.device, cfg.train.precision):
+        pred = model(inputs)
+    loss = loss_fn(pred, targets, cfg.train.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def eval_step(model, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, int]:
+    """Sum of squared errors over a batch (pixels in [0,1], predictions clamped) and its element count."""
+    inputs, targets = split_io(x, cfg.data.in_frames)
+    with autocast(x.device, cfg.train.precision):
+        pred = model(inputs)
+    err = (pred.float().clamp(0, 1) - targets.float()).pow(2).sum()
+    return err, targets.numel()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None  # baselines have nothing to train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "nadam":
+        return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    raise ValueError(f"train.optimizer={t.optimizer!r}: expected adam, nadam or adamw")
+
+
+def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
+    """Per-step LR factor: linear warm-up over ``warmup_epochs``, then constant or cosine to 0."""
+    t = cfg.train
+    if t.schedule not in ("constant", "cosine"):
+        raise ValueError(f"train.schedule={t.schedule!r}: expected constant or cosine")
+    warm = max(0, int(round(t.warmup_epochs * steps_per_epoch)))
+    total = max(1, t.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if t.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def maybe_compile(model, cfg: Config):
+    return torch.compile(model) if cfg.train.compile else model
+
+
+def _all_reduce(*values: float | torch.Tensor, device) -> list[float]:
+    """Sum scalars over workers (identity without torch.distributed)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+# ----------------------------------------------------------------------------- epoch loops
+def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg: Config,
+              log: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Train over ``batches`` of float (B, T, C, H, W) on the model's device; returns sums."""
+    model.train()
+    loss_sum, n_series, n_steps = None, 0, 0
+    t0 = time.perf_counter()
+    for x in batches:
+        loss = train_step(model, optimizer, scheduler, x, cfg)
+        loss_sum = loss * x.shape[0] if loss_sum is None else loss_sum + loss * x.shape[0]
+        n_series += x.shape[0]
+        n_steps += 1
+        if log and cfg.train.log_every and n_steps % cfg.train.log_every == 0:
+            log(f"step {n_steps} loss {loss.item():.5f}")
+    loss_total = float(loss_sum) if loss_sum is not None else 0.0  # one device sync per epoch
+    return {"loss_sum": loss_total, "series": n_series, "seconds": time.perf_counter() - t0}
+
+
+def run_eval(model, batches: Iterable[torch.Tensor], cfg: Config) -> tuple[float, int]:
+    model.eval()
+    err, count = 0.0, 0
+    for x in batches:
+        e, n = eval_step(model, x, cfg)
+        err, count = err + e, count + n
+    return float(err), count
+
+
+def _array_batches(data: torch.Tensor, batch_size: int, device, shuffle: bool, generator=None,
+                   drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Batches of float (B, T, C, H, W) from a uint8 (N, T, H, W, C) tensor (CPU or device)."""
+    n = data.shape[0]
+    order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu") \
+        if shuffle else torch.arange(n)
+    order = order.to(data.device)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield torch_frames(data[order[i:i + batch_size]], device)
+
+
+# ----------------------------------------------------------------------------- plain loop
+def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | None = None,
+              device: str | torch.device = "cpu", out: str | None = None,
+              epoch_callback: Callable[[dict], None] | None = None):
+    """Train without Ray on in-memory uint8 frames (N, T, H, W, C). Returns (model, history)."""
+    device = torch.device(device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    opt = make_optimizer(model, cfg)
+    if opt is None:
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+    train = torch.as_tensor(train_frames)
+    steps = max(1, math.ceil(len(train) / cfg.train.batch_size))
+    sched = make_scheduler(opt, cfg, steps)
+    cmodel = maybe_compile(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    history = []
+    for epoch in range(cfg.train.epochs):
+        stats = run_epoch(cmodel, opt, sched, _array_batches(train, cfg.train.batch_size, device, True, gen), cfg)
+        row = _epoch_row(epoch, stats, opt)
+        if val_frames is not None and len(val_frames):
+            err, count = run_eval(cmodel, _array_batches(torch.as_tensor(val_frames), 256, device, False), cfg)
+            row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
+        history.append(row)
+        if epoch_callback:
+            epoch_callback(row)
+    if out:
+        save_model_dir(out, model, cfg, epoch=cfg.train.epochs - 1, metrics=history[-1] if history else {})
+    return model, history
+
+
+def _epoch_row(epoch: int, stats: dict, opt, world_loss_sum=None, world_series=None) -> dict:
+    loss_sum = stats["loss_sum"] if world_loss_sum is None else world_loss_sum
+    series = stats["series"] if world_series is None else world_series
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / max(1, series),
+        "lr": opt.param_groups[0]["lr"] if opt is not None else 0.0,
+        "epoch_s": stats["seconds"],
+        "train_series_per_s": series / max(1e-9, stats["seconds"]),
+        "series_seen": series,
+    }
+
+
+# ----------------------------------------------------------------------------- Ray Train worker
+def _collate(device):
+    def collate(batch: dict[str, np.ndarray]) -> torch.Tensor:
+        return torch_frames(batch["frames"], device)  # uint8 (B,T,H,W,C) -> float (B,T,C,H,W)
+    return collate
+
+
+def _materialize(shard, device) -> torch.Tensor:
+    """A worker's whole dataset shard as one uint8 (N, T, H, W, C) tensor on ``device``."""
+    parts = [torch.as_tensor(b["frames"]) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
+    if not parts:
+        return torch.zeros((0,), dtype=torch.uint8, device=device)
+    return torch.cat(parts).to(device)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on each Ray Train worker: DDP model, streamed shards, per-epoch validation, checkpoints."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(loop_config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed + rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    model = build_model(cfg.model)
+    model = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
+    opt = make_optimizer(model, cfg)
+    per_worker = max(1, cfg.train.batch_size // world)
+    n_train = loop_config["num_train"]
+    steps = max(1, n_train // (per_worker * world))
+    sched = make_scheduler(opt, cfg, steps)
+    start_epoch, best = 0, float("inf")
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:  # resuming after a failure (or a restored run)
+        with ckpt.as_directory() as d:
+            unwrap(model).load_state_dict(read_model_file(d)["state_dict"])
+            state = load_training_state(d)
+            if state is not None:
+                opt.load_state_dict(state["optimizer"])
+                if state.get("scheduler"):
+                    sched.load_state_dict(state["scheduler"])
+                start_epoch = state["epoch"] + 1
+            best = read_model_file(d)["metrics"].get("best_val_loss", best)
+    cmodel = maybe_compile(model, cfg)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    cache = loop_config.get("cache", False)
+    if cache:
+        train_data, val_data = _materialize(train_shard, device), _materialize(val_shard, device)
+        gen = torch.Generator(device=device).manual_seed(cfg.train.seed + rank)
+    fault = loop_config.get("fault_injection") or {}
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if fault.get("crash_at_epoch") == epoch and rank == fault.get("rank", 0):
+            if not os.path.exists(fault["marker"]):  # die once; the restarted group must resume here
+                ray.train.get_all_reported_checkpoints()  # wait until Ray Train has the last checkpoint
+                open(fault["marker"], "w").close()
+                os._exit(1)
+        if cache:
+            batches = _array_batches(train_data, per_worker, device, True, gen, drop_last=True)
+            val_batches = _array_batches(val_data, 512, device, False)
+        else:
+            batches = train_shard.iter_torch_batches(
+                batch_size=per_worker, collate_fn=_collate(device), drop_last=True, prefetch_batches=2,
+                local_shuffle_buffer_size=min(4 * per_worker + 256, 2048),
+                local_shuffle_seed=cfg.train.seed * 1000 + epoch * 10 + rank)
+            val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device))
+        stats = run_epoch(cmodel, opt, sched, batches, cfg)
+        loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
+        row = _epoch_row(epoch, stats, opt, loss_sum, series)
+        err, count = _all_reduce(*run_eval(cmodel, val_batches, cfg), device=device)
+        row["val_loss"] = err / count if count else float("nan")
+        row["val_mse_255"] = row["val_loss"] * 255**2
+        best = min(best, row["val_loss"])
+        row["best_val_loss"] = best
+        row["start_epoch"] = start_epoch  # > 0 after resuming from a checkpoint
+
+        last = epoch == cfg.train.epochs - 1
+        if rank == 0 and (last or (epoch + 1) % max(1, cfg.train.checkpoint_every) == 0):
+            with tempfile.TemporaryDirectory() as d:
+                save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched)
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(row)
+
+
+# ----------------------------------------------------------------------------- driver
+class _MetricsWriter:
+    """Train V2 callback on the controller: keeps ``metrics.csv`` in the run directory current."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.rows: dict[int, dict] = {}
+
+    def after_report(self, run_context, metrics, checkpoint):
+        row = metrics[0]
+        self.rows[int(row["epoch"])] = row  # keyed by epoch: a resumed epoch replaces the old row
+        write_metrics_csv(self.out, [self.rows[k] for k in sorted(self.rows)])
+
+
+def write_metrics_csv(out: str, rows: list[dict]) -> str:
+    from crnn.shards import resolve
+
+    fs, root = resolve(out)
+    fs.create_dir(root, recursive=True)
+    path = posixpath.join(root, "metrics.csv")
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(METRIC_FIELDS) + ["best_val_loss", "start_epoch"],
+                       extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    with fs.open_output_stream(path) as f:
+        f.write(buf.getvalue().encode())
+    return path
+
+
+def _user_callback(out: str):
+    from ray.train import UserCallback
+
+    class MetricsCallback(_MetricsWriter, UserCallback):
+        pass
+
+    return MetricsCallback(out)
+
+
+def load_datasets(cfg: Config):
+    """Ray Datasets for training and validation, streamed from the Parquet shards."""
+    from crnn.shards import read_card, read_ray
+
+    card = read_card(cfg.data.path)
+    need = cfg.data.in_frames + 1
+    if len(card["ages"]) < need:
+        raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
+    if (card["height"], card["width"], card["channels"]) != (cfg.model.height, cfg.model.width, cfg.model.channels):
+        raise ValueError(
+            f"{cfg.data.path}: images are {card['height']}x{card['width']}x{card['channels']} but the model "
+            f"expects {cfg.model.height}x{cfg.model.width}x{cfg.model.channels} (set model.height/width)")
+    train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=["frames"])
+    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"], check=False)
+    n_train = sum(card["splits"].get(s, 0) for s in cfg.data.train_splits)
+    if cfg.data.max_train_series:
+        train, n_train = train.limit(cfg.data.max_train_series), min(n_train, cfg.data.max_train_series)
+    if cfg.data.max_val_series:
+        val = val.limit(cfg.data.max_val_series)
+    if n_train == 0:
+        raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
+    return train, val, n_train, card
+
+
+def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict | None = None,
+        name: str | None = None):
+    """Train with Ray Train (needs a running Ray). Writes the run directory ``out``::
+
+        config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
+
+    Returns the ``ray.train.Result``. ``cache`` loads each worker's shard into device memory once
+    (default: on GPU); ``fault_injection`` is for tests: ``{"crash_at_epoch": k, "marker": path}``
+    kills worker 0 once at the start of epoch k.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from crnn.shards import is_local, resolve
+
+    cfg.model.validate()
+    if cfg.model.kind != "crnn":
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+    train_ds, val_ds, n_train, card = load_datasets(cfg)
+    fs, root = resolve(out)
+    fs.create_dir(root, recursive=True)
+    if is_local(out):
+        save_config(cfg, os.path.join(root, "config.yaml"))
+    storage = root if is_local(out) else out.rstrip("/")
+    t = cfg.train
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "num_train": n_train,
+                           "cache": t.use_gpu if cache is None else cache,
+                           "fault_injection": fault_injection},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+        datasets={"train": train_ds, "val": val_ds},
+        run_config=ray.train.RunConfig(
+            name=name or "train", storage_path=posixpath.join(storage, "ray") if is_local(out) else f"{storage}/ray",
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            callbacks=[_user_callback(out)],
+        ),
+    )
+    result = trainer.fit()
+    finish_run(out, cfg, result)
+    return result
+
+
+def finish_run(out: str, cfg: Config, result) -> None:
+    """Copy the best checkpoint to ``out/model``; write TensorBoard logs and the learning curve."""
+    import pyarrow.fs as pafs
+
+    from crnn.shards import is_local, resolve
+
+    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
+    if best is None:
+        raise RuntimeError("training reported no checkpoint")
+    fs, root = resolve(out)
+    model_dir = posixpath.join(root, "model")
+    if fs.get_file_info(model_dir).type != pafs.FileType.NotFound:
+        fs.delete_dir(model_dir)
+    with best.as_directory() as d:
+        if is_local(out):
+            shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns("optimizer.pt"))
+        else:
+            pafs.copy_files(d, model_dir, destination_filesystem=fs)
+            fs.delete_file(posixpath.join(model_dir, "optimizer.pt"))
+    if not is_local(out):
+        return
+    rows = read_metrics_csv(os.path.join(root, "metrics.csv"))
+    write_tensorboard(os.path.join(root, "tb"), rows)
+    from crnn.plots import learning_curves
+
+    learning_curves(rows, os.path.join(root, "curve.png"), title=f"{cfg.model.kind} (best epoch "
+                    f"{min(rows, key=lambda r: float(r['val_loss']))['epoch'] if rows else '?'})")
+
+
+def read_metrics_csv(path: str) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_tensorboard(logdir: str, rows: list[dict]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(logdir) as w:
+        for r in rows:
+            for k, v in r.items():
+                if k != "epoch" and v not in ("", None):
+                    w.add_scalar(k, float(v), int(r["epoch"]))
