@@ -72,3 +72,52 @@ def learning_curves(metrics_rows: list[dict], path: str, title: str = "") -> str
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def comparison_sheet(kinds: dict[str, np.ndarray], ages: Sequence[int], series_ids: Sequence[str] | None = None,
+                     scale: int = 6, title: str = "", background=(255, 255, 255)) -> Image.Image:
+    """Real vs forecast frames, one block per series (the paper's Fig. 7).
+
+    ``kinds``: ordered ``{row label: frames}``, each frames array uint8 (N, T, H, W, C) over the same
+    N series and T ages, e.g. ``{"real": ..., "CRNN": ..., "persistence": ...}``. Each series gets a
+    block headed by its id (``series_ids``), with one labelled row per kind; columns are the ages.
+    """
+    if not kinds:
+        raise ValueError("comparison_sheet needs at least one kind of frames")
+    arrays = {k: np.asarray(v) for k, v in kinds.items()}
+    first = next(iter(arrays.values()))
+    if first.ndim != 5 or len(first) == 0:
+        raise ValueError(f"comparison_sheet: expected non-empty (N, T, H, W, C) frames, got shape {first.shape}")
+    for k, v in arrays.items():
+        if v.shape != first.shape:
+            raise ValueError(f"comparison_sheet: {k!r} has shape {v.shape}, expected {first.shape}")
+    n, t, h, w, _ = first.shape
+    if len(ages) != t:
+        raise ValueError(f"{len(ages)} ages for {t} frames")
+    if series_ids is not None and len(series_ids) != n:
+        raise ValueError(f"{len(series_ids)} series ids for {n} series")
+    cell_w, cell_h = w * scale, h * scale
+    left = 8 + 6 * max(len(str(k)) for k in arrays)  # default bitmap font: ~6 px per character
+    top = (_LABEL_H if title else 0) + _LABEL_H
+    block_h = _LABEL_H + len(arrays) * (cell_h + _GAP) + 2 * _GAP
+    width = max(left + t * (cell_w + _GAP) + _GAP, 6 * len(title) + 8)
+    height = top + n * block_h + _GAP
+    sheet = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((2, 1), title, fill=(0, 0, 0))
+    for j, age in enumerate(ages):
+        draw.text((left + _GAP + j * (cell_w + _GAP), top - _LABEL_H + 1), f"age {age}", fill=(0, 0, 0))
+    for i in range(n):
+        y0 = top + i * block_h
+        if i:
+            draw.line([(0, y0), (width, y0)], fill=(180, 180, 180))
+        name = str(series_ids[i]) if series_ids is not None else f"series {i}"
+        draw.text((2, y0 + 2), name, fill=(90, 90, 90))
+        for r, (label, frames) in enumerate(arrays.items()):
+            y = y0 + _LABEL_H + _GAP + r * (cell_h + _GAP)
+            draw.text((2, y + cell_h // 2 - 6), str(label), fill=(0, 0, 0))
+            for j in range(t):
+                img = Image.fromarray(np.asarray(frames[i, j], np.uint8)).resize((cell_w, cell_h), Image.NEAREST)
+                sheet.paste(img, (left + _GAP + j * (cell_w + _GAP), y))
+    return sheet

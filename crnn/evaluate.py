@@ -1,0 +1,275 @@
+"""Evaluate a trained model on a dataset split against the two baselines and the paper's Table 3.
+
+    result = evaluate("runs/x/model", "data/pines", out="runs/x/eval")   # split: cfg.data.test_split
+    print(format_table(result))
+
+The model sees frames ``0..in_frames-1`` (ages 10, 15, 20, 25) and forecasts frames
+``1..in_frames`` (ages 15, 20, 25, 30); the headline is the last forecast age (30), the one the
+paper's Table 3 reports. Every model -- the trained one, ``persistence`` (repeat the last frame) and
+``linear`` (per-pixel linear extrapolation) -- is scored with :func:`crnn.metrics.per_age_metrics` on
+0-255 pixels (MAE, MSE, RMSE, PSNR dB, SNR power ratio, SNR dB, SSIM).
+
+The result is a plain JSON dict and equals its own JSON round trip:
+
+* ages are *string* keys in ``results`` (``result["results"]["model"]["30"]["mse"]``), as JSON
+  would make them; ``result["headline"][name]`` is the headline age's metrics for each model;
+* non-finite floats are stored as ``None`` (JSON ``null``): ``psnr``/``snr``/``snr_db`` are +inf
+  exactly when ``mse == 0`` (a perfect forecast), ``snr_db`` is -inf when the targets are all
+  black; ``improvement_over_persistence`` is ``None`` when the model's MSE is 0.
+
+No Ray: the split is read into memory with :func:`crnn.shards.read_numpy` (the paper's test set is
+384 series of 32x16x3, a few MB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from crnn.checkpoint import load_model
+from crnn.config import to_dict
+from crnn.metrics import PAPER_TABLE3, per_age_metrics
+from crnn.model import ModelConfig, build_model
+from crnn.shards import read_card, read_numpy, torch_frames
+
+__all__ = ["predict", "evaluate", "format_table", "to_uint8_frames", "BASELINES", "PAPER_AGE"]
+
+#: The baselines every evaluation reports next to the model.
+BASELINES = ("persistence", "linear")
+#: The age of the frame the paper's Table 3 scores.
+PAPER_AGE = 30
+_METRIC_COLUMNS = (("MAE", "mae"), ("MSE", "mse"), ("PSNR dB", "psnr"), ("SSIM", "ssim"),
+                   ("SNR (ratio)", "snr"), ("SNR dB", "snr_db"))
+
+
+# ----------------------------------------------------------------------------- prediction
+def predict(model: torch.nn.Module, frames_uint8: np.ndarray, in_frames: int = 4, batch_size: int = 256,
+            device: str | torch.device = "cpu") -> np.ndarray:
+    """Next-frame forecasts of ``model`` for each of the first ``in_frames`` frames.
+
+    ``frames_uint8``: (N, T, H, W, C) uint8 with T >= in_frames; the model sees
+    ``frames[:, :in_frames]``. Returns float32 (N, in_frames, C, H, W) in [0, 1] (clamped) on the
+    CPU; step ``t`` is the forecast of ``frames[:, t + 1]``. Runs in eval mode under
+    ``torch.inference_mode`` (the model's train/eval mode is restored afterwards).
+    """
+    frames = np.asarray(frames_uint8)
+    if frames.ndim != 5:
+        raise ValueError(f"predict: expected frames (N, T, H, W, C), got shape {frames.shape}")
+    if isinstance(in_frames, bool) or not isinstance(in_frames, int) or in_frames < 1:
+        raise ValueError(f"predict: in_frames={in_frames!r} must be a positive int")
+    if frames.shape[1] < in_frames:
+        raise ValueError(f"predict: {frames.shape[1]} frames per series, fewer than in_frames={in_frames}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"predict: batch_size={batch_size!r} must be a positive int")
+    n, _, h, w, c = frames.shape
+    out = np.empty((n, in_frames, c, h, w), np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                x = torch_frames(frames[i:i + batch_size, :in_frames], device=device)  # (B, T, C, H, W)
+                out[i:i + batch_size] = model(x).clamp_(0.0, 1.0).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def to_uint8_frames(pred: np.ndarray) -> np.ndarray:
+    """float (N, T, C, H, W) in [0, 1] -> uint8 (N, T, H, W, C), rounded (for pictures)."""
+    return np.clip(np.rint(np.asarray(pred, np.float64) * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _json_safe(obj: Any) -> Any:
+    """Recursively: numpy scalars -> Python, non-finite floats -> None, keys -> str."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def _check_device(device: str | torch.device) -> None:
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} requested but CUDA is not available here")
+
+
+def evaluate(model_path: str, data_path: str, out: str | None = None, split: str | None = None,
+             device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> dict[str, Any]:
+    """Score the model directory ``model_path`` and both baselines on one split of ``data_path``.
+
+    ``split`` defaults to the model config's ``data.test_split``. With ``out`` (a local directory,
+    created), writes ``metrics.json`` (the returned dict) and ``predictions.png`` (real frames,
+    the model's forecasts and persistence's for ``num_examples`` series, like the paper's Fig. 7).
+
+    Raises ValueError for: data with fewer than ``in_frames + 1`` frames per series, frames whose
+    size differs from the model's (naming both), an empty or unknown split, CUDA unavailable.
+    """
+    _check_device(device)
+    model, cfg, meta = load_model(model_path, device)
+    in_frames = cfg.data.in_frames
+    split = split or cfg.data.test_split
+
+    card = read_card(data_path)
+    ages_all = [int(a) for a in card["ages"]]
+    if len(ages_all) < in_frames + 1:
+        raise ValueError(
+            f"{data_path}: {len(ages_all)} frames per series (ages {ages_all}), but the model sees "
+            f"in_frames={in_frames} and needs {in_frames + 1} (inputs plus the next frame as target)"
+        )
+    data_size = (int(card["height"]), int(card["width"]), int(card["channels"]))
+    _check_size(cfg.model, data_size, model_path, data_path)
+
+    data = read_numpy(data_path, split=split, columns=["series_id", "frames"])
+    frames = data.get("frames")
+    if frames is None or len(frames) == 0:
+        counts = card.get("splits", {})
+        raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
+    n, t, h, w, c = frames.shape
+    _check_size(cfg.model, (h, w, c), model_path, data_path)
+    series_ids = [str(s) for s in data["series_id"]]
+    ages = ages_all[1:in_frames + 1]
+    headline = ages[-1]
+
+    # targets on 0-255, channels first: (N, in_frames, C, H, W), exact (no /255 round trip)
+    target = frames[:, 1:in_frames + 1].transpose(0, 1, 4, 2, 3).astype(np.float64)
+    preds = {"model": predict(model, frames, in_frames, batch_size, device)}
+    for kind in BASELINES:
+        base = build_model(ModelConfig(kind=kind, height=h, width=w, channels=c)).to(device)
+        preds[kind] = predict(base, frames, in_frames, batch_size, device)
+    results = {name: per_age_metrics(p.astype(np.float64) * 255.0, target, ages, scale=1.0)
+               for name, p in preds.items()}
+
+    mse_model = results["model"][headline]["mse"]
+    mse_pers = results["persistence"][headline]["mse"]
+    improvement = mse_pers / mse_model if mse_model > 0 else math.inf
+    result = _json_safe({
+        "model": model_path,
+        "data": data_path,
+        "split": split,
+        "num_series": n,
+        "ages": ages,
+        "input_ages": ages_all[:in_frames],
+        "headline_age": headline,
+        "results": results,
+        "headline": {name: r[headline] for name, r in results.items()},
+        "paper": {**PAPER_TABLE3, "age": PAPER_AGE},
+        "model_config": to_dict(cfg)["model"],
+        "epoch": meta.get("epoch"),
+        "improvement_over_persistence": improvement,
+    })
+
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        metrics_path = os.path.join(out, "metrics.json")
+        png_path = os.path.join(out, "predictions.png")
+        result["files"] = {"metrics": metrics_path, "predictions": png_path}
+        _write_figure(png_path, frames, preds, series_ids, ages, in_frames, num_examples,
+                      title=f"{split}: real vs forecast ({cfg.model.kind})")
+        with open(metrics_path, "w") as f:
+            json.dump(result, f, indent=2, allow_nan=False)
+            f.write("\n")
+    return result
+
+
+def _check_size(mc: ModelConfig, data_size: tuple[int, int, int], model_path: str, data_path: str) -> None:
+    """The CRNN has a fixed frame size (its Dense layer); the baselines take any size."""
+    if mc.kind != "crnn":
+        return
+    model_size = (mc.height, mc.width, mc.channels)
+    if tuple(data_size) != model_size:
+        fmt = "{}x{}x{}".format
+        raise ValueError(
+            f"image size mismatch: data {data_path} has frames of {fmt(*data_size)} (HxWxC) but "
+            f"model {model_path} expects {fmt(*model_size)}"
+        )
+
+
+def _pick_examples(n: int, k: int) -> list[int]:
+    """``k`` series spread evenly over ``n`` (deterministic)."""
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+
+
+def _write_figure(path: str, frames: np.ndarray, preds: dict[str, np.ndarray], series_ids: list[str],
+                  ages: list[int], in_frames: int, num_examples: int, title: str) -> None:
+    from crnn.plots import comparison_sheet
+
+    idx = _pick_examples(len(frames), num_examples) or [0]
+    kinds = {
+        "real": frames[idx, 1:in_frames + 1],
+        "model": to_uint8_frames(preds["model"][idx]),
+        "persistence": to_uint8_frames(preds["persistence"][idx]),
+    }
+    comparison_sheet(kinds, ages, series_ids=[series_ids[i] for i in idx], title=title).save(path)
+
+
+# ----------------------------------------------------------------------------- table
+def _fmt(value: Any, key: str, mse: Any) -> str:
+    if value is None:
+        # None = non-finite; psnr/snr/snr_db are +inf iff mse == 0
+        return "inf" if key in ("psnr", "snr", "snr_db") and mse == 0 else "n/a"
+    if isinstance(value, str):
+        return value
+    if key == "ssim":
+        return f"{value:.4f}"
+    return f"{value:.2f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain-text tables (0-255 pixels): all metrics at the headline age for the model, both
+    baselines and the paper's Table 3; then MSE per forecast age."""
+    age = result["headline_age"]
+    res = result["results"]
+    paper = result.get("paper", {**PAPER_TABLE3, "age": PAPER_AGE})
+    names = ["model", *BASELINES]
+    rows: list[list[str]] = []
+    for name in names:
+        m = res[name][str(age)]
+        rows.append([name] + [_fmt(m.get(k), k, m.get("mse")) for _, k in _METRIC_COLUMNS])
+    paper_vals = {"mae": f"{paper['mae']:.2f}", "mse": f"{paper['mse']:.2f}",
+                  "snr": f"{paper['snr_paper']:.2f} (definition unknown)"}
+    rows.append([f"paper (T3, age {paper.get('age', PAPER_AGE)})"]
+                + [paper_vals.get(k, "-") for _, k in _METRIC_COLUMNS])
+    header = ["", *(label for label, _ in _METRIC_COLUMNS)]
+    lines = [
+        f"Forecast of age {age}: split {result['split']!r}, {result['num_series']} series, "
+        f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
+        *_grid(header, rows),
+    ]
+    imp = result.get("improvement_over_persistence")
+    if imp is None:
+        lines.append("model MSE is 0 (perfect forecast)")
+    else:
+        lines.append(f"persistence MSE / model MSE at age {age}: {imp:.3f}"
+                     f" ({'model better' if imp > 1 else 'model not better'})")
+    lines.append("")
+    ages = [str(a) for a in result["ages"]]
+    mse_rows = [[name] + [_fmt(res[name][a]["mse"], "mse", None) for a in ages] for name in names]
+    mse_rows.append(["paper"] + [f"{paper['mse']:.2f}" if a == str(paper.get("age", PAPER_AGE)) else "-"
+                                 for a in ages])
+    lines.append("MSE per forecast age")
+    lines += _grid(["", *(f"age {a}" for a in ages)], mse_rows)
+    return "\n".join(lines)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
+
+    return [line(header), "  ".join("-" * wd for wd in widths), *(line(r) for r in rows)]

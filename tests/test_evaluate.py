@@ -1,0 +1,232 @@
+import copy
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crnn.checkpoint import save_model_dir
+from crnn.config import Config, DataConfig
+from crnn.evaluate import _json_safe, evaluate, format_table, predict, to_uint8_frames
+from crnn.metrics import PAPER_TABLE3, per_age_metrics
+from crnn.model import ModelConfig, build_model
+from crnn.shards import base_card, publish, read_numpy, rows_to_batch, write_ray_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGES = (10, 15, 20, 25, 30)
+H, W, C = 32, 16, 3
+N_SERIES = 12
+
+
+def _series(i: int) -> np.ndarray:
+    """(5, 32, 16, 3) uint8: a 'trunk' growing upward from the bottom, colour and width per series."""
+    f = np.full((len(AGES), H, W, C), 235, np.uint8)
+    colour = np.array([40 + 15 * i, 120 + 5 * i, 30], np.uint8)
+    half = 2 + i % 4
+    for t in range(len(AGES)):
+        top = H - (6 + 6 * t)
+        f[t, max(top, 0):, W // 2 - half:W // 2 + half] = colour
+        f[t, max(top, 0), :] = 255 - 20 * t  # a crown line that changes colour with age
+    return f
+
+
+def _split(i: int) -> str:
+    return "test" if i % 3 == 0 else "train"  # 4 test series, no "val"
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_local, tmp_path_factory):
+    import ray.data
+
+    rows = [{"series_id": f"toy-{i:02d}", "seed": i, "split": _split(i), "ages": list(AGES),
+             "frames": _series(i), "params": {}} for i in range(N_SERIES)]
+    batch = rows_to_batch(rows, ())
+    ds = ray.data.from_items([{k: v[i] for k, v in batch.items()} for i in range(N_SERIES)],
+                             override_num_blocks=2)
+    splits = {s: sum(_split(i) == s for i in range(N_SERIES)) for s in ("train", "val", "test")}
+    card = base_card(num_series=N_SERIES, ages=AGES, height=H, width=W, channels=C, splits=splits,
+                     source="test_evaluate toy series")
+    out = str(tmp_path_factory.mktemp("eval") / "toy")
+    publish(lambda d: write_ray_dataset(ds, d), out, card)
+    return out
+
+
+def _tiny_cfg(**model_kw) -> Config:
+    mc = ModelConfig(conv_filters=(4,), lstm_units=8, **model_kw)
+    return Config(model=mc, data=DataConfig(in_frames=4))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = _tiny_cfg()
+    path = str(tmp_path_factory.mktemp("models") / "tiny")
+    save_model_dir(path, build_model(cfg.model), cfg, epoch=3, metrics={"val_loss": 0.1})
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(dataset, model_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("evalout") / "eval")
+    return evaluate(model_dir, dataset, out=out, num_examples=3)
+
+
+def _test_frames(dataset) -> np.ndarray:
+    return read_numpy(dataset, split="test", columns=["frames"])["frames"].astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- predict
+def test_predict_shapes_range_and_persistence():
+    frames = np.stack([_series(i) for i in range(5)])
+    pers = build_model(ModelConfig(kind="persistence"))
+    p = predict(pers, frames, in_frames=4, batch_size=2)
+    assert p.shape == (5, 4, C, H, W) and p.dtype == np.float32
+    np.testing.assert_allclose(p, frames[:, :4].transpose(0, 1, 4, 2, 3) / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(to_uint8_frames(p), frames[:, :4])
+
+    torch.manual_seed(0)
+    crnn = build_model(_tiny_cfg().model)
+    crnn.train()
+    a = predict(crnn, frames, batch_size=256)
+    b = predict(crnn, frames, batch_size=2)  # eval mode: no dropout, batching does not matter
+    assert crnn.training  # mode restored
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    with pytest.raises(ValueError, match="in_frames=6"):
+        predict(pers, frames, in_frames=6)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_structure(result, dataset, model_dir):
+    assert result["model"] == model_dir and result["data"] == dataset
+    assert result["split"] == "test" and result["num_series"] == 4
+    assert result["ages"] == [15, 20, 25, 30] and result["input_ages"] == [10, 15, 20, 25]
+    assert result["headline_age"] == 30
+    assert set(result["results"]) == {"model", "persistence", "linear"}
+    for name, per_age in result["results"].items():
+        assert list(per_age) == ["15", "20", "25", "30"]
+        assert set(per_age["30"]) >= {"mae", "mse", "rmse", "psnr", "snr", "snr_db", "ssim"}
+        assert result["headline"][name] == per_age["30"]
+    assert result["paper"]["mae"] == PAPER_TABLE3["mae"] and result["paper"]["mse"] == 377.35
+    assert result["model_config"]["lstm_units"] == 8 and result["epoch"] == 3
+    assert json.loads(json.dumps(result, allow_nan=False)) == result  # strict JSON, round trip exact
+
+
+def test_baseline_metrics_match_hand_computation(result, dataset):
+    f = _test_frames(dataset)  # (4, 5, H, W, C) on 0-255
+    pers, lin = result["results"]["persistence"], result["results"]["linear"]
+    for t, age in enumerate(["15", "20", "25", "30"]):
+        diff = f[:, t] - f[:, t + 1]
+        assert pers[age]["mse"] == pytest.approx(np.mean(diff**2), rel=1e-6)
+        assert pers[age]["mae"] == pytest.approx(np.mean(np.abs(diff)), rel=1e-6)
+    # headline: persistence = frame 3 (age 25) for frame 4 (age 30)
+    assert pers["30"]["mse"] == pytest.approx(np.mean((f[:, 4] - f[:, 3]) ** 2), rel=1e-6)
+    lin_pred = np.clip(2 * f[:, 3] - f[:, 2], 0, 255)
+    assert lin["30"]["mse"] == pytest.approx(np.mean((lin_pred - f[:, 4]) ** 2), rel=1e-6)
+    assert lin["15"]["mse"] == pers["15"]["mse"]  # linear falls back to persistence at step 0
+    snr = np.mean(f[:, 4] ** 2) / np.mean((f[:, 4] - f[:, 3]) ** 2)
+    assert pers["30"]["snr"] == pytest.approx(snr, rel=1e-6)
+
+
+def test_model_metrics_and_improvement(result, dataset, model_dir):
+    from crnn.checkpoint import load_model
+
+    model, cfg, _ = load_model(model_dir)
+    frames = read_numpy(dataset, split="test", columns=["frames"])["frames"]
+    pred = predict(model, frames, cfg.data.in_frames)
+    target = frames[:, 1:5].transpose(0, 1, 4, 2, 3)
+    want = per_age_metrics(pred.astype(np.float64) * 255, target.astype(np.float64), [15, 20, 25, 30], scale=1.0)
+    for k in ("mae", "mse", "ssim"):
+        assert result["results"]["model"]["30"][k] == pytest.approx(want[30][k], rel=1e-5)
+    ratio = result["headline"]["persistence"]["mse"] / result["headline"]["model"]["mse"]
+    assert result["improvement_over_persistence"] == pytest.approx(ratio)
+
+
+def test_files_written(result):
+    files = result["files"]
+    with open(files["metrics"]) as fh:
+        assert json.load(fh) == result
+    with Image.open(files["predictions"]) as im:
+        im.load()
+        assert im.format == "PNG" and im.mode == "RGB"
+        # 3 example series x 3 rows (real, model, persistence) of 32*6-pixel frames, 4 age columns
+        assert im.height > 9 * H * 6 and im.width > 4 * W * 6
+
+
+def test_format_table(result):
+    text = format_table(result)
+    lines = text.splitlines()
+    for row in ("model", "persistence", "linear", "paper"):
+        assert any(line.startswith(row) for line in lines), row
+    for col in ("MAE", "MSE", "PSNR dB", "SSIM", "SNR (ratio)", "SNR dB", "age 30", "age 15"):
+        assert col in text
+    assert "8.57" in text and "377.35" in text and "322.55 (definition unknown)" in text
+    assert f"{result['headline']['persistence']['mse']:.2f}" in text
+    assert "MSE per forecast age" in text
+
+
+def test_non_finite_values_become_none_and_print_as_inf(result):
+    assert _json_safe({1: float("inf"), "x": [np.float32(2.5), float("nan")]}) == {"1": None, "x": [2.5, None]}
+    r = copy.deepcopy(result)
+    r["results"]["model"]["30"].update(mse=0.0, mae=0.0, psnr=None, snr=None, snr_db=None, ssim=1.0)
+    r["improvement_over_persistence"] = None
+    model_line = next(line for line in format_table(r).splitlines() if line.startswith("model "))
+    assert model_line.split()[1:] == ["0.00", "0.00", "inf", "1.0000", "inf", "inf"]
+
+
+# ----------------------------------------------------------------------------- errors
+def test_errors(dataset, model_dir, tmp_path):
+    with pytest.raises(ValueError, match="'val'"):
+        evaluate(model_dir, dataset, split="val")
+    with pytest.raises(ValueError, match="'nonesuch'"):
+        evaluate(model_dir, dataset, split="nonesuch")
+
+    cfg = _tiny_cfg(height=24)
+    small = str(tmp_path / "small")
+    save_model_dir(small, build_model(cfg.model), cfg, epoch=0)
+    with pytest.raises(ValueError, match=r"32x16x3.*24x16x3"):
+        evaluate(small, dataset)
+
+    cfg = _tiny_cfg()
+    cfg.data.in_frames = 5  # needs 6 frames; the data has 5
+    five = str(tmp_path / "five")
+    save_model_dir(five, build_model(cfg.model), cfg, epoch=0)
+    with pytest.raises(ValueError, match=r"5 frames per series.*needs 6"):
+        evaluate(five, dataset)
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            evaluate(model_dir, dataset, device="cuda")
+
+
+def test_baseline_model_dir_takes_any_size(dataset, tmp_path):
+    cfg = Config(model=ModelConfig(kind="persistence", height=8, width=8))
+    path = str(tmp_path / "pers")
+    save_model_dir(path, build_model(cfg.model), cfg, epoch=0)
+    r = evaluate(path, dataset, split="train")
+    assert r["num_series"] == 8 and r["results"]["model"] == r["results"]["persistence"]
+    assert r["improvement_over_persistence"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- job
+def _load_job(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "jobs"))
+    spec = importlib.util.spec_from_file_location("evaluate_job", os.path.join(ROOT, "jobs", "evaluate.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_job_main(dataset, model_dir, tmp_path, monkeypatch, capsys):
+    job = _load_job(monkeypatch)
+    out = str(tmp_path / "job-out")
+    assert job.main(["--model", model_dir, "--data", dataset, "--out", out, "--num-examples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "persistence" in text and "paper" in text and "metrics.json" in text
+    assert os.path.exists(os.path.join(out, "metrics.json")) and os.path.exists(os.path.join(out, "predictions.png"))
+
+    assert job.main(["--model", model_dir, "--data", dataset, "--split", "val"]) == 1
+    assert "'val'" in capsys.readouterr().err
