@@ -369,14 +369,15 @@ def load_datasets(cfg: Config):
 
 
 def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict | None = None,
-        name: str | None = None):
+        name: str | None = None, callbacks: list | None = None):
     """Train with Ray Train (needs a running Ray). Writes the run directory ``out``::
 
         config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
 
     Returns the ``ray.train.Result``. ``cache`` loads each worker's shard into device memory once
     (default: on GPU); ``fault_injection`` is for tests: ``{"crash_at_epoch": k, "marker": path}``
-    kills worker 0 once at the start of epoch k.
+    kills worker 0 once at the start of epoch k. ``callbacks`` are extra Train ``UserCallback``s
+    (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -407,7 +408,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-            callbacks=[_user_callback(out)],
+            callbacks=[_user_callback(out), *(callbacks or [])],
         ),
     )
     result = trainer.fit()
