@@ -1,0 +1,86 @@
+"""Serve a trained model over HTTP with Ray Serve until stopped (Ctrl-C or SIGTERM).
+
+    python jobs/serve.py --model runs/make-run/train/model [--host 127.0.0.1] [--port 8000]
+    python jobs/serve.py --config serve.yaml [--model PATH]      # deployment options from the file
+
+Then: http://127.0.0.1:8000/docs (OpenAPI), POST /forecast, GET /healthz, GET /model. Listens on
+127.0.0.1 unless --host says otherwise. Runs on an embedded local Ray unless RAY_ADDRESS points at a
+cluster. The model directory carries its config; --config (a Serve config file such as serve.yaml)
+sets replicas/autoscaling, CPUs/GPUs per replica, batching and request limits.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import _bootstrap  # noqa: F401
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model directory (local path or URI); required unless --config gives args.model")
+    p.add_argument("--host", help="address to listen on (default: the config's http_options.host, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default: the config's http_options.port, else 8000)")
+    p.add_argument("--config", help="Serve config YAML (e.g. serve.yaml): args, deployments, http_options")
+    p.add_argument("--name", default="crnn", help="Serve application name")
+    p.add_argument("--num-replicas", type=int, help="fixed number of replicas (instead of autoscaling)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per replica (ray_actor_options.num_gpus)")
+    p.add_argument("--num-cpus", type=float, help="CPUs per replica (ray_actor_options.num_cpus)")
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
+    a = p.parse_args(argv)
+
+    from crnn.serve import ServeSettings, build_app, load_serve_config
+
+    args, http = ({}, {})
+    try:
+        if a.config:
+            args, http = load_serve_config(a.config)
+        if a.model:
+            args["model"] = a.model
+        if "model" not in args:
+            p.error("--model is required (or args.model in --config)")
+        if a.num_replicas is not None:
+            args["num_replicas"], args["autoscaling_config"] = a.num_replicas, None
+        actor = dict(args.get("ray_actor_options") or {})
+        if a.num_gpus is not None:
+            actor["num_gpus"] = a.num_gpus
+        if a.num_cpus is not None:
+            actor["num_cpus"] = a.num_cpus
+        if actor:
+            args["ray_actor_options"] = actor
+        settings = ServeSettings.model_validate(args)
+    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        print(f"serve: bad settings: {e}", file=sys.stderr)
+        return 2
+    host = a.host or http.get("host") or "127.0.0.1"
+    port = a.port or http.get("port") or 8000
+
+    from ray import serve
+
+    from crnn.runtime import init_ray
+
+    kwargs = {}
+    if not os.environ.get("RAY_ADDRESS"):  # replicas of an embedded Ray import crnn from this checkout
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _bootstrap.ROOT}}
+    init_ray(num_cpus=a.ray_num_cpus, **kwargs)
+    serve.start(http_options={"host": host, "port": int(port)})
+    serve.run(build_app(settings), name=a.name, route_prefix="/")
+    print(f"serving {settings.model} at http://{host}:{port}  (docs: http://{host}:{port}/docs); "
+          "Ctrl-C to stop", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        print("stopping Serve", flush=True)
+        serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

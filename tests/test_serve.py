@@ -1,0 +1,270 @@
+"""crnn.serve: a real Serve app on the session's local Ray, called over HTTP on a free port."""
+
+import base64
+import io
+import json
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from crnn.checkpoint import load_model
+from crnn.evaluate import to_uint8_frames
+from crnn.model import rollout
+from crnn.serve import (
+    ActorOptions, Limits, ServeSettings, build_app, load_serve_config, parse_forecast_request, RequestError, Spec,
+)
+from crnn.shards import torch_frames
+from crnn.train import fit_plain
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W, C, T = 32, 16, 3, 4
+LIMITS = Limits(max_batch_size=8, batch_wait_timeout_s=0.02, max_series_per_request=16,
+                max_body_bytes=600_000, max_horizon=6)
+
+
+def _frames(n: int, seed: int, t: int = 5) -> np.ndarray:
+    """(n, t, H, W, C) uint8: a block that grows upward over time, colour per series, plus noise."""
+    rng = np.random.default_rng(seed)
+    f = np.full((n, t, H, W, C), 230, np.uint8)
+    for i in range(n):
+        col = rng.integers(20, 200, 3)
+        for k in range(t):
+            f[i, k, H - 6 - 4 * k:, 4:12] = col
+    return np.clip(f.astype(int) + rng.integers(-8, 9, f.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    cfg = tiny_config("unused", **{"train.epochs": 1})
+    out = str(tmp_path_factory.mktemp("serve") / "model")
+    fit_plain(cfg, _frames(24, 0), out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_model(model_dir):
+    model, cfg, _ = load_model(model_dir)
+    return model
+
+
+def _expected(model, frames: np.ndarray, horizon: int) -> np.ndarray:
+    with torch.no_grad():
+        return to_uint8_frames(rollout(model, torch_frames(frames), horizon).numpy())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(ray_local, model_dir):
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = ServeSettings(model=model_dir, num_replicas=1, max_ongoing_requests=32,
+                             ray_actor_options=ActorOptions(num_cpus=0.5), user_config=LIMITS)
+    try:
+        serve.run(build_app(settings), name="crnn-test", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def _png(frame: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _unpng(s: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))
+
+
+def _post(url, body, **kw):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{url}/forecast", data=data, headers={"Content-Type": "application/json"}, timeout=60, **kw)
+
+
+# ----------------------------------------------------------------------------- no Ray
+def test_settings_and_serve_yaml(tmp_path):
+    with pytest.raises(ValueError, match="max_ongoing_requests=8 is smaller than user_config.max_batch_size=64"):
+        ServeSettings(model="m", max_ongoing_requests=8)
+    with pytest.raises(ValueError, match="num_gpus"):
+        ServeSettings(model="m", device="cuda")
+    with pytest.raises(ValueError, match="unknown_key"):
+        ServeSettings.model_validate({"model": "m", "user_config": {"unknown_key": 1}})
+    args, http = load_serve_config(os.path.join(ROOT, "serve.yaml"))
+    assert http["host"] == "127.0.0.1"
+    s = ServeSettings.model_validate({**args, "model": "somewhere"})
+    opts = s.deployment_options()
+    assert opts["name"] == "CRNNForecaster" and opts["max_ongoing_requests"] >= opts["user_config"]["max_batch_size"]
+    assert "autoscaling_config" in opts and opts["ray_actor_options"]["num_cpus"] == 1
+    assert s.replica_args() == {"model": "somewhere", "device": "cpu", "torch_threads": 1}
+    fixed = ServeSettings(model="m", num_replicas=2, ray_actor_options={"num_gpus": 0.5})
+    assert fixed.deployment_options()["num_replicas"] == 2 and "autoscaling_config" not in fixed.deployment_options()
+    assert fixed.replica_args()["device"] == "cuda"
+
+
+def test_parse_request_unit():
+    spec = Spec(T, H, W, C, [10, 15, 20, 25])
+    f = _frames(2, 1, T)
+    req = parse_forecast_request(json.dumps({"series": [{"frames": f[0].tolist()},
+                                                        {"png": [_png(x) for x in f[1]], "ages": [5, 10, 15, 20]}],
+                                             "horizon": 2}).encode(), spec, LIMITS)
+    assert req.horizon == 2 and [s.fmt for s in req.series] == ["frames", "png"]
+    np.testing.assert_array_equal(req.series[0].frames, f[0])
+    np.testing.assert_array_equal(req.series[1].frames, f[1])
+    assert req.series[0].ages == [10, 15, 20, 25] and req.series[1].ages == [5, 10, 15, 20]
+    with pytest.raises(RequestError, match="expected 4 frames"):
+        parse_forecast_request(json.dumps({"series": [{"frames": f[0, :3].tolist()}]}).encode(), spec, LIMITS)
+
+
+# ----------------------------------------------------------------------------- over HTTP
+def test_health_model_and_docs(url, model_dir):
+    r = requests.get(f"{url}/healthz", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    info = requests.get(f"{url}/model", timeout=30).json()
+    assert info["in_frames"] == T and info["image"] == {"height": H, "width": W, "channels": C}
+    assert info["config"]["model"]["lstm_units"] == 16 and "train_loss" in info["metrics"]
+    assert len(info["version"]) == 12 and info["input_ages"] == [10, 15, 20, 25]
+    assert info["limits"]["max_batch_size"] == 8  # user_config reached the replica
+    spec = requests.get(f"{url}/openapi.json", timeout=30).json()
+    body = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/ForecastRequest")
+    schemas = spec["components"]["schemas"]
+    assert {"ForecastRequest", "FramesSeries", "PngSeries", "ForecastResponse", "ErrorResponse"} <= set(schemas)
+    assert requests.get(f"{url}/docs", timeout=30).status_code == 200
+
+
+def test_forecast_frames_equals_model(url, local_model):
+    f = _frames(3, 2, T)
+    r = _post(url, {"series": [{"frames": x.tolist()} for x in f]})
+    assert r.status_code == 200, r.text
+    out = r.json()["forecasts"]
+    assert len(out) == 3
+    got = np.array([o["frames"] for o in out], np.uint8)
+    assert got.shape == (3, 1, H, W, C) and all(o["ages"] == [30] for o in out)
+    want = _expected(local_model, f, 1)
+    assert np.abs(got.astype(int) - want).max() <= 1 and (got == want).mean() > 0.99
+
+
+def test_forecast_png_horizon_rollout(url, local_model):
+    f = _frames(2, 3, T)
+    body = {"series": [{"png": [_png(x) for x in f[0]]},
+                       {"png": [_png(x) for x in f[1]], "ages": [20, 25, 30, 35]}],
+            "horizon": 3}
+    r = _post(url, body)
+    assert r.status_code == 200, r.text
+    out = r.json()["forecasts"]
+    assert out[0]["ages"] == [30, 35, 40] and out[1]["ages"] == [40, 45, 50]
+    got = np.array([[_unpng(p) for p in o["png"]] for o in out])
+    want = _expected(local_model, f, 3)
+    assert got.shape == (2, 3, H, W, C)
+    assert np.abs(got.astype(int) - want).max() <= 1 and (got == want).mean() > 0.99
+
+
+def test_bad_inputs_get_4xx_and_replica_survives(url):
+    good = _frames(1, 4, T)[0]
+    gl = good.tolist()
+    nan_body = json.dumps({"series": [{"frames": gl}]}).replace("230", "NaN", 1)
+    cases = [
+        (_frames(1, 4, 3)[0].tolist(), 422, "expected 4 frames"),
+        (_frames(1, 4, 5)[0].tolist(), 422, "expected 4 frames"),
+        (np.zeros((T, 16, 16, C), int).tolist(), 422, "16x16 pixels"),
+        (np.zeros((T, H, W, 4), int).tolist(), 422, "4 channels"),
+        (np.zeros((T, H, W), int).tolist(), 422, "32x16x3"),
+        (np.zeros((T, C, H, W), int).tolist(), 422, "channels-first"),
+        ((good.astype(int) + 100).tolist(), 422, "0-255"),
+        ((good.astype(int) - 300).tolist(), 422, "0-255"),
+        ((good / 2.0).tolist(), 422, "fractional"),
+        ([gl[0], gl[1], gl[2], gl[3][:-1]], 422, "ragged"),
+        ([[["a"]]] * T, 422, "non-numeric"),
+    ]
+    for frames, status, msg in cases:
+        r = _post(url, {"series": [{"frames": frames}]})
+        assert r.status_code == status and msg in r.json()["detail"], (msg, r.status_code, r.text[:300])
+    png_ok = [_png(x) for x in good]
+    rgba = io.BytesIO()
+    Image.fromarray(np.zeros((H, W, 4), np.uint8)).save(rgba, format="PNG")
+    small = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small, format="PNG")
+    raw_cases = [
+        ({"series": [{"png": png_ok[:3] + ["%%%not base64%%%"]}]}, 400, "series[0].png[3]: malformed base64"),
+        ({"series": [{"png": png_ok[:3] + [base64.b64encode(b"GIF89a....").decode()]}]}, 400, "not a PNG"),
+        ({"series": [{"png": png_ok[:3] + [base64.b64encode(base64.b64decode(png_ok[3])[:40]).decode()]}]},
+         400, "corrupt PNG"),
+        ({"series": [{"png": png_ok[:3] + [base64.b64encode(rgba.getvalue()).decode()]}]}, 422, "mode RGBA"),
+        ({"series": [{"png": png_ok[:3] + [base64.b64encode(small.getvalue()).decode()]}]}, 422, "8x8 pixels"),
+        ({"series": [{"png": png_ok[:2]}]}, 422, "expected 4 frames"),
+        ({"series": []}, 422, "'series' is empty"),
+        ({"series": [{"frames": gl}], "horizon": 0}, 422, "'horizon' must be an integer from 1 to 6"),
+        ({"series": [{"frames": gl}], "horizon": 7}, 422, "'horizon'"),
+        ({"series": [{"frames": gl}], "horizon": "2"}, 422, "'horizon'"),
+        ({"series": [{"frames": gl, "png": png_ok}]}, 422, "exactly one of"),
+        ({"series": [{"frames": gl}], "ages": [10, 20, 25, 30]}, 422, "evenly spaced"),
+        ({"serie": []}, 422, "unknown field(s) ['serie']"),
+        ([1, 2, 3], 422, "JSON object"),
+        ({"series": [{}] * 17}, 413, "17 series in one request; the limit is 16"),
+        (b"this is not json", 400, "not valid JSON"),
+        (b"", 400, "not valid JSON"),
+        (nan_body.encode(), 400, "NaN is not allowed"),
+        (b"[" * 100_000, 400, "not valid JSON"),
+    ]
+    for body, status, msg in raw_cases:
+        r = _post(url, body)
+        assert r.status_code == status and msg in r.json()["detail"], (msg, r.status_code, r.text[:300])
+    # form-encoded / wrong content type: still parsed as JSON, so a clear 400
+    r = requests.post(f"{url}/forecast", data={"a": "b"}, timeout=30)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    # the replica still answers correctly
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert _post(url, {"series": [{"png": png_ok}]}).status_code == 200
+
+
+def test_oversized_bodies_get_413(url):
+    big = b'{"series": [' + b"0," * 400_000 + b"0]}"  # 800 kB > max_body_bytes=600000
+    r = _post(url, big)
+    assert r.status_code == 413 and "exceeds the limit of 600000 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: chunked transfer, counted while streaming
+        for _ in range(100):
+            yield b" " * 10_000
+
+    r = requests.post(f"{url}/forecast", data=chunks(), timeout=60)
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["detail"]
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+
+
+def test_concurrent_clients_get_their_own_answers(url, local_model):
+    n = 24
+    f = _frames(n, 5, T)
+    horizons = [1 + i % 3 for i in range(n)]
+
+    def call(i):
+        fmt = "png" if i % 2 else "frames"
+        series = {"png": [_png(x) for x in f[i]]} if fmt == "png" else {"frames": f[i].tolist()}
+        r = _post(url, {"series": [series], "horizon": horizons[i]})
+        assert r.status_code == 200, r.text
+        o = r.json()["forecasts"][0]
+        return np.array([_unpng(p) for p in o["png"]]) if fmt == "png" else np.array(o["frames"], np.uint8)
+
+    before = requests.get(f"{url}/model", timeout=30).json()["stats"]
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(call, range(n)))
+    after = requests.get(f"{url}/model", timeout=30).json()["stats"]
+    for i in range(n):
+        want = _expected(local_model, f[i:i + 1], horizons[i])[0]
+        assert got[i].shape == (horizons[i], H, W, C)
+        assert np.abs(got[i].astype(int) - want).max() <= 1, i
+    series, batches = after["series"] - before["series"], after["batches"] - before["batches"]
+    assert series == n and batches < n  # series from different clients shared forward passes
