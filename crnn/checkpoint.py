@@ -15,7 +15,9 @@ in a model directory can run code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -56,23 +58,30 @@ def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch
     return directory
 
 
-def _local_copy(path: str) -> str:
+@contextlib.contextmanager
+def _local_copy(path: str):
+    """A local directory with the contents of ``path``: itself, or a temporary copy of a URI's,
+    removed afterwards."""
     if "://" not in path or path.startswith("file://"):
-        return path.removeprefix("file://")
+        yield path.removeprefix("file://")
+        return
     import pyarrow.fs as pafs
 
     dst = tempfile.mkdtemp(prefix="crnn-model-")
-    pafs.copy_files(path, dst)
-    return dst
+    try:
+        pafs.copy_files(path, dst)
+        yield dst
+    finally:
+        shutil.rmtree(dst, ignore_errors=True)
 
 
 def read_model_file(path: str) -> dict[str, Any]:
     """The raw ``model.pt`` payload of a model directory (local or URI); checks the format."""
-    local = _local_copy(path)
-    f = os.path.join(local, MODEL_FILE)
-    if not os.path.exists(f):
-        raise FileNotFoundError(f"{path}: no {MODEL_FILE}; not a model directory")
-    payload = torch.load(f, map_location="cpu", weights_only=True)
+    with _local_copy(path) as local:
+        f = os.path.join(local, MODEL_FILE)
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"{path}: no {MODEL_FILE}; not a model directory")
+        payload = torch.load(f, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}/{MODEL_FILE}: not a {FORMAT} file")
     return payload
@@ -89,7 +98,8 @@ def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.
 
 
 def load_training_state(path: str) -> dict[str, Any] | None:
-    f = os.path.join(_local_copy(path), OPTIM_FILE)
-    if not os.path.exists(f):
-        return None
-    return torch.load(f, map_location="cpu", weights_only=True)
+    with _local_copy(path) as local:
+        f = os.path.join(local, OPTIM_FILE)
+        if not os.path.exists(f):
+            return None
+        return torch.load(f, map_location="cpu", weights_only=True)

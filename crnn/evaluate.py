@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -110,8 +111,9 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     """Score the model directory ``model_path`` and both baselines on one split of ``data_path``.
 
     ``split`` defaults to the model config's ``data.test_split``. With ``out`` (a local directory,
-    created), writes ``metrics.json`` (the returned dict) and ``predictions.png`` (real frames,
-    the model's forecasts and persistence's for ``num_examples`` series, like the paper's Fig. 7).
+    created, or a URI such as ``s3://bucket/runs/x/eval``), writes ``metrics.json`` (the returned
+    dict) and ``predictions.png`` (real frames, the model's forecasts and persistence's for
+    ``num_examples`` series, like the paper's Fig. 7).
 
     Raises ValueError for: data with fewer than ``in_frames + 1`` frames per series, frames whose
     size differs from the model's (naming both), an empty or unknown split, CUDA unavailable.
@@ -171,15 +173,30 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     })
 
     if out is not None:
-        os.makedirs(out, exist_ok=True)
-        metrics_path = os.path.join(out, "metrics.json")
-        png_path = os.path.join(out, "predictions.png")
-        result["files"] = {"metrics": metrics_path, "predictions": png_path}
+        remote = "://" in out and not out.startswith("file://")  # a URI: write locally, then upload
+        local = tempfile.mkdtemp(prefix="crnn-eval-") if remote else out.removeprefix("file://")
+        os.makedirs(local, exist_ok=True)
+        metrics_path = os.path.join(local, "metrics.json")
+        png_path = os.path.join(local, "predictions.png")
+        result["files"] = ({"metrics": f"{out.rstrip('/')}/metrics.json",
+                            "predictions": f"{out.rstrip('/')}/predictions.png"} if remote
+                           else {"metrics": metrics_path, "predictions": png_path})
         _write_figure(png_path, frames, preds, series_ids, ages, in_frames, num_examples,
                       title=f"{split}: real vs forecast ({cfg.model.kind})")
         with open(metrics_path, "w") as f:
             json.dump(result, f, indent=2, allow_nan=False)
             f.write("\n")
+        if remote:
+            import shutil
+
+            import pyarrow.fs as pafs
+
+            from crnn.shards import resolve
+
+            fs, root = resolve(out)
+            fs.create_dir(root, recursive=True)
+            pafs.copy_files(local, root, destination_filesystem=fs, use_threads=False)
+            shutil.rmtree(local, ignore_errors=True)
     return result
 
 

@@ -173,21 +173,25 @@ def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | No
     """Train without Ray on in-memory uint8 frames (N, T, H, W, C). Returns (model, history)."""
     device = torch.device(device)
     torch.manual_seed(cfg.train.seed)
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
     model = build_model(cfg.model).to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
-    train = torch.as_tensor(train_frames)
-    steps = max(1, math.ceil(len(train) / cfg.train.batch_size))
+    train = torch.as_tensor(train_frames).to(device)  # uint8 on the device: batches never cross PCIe
+    steps = max(1, len(train) // cfg.train.batch_size)
     sched = make_scheduler(opt, cfg, steps)
     cmodel = maybe_compile(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     history = []
     for epoch in range(cfg.train.epochs):
-        stats = run_epoch(cmodel, opt, sched, _array_batches(train, cfg.train.batch_size, device, True, gen), cfg)
+        batches = _array_batches(train, cfg.train.batch_size, device, True, gen, drop_last=True)
+        stats = run_epoch(cmodel, opt, sched, batches, cfg)
         row = _epoch_row(epoch, stats, opt)
         if val_frames is not None and len(val_frames):
-            err, count = run_eval(cmodel, _array_batches(torch.as_tensor(val_frames), 256, device, False), cfg)
+            err, count = run_eval(cmodel, _array_batches(torch.as_tensor(val_frames).to(device), 512, device,
+                                                         False), cfg)
             row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
         history.append(row)
         if epoch_callback:
@@ -230,11 +234,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    t_start = time.perf_counter()
     cfg = from_dict(loop_config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.train.seed + rank)
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -284,18 +291,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 local_shuffle_buffer_size=min(4 * per_worker + 256, 2048),
                 local_shuffle_seed=cfg.train.seed * 1000 + epoch * 10 + rank)
             val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device))
+        setup_s = time.perf_counter() - t_start if epoch == start_epoch else 0.0
         stats = run_epoch(cmodel, opt, sched, batches, cfg)
         loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
         row = _epoch_row(epoch, stats, opt, loss_sum, series)
         err, count = _all_reduce(*run_eval(cmodel, val_batches, cfg), device=device)
         row["val_loss"] = err / count if count else float("nan")
         row["val_mse_255"] = row["val_loss"] * 255**2
+        improved = row["val_loss"] < best
         best = min(best, row["val_loss"])
         row["best_val_loss"] = best
         row["start_epoch"] = start_epoch  # > 0 after resuming from a checkpoint
+        row["setup_s"] = setup_s          # worker start -> first batch (model, data cache, restore)
 
         last = epoch == cfg.train.epochs - 1
-        if rank == 0 and (last or (epoch + 1) % max(1, cfg.train.checkpoint_every) == 0):
+        every = cfg.train.checkpoint_every
+        if rank == 0 and (last or improved or (every > 0 and (epoch + 1) % every == 0)):
             with tempfile.TemporaryDirectory() as d:
                 save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched)
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -326,7 +337,7 @@ def write_metrics_csv(out: str, rows: list[dict]) -> str:
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(METRIC_FIELDS) + ["best_val_loss", "start_epoch"],
+    w = csv.DictWriter(buf, fieldnames=list(METRIC_FIELDS) + ["best_val_loss", "start_epoch", "setup_s"],
                        extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
@@ -382,16 +393,23 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from crnn.runtime import check_shared_storage
     from crnn.shards import is_local, resolve
 
     cfg.model.validate()
     if cfg.model.kind != "crnn":
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+    check_shared_storage({"data.path": cfg.data.path, "out": out}, use_gpu=cfg.train.use_gpu)
     train_ds, val_ds, n_train, card = load_datasets(cfg)
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
     if is_local(out):
         save_config(cfg, os.path.join(root, "config.yaml"))
+    else:
+        import yaml
+
+        with fs.open_output_stream(posixpath.join(root, "config.yaml")) as f:
+            f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     storage = root if is_local(out) else out.rstrip("/")
     t = cfg.train
     trainer = TorchTrainer(
@@ -433,7 +451,8 @@ def finish_run(out: str, cfg: Config, result) -> None:
         if is_local(out):
             shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns("optimizer.pt"))
         else:
-            pafs.copy_files(d, model_dir, destination_filesystem=fs)
+            # single-threaded upload, as Ray Train does for S3 (apache/arrow#32372)
+            pafs.copy_files(d, model_dir, destination_filesystem=fs, use_threads=False)
             fs.delete_file(posixpath.join(model_dir, "optimizer.pt"))
     if not is_local(out):
         return

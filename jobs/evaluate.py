@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (local path or URI)")
     p.add_argument("--data", required=True, help="dataset directory (local path or URI)")
-    p.add_argument("--out", help="local folder for metrics.json and predictions.png")
+    p.add_argument("--out", help="folder (local path or URI) for metrics.json and predictions.png")
     p.add_argument("--split", help="split to score (default: the model config's data.test_split)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -8,12 +9,13 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One embedded local Ray for the whole session (2 CPUs like this machine), shut down after."""
+    """An embedded local Ray (2 CPUs like this machine) per test module, shut down after it, so
+    no Ray outlives the module that needed it (tests that start their own cluster stay alone)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
     try:
         yield ray
@@ -22,14 +24,18 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(ray_local, tmp_path_factory):
-    """80 simulated series (ages 10..30, 32x16) published as shards: 66 train / 6 val / 8 test."""
-    from crnn.generate import generate
+def tiny_dataset(tmp_path_factory):
+    """80 simulated series (ages 10..30, 32x16) published as shards: 66 train / 6 val / 8 test.
 
+    Made by the real job in a subprocess (its own short-lived embedded Ray), once per session.
+    """
     out = str(tmp_path_factory.mktemp("data") / "pines")
-    generate(out, num_series=80, seed=7, shard_size=32)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "jobs", "generate.py"), "--num-series", "80",
+                        "--seed", "7", "--shard-size", "32", "--out", out, "--num-cpus", "2"],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+    assert r.returncode == 0, r.stderr[-3000:]
     return out
-
 
 def tiny_config(data_path, **overrides):
     """A small, fast CRNN config for tests."""

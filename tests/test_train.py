@@ -91,7 +91,7 @@ def test_train_step_reduces_loss_on_fixed_batch():
     assert n == 8 * 4 * 3 * 32 * 16 and math.isfinite(float(err))
 
 
-def test_ray_train_resumes_after_worker_dies(tiny_dataset, tmp_path):
+def test_ray_train_resumes_after_worker_dies(ray_local, tiny_dataset, tmp_path):
     """One worker, killed at the start of epoch 1: Ray Train restarts it from the epoch-0 checkpoint."""
     cfg = tiny_config(tiny_dataset, **{"train.epochs": 3})
     out = str(tmp_path / "run")
@@ -118,7 +118,7 @@ def test_ray_train_resumes_after_worker_dies(tiny_dataset, tmp_path):
     assert result.error is None
 
 
-def test_ray_train_two_workers_ddp(tiny_dataset, tmp_path):
+def test_ray_train_two_workers_ddp(ray_local, tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, **{"train.num_workers": 2, "train.epochs": 1})
     out = str(tmp_path / "run2")
     fit(cfg, out)
@@ -128,7 +128,7 @@ def test_ray_train_two_workers_ddp(tiny_dataset, tmp_path):
     load_model(os.path.join(out, "model"))
 
 
-def test_fit_rejects_mismatched_image_size(tiny_dataset, tmp_path):
+def test_fit_rejects_mismatched_image_size(ray_local, tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, **{"model.height": 64, "model.width": 32})
     with pytest.raises(ValueError, match="32x16x3 but the model expects 64x32x3"):
         fit(cfg, str(tmp_path / "bad"))
