@@ -1,6 +1,6 @@
 """The main job end to end on one machine (what `make run` does): generate, train, evaluate.
 
-    python jobs/run_all.py --out runs/make-run [--num-series 600] [--preset quick] [overrides...]
+    python jobs/run_all.py --out runs/make-run [--num-series 600] [--preset demo] [overrides...]
 
 Runs on an embedded local Ray unless RAY_ADDRESS points at a cluster. Prints the metrics table
 (trained model vs persistence, linear extrapolation and the paper's Table 3) and where everything
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/make-run", help="folder for data/, train/ and eval/")
     p.add_argument("--num-series", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="quick")
+    p.add_argument("--preset", default="demo", help="demo (default) | quick | paper | fast | strong")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("overrides", nargs="*", help="section.field=value config overrides")
     a = p.parse_args(argv)
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     data, run, ev = (os.path.join(a.out, d) for d in ("data", "train", "eval"))
     cfg = apply(load_config(a.preset, overrides=a.overrides),
                 {"data.path": data, "train.num_workers": a.workers})
-    init_ray()
+    init_ray(log_to_driver=False)  # keep the console to the pipeline's own lines
     t0 = time.perf_counter()
     card = generate(data, num_series=a.num_series, seed=a.seed, overwrite=True)
     test = read_numpy(data, split="test", columns=["series_id", "frames"])
