@@ -46,6 +46,7 @@ class TrainConfig:
     num_workers: int = 1                # Ray Train workers (DDP)
     use_gpu: bool = False
     cpus_per_worker: float = 0.5        # fractional so Ray Data read tasks still get CPU
+    gpus_per_worker: float = 1.0        # with use_gpu; a fraction packs several runs (Tune trials) per GPU
     precision: str = "fp32"             # fp32 | bf16 (autocast; GPU or CPU)
     compile: bool = False               # torch.compile the model
     max_failures: int = 2               # worker failures survived by resuming from the checkpoint

@@ -419,7 +419,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
                            "fault_injection": fault_injection},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}),
         datasets={"train": train_ds, "val": val_ds},
         run_config=ray.train.RunConfig(
             name=name or "train", storage_path=posixpath.join(storage, "ray") if is_local(out) else f"{storage}/ray",

@@ -1,0 +1,1081 @@
+"""Hyperparameter search with Ray Tune: the paper's comparisons (its Figs. 3-6), early-stopped by ASHA.
+
+    cfg = load_config("quick", overrides={"data.path": "data/pines"})
+    outcome = run_search(cfg, out="runs/tune", space="paper", searcher="random", num_samples=16)
+    outcome["best"]["trial_id"], outcome["files"]["results"]       # runs/tune/results.csv, best/ ...
+
+The search space is a dict of dotted config keys -> Tune domains, the same keys as ``crnn.config``
+(``{"model.conv_activation": tune.choice([...]), "train.lr": tune.loguniform(1e-4, 3e-3)}``), so any
+config field can be searched without plumbing. Spaces are named (:data:`SPACES`), read from YAML
+(``train.lr: {loguniform: [1e-4, 3e-3]}``; a plain value, lists included, is a constant) or given as
+a dict; every key and every value the space can produce is checked against the Config before Ray is
+touched. Searchers: ``grid`` (categorical keys as a grid), ``random``, ``tpe`` (a model-based
+Tree-structured Parzen Estimator in this file, numpy only) and ``optuna``/``hyperopt`` when those
+packages are installed.
+
+Each trial is a Ray Train run: Tune runs :func:`crnn_trial` (the Train V2 driver pattern), which
+builds the config (``apply(base, trial config)``) and calls :func:`crnn.train.fit` with Tune's
+``TuneReportCallback``; per-epoch ``val_loss`` reaches Tune and ASHA stops poor trials at rungs
+of 1, 2, 4, ... epochs done (``max_t`` = epochs). Trials request a tenth of a CPU;
+their Train workers are placed by Ray Train, so the number of concurrent trials is derived from the
+cluster (:func:`plan_resources`) such that trials, their workers and Ray Data's read tasks all fit.
+
+The search directory ``out``::
+
+    search.json      the search definition (base config, space, searcher, resources)
+    ray/<name>/      the Tune experiment (``Tuner.restore`` resumes it: run the same call again)
+    trials/<id>/     each trial's run directory, as written by ``fit`` (metrics.csv, model/, ...)
+    results.csv      every trial: status, epochs, val losses, searched values (best first)
+    best_config.yaml the best trial's full config (usable as ``jobs/train.py --config``)
+    curves/*.png     val_loss per epoch grouped by each compared factor, and all trials
+    best/            the best model directory (``--model`` for evaluate/predict/serve), with
+                     test_metrics.json and tune_result.json; also copied to ``<models>/<name>/``
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime
+import json
+import math
+import os
+import pickle
+import posixpath
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ray.tune import Callback
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from crnn.config import Config, apply, from_dict, save as save_config, to_dict
+
+__all__ = [
+    "SPACES", "PAPER_FACTORS", "SEARCHERS", "load_space", "parse_space", "describe_space", "validate_space",
+    "prepare_space", "make_searcher", "TPESearcher", "ResourcePlan", "plan_resources", "crnn_trial",
+    "run_search", "results_table", "write_results_csv", "plot_curves", "publish_model",
+]
+
+METRIC, MODE = "val_loss", "min"
+
+# ----------------------------------------------------------------------------- search spaces
+#: Named spaces, written like the YAML files: ``{kind: args}`` is a Tune domain, anything else a constant.
+SPACES: dict[str, dict[str, Any]] = {
+    # What the paper varied (Figs. 3-6) plus learning rate, filters, LSTM units and dropout.
+    # Epochs are ASHA's max_t (train.epochs of the preset: 95 for "paper").
+    "paper": {
+        "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
+        "model.lstm_activation": {"choice": ["tanh", "selu"]},
+        "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
+        "train.optimizer": {"choice": ["adam", "nadam"]},
+        "train.batch_size": {"choice": [8, 16, 32, 64]},
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+        "model.conv_filters": {"choice": [[16, 32], [32, 64], [64, 128]]},
+        "model.lstm_units": {"choice": [64, 128, 256, 384]},
+        "model.dropout": {"quniform": [0.0, 0.5, 0.1]},
+        "model.recurrent_dropout": {"quniform": [0.0, 0.5, 0.1]},
+    },
+    # Only the paper's four comparisons: 3 x 2 x 2 x 2 x 4 = 96 grid points.
+    "factors": {
+        "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
+        "model.lstm_activation": {"choice": ["tanh", "selu"]},
+        "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
+        "train.optimizer": {"choice": ["adam", "nadam"]},
+        "train.batch_size": {"choice": [8, 16, 32, 64]},
+    },
+    # Tests and smoke tests of a cluster.
+    "small": {
+        "model.conv_activation": {"choice": ["tanh", "relu"]},
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+    },
+}
+
+#: The paper's comparisons, one curve figure each: name -> the config keys that make a group.
+PAPER_FACTORS: dict[str, tuple[str, ...]] = {
+    "conv_activation": ("model.conv_activation",),
+    "lstm_x_recurrent_activation": ("model.lstm_activation", "model.recurrent_activation"),
+    "optimizer": ("train.optimizer",),
+    "batch_size": ("train.batch_size",),
+}
+
+_DOMAIN_KINDS = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint",
+                 "qrandint", "lograndint", "qlograndint")
+
+
+def _domain(kind: str, args: Any, key: str):
+    from ray import tune
+
+    if kind in ("choice", "grid"):
+        if not isinstance(args, (list, tuple)) or not args:
+            raise ValueError(f"search space {key}: {kind} needs a non-empty list, got {args!r}")
+        return tune.choice(list(args)) if kind == "choice" else tune.grid_search(list(args))
+    if not isinstance(args, (list, tuple)) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                      for a in args):
+        raise ValueError(f"search space {key}: {kind} needs a list of numbers, got {args!r}")
+    fn = getattr(tune, kind)
+    try:
+        return fn(*args)
+    except TypeError as e:
+        raise ValueError(f"search space {key}: {kind}{tuple(args)}: {e}") from None
+
+
+def parse_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{key: {kind: args} | constant | Tune domain}`` -> ``{key: Tune domain | grid_search | constant}``.
+
+    Kinds: choice, grid, uniform, quniform, loguniform, qloguniform, randint (upper exclusive),
+    qrandint, lograndint, qlograndint -- the ``ray.tune`` functions of the same names. Keys are
+    dotted config keys; a nested ``{section: {field: ...}}`` mapping is flattened first.
+    """
+    from ray.tune.search.sample import Domain
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"search space: expected a mapping of config keys, got {type(spec).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in _flatten_space(spec).items():
+        if isinstance(value, Domain) or _is_grid(value):
+            out[key] = value
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _DOMAIN_KINDS:
+            kind, args = next(iter(value.items()))
+            out[key] = _domain(kind, args, key)
+        elif isinstance(value, dict):
+            raise ValueError(f"search space {key}: {value!r} is not one of {{kind: args}} with kind in "
+                             f"{_DOMAIN_KINDS}")
+        else:
+            out[key] = value  # a constant (a list is a constant: e.g. model.conv_filters: [16, 32])
+    if not out:
+        raise ValueError("search space is empty")
+    return out
+
+
+def _flatten_space(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        if "." not in k and isinstance(v, dict) and not (len(v) == 1 and next(iter(v)) in _DOMAIN_KINDS) \
+                and "grid_search" not in v:
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    return out
+
+
+def _is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def load_space(space: str | dict[str, Any]) -> dict[str, Any]:
+    """A named space (:data:`SPACES`), a YAML file (``*.yaml``/``*.yml``) or a dict -> parsed space."""
+    if isinstance(space, dict):
+        return parse_space(space)
+    if space in SPACES:
+        return parse_space(copy.deepcopy(SPACES[space]))
+    if os.path.exists(space):
+        with open(space) as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            return parse_space(data)
+        except ValueError as e:
+            raise ValueError(f"{space}: {e}") from None
+    raise ValueError(f"unknown search space {space!r}: use one of {sorted(SPACES)} or a YAML file")
+
+
+def describe_space(space: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-able description of a parsed space (for search.json and people)."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized
+
+    out = {}
+    for key, d in space.items():
+        if _is_grid(d):
+            out[key] = {"grid": d["grid_search"]}
+        elif isinstance(d, Categorical):
+            out[key] = {"choice": d.categories}
+        elif isinstance(d, (Float, Integer)):
+            s = d.get_sampler()
+            q = s.q if isinstance(s, Quantized) else None
+            base = s.get_sampler() if isinstance(s, Quantized) else s
+            kind = ("log" if isinstance(base, LogUniform) else "") + ("uniform" if isinstance(d, Float) else "randint")
+            out[key] = {("q" + kind) if q else kind: [d.lower, d.upper] + ([q] if q else [])}
+        elif isinstance(d, Domain):
+            out[key] = {"domain": repr(d)}
+        else:
+            out[key] = d
+    return json.loads(json.dumps(out, default=repr))
+
+
+def _candidate_values(d: Any) -> list[Any]:
+    """Values a domain can produce that are worth checking against the config: all or the bounds."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized
+
+    if _is_grid(d):
+        return list(d["grid_search"])
+    if isinstance(d, Categorical):
+        return list(d.categories)
+    if isinstance(d, Float):  # the bounds and a random draw (catches a float range on an int field)
+        return [d.lower, d.upper, _plain(d.sample())]
+    if isinstance(d, Integer):
+        s = d.get_sampler()
+        return [d.lower, d.upper if isinstance(s, Quantized) else d.upper - 1, _plain(d.sample())]
+    if isinstance(d, Domain):
+        return [d.sample()]
+    return [d]
+
+
+def check_config(cfg: Config) -> None:
+    """Everything about a config that fails only once training starts, checked now (ValueError)."""
+    import torch
+
+    from crnn.train import autocast, loss_fn, make_optimizer, make_scheduler
+
+    cfg.model.validate()
+    if cfg.model.kind != "crnn":
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
+    t = cfg.train
+    for name in ("epochs", "batch_size", "num_workers"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"train.{name}={getattr(t, name)!r}: expected a positive integer")
+    if not t.lr > 0:
+        raise ValueError(f"train.lr={t.lr!r}: expected a positive number")
+    if t.cpus_per_worker < 0:
+        raise ValueError(f"train.cpus_per_worker={t.cpus_per_worker!r}: expected >= 0")
+    opt = make_optimizer(torch.nn.Linear(1, 1), cfg)
+    make_scheduler(opt, cfg, 1)
+    loss_fn(torch.zeros(1), torch.zeros(1), t.loss)
+    autocast(torch.device("cpu"), t.precision)
+
+
+def validate_space(base: Config, space: dict[str, Any]) -> None:
+    """Raise ValueError naming the key if a space key is not a config field or one of its values
+    (each category, each grid value, the bounds of a range) makes an invalid config."""
+    for key, d in space.items():
+        for value in _candidate_values(d):
+            try:
+                check_config(apply(base, {key: value}))
+            except (KeyError, TypeError, ValueError) as e:
+                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+                raise ValueError(f"search space {key}={value!r}: {msg}") from None
+
+
+def prepare_space(space: dict[str, Any], searcher: str) -> dict[str, Any]:
+    """The space as the searcher wants it: ``grid`` turns categorical keys into grid axes (ranges stay
+    sampled, ``num_samples`` per grid point); model-based searchers take no grid (grid -> choice)."""
+    from ray import tune
+    from ray.tune.search.sample import Categorical
+
+    out = {}
+    for key, d in space.items():
+        if searcher == "grid" and isinstance(d, Categorical):
+            out[key] = tune.grid_search(list(d.categories))
+        elif searcher not in ("grid", "random") and _is_grid(d):
+            out[key] = tune.choice(list(d["grid_search"]))
+        else:
+            out[key] = d
+    return out
+
+
+def _max_epochs(base: Config, space: dict[str, Any]) -> int:
+    if "train.epochs" in space:
+        return int(max(_candidate_values(space["train.epochs"])))
+    return base.train.epochs
+
+
+# ----------------------------------------------------------------------------- searchers
+SEARCHERS = ("grid", "random", "tpe", "optuna", "hyperopt")
+
+
+def make_searcher(kind: str, seed: int = 0, max_concurrent: int | None = None):
+    """The Tune search algorithm for ``kind`` (see :data:`SEARCHERS`)."""
+    if kind in ("grid", "random"):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    if kind == "tpe":
+        return TPESearcher(seed=seed)
+    if kind == "optuna":
+        try:
+            import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise ValueError("--searcher optuna needs `pip install optuna`; or use --searcher tpe "
+                             "(built in, no extra packages)") from None
+        import optuna
+
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    if kind == "hyperopt":
+        try:
+            import hyperopt  # noqa: F401
+            from ray.tune.search.hyperopt import HyperOptSearch
+        except ImportError:
+            raise ValueError("--searcher hyperopt needs `pip install hyperopt`; or use --searcher tpe "
+                             "(built in, no extra packages)") from None
+        return HyperOptSearch(random_state_seed=seed)
+    raise ValueError(f"unknown searcher {kind!r}: choose from {SEARCHERS}")
+
+
+class TPESearcher(Searcher):
+    """Tree-structured Parzen Estimator (Bergstra et al., NeurIPS 2011), factorised over keys, numpy only.
+
+    The first ``n_startup`` trials are random. Afterwards the finished trials are split into the
+    best ``gamma`` fraction and the rest; for each key, ``n_candidates`` values are drawn from a
+    Parzen density fitted to the good trials (categorical: smoothed frequencies; ranges: Gaussian
+    kernels in the unit -- or log -- interval, mixed with the uniform prior) and the one with the
+    largest good/bad density ratio is suggested. Trials stopped by ASHA count with their last
+    ``val_loss``; failed trials (or NaN losses) count as worst. State survives ``Tuner.restore``.
+    """
+
+    def __init__(self, metric: str | None = None, mode: str | None = None, n_startup: int = 4,
+                 gamma: float = 0.25, n_candidates: int = 32, seed: int = 0):
+        super().__init__(metric=metric, mode=mode)
+        self.n_startup, self.gamma, self.n_candidates = max(2, n_startup), gamma, n_candidates
+        self._rng = np.random.default_rng(seed)
+        self._space: dict[str, Any] | None = None
+        self._consts: dict[str, Any] = {}
+        self._live: dict[str, dict] = {}
+        self._obs: list[tuple[dict, float]] = []  # (config, loss: lower is better)
+
+    # -- Tune protocol
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        from ray.tune.search.sample import Domain
+
+        if self._space is not None:
+            return False
+        if metric and not self._metric:
+            self._metric = metric
+        if mode and not self._mode:
+            self._mode = mode
+        self._space, self._consts = {}, {}
+        for key, value in (config or {}).items():
+            if _is_grid(value):
+                raise ValueError(f"TPESearcher: {key} is a grid; use a choice")
+            if isinstance(value, Domain):
+                self._space[key] = value
+            else:
+                self._consts[key] = value
+        return True
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._space is None:
+            raise RuntimeError("TPESearcher has no search space; pass param_space to the Tuner")
+        if len(self._obs) < self.n_startup:
+            cfg = {k: self._prior(d) for k, d in self._space.items()}
+        else:
+            cfg = self._tpe()
+        cfg.update(copy.deepcopy(self._consts))
+        self._live[trial_id] = cfg
+        return copy.deepcopy(cfg)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cfg = self._live.pop(trial_id, None)
+        if cfg is None:
+            return
+        loss = math.inf
+        if not error and result and self._metric in result:
+            v = float(result[self._metric])
+            loss = (v if self._mode != "max" else -v) if math.isfinite(v) else math.inf
+        self._obs.append((cfg, loss))
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+    # -- the estimator
+    def _prior(self, d):
+        return _plain(d.sample(random_state=self._rng))
+
+    def _tpe(self) -> dict:
+        obs = sorted(self._obs, key=lambda o: o[1])
+        n_good = max(1, int(math.ceil(self.gamma * len(obs))))
+        good, bad = [o[0] for o in obs[:n_good]], [o[0] for o in obs[n_good:]]
+        cfg = {}
+        for key, d in self._space.items():
+            model = _ParzenKey(d, [g[key] for g in good], [b[key] for b in bad])
+            if not model.ok:
+                cfg[key] = self._prior(d)
+                continue
+            cands = [model.sample(self._rng) for _ in range(self.n_candidates)]
+            scores = [model.score(c) for c in cands]
+            cfg[key] = cands[int(np.argmax(scores))]
+        return cfg
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class _ParzenKey:
+    """Good and bad densities of one key (see :class:`TPESearcher`)."""
+
+    def __init__(self, d, good: list, bad: list):
+        from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Normal, Quantized
+
+        self.d, self.ok = d, True
+        if isinstance(d, Categorical):
+            self.kind = "cat"
+            self.cats = list(d.categories)
+            self.pg, self.pb = self._freq(good), self._freq(bad)
+            return
+        s = d.get_sampler() if isinstance(d, (Float, Integer)) else None
+        self.q = s.q if isinstance(s, Quantized) else None
+        base = s.get_sampler() if isinstance(s, Quantized) else s
+        if s is None or isinstance(base, Normal):
+            self.ok = False
+            return
+        self.kind, self.log = "num", isinstance(base, LogUniform)
+        self.is_int = isinstance(d, Integer)
+        self.lo = float(d.lower)
+        self.hi = float(d.upper) - (1.0 if self.is_int and self.q is None else 0.0)
+        if self.hi <= self.lo:
+            self.ok = False
+            return
+        self.ug, self.ub = np.array([self._unit(v) for v in good]), np.array([self._unit(v) for v in bad])
+
+    def _freq(self, values: list) -> np.ndarray:
+        counts = np.ones(len(self.cats))
+        for v in values:
+            if v in self.cats:
+                counts[self.cats.index(v)] += 1
+        return counts / counts.sum()
+
+    def _unit(self, v: float) -> float:
+        if self.log:
+            return (math.log(v) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
+        return (float(v) - self.lo) / (self.hi - self.lo)
+
+    def _value(self, u: float):
+        u = min(1.0, max(0.0, u))
+        v = math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))) if self.log \
+            else self.lo + u * (self.hi - self.lo)
+        if self.q is not None:
+            v = round(v / self.q) * self.q
+            v = min(max(v, math.ceil(self.lo / self.q - 1e-9) * self.q), math.floor(self.hi / self.q + 1e-9) * self.q)
+            v = round(v, 12)
+        if self.is_int:
+            return int(min(max(round(v), self.lo), self.hi))
+        return float(min(max(v, self.lo), self.hi))
+
+    @staticmethod
+    def _bw(u: np.ndarray) -> float:
+        n = max(1, len(u))
+        return float(np.clip(1.06 * (np.std(u) if len(u) > 1 else 0.3) * n ** -0.2, 0.05, 0.5))
+
+    def _density(self, x: float, u: np.ndarray) -> float:
+        """Gaussian kernels at ``u`` mixed with the uniform prior (weight 1 of n+1)."""
+        h = self._bw(u)
+        k = np.exp(-0.5 * ((x - u) / h) ** 2) / (h * math.sqrt(2 * math.pi)) if len(u) else np.zeros(0)
+        return float((k.sum() + 1.0) / (len(u) + 1))
+
+    def sample(self, rng: np.random.Generator):
+        if self.kind == "cat":
+            return copy.deepcopy(self.cats[int(rng.choice(len(self.cats), p=self.pg))])
+        j = int(rng.integers(len(self.ug) + 1))
+        u = rng.uniform() if j == len(self.ug) else rng.normal(self.ug[j], self._bw(self.ug))
+        return self._value(u)
+
+    def score(self, v) -> float:
+        if self.kind == "cat":
+            i = self.cats.index(v)
+            return math.log(self.pg[i]) - math.log(self.pb[i])
+        x = self._unit(v)
+        return math.log(self._density(x, self.ug)) - math.log(self._density(x, self.ub))
+
+
+# ----------------------------------------------------------------------------- resources
+@dataclass
+class ResourcePlan:
+    """How trials fit the cluster: what a trial (the Train driver) requests, what its Train workers
+    take, and how many trials run at once."""
+
+    trial: dict[str, float]          # requested by the Tune trial itself (it only drives TorchTrainer)
+    cpus_per_trial: float            # the trial + its Train workers
+    gpus_per_trial: float            # its Train workers
+    data_cpus: float                 # kept free for Ray Data read tasks (1 CPU each)
+    max_concurrent: int
+    cluster: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def plan_resources(cfg: Config, cluster: dict[str, float] | None = None, trial_cpus: float = 0.1,
+                   data_cpus: float = 1.0, max_concurrent: int | None = None) -> ResourcePlan:
+    """Concurrent trials such that every trial's driver and Train workers fit, and ``data_cpus``
+    stay free so Ray Data's read tasks (1 CPU each) can always run -- otherwise training workers
+    would wait for data forever. On a 2-CPU machine with the default 1 worker x 0.5 CPU: one trial
+    at a time. On GPUs: ``train.num_workers`` x GPU per worker per trial (``train.gpus_per_worker``
+    when the config has it, else 1), e.g. 8 GPUs -> 8 concurrent 1-worker trials, or 16 with 0.5.
+
+    ``cluster`` defaults to ``ray.cluster_resources()``. ``max_concurrent`` overrides the derived
+    number (e.g. an autoscaling cluster that is still small); it is not checked against the cluster.
+    """
+    if cluster is None:
+        import ray
+
+        cluster = ray.cluster_resources()
+    t = cfg.train
+    if trial_cpus <= 0:
+        raise ValueError("trial_cpus must be > 0: a Tune trial that drives a TorchTrainer needs some CPU")
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    cpus_per_trial = trial_cpus + t.num_workers * t.cpus_per_worker
+    gpw = float(getattr(t, "gpus_per_worker", 1.0)) if t.use_gpu else 0.0
+    gpus_per_trial = t.num_workers * gpw
+    eps = 1e-6
+    by_cpu = int(math.floor((cpus - data_cpus) / cpus_per_trial + eps)) if cpus_per_trial > 0 else 10**6
+    by_gpu = int(math.floor(gpus / gpus_per_trial + eps)) if gpus_per_trial > 0 else 10**6
+    derived = min(by_cpu, by_gpu)
+    note = (f"{cpus:g} CPU / {gpus:g} GPU; per trial {cpus_per_trial:g} CPU ({trial_cpus:g} driver + "
+            f"{t.num_workers} worker(s) x {t.cpus_per_worker:g}) and {gpus_per_trial:g} GPU; "
+            f"{data_cpus:g} CPU kept for Ray Data -> {max(derived, 0)} concurrent")
+    if max_concurrent:
+        if max_concurrent > derived:
+            warnings.warn(f"max_concurrent={max_concurrent} exceeds what the cluster holds now ({note})")
+        n = int(max_concurrent)
+        note += f"; overridden: {n}"
+    else:
+        if derived < 1:
+            raise ValueError(
+                f"a trial does not fit this cluster ({note}). Lower train.cpus_per_worker or "
+                "train.num_workers, add resources, or set max_concurrent for an autoscaling cluster")
+        n = derived
+    return ResourcePlan(trial={"CPU": trial_cpus}, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        data_cpus=data_cpus, max_concurrent=n, cluster=dict(cluster), note=note)
+
+
+# ----------------------------------------------------------------------------- the trial
+class _TuneReport(TuneReportCallback):
+    """Tune's TuneReportCallback, plus: non-finite losses go to Tune as +inf (so ASHA stops NaN
+    trials) and ``final_epoch`` marks the last epoch's report (see :class:`_ASHA`)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def after_report(self, run_context, metrics, checkpoint):
+        row = dict(metrics[0])
+        for k in ("val_loss", "train_loss", "best_val_loss"):
+            if k in row and not math.isfinite(float(row[k])):
+                row[k] = math.inf
+        row["epochs_done"] = int(row.get("epoch", -1)) + 1  # ASHA's clock: right after resumes too
+        row["final_epoch"] = row["epochs_done"] >= self.epochs
+        super().after_report(run_context, [row, *metrics[1:]], checkpoint)
+
+
+class _ASHA(ASHAScheduler):
+    """ASHA on ``epochs_done`` with two changes for Train-in-Tune trials:
+
+    * it never stops a trial on its last epoch's report: such a trial is done anyway, and stopping
+      it there would kill it before ``fit`` copies its best checkpoint to ``model/``;
+    * its rungs survive ``Tuner.restore`` (Tune does not save scheduler state): they are written
+      to ``state_path`` after every decision and read back when the experiment is unpickled.
+    """
+
+    def __init__(self, *args, state_path: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state_path = state_path
+
+    def on_trial_result(self, tune_controller, trial, result):
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get("final_epoch"):
+            self._num_stopped -= 1
+            action = TrialScheduler.CONTINUE
+        self._save_rungs()
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save_rungs()
+
+    def _save_rungs(self) -> None:
+        if not self._state_path:
+            return
+        state = {"rungs": [[(m, dict(rec)) for m, rec in b._rungs] for b in self._brackets],
+                 "num_stopped": self._num_stopped}
+        _write_bytes(self._state_path, pickle.dumps(state))
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        path = state.get("_state_path")
+        if path and _exists(path):
+            saved = pickle.loads(_read_bytes(path))
+            for b, rungs in zip(self._brackets, saved["rungs"]):
+                if [m for m, _ in b._rungs] == [m for m, _ in rungs]:
+                    b._rungs = [(m, dict(rec)) for m, rec in rungs]
+            self._num_stopped = saved.get("num_stopped", 0)
+
+
+def crnn_trial(config: dict[str, Any], base: dict | None = None, runs: str = "", train_name: str = "train"):
+    """One Tune trial: a Ray Train run of ``apply(base, config)`` in ``<runs>/<trial id>``.
+
+    The driver pattern of Train V2: this function only builds the ``TorchTrainer`` (inside
+    :func:`crnn.train.fit`); the training itself runs in Train workers. Metrics reach Tune per epoch.
+    """
+    from ray import tune
+
+    from crnn.train import fit
+
+    cfg = apply(from_dict(base), config)
+    trial_id = tune.get_context().get_trial_id()
+    out = posixpath.join(runs, trial_id) if "://" in runs else os.path.join(runs, trial_id)
+    fit(cfg, out, name=train_name, callbacks=[_TuneReport(cfg.train.epochs)])
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creating actor is dead; returns how many.
+
+    When ASHA stops a trial, Tune kills the trial's actor and with it the Train controller it
+    owns; the Train worker group's placement group then outlives them (a placement group lives
+    until its creator actor *and* job are gone). Ray Train's own ``PlacementGroupCleaner`` removes
+    it through the State API, which needs the dashboard and resolves the cluster's address from
+    the environment -- with several Ray clusters on one machine it can query the wrong one and give
+    up. The leaked CPUs then starve Ray Data's read tasks of the next trial (a silent hang on a
+    2-CPU machine). This runs on the driver, which is connected to the right GCS.
+    """
+    import ray
+    import ray._private.state as ray_state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    removed = 0
+    accessor = ray_state.state._connect_and_get_accessor()
+    for raw in accessor.get_placement_group_table():
+        d = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if d.state == gcs_pb2.PlacementGroupTableData.REMOVED or d.is_detached or not d.creator_actor_dead:
+            continue
+        if d.creator_job_id.hex() != job or not d.creator_actor_id or set(d.creator_actor_id) <= {0, 255}:
+            continue  # another job's, or created by the driver itself (Tune's own trial groups)
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(d.placement_group_id)))
+            removed += 1
+        except Exception as e:  # noqa: BLE001 -- best effort, never fail the search for it
+            warnings.warn(f"could not remove orphaned placement group {d.placement_group_id.hex()}: {e}")
+    return removed
+
+
+def _settle_placement_groups(timeout_s: float = 10.0) -> None:
+    """After ``fit``: wait (briefly) for the Train runs of trials stopped last to die, and free their
+    placement groups, so that whatever runs next on this cluster gets the CPUs back."""
+    import ray
+    import ray._private.state as ray_state
+    from ray.core.generated import gcs_pb2
+
+    job = ray.get_runtime_context().get_job_id()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            release_orphaned_placement_groups()
+            live = [d for d in (gcs_pb2.PlacementGroupTableData.FromString(raw) for raw in
+                                ray_state.state._connect_and_get_accessor().get_placement_group_table())
+                    if d.state != gcs_pb2.PlacementGroupTableData.REMOVED and d.creator_job_id.hex() == job
+                    and not d.is_detached and d.creator_actor_id and not set(d.creator_actor_id) <= {0, 255}]
+            if not live or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+    except Exception as e:  # noqa: BLE001 -- best effort
+        warnings.warn(f"placement group clean-up check failed: {e}")
+
+
+class _ReleaseOrphans(Callback):
+    """Tune callback: every few seconds, :func:`release_orphaned_placement_groups`."""
+
+    def __init__(self, every_s: float = 2.0):
+        self.every_s, self._last, self.released = every_s, 0.0, 0
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            try:
+                self.released += release_orphaned_placement_groups()
+            except Exception as e:  # noqa: BLE001
+                if not getattr(self, "_warned", False):
+                    self._warned = True
+                    warnings.warn(f"orphaned placement group check failed: {e}")
+
+    def __getstate__(self):  # pickled with the experiment; the clock is not state
+        return {"every_s": self.every_s, "_last": 0.0, "released": self.released}
+
+
+# ----------------------------------------------------------------------------- the search
+def _abs(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
+def _join(root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)
+
+
+def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", searcher: str = "random",
+               num_samples: int | None = None, name: str = "tune", seed: int = 0, asha: bool = True,
+               grace_period: int = 1, reduction_factor: float = 2, max_concurrent: int | None = None,
+               trial_cpus: float = 0.1, data_cpus: float = 1.0, models: str | None = None,
+               resume: bool = True, retry_errored: bool = False, evaluate: bool = True,
+               tune_callbacks: list | None = None, verbose: int = 1) -> dict[str, Any]:
+    """Run (or resume) a search; write results.csv, best_config.yaml, curves/ and best/ under ``out``.
+
+    Needs a running Ray with the dashboard on (Train V2 inside Tune). ``out`` is local or a URI
+    reachable from every node (``models`` too). If ``out/ray/<name>`` holds an experiment, it is
+    resumed with ``Tuner.restore`` (finished and ASHA-stopped trials are kept; unfinished ones run
+    again, in the same run directory, where Ray Train finds their last checkpoint) unless ``resume=False``, which then refuses to
+    overwrite it. ``num_samples`` defaults to 1 for ``grid`` (one pass over the grid), else 8.
+    Returns ``{"best": row, "rows": [...], "files": {...}, "plan": ..., "restored": bool}``.
+    """
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from crnn.shards import is_local
+
+    if not ray.is_initialized():
+        raise RuntimeError("run_search needs a running Ray (crnn.runtime.init_ray(include_dashboard=True))")
+    out = _abs(out)
+    base = apply(base, {"data.path": _abs(base.data.path)})  # trials run with another working directory
+    check_config(base)
+    try:
+        from crnn.runtime import check_shared_storage
+    except ImportError:  # older crnn.runtime
+        check_shared_storage = None
+    if check_shared_storage is not None:  # on a multi-node cluster, trials run on other machines
+        check_shared_storage({"data.path": base.data.path, "out": out, **({"models": models} if models else {})},
+                             use_gpu=base.train.use_gpu)
+    parsed = load_space(space)
+    validate_space(base, parsed)
+    if searcher not in SEARCHERS:
+        raise ValueError(f"unknown searcher {searcher!r}: choose from {SEARCHERS}")
+    num_samples = num_samples or (1 if searcher == "grid" else 8)
+    max_t = _max_epochs(base, parsed)
+
+    exp_path = _join(out, "ray", name)
+    runs = _join(out, "trials")
+    prepared = prepare_space(parsed, searcher)
+    grid_points = math.prod(len(v["grid_search"]) for v in prepared.values() if _is_grid(v))
+    definition = {"base": to_dict(base), "space": describe_space(parsed), "searcher": searcher,
+                  "num_samples": num_samples, "expected_trials": num_samples * grid_points, "name": name,
+                  "seed": seed, "metric": METRIC, "mode": MODE,
+                  "asha": {"enabled": asha, "time_attr": "epochs_done", "grace_period": grace_period,
+                           "reduction_factor": reduction_factor, "max_t": max_t}}
+    restored = resume and tune.Tuner.can_restore(exp_path)
+    if not restored and _exists(exp_path):
+        raise ValueError(f"{exp_path} holds a search already; resume it or choose another --out/--name")
+    if restored:
+        stored = _read_json(_join(out, "search.json"))
+        if stored and stored.get("base") and stored["base"] != definition["base"]:
+            warnings.warn(f"resuming {exp_path}: using the base config stored in search.json, not this one")
+        base = from_dict(stored["base"]) if stored and stored.get("base") else base
+        definition = {**definition, **(stored or {})}
+    plan = plan_resources(base, trial_cpus=trial_cpus, data_cpus=data_cpus, max_concurrent=max_concurrent)
+    definition["resources"] = asdict(plan)
+    _write_text(_join(out, "search.json"), json.dumps(definition, indent=2, default=repr) + "\n")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(crnn_trial, base=to_dict(base), runs=runs, train_name="train"), plan.trial)
+    if restored:
+        print(f"resuming the search in {exp_path}")
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=retry_errored)
+    else:
+        scheduler = (_ASHA(time_attr="epochs_done", max_t=max_t, grace_period=min(grace_period, max_t),
+                           reduction_factor=reduction_factor,
+                           state_path=_join(out, "asha_rungs.pkl"))
+                     if asha else FIFOScheduler())
+        alg = make_searcher(searcher, seed=seed, max_concurrent=plan.max_concurrent)
+        basic = searcher in ("grid", "random")  # BasicVariantGenerator limits concurrency itself
+        tuner = tune.Tuner(
+            trainable,
+            param_space=prepared,
+            tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=alg, scheduler=scheduler,
+                                        num_samples=num_samples,
+                                        max_concurrent_trials=None if basic else plan.max_concurrent,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=name, storage_path=_join(out, "ray"), verbose=verbose,
+                                      callbacks=[_ReleaseOrphans(), *(tune_callbacks or [])]),
+        )
+    grid = tuner.fit()
+    _settle_placement_groups()
+
+    rows, histories = results_table(grid, base, runs)
+    interrupted = (any(r["status"] == "unfinished" for r in rows)
+                   or len(rows) < int(definition.get("expected_trials") or 0))
+    if interrupted:
+        warnings.warn(f"the search was interrupted; run it again to resume ({exp_path})")
+    files = {"results": write_results_csv(rows, out), "search": _join(out, "search.json")}
+    local_out = out if is_local(out) else None
+    if local_out:
+        files["curves"] = plot_curves(rows, histories, os.path.join(out, "curves"), keys=list(parsed))
+    best = next((r for r in rows if r["status"] == "done" and r.get("model")), None)
+    if best is None:
+        warnings.warn("no trial finished with a model; nothing published")
+        return {"best": None, "rows": rows, "files": files, "plan": asdict(plan), "restored": restored,
+                "interrupted": interrupted}
+    best_cfg = apply(base, {k: v for k, v in best["config"].items()})
+    cfg_path = _join(out, "best_config.yaml")
+    if local_out:
+        save_config(best_cfg, cfg_path)
+    else:
+        _write_text(cfg_path, yaml.safe_dump(to_dict(best_cfg), sort_keys=False))
+    files["best_config"] = cfg_path
+    info = {"trial_id": best["trial_id"], "metric": METRIC, "mode": MODE, "val_loss": best["val_loss"],
+            "best_val_loss": best["best_val_loss"], "best_epoch": best["best_epoch"], "epochs": best["epochs"],
+            "config": best["config"], "searcher": definition["searcher"], "experiment": exp_path,
+            "trial_dir": best["run_dir"], "num_trials": len(rows),
+            "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    test_metrics = None
+    if evaluate:
+        from crnn.evaluate import evaluate as run_eval
+
+        try:
+            test_metrics = run_eval(best["model"], base.data.path)
+        except (ValueError, FileNotFoundError) as e:
+            warnings.warn(f"test evaluation of the best model failed: {e}")
+            test_metrics = {"error": str(e)}
+    files["best"] = publish_model(best["model"], _join(out, "best"), info, test_metrics)
+    if models:
+        files["models"] = publish_model(best["model"], _join(_abs(models), name), info, test_metrics)
+    return {"best": best, "rows": rows, "files": files, "plan": asdict(plan), "restored": restored,
+            "interrupted": interrupted, "test_metrics": test_metrics}
+
+
+# ----------------------------------------------------------------------------- outputs
+def results_table(grid, base: Config, runs: str) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+    """One row per trial (best first) and each trial's (epoch, val_loss) history.
+
+    ``status``: ``done`` (all epochs), ``stopped`` (by ASHA), ``error``, or ``unfinished``.
+    """
+    statuses = {t.trial_id: t.status for t in getattr(getattr(grid, "_experiment_analysis", None), "trials", [])}
+    rows, histories = [], {}
+    for res in grid:
+        trial_id = (res.metrics or {}).get("trial_id") or os.path.basename(str(res.path).rstrip("/"))
+        config = {k: v for k, v in (res.config or {}).items()}
+        epochs_target = apply(base, config).train.epochs
+        hist: list[tuple[int, float]] = []
+        df = res.metrics_dataframe
+        if df is not None and len(df) and "epoch" in df and METRIC in df:
+            seen: dict[int, float] = {}
+            for e, v in zip(df["epoch"], df[METRIC]):
+                if e == e and v == v:  # not NaN
+                    seen[int(e)] = float(v)  # a resumed epoch replaces the earlier report
+            hist = sorted(seen.items())
+        histories[trial_id] = hist
+        vals = [v for _, v in hist]
+        epochs_run = (hist[-1][0] + 1) if hist else 0
+        tune_status = statuses.get(trial_id, "TERMINATED")
+        if res.error is not None or tune_status == "ERROR":
+            status = "error"
+        elif tune_status != "TERMINATED":
+            status = "unfinished"  # the search was interrupted; resume it
+        elif epochs_run >= epochs_target:
+            status = "done"
+        else:
+            status = "stopped"  # by ASHA
+        run_dir = _join(runs, trial_id)
+        model = _join(run_dir, "model")
+        best_i = int(np.argmin(vals)) if vals else None
+        rows.append({
+            "trial_id": trial_id, "status": status, "epochs": epochs_run,
+            "val_loss": vals[-1] if vals else math.nan,
+            "best_val_loss": min(vals) if vals else math.nan,
+            "best_epoch": hist[best_i][0] if best_i is not None else None,
+            "train_loss": float((res.metrics or {}).get("train_loss", math.nan)),
+            "time_s": float((res.metrics or {}).get("time_total_s", math.nan)),
+            "config": config, "run_dir": run_dir,
+            "model": model if status == "done" and _exists(_join(model, "model.pt")) else None,
+            "error": _short_error(res.error),
+        })
+    # best first by the lowest val_loss reached (what model/ holds); stopped trials rank by the loss they
+    # reached before ASHA stopped them; unfinished and failed trials last
+    rows.sort(key=lambda r: (r["status"] == "error", r["status"] == "unfinished",
+                             r["best_val_loss"] if math.isfinite(r["best_val_loss"]) else math.inf))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    return rows, histories
+
+
+def _short_error(err) -> str:
+    if err is None:
+        return ""
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+def _fmt(v) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v)
+    return "" if v is None else v
+
+
+def write_results_csv(rows: list[dict], out: str) -> str:
+    """``out/results.csv``: rank, trial, status, epochs, losses, time, each searched key, error."""
+    keys = sorted({k for r in rows for k in r["config"]})
+    cols = ["rank", "trial_id", "status", "epochs", "best_val_loss", "best_epoch", "val_loss", "train_loss",
+            "time_s", *keys, "error"]
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_fmt(r["config"].get(c)) if c in keys else _fmt(r.get(c)) for c in cols])
+    path = _join(out, "results.csv")
+    _write_text(path, buf.getvalue())
+    return path
+
+
+def _group_label(config: dict, keys: tuple[str, ...]) -> str:
+    return " x ".join(str(config.get(k)) for k in keys)
+
+
+def plot_curves(rows: list[dict], histories: dict[str, list[tuple[int, float]]], out_dir: str,
+                keys: list[str] | None = None) -> list[str]:
+    """PNG per paper comparison (val_loss per epoch, one colour per setting: thin lines for every
+    trial, a thick one for the setting's best trial) for the factors that varied, plus ``all.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    factors = dict(PAPER_FACTORS)
+    varied = [k for k in (keys or []) if len({json.dumps(r["config"].get(k)) for r in rows}) > 1]
+    for k in varied:  # any other categorical key that varied gets its own figure too
+        if not any(k in f for f in factors.values()) and \
+                len({json.dumps(r["config"].get(k)) for r in rows}) <= 8:
+            factors[k.split(".", 1)[1]] = (k,)
+    for fname, fkeys in list(factors.items()) + [("all", ())]:
+        if fkeys and not any(k in varied for k in fkeys):
+            continue
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            if histories.get(r["trial_id"]):
+                groups.setdefault(_group_label(r["config"], fkeys) if fkeys else r["trial_id"], []).append(r)
+        if not groups:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+        cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+        def order(label):  # numbers in numeric order (batch 8 before 16), then names
+            vals = [groups[label][0]["config"].get(k) for k in fkeys] if fkeys else [label]
+            return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in vals]
+
+        for i, (label, members) in enumerate(sorted(groups.items(), key=lambda kv: order(kv[0]))):
+            color = cmap(i % cmap.N)
+            best = min(members, key=lambda r: r["best_val_loss"] if math.isfinite(r["best_val_loss"]) else math.inf)
+            for r in members:
+                e, v = zip(*histories[r["trial_id"]])
+                thick = r is best
+                ax.plot([x + 1 for x in e], v, color=color, lw=2.0 if thick else 0.8, alpha=1.0 if thick else 0.35,
+                        marker="o" if thick and len(e) < 12 else None, ms=3,
+                        label=(f"{label}: best {best['best_val_loss']:.4g} (n={len(members)})"
+                               if fkeys else f"{label} {r['status']}") if thick else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation MSE (pixels in [0,1])")
+        ax.set_yscale("log")
+        ax.set_title(f"val_loss by {' x '.join(k.split('.', 1)[1] for k in fkeys)}" if fkeys
+                     else "val_loss of every trial (ASHA-stopped trials end early)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{fname}.png")
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def publish_model(model_dir: str, dest: str, info: dict, test_metrics: dict | None) -> str:
+    """Copy a model directory to ``dest`` with ``tune_result.json`` (and ``test_metrics.json``).
+
+    Local ``dest``: assembled in a temporary sibling and renamed into place, so readers see the old
+    or the new model, never half of one. URI ``dest``: uploaded file by file.
+    """
+    from crnn.shards import is_local, resolve
+
+    parent = None
+    if is_local(dest):
+        dest = os.path.abspath(dest.removeprefix("file://"))
+        parent = os.path.dirname(dest)
+        os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".publish-", dir=parent)  # same filesystem: rename is atomic
+    try:
+        content = os.path.join(stage, "model")
+        if is_local(model_dir):
+            shutil.copytree(model_dir.removeprefix("file://"), content,
+                            ignore=shutil.ignore_patterns("optimizer.pt"))
+        else:
+            import pyarrow.fs as pafs
+
+            pafs.copy_files(model_dir, content)
+        with open(os.path.join(content, "tune_result.json"), "w") as f:
+            json.dump(info, f, indent=2, default=repr)
+            f.write("\n")
+        if test_metrics is not None:
+            with open(os.path.join(content, "test_metrics.json"), "w") as f:
+                json.dump(test_metrics, f, indent=2, allow_nan=False, default=repr)
+                f.write("\n")
+        if is_local(dest):
+            if os.path.exists(dest):  # the previous model steps aside, then the new one steps in
+                os.rename(dest, os.path.join(stage, "previous"))
+            os.rename(content, dest)
+        else:
+            import pyarrow.fs as pafs
+
+            fs, root = resolve(dest)
+            if fs.get_file_info(root).type != pafs.FileType.NotFound:
+                fs.delete_dir(root)
+            pafs.copy_files(content, root, destination_filesystem=fs)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- small I/O helpers
+def _exists(path: str) -> bool:
+    from crnn.shards import resolve
+    import pyarrow.fs as pafs
+
+    fs, p = resolve(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Write a file (local: atomically, via a temporary name; URI: one upload)."""
+    from crnn.shards import resolve
+
+    fs, p = resolve(path)
+    fs.create_dir(posixpath.dirname(p), recursive=True)
+    tmp = f"{p}.{uuid.uuid4().hex[:8]}.tmp" if "://" not in path else p
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    if tmp != p:
+        fs.move(tmp, p)
+
+
+def _write_text(path: str, text: str) -> None:
+    _write_bytes(path, text.encode())
+
+
+def _read_bytes(path: str) -> bytes:
+    from crnn.shards import resolve
+
+    fs, p = resolve(path)
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def _read_json(path: str) -> dict | None:
+    return json.loads(_read_bytes(path).decode()) if _exists(path) else None

@@ -1,0 +1,126 @@
+"""Search the CRNN's hyperparameters with Ray Tune (each trial a Ray Train run), early-stopped by ASHA.
+
+    python jobs/tune.py --data data/pines --out runs/tune --preset quick --num-samples 8
+    python jobs/tune.py --data data/pines --out runs/grid --space factors --searcher grid train.epochs=20
+    python jobs/tune.py --data s3://bucket/pines --out s3://bucket/tune --preset paper --space paper \\
+        --searcher tpe --num-samples 64 --use-gpu --models s3://bucket/models
+    ray job submit --working-dir . -- python jobs/tune.py --data ... --out ...
+
+Writes under --out: results.csv (every trial), best_config.yaml, curves/*.png, best/ (the best model
+directory: `--model` for evaluate, predict and serve; with test_metrics.json and tune_result.json),
+search.json and the Tune experiment ray/<name>/. Running the same command again resumes an
+interrupted search (finished trials are not redone). Search spaces: paper (the paper's factors plus
+lr, filters, LSTM units, dropout), factors (only the paper's four comparisons: 96 grid points), small,
+or a YAML file of `section.field: {choice|grid|uniform|loguniform|quniform|randint|...: [args]}`.
+Base config: --preset, then --config YAML, then section.field=value overrides.
+"""
+
+import argparse
+import math
+import sys
+
+import _bootstrap  # noqa: F401
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset directory (local path or URI) with dataset.json")
+    p.add_argument("--out", required=True, help="search directory (local path, or a URI on a cluster)")
+    p.add_argument("--preset", default="quick", help="base config: quick | paper | strong")
+    p.add_argument("--config", help="YAML file with model/data/train sections (base config)")
+    p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")
+    p.add_argument("--searcher", default="random", help="grid | random | tpe | optuna | hyperopt")
+    p.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid); default 8, grid 1")
+    p.add_argument("--name", default="tune", help="experiment name (and the models/<name>/ folder)")
+    p.add_argument("--models", help="also publish the best model to MODELS/<name>/")
+    p.add_argument("--seed", type=int, default=0, help="searcher seed")
+    p.add_argument("--workers", type=int, help="Ray Train workers per trial (train.num_workers)")
+    p.add_argument("--use-gpu", action="store_true", help="GPU Train workers (train.use_gpu)")
+    p.add_argument("--epochs", type=int, help="train.epochs: the most epochs a trial runs (ASHA's max_t)")
+    p.add_argument("--max-concurrent", type=int, help="concurrent trials (default: derived from the cluster)")
+    p.add_argument("--trial-cpus", type=float, default=0.1, help="CPU requested by each trial's driver")
+    p.add_argument("--data-cpus", type=float, default=1.0, help="CPUs kept free for Ray Data read tasks")
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep 1/rf of trials per rung")
+    p.add_argument("--no-asha", action="store_true", help="run every trial to the end")
+    p.add_argument("--no-resume", action="store_true", help="refuse to resume an existing search")
+    p.add_argument("--retry-errored", action="store_true", help="on resume, rerun trials that failed")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation of the best model")
+    p.add_argument("overrides", nargs="*", help="base config overrides: section.field=value")
+    a = p.parse_args(argv)
+
+    from crnn.config import apply, load_config
+    from crnn.tune import SEARCHERS, check_config, load_space, validate_space
+
+    extra = {"data.path": a.data}
+    if a.workers is not None:
+        extra["train.num_workers"] = a.workers
+    if a.use_gpu:
+        extra["train.use_gpu"] = True
+    if a.epochs is not None:
+        extra["train.epochs"] = a.epochs
+    try:
+        cfg = apply(load_config(a.preset, a.config, a.overrides), extra)
+        check_config(cfg)
+        validate_space(cfg, load_space(a.space))
+        if a.searcher not in SEARCHERS:
+            raise ValueError(f"unknown searcher {a.searcher!r}: choose from {SEARCHERS}")
+    except (KeyError, TypeError, ValueError) as e:
+        p.error(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+
+    from crnn.runtime import init_ray
+    from crnn.tune import run_search
+
+    init_ray(include_dashboard=True)  # Ray Train V2 inside Tune trials needs the dashboard
+    try:
+        outcome = run_search(
+            cfg, a.out, space=a.space, searcher=a.searcher, num_samples=a.num_samples, name=a.name, seed=a.seed,
+            asha=not a.no_asha, grace_period=a.grace_period, reduction_factor=a.reduction_factor,
+            max_concurrent=a.max_concurrent, trial_cpus=a.trial_cpus, data_cpus=a.data_cpus, models=a.models,
+            resume=not a.no_resume, retry_errored=a.retry_errored, evaluate=not a.no_evaluate)
+    except ValueError as e:
+        print(f"tune failed: {e}", file=sys.stderr)
+        return 1
+    print_summary(outcome)
+    return 0 if outcome["best"] is not None else 1
+
+
+def print_summary(outcome: dict) -> None:
+    rows = outcome["rows"]
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"\n{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+          + (" (restored)" if outcome.get("restored") else ""))
+    print(f"resources: {outcome['plan']['note']}")
+    keys = sorted({k for r in rows for k in r["config"]})
+    head = ["rank", "status", "epochs", "best_val_loss"] + [k.split(".", 1)[1] for k in keys]
+    print(" | ".join(head))
+    for r in rows[:10]:
+        v = r["best_val_loss"]
+        cells = [str(r["rank"]), r["status"], str(r["epochs"]), f"{v:.5f}" if math.isfinite(v) else "-"]
+        cells += [_short(r["config"].get(k)) for k in keys]
+        print(" | ".join(cells))
+    if len(rows) > 10:
+        print(f"... {len(rows) - 10} more in results.csv")
+    if outcome.get("interrupted"):
+        print("the search was interrupted: run the same command again to resume it")
+    best = outcome["best"]
+    if best is not None:
+        tm = outcome.get("test_metrics") or {}
+        head_m = (tm.get("headline") or {}).get("model") or {}
+        print(f"best trial {best['trial_id']}: val_loss {best['best_val_loss']:.5f} at epoch {best['best_epoch']}"
+              + (f"; test MSE {head_m['mse']:.2f}, SSIM {head_m['ssim']:.3f} at age {tm.get('headline_age')}"
+                 if head_m.get("mse") is not None else ""))
+    for what, path in outcome["files"].items():
+        print(f"  {what}: {path if isinstance(path, str) else ', '.join(path)}")
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Ray Tune search (crnn/tune.py, jobs/tune.py): spaces, searchers, resources, and one tiny real search.
+
+The real search runs twice on a module-scoped Ray with the dashboard on (Train V2 inside Tune needs
+it): first interrupted (SIGUSR1, as Tune handles Ctrl-C) right after its first trial finishes, then
+resumed through the CLI. Two trials, 2 epochs each, one at a time on 2 CPUs; ASHA stops the second.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from ray.tune import Callback
+
+from conftest import ROOT, tiny_config
+from crnn.config import apply, load_config
+from crnn.tune import (SPACES, TPESearcher, load_space, plan_resources, prepare_space, validate_space)
+
+
+# ----------------------------------------------------------------------------- no Ray
+def test_named_spaces_cover_the_paper_and_validate():
+    cfg = load_config("paper")
+    for name in SPACES:
+        validate_space(cfg, load_space(name))
+    paper = load_space("paper")
+    assert paper["model.conv_activation"].categories == ["tanh", "relu", "selu"]
+    assert paper["model.lstm_activation"].categories == ["tanh", "selu"]
+    assert paper["model.recurrent_activation"].categories == ["tanh", "hard_sigmoid"]
+    assert paper["train.optimizer"].categories == ["adam", "nadam"]
+    assert paper["train.batch_size"].categories == [8, 16, 32, 64]
+    for key in ("train.lr", "model.conv_filters", "model.lstm_units", "model.dropout"):
+        assert key in paper
+    grid = prepare_space(load_space("factors"), "grid")
+    assert math.prod(len(v["grid_search"]) for v in grid.values()) == 96
+
+
+def test_space_from_yaml_and_errors_name_the_key(tmp_path):
+    f = tmp_path / "space.yaml"
+    f.write_text("train:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n  batch_size: {grid: [8, 16]}\n"
+                 "model.conv_filters: [8, 16]\n")
+    space = load_space(str(f))
+    assert space["model.conv_filters"] == [8, 16]  # a plain list is a constant, not a choice
+    assert space["train.batch_size"] == {"grid_search": [8, 16]}
+    validate_space(load_config("quick"), space)
+    cfg = load_config("quick")
+    for bad, match in [({"model.conv_actvation": {"choice": ["tanh"]}}, "model.conv_actvation"),
+                       ({"model.conv_activation": {"choice": ["tanh", "gelu"]}}, "gelu"),
+                       ({"train.optimizer": {"choice": ["adam", "sgdx"]}}, "sgdx"),
+                       ({"train.batch_size": {"uniform": [8, 64]}}, "train.batch_size"),
+                       ({"train.lr": {"bogus": [1, 2]}}, "train.lr")]:
+        with pytest.raises(ValueError, match=match):
+            validate_space(cfg, load_space(bad))
+
+
+def test_resource_plan_two_cpus_and_gpu_cluster():
+    cfg = load_config("quick")
+    plan = plan_resources(cfg, {"CPU": 2})  # 0.1 driver + 0.5 worker per trial, 1 CPU kept for Ray Data
+    assert plan.trial == {"CPU": 0.1} and plan.max_concurrent == 1
+    assert plan_resources(apply(cfg, {"train.cpus_per_worker": 0.2}), {"CPU": 2}).max_concurrent == 3
+    gpu = apply(cfg, {"train.use_gpu": True, "train.num_workers": 2})
+    assert plan_resources(gpu, {"CPU": 64, "GPU": 8}).max_concurrent == 4  # 2 GPUs per trial
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_resources(cfg, {"CPU": 1})
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_resources(gpu, {"CPU": 64, "GPU": 1})
+
+
+def test_tpe_searcher_concentrates_on_good_region_and_restores(tmp_path):
+    from ray import tune
+
+    def loss(c):
+        return (math.log10(c["train.lr"]) + 2.5) ** 2 + (0.0 if c["model.conv_activation"] == "relu" else 1.0)
+
+    s = TPESearcher(seed=3, n_startup=5)
+    assert s.set_search_properties("val_loss", "min", {
+        "train.lr": tune.loguniform(1e-5, 1e-1), "model.conv_activation": tune.choice(["tanh", "relu", "selu"]),
+        "train.epochs": 3})
+    losses = []
+    for i in range(30):
+        c = s.suggest(str(i))
+        assert c["train.epochs"] == 3 and 1e-5 <= c["train.lr"] <= 1e-1
+        losses.append(loss(c))
+        s.on_trial_complete(str(i), {"val_loss": losses[-1]})
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    s.save(str(tmp_path / "s.pkl"))
+    s2 = TPESearcher()
+    s2.restore(str(tmp_path / "s.pkl"))
+    assert len(s2._obs) == 30 and s2.suggest("x")["train.epochs"] == 3
+
+
+def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
+    job = _load_job()
+    f = tmp_path / "bad.yaml"
+    f.write_text("model.lstm_unitz: {choice: [8, 16]}\n")
+    with pytest.raises(SystemExit) as e:
+        job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--space", str(f)])
+    assert e.value.code == 2 and "model.lstm_unitz" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real search
+def _load_job():
+    if os.path.join(ROOT, "jobs") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "jobs"))  # for `import _bootstrap`
+    spec = importlib.util.spec_from_file_location("tune_job", os.path.join(ROOT, "jobs", "tune.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_dashboard():
+    """A fresh local Ray with the dashboard on, for this module; the session's Ray comes back after.
+
+    RAY_API_SERVER_ADDRESS points Ray Train's placement-group cleaner (State API) at *this* cluster:
+    otherwise, with other Ray clusters on the machine, it may query another one.
+    """
+    import ray
+
+    was_up = ray.is_initialized()
+    ray.shutdown()
+    port = _free_port()
+    saved = {k: os.environ.get(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE")}
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if was_up:  # as conftest.ray_local started it
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+
+
+class _InterruptAfterFirstTrial(Callback):
+    """Tune callback: SIGUSR1 to this process (Tune saves the experiment and stops) once a trial ends."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not os.path.exists(self.marker) and signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_dashboard, tmp_path_factory):
+    """Like conftest's tiny_dataset (80 series: 66 train / 6 val / 8 test), made on this module's Ray."""
+    from crnn.generate import generate
+
+    out = str(tmp_path_factory.mktemp("data") / "pines")
+    generate(out, num_series=80, seed=7, shard_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def search(dataset, tmp_path_factory):
+    """Interrupted after trial 1 finished, then resumed by `jobs/tune.py` with the same arguments."""
+    from crnn.tune import run_search
+
+    root = tmp_path_factory.mktemp("tune")
+    out, models = str(root / "search"), str(root / "models")
+    space = root / "space.yaml"
+    space.write_text("train.lr: {grid: [3.0e-3, 1.0e-6]}\n")  # a good and a hopeless learning rate
+    cfg = tiny_config(dataset)
+    interrupt = _InterruptAfterFirstTrial(str(root / "interrupted"))
+    first = run_search(cfg, out, space=str(space), searcher="grid", tune_callbacks=[interrupt], verbose=0,
+                       evaluate=False)
+    done = [r for r in first["rows"] if r["status"] == "done"]
+    assert first["interrupted"] and len(done) == 1, [(r["trial_id"], r["status"]) for r in first["rows"]]
+    model_pt = os.path.join(done[0]["model"], "model.pt")
+    before = os.stat(model_pt).st_mtime_ns
+
+    args = ["--data", dataset, "--out", out, "--space", str(space), "--searcher", "grid", "--models", models,
+            "--preset", "quick", "model.conv_filters=[4,8]", "model.lstm_units=16", "train.epochs=2",
+            "train.batch_size=8"]
+    rc = _load_job().main(args)
+    assert rc == 0
+    return {"out": out, "models": models, "first": first, "done_id": done[0]["trial_id"],
+            "model_pt": model_pt, "mtime_before": before}
+
+
+def _rows(out):
+    import csv
+
+    with open(os.path.join(out, "results.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_resumed_without_redoing_finished_trials(search):
+    assert os.stat(search["model_pt"]).st_mtime_ns == search["mtime_before"]  # trial 1 was not rerun
+    rows = _rows(search["out"])
+    assert len(rows) == 2 and all(r["status"] in ("done", "stopped") for r in rows)
+    assert len(os.listdir(os.path.join(search["out"], "trials"))) == 2
+
+
+def test_asha_stopped_the_hopeless_trial(search):
+    rows = {r["train.lr"]: r for r in _rows(search["out"])}
+    assert rows["0.003"]["status"] == "done" and rows["0.003"]["epochs"] == "2"
+    assert rows["1e-06"]["status"] == "stopped" and rows["1e-06"]["epochs"] == "1"
+    assert rows["0.003"]["rank"] == "1" and rows["0.003"]["trial_id"] == search["done_id"]
+
+
+def test_outputs_curves_and_best_config(search):
+    out = search["out"]
+    assert os.path.getsize(os.path.join(out, "curves", "all.png")) > 0
+    assert os.path.exists(os.path.join(out, "curves", "lr.png"))
+    best_cfg = yaml.safe_load(open(os.path.join(out, "best_config.yaml")))
+    assert best_cfg["train"]["lr"] == pytest.approx(3e-3) and best_cfg["model"]["conv_filters"] == [4, 8]
+    definition = json.load(open(os.path.join(out, "search.json")))
+    assert definition["resources"]["max_concurrent"] == 1 and definition["searcher"] == "grid"
+
+
+def test_published_best_model_loads_and_predicts(search, dataset):
+    from crnn.checkpoint import load_model
+    from crnn.evaluate import predict
+    from crnn.shards import read_numpy
+
+    for d in (os.path.join(search["out"], "best"), os.path.join(search["models"], "tune")):
+        files = set(os.listdir(d))
+        assert {"model.pt", "config.yaml", "test_metrics.json", "tune_result.json"} <= files
+        assert "optimizer.pt" not in files
+        info = json.load(open(os.path.join(d, "tune_result.json")))
+        assert info["trial_id"] == search["done_id"] and info["config"] == {"train.lr": 3e-3}
+        tm = json.load(open(os.path.join(d, "test_metrics.json")))
+        assert tm["split"] == "test" and tm["headline"]["model"]["mse"] > 0
+    model, cfg, meta = load_model(os.path.join(search["out"], "best"))
+    assert cfg.train.lr == pytest.approx(3e-3) and meta["epoch"] in (0, 1)
+    frames = read_numpy(dataset, split="test")["frames"]
+    pred = predict(model, frames, cfg.data.in_frames)
+    assert pred.shape == (len(frames), 4, 3, 32, 16) and np.isfinite(pred).all()
