@@ -31,9 +31,13 @@ def generate_rows(indices: Sequence[int], *, base_seed: int, ages: Sequence[int]
     return rows
 
 
-def _generate_batch(batch: dict[str, np.ndarray], **kw) -> dict[str, np.ndarray]:
-    # Ray Data map_batches: {"id": (B,)} -> one row per series (frames (B, T, H, W, C) uint8).
-    return rows_to_batch(generate_rows(batch["id"].tolist(), **kw), pine.PARAM_NAMES)
+def _generate_batch(batch: dict[str, np.ndarray], *, num_series: int, shard_size: int,
+                    **kw) -> dict[str, np.ndarray]:
+    # Ray Data map_batches: {"id": shard numbers} -> one row per series of those shards
+    # (frames (B, T, H, W, C) uint8).
+    indices = [i for k in batch["id"].tolist()
+               for i in range(k * shard_size, min((k + 1) * shard_size, num_series))]
+    return rows_to_batch(generate_rows(indices, **kw), pine.PARAM_NAMES)
 
 
 def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int] = pine.DEFAULT_AGES,
@@ -55,9 +59,12 @@ def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int
     import ray.data
 
     num_shards = math.ceil(num_series / shard_size)
-    ds = ray.data.range(num_series, override_num_blocks=num_shards).map_batches(
+    # One block per shard: ray.data.range(num_series) would cut blocks of num_series // num_shards
+    # rows plus a small remainder block, not shard_size.
+    ds = ray.data.range(num_shards, override_num_blocks=num_shards).map_batches(
         _generate_batch, batch_size=None,
-        fn_kwargs=dict(base_seed=seed, ages=ages, height=height, width=width),
+        fn_kwargs=dict(num_series=num_series, shard_size=shard_size, base_seed=seed, ages=ages,
+                       height=height, width=width),
     )
     card = base_card(
         num_series=num_series, ages=ages, height=height, width=width,

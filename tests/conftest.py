@@ -25,7 +25,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    """80 simulated series (ages 10..30, 32x16) published as shards: 66 train / 6 val / 8 test.
+    """80 simulated series (ages 10..30, 32x16) published as shards: 68 train / 4 val / 8 test.
 
     Made by the real job in a subprocess (its own short-lived embedded Ray), once per session.
     """

@@ -1,0 +1,347 @@
+"""The shard format contract (crnn.shards) and the Ray Data generation job (crnn.generate).
+
+Splits and seeds, an exact round trip generate -> Parquet -> read_numpy / read_ray, determinism,
+errors that name the bad file, and atomic publishing. Uses the session ``tiny_dataset`` (80 series,
+seed 7, 32 per shard) wherever possible; anything that damages a dataset works on a copy. Every test
+that touches Ray asks for ``ray_local`` (else Ray Data would start, or join, some other Ray).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crnn import pine
+from crnn.generate import generate, generate_rows
+from crnn.shards import (
+    CARD_NAME, PAPER_TEST_SERIES, ShardError, check_shard_schema, list_shards, publish, read_card,
+    read_numpy, read_ray, series_seed, split_counts, split_for_id, split_for_index, torch_frames,
+    validate,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_N, TINY_SEED = 80, 7          # what conftest.tiny_dataset generates
+SHAPE = (len(pine.DEFAULT_AGES), 32, 16, 3)
+
+
+def _copy(src: str, tmp_path) -> str:
+    """A private copy of a dataset (never damage the session fixture)."""
+    dst = str(tmp_path / "pines")
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _by_id(data: dict) -> dict[str, int]:
+    return {sid: i for i, sid in enumerate(data["series_id"])}
+
+
+# ----------------------------------------------------------------------------- splits and seeds
+def test_paper_split_has_384_test_series():
+    counts = split_counts(3847)
+    assert counts["test"] == PAPER_TEST_SERIES == 384
+    assert sum(counts.values()) == 3847
+    by_index = [split_for_index(i) for i in range(3847)]
+    assert {s: by_index.count(s) for s in ("train", "val", "test")} == counts
+
+
+def test_splits_stable_when_dataset_grows():
+    small = [split_for_index(i) for i in range(3847)]
+    big = [split_for_index(i) for i in range(5000)]
+    assert big[:3847] == small
+    assert split_counts(5000)["test"] == 384          # the test set does not grow with N
+    assert "test" not in big[3847:]
+    assert split_counts(5000)["val"] > split_counts(3847)["val"]
+    with pytest.raises(ValueError):
+        split_for_index(-1)
+
+
+def test_split_for_id_stable_and_proportional():
+    ids = [f"tree-{i}" for i in range(12)]
+    # Pinned: a hash change would silently move ingested series between train and test.
+    assert [split_for_id(s) for s in ids] == [
+        "train", "train", "test", "test", "test", "train", "train", "train", "test", "train",
+        "train", "train"]
+    assert [split_for_id(s) for s in reversed(ids)] == [split_for_id(s) for s in ids][::-1]
+    many = [split_for_id(f"x{i}") for i in range(10_000)]
+    assert 800 < many.count("test") < 1200 and 800 < many.count("val") < 1200
+
+
+def test_series_seed_deterministic_and_distinct():
+    seeds = [series_seed(0, i) for i in range(5000)]
+    assert seeds == [series_seed(0, i) for i in range(5000)]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert not set(seeds) & {series_seed(1, i) for i in range(5000)}
+    # Pinned: changing the derivation would change every generated dataset.
+    assert series_seed(0, 0) == 6375474604893067239
+    assert series_seed(7, 0) == 4474668370826950401
+
+
+# ----------------------------------------------------------------------------- round trip
+def test_round_trip_equals_generate_rows(tiny_dataset):
+    data = read_numpy(tiny_dataset)
+    assert len(data["series_id"]) == TINY_N
+    pos = _by_id(data)
+    rows = generate_rows(range(TINY_N), base_seed=TINY_SEED, ages=pine.DEFAULT_AGES, height=32, width=16)
+    assert sorted(pos) == [r["series_id"] for r in rows]
+    assert data["frames"].dtype == np.uint8 and data["frames"].shape == (TINY_N,) + SHAPE
+    assert data["ages"].dtype == np.int32 and data["ages"].shape == (TINY_N, len(pine.DEFAULT_AGES))
+    for idx, r in enumerate(rows):
+        i = pos[r["series_id"]]
+        np.testing.assert_array_equal(data["frames"][i], r["frames"])
+        assert data["ages"][i].tolist() == list(pine.DEFAULT_AGES) == r["ages"]
+        assert int(data["seed"][i]) == r["seed"] == series_seed(TINY_SEED, idx)
+        assert data["split"][i] == r["split"] == split_for_index(idx)
+        for name in pine.PARAM_NAMES:
+            assert data[name][i] == r["params"][name], name
+        assert (data["height"][i], data["width"][i], data["channels"][i]) == (32, 16, 3)
+
+
+def test_shard_columns_have_contract_types(tiny_dataset):
+    shards = list_shards(tiny_dataset)
+    # 80 series, shard_size 32: shards of 32 consecutive series, the last one shorter.
+    assert [pq.ParquetFile(s).metadata.num_rows for s in shards] == [32, 32, 16]
+    assert [pq.read_table(s, columns=["series_id"])["series_id"][0].as_py() for s in shards] == [
+        "pine-000000", "pine-000032", "pine-000064"]
+    for shard in shards:
+        schema = pq.read_schema(shard)
+        assert schema.field("series_id").type == pa.string()
+        assert schema.field("seed").type == pa.int64()
+        assert schema.field("split").type == pa.string()
+        for c in ("height", "width", "channels"):
+            assert schema.field(c).type == pa.int32()
+        for name in pine.PARAM_NAMES:
+            assert schema.field(name).type == pa.float64(), name
+        assert check_shard_schema(schema, shard) == SHAPE
+        for c, elem in (("frames", pa.uint8()), ("ages", pa.int32())):
+            t = schema.field(c).type
+            storage = t.storage_type if isinstance(t, pa.ExtensionType) else t
+            assert pa.types.is_large_list(storage) and storage.value_type == elem, (c, t)
+
+
+def test_dataset_card(tiny_dataset):
+    card = read_card(tiny_dataset)
+    assert card["num_series"] == TINY_N
+    assert card["splits"] == split_counts(TINY_N) == {"train": 68, "val": 4, "test": 8}
+    assert card["generator_version"] == pine.GENERATOR_VERSION
+    assert card["base_seed"] == TINY_SEED
+    assert card["ages"] == list(pine.DEFAULT_AGES)
+    assert (card["height"], card["width"], card["channels"]) == (32, 16, 3)
+    cols = card["columns"]
+    for c in ("series_id", "seed", "split", "ages", "frames", *pine.PARAM_NAMES):
+        assert c in cols, c
+    assert cols["frames"].startswith("tensor uint8") and cols["seed"] == "int64"
+    assert [p["name"] for p in card["params"]] == list(pine.PARAM_NAMES)
+    for p, spec in zip(card["params"], pine.PARAMS):
+        assert (p["low"], p["high"], p["default"]) == (spec.low, spec.high, spec.default)
+    # Shard list: every file exists, row counts are the files' and sum to num_series.
+    assert sum(s["rows"] for s in card["shards"]) == TINY_N
+    on_disk = sorted(os.path.basename(f) for f in list_shards(tiny_dataset))
+    assert sorted(s["file"] for s in card["shards"]) == on_disk
+    for s in card["shards"]:
+        assert pq.ParquetFile(os.path.join(tiny_dataset, s["file"])).metadata.num_rows == s["rows"]
+    assert validate(tiny_dataset) == card
+
+
+def test_read_numpy_split_and_columns(tiny_dataset):
+    test = read_numpy(tiny_dataset, split="test", columns=["series_id", "frames"])
+    assert set(test) == {"series_id", "frames"}
+    assert sorted(test["series_id"]) == [f"pine-{i:06d}" for i in range(9, TINY_N, 10)]
+    both = read_numpy(tiny_dataset, split=["val", "test"], columns=["split"])
+    assert sorted(both["split"]) == ["test"] * 8 + ["val"] * 4
+
+
+# ----------------------------------------------------------------------------- Ray Data reading
+def test_read_ray_train_frames_match_read_numpy(ray_local, tiny_dataset):
+    import torch
+
+    card = read_card(tiny_dataset)
+    ds = read_ray(tiny_dataset, split="train", columns=["frames"])
+    batches = list(ds.iter_torch_batches(batch_size=16, collate_fn=lambda b: torch_frames(b["frames"])))
+    x = torch.cat(batches)
+    assert x.dtype == torch.float32 and x.shape == (card["splits"]["train"], 5, 3, 32, 16)
+    assert all(b.dim() == 5 and b.shape[1:] == (5, 3, 32, 16) for b in batches)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and float(x.max()) > 0.5
+    # Same values as read_numpy (as a multiset of series: Ray may reorder blocks).
+    got = (x.permute(0, 1, 3, 4, 2) * 255.0).round().to(torch.uint8).numpy()
+    want = read_numpy(tiny_dataset, split="train", columns=["frames"])["frames"]
+    assert sorted(f.tobytes() for f in got) == sorted(f.tobytes() for f in want)
+
+
+def test_read_ray_by_id_matches_read_numpy(ray_local, tiny_dataset):
+    rows = read_ray(tiny_dataset, split=["val", "test"], columns=["series_id", "frames"]).take_all()
+    want = read_numpy(tiny_dataset, split=["val", "test"], columns=["series_id", "frames"])
+    pos = _by_id(want)
+    assert sorted(r["series_id"] for r in rows) == sorted(pos)
+    for r in rows:
+        assert set(r) == {"series_id", "frames"}
+        np.testing.assert_array_equal(r["frames"], want["frames"][pos[r["series_id"]]])
+    with pytest.raises(ValueError, match="unknown split"):
+        read_ray(tiny_dataset, split="training")
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_generation_deterministic(ray_local, tiny_dataset, tmp_path):
+    a, b, c = (str(tmp_path / n) for n in ("a", "b", "c"))
+    generate(a, num_series=10, seed=TINY_SEED, shard_size=4)
+    generate(b, num_series=10, seed=TINY_SEED, shard_size=4)
+    generate(c, num_series=10, seed=TINY_SEED + 1, shard_size=4)
+    fa, fb, fc = (read_numpy(p, columns=["series_id", "frames"]) for p in (a, b, c))
+    order = [np.argsort(f["series_id"]) for f in (fa, fb, fc)]
+    frames_a, frames_b, frames_c = (f["frames"][o] for f, o in zip((fa, fb, fc), order))
+    assert frames_a.tobytes() == frames_b.tobytes()
+    # The whole published dataset is byte-identical: same shard names, same files, same card.
+    files = sorted(os.listdir(a))
+    assert files == sorted(os.listdir(b)) and CARD_NAME in files
+    for name in files:
+        with open(os.path.join(a, name), "rb") as fa_, open(os.path.join(b, name), "rb") as fb_:
+            assert fa_.read() == fb_.read(), name
+    assert frames_a.shape == frames_c.shape and (frames_a != frames_c).any(axis=(1, 2, 3, 4)).all()
+    # Series do not depend on N or the sharding: the first 10 of the 80-series fixture are the same.
+    tiny = read_numpy(tiny_dataset, columns=["series_id", "frames"])
+    pos = _by_id(tiny)
+    for sid, fr in zip(fa["series_id"][order[0]], frames_a):
+        np.testing.assert_array_equal(tiny["frames"][pos[sid]], fr)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.fixture
+def broken_copy(ray_local, tiny_dataset, tmp_path):
+    """A copy to damage; with the module's Ray up, as read_ray must never start or join another."""
+    return _copy(tiny_dataset, tmp_path)
+
+
+def _all_readers_fail(path: str, name: str, match: str = "") -> None:
+    for read in (validate, read_numpy, lambda p: read_ray(p, split="train")):
+        with pytest.raises(ShardError) as e:
+            read(path)
+        assert name in str(e.value), (read, str(e.value))
+        assert match in str(e.value), (read, str(e.value))
+
+
+def test_truncated_shard_named(broken_copy):
+    shard = list_shards(broken_copy)[1]
+    size = os.path.getsize(shard)
+    with open(shard, "r+b") as f:
+        f.truncate(size // 2)
+    _all_readers_fail(broken_copy, os.path.basename(shard))
+
+
+def test_garbage_parquet_named(broken_copy):
+    bad = os.path.join(broken_copy, "shard-99999.parquet")
+    with open(bad, "wb") as f:
+        f.write(b"this is not a parquet file" * 40)
+    _all_readers_fail(broken_copy, "shard-99999.parquet")
+
+
+def test_foreign_schema_named(broken_copy):
+    foreign = pa.table({"a": [1, 2], "b": ["x", "y"]})
+    pq.write_table(foreign, os.path.join(broken_copy, "shard-00000-9.parquet"))
+    _all_readers_fail(broken_copy, "shard-00000-9.parquet", "schema mismatch")
+
+
+def test_frames_shape_mismatch_named(ray_local, broken_copy):
+    from crnn.shards import rows_to_batch
+    from ray.data.block import BlockAccessor
+
+    # A real shard (the writer's own encoding) of 16x8 series dropped among the 32x16 ones.
+    rows = generate_rows([0, 1], base_seed=1, ages=pine.DEFAULT_AGES, height=16, width=8)
+    table = BlockAccessor.batch_to_block(rows_to_batch(rows, pine.PARAM_NAMES))
+    pq.write_table(table, os.path.join(broken_copy, "shard-00099-0.parquet"))
+    _all_readers_fail(broken_copy, "shard-00099-0.parquet", "frames shape")
+
+
+def test_card_disagreeing_with_shards_named(broken_copy):
+    card_path = os.path.join(broken_copy, CARD_NAME)
+    with open(card_path) as f:
+        card = json.load(f)
+    card["height"] = 64
+    with open(card_path, "w") as f:
+        json.dump(card, f)
+    _all_readers_fail(broken_copy, os.path.basename(list_shards(broken_copy)[0]), "frames shape")
+
+
+def test_directory_without_card_refused(broken_copy, tmp_path):
+    os.remove(os.path.join(broken_copy, CARD_NAME))
+    _all_readers_fail(broken_copy, CARD_NAME)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _all_readers_fail(str(empty), CARD_NAME)
+    with pytest.raises(ShardError, match="no such dataset"):
+        list_shards(str(tmp_path / "missing"))
+
+
+# ----------------------------------------------------------------------------- atomic publish
+def _leftovers(out: str) -> list[str]:
+    return glob.glob(out + ".staging-*") + glob.glob(out + ".old-*")
+
+
+def test_failed_publish_keeps_old_dataset(tiny_dataset, tmp_path):
+    out = _copy(tiny_dataset, tmp_path)
+    card = read_card(out)
+    before = read_numpy(out, columns=["series_id", "frames"])
+    listing = sorted(os.listdir(out))
+
+    def half_written(d):  # writes one shard, then dies (e.g. a worker crash)
+        shutil.copy(list_shards(tiny_dataset)[0], d)
+        raise RuntimeError("simulated worker failure")
+
+    def wrong_count(d):   # completes, but with fewer rows than the card promises
+        shutil.copy(list_shards(tiny_dataset)[0], d)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        publish(half_written, out, card, overwrite=True)
+    with pytest.raises(RuntimeError, match="expected 80"):
+        publish(wrong_count, out, card, overwrite=True)
+    assert _leftovers(out) == []
+    assert sorted(os.listdir(out)) == listing
+    assert validate(out) == card
+    after = read_numpy(out, columns=["series_id", "frames"])
+    assert list(after["series_id"]) == list(before["series_id"])
+    assert after["frames"].tobytes() == before["frames"].tobytes()
+
+
+def test_publish_overwrite_replaces_and_refuses_without_flag(tiny_dataset, tmp_path):
+    out = _copy(tiny_dataset, tmp_path)
+    card = read_card(out)
+    with pytest.raises(FileExistsError) as e:
+        publish(lambda d: None, out, card)
+    assert out in str(e.value)
+    first = list_shards(tiny_dataset)[0]
+    rows = pq.ParquetFile(first).metadata.num_rows
+    small = {**card, "num_series": rows}
+    publish(lambda d: shutil.copy(first, d), out, small, overwrite=True)
+    assert read_card(out)["num_series"] == rows
+    assert [os.path.basename(f) for f in list_shards(out)] == [os.path.basename(first)]
+    assert _leftovers(out) == []
+
+
+def test_generate_refuses_existing_without_overwrite(ray_local, tiny_dataset):
+    with pytest.raises(FileExistsError, match="pines"):
+        generate(tiny_dataset, num_series=2, seed=0)
+    with pytest.raises(ValueError):
+        generate(tiny_dataset + "-x", num_series=0)
+
+
+def test_generate_job_writes_preview(ray_local, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "jobs"))
+    spec = importlib.util.spec_from_file_location("generate_job", os.path.join(ROOT, "jobs", "generate.py"))
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out, png = str(tmp_path / "job"), str(tmp_path / "preview.png")
+    assert job.main(["--num-series", "4", "--seed", "3", "--shard-size", "2", "--out", out,
+                     "--preview", png]) == 0
+    assert "wrote 4 series" in capsys.readouterr().out
+    assert read_card(out)["num_series"] == 4 and len(read_card(out)["shards"]) == 2
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 16 and im.height > 32
