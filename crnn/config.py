@@ -49,6 +49,8 @@ class TrainConfig:
     gpus_per_worker: float = 1.0        # with use_gpu; a fraction packs several runs (Tune trials) per GPU
     precision: str = "fp32"             # fp32 | bf16 (autocast; GPU or CPU)
     compile: bool = False               # torch.compile the model
+    cache: str = "auto"                 # keep each worker's shard in device memory (uint8) after one
+                                        # streamed pass: always | never | auto (when under 2 GiB)
     max_failures: int = 2               # worker failures survived by resuming from the checkpoint
     checkpoint_every: int = 5           # checkpoint every k epochs (0 = never) and whenever val improves
     log_every: int = 0                  # steps between progress prints (0 = per epoch only)

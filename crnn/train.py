@@ -385,8 +385,8 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
 
         config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
 
-    Returns the ``ray.train.Result``. ``cache`` loads each worker's shard into device memory once
-    (default: on GPU); ``fault_injection`` is for tests: ``{"crash_at_epoch": k, "marker": path}``
+    Returns the ``ray.train.Result``. ``cache`` overrides ``train.cache`` (each worker's shard
+    streamed once, then kept in device memory); ``fault_injection`` is for tests: ``{"crash_at_epoch": k, "marker": path}``
     kills worker 0 once at the start of epoch k. ``callbacks`` are extra Train ``UserCallback``s
     (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
     """
@@ -412,10 +412,15 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
             f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     storage = root if is_local(out) else out.rstrip("/")
     t = cfg.train
+    if cache is None:
+        if t.cache not in ("auto", "always", "never"):
+            raise ValueError(f"train.cache={t.cache!r}: expected auto, always or never")
+        frame_bytes = len(card["ages"]) * card["height"] * card["width"] * card["channels"]
+        cache = t.cache == "always" or (t.cache == "auto" and n_train * frame_bytes / t.num_workers < 2**31)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "num_train": n_train,
-                           "cache": t.use_gpu if cache is None else cache,
+                           "cache": cache,
                            "fault_injection": fault_injection},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
