@@ -239,3 +239,21 @@ def from_dict(d: dict[str, Any]) -> Config:
 def save(cfg: Config, path: str) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def from_job_args(preset: str | None, yaml_path: str | None, overrides: list[str] | None, *,
+                  data: str | None = None, workers: int | None = None, use_gpu: bool = False,
+                  epochs: int | None = None) -> Config:
+    """The config a job builds from its command line: preset, YAML, overrides, then its flags."""
+    extra: dict[str, Any] = {}
+    if data is not None:
+        extra["data.path"] = data
+    if workers is not None:
+        extra["train.num_workers"] = workers
+    if use_gpu:
+        extra["train.use_gpu"] = True
+    if epochs is not None:
+        extra["train.epochs"] = epochs
+    cfg = apply(load_config(preset, yaml_path, overrides), extra)
+    cfg.model.validate()
+    return cfg

@@ -28,21 +28,11 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="section.field=value")
     a = p.parse_args(argv)
 
-    from crnn.config import load_config
+    from crnn.config import from_job_args
 
-    extra = {"data.path": a.data}
-    if a.workers is not None:
-        extra["train.num_workers"] = a.workers
-    if a.use_gpu:
-        extra["train.use_gpu"] = True
-    if a.epochs is not None:
-        extra["train.epochs"] = a.epochs
     try:
-        cfg = load_config(a.preset, a.config, a.overrides)
-        from crnn.config import apply
-
-        cfg = apply(cfg, extra)
-        cfg.model.validate()
+        cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
+                            use_gpu=a.use_gpu, epochs=a.epochs)
     except (KeyError, TypeError, ValueError) as e:
         p.error(str(e))
 

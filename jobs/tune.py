@@ -49,18 +49,12 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="base config overrides: section.field=value")
     a = p.parse_args(argv)
 
-    from crnn.config import apply, load_config
+    from crnn.config import from_job_args
     from crnn.tune import SEARCHERS, check_config, load_space, validate_space
 
-    extra = {"data.path": a.data}
-    if a.workers is not None:
-        extra["train.num_workers"] = a.workers
-    if a.use_gpu:
-        extra["train.use_gpu"] = True
-    if a.epochs is not None:
-        extra["train.epochs"] = a.epochs
     try:
-        cfg = apply(load_config(a.preset, a.config, a.overrides), extra)
+        cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
+                            use_gpu=a.use_gpu, epochs=a.epochs)
         check_config(cfg)
         validate_space(cfg, load_space(a.space))
         if a.searcher not in SEARCHERS:
