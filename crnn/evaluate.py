@@ -87,12 +87,12 @@ def to_uint8_frames(pred: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Recursively: numpy scalars -> Python, non-finite floats -> None, keys -> str."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float):
@@ -156,7 +156,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     mse_model = results["model"][headline]["mse"]
     mse_pers = results["persistence"][headline]["mse"]
     improvement = mse_pers / mse_model if mse_model > 0 else math.inf
-    result = _json_safe({
+    result = json_safe({
         "model": model_path,
         "data": data_path,
         "split": split,

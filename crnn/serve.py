@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from crnn.predict import default_input_ages, forecast_uint8, model_version, pick_device
+from crnn.evaluate import json_safe
 
 __all__ = [
     "Limits", "ServeSettings", "ActorOptions", "Autoscaling", "ForecastEngine", "RequestError",
@@ -243,7 +244,7 @@ class ForecastEngine:
     def info(self) -> dict[str, Any]:
         from crnn.config import to_dict
 
-        return _json_safe({
+        return json_safe({
             "model": self.source, "version": self.version, "epoch": self.meta.get("epoch"),
             "metrics": self.meta.get("metrics"), "config": to_dict(self.cfg),
             "in_frames": self.in_frames, "input_ages": self.input_ages,
@@ -252,16 +253,6 @@ class ForecastEngine:
         })
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ============================================================================= request parsing (no Ray)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from crnn.checkpoint import save_model_dir
 from crnn.config import Config, DataConfig
-from crnn.evaluate import _json_safe, evaluate, format_table, predict, to_uint8_frames
+from crnn.evaluate import json_safe, evaluate, format_table, predict, to_uint8_frames
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.model import ModelConfig, build_model
 from crnn.shards import base_card, publish, read_numpy, rows_to_batch, write_ray_dataset
@@ -169,7 +169,7 @@ def test_format_table(result):
 
 
 def test_non_finite_values_become_none_and_print_as_inf(result):
-    assert _json_safe({1: float("inf"), "x": [np.float32(2.5), float("nan")]}) == {"1": None, "x": [2.5, None]}
+    assert json_safe({1: float("inf"), "x": [np.float32(2.5), float("nan")]}) == {"1": None, "x": [2.5, None]}
     r = copy.deepcopy(result)
     r["results"]["model"]["30"].update(mse=0.0, mae=0.0, psnr=None, snr=None, snr_db=None, ssim=1.0)
     r["improvement_over_persistence"] = None
