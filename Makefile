@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU build of torch by default; GPU users override, e.g. `make TORCH_SPEC="torch==2.13.0" ...`
-# with the CUDA index configured in pip, or install torch into .venv first (it is kept).
+# torch: the CPU build by default (on this project's machines `torch==2.13.0` comes from local disk).
+# GPU users: install a CUDA torch into .venv first (it is kept), or `make TORCH_SPEC="torch==X.Y" ...`.
 TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
@@ -14,7 +14,7 @@ RUN_DIR ?= runs/make-run
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q torch
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
