@@ -52,7 +52,7 @@ def main(argv=None):
     ray.shutdown()
     t4 = time.perf_counter()
     print(f"imports {t1 - t0:.1f} s | ray.init {t2 - t1:.1f} s | fit {t3 - t2:.1f} s "
-          f"(worker setup_s {float(rows[0]['setup_s']):.1f}, epochs {sum(float(r['epoch_s']) for r in rows):.1f}, "
+          f"(worker setup_s {float(rows[0]['setup_s']):.1f}, epochs {T.epoch_summary(rows)['epochs_s']:.1f}, "
           f"finish_run {finish.get('s', 0):.1f}) | ray.shutdown {t4 - t3:.1f} s")
 
 

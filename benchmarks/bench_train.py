@@ -12,17 +12,11 @@ start-up + teardown overhead: the wall time of ``fit`` minus the time spent in e
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def steady(rows):
-    vals = [float(r["train_series_per_s"]) for r in rows[1:]] or [float(rows[0]["train_series_per_s"])]
-    return statistics.median(vals)
 
 
 def main(argv=None):
@@ -45,7 +39,7 @@ def main(argv=None):
     from crnn.config import load_config
     from crnn.runtime import init_ray
     from crnn.shards import read_numpy
-    from crnn.train import fit, fit_plain, read_metrics_csv
+    from crnn.train import epoch_summary, fit, fit_plain, read_metrics_csv
 
     gpu = a.device.startswith("cuda")
     cfg = load_config(a.preset, overrides={
@@ -62,7 +56,8 @@ def main(argv=None):
             frames = frames[: a.series]
         t0 = time.perf_counter()
         _, hist = fit_plain(cfg, frames, None, device=a.device)
-        results["plain"] = {"series_per_s": steady(hist), "wall_s": time.perf_counter() - t0,
+        results["plain"] = {"series_per_s": epoch_summary(hist)["steady_series_per_s"],
+                            "wall_s": time.perf_counter() - t0,
                             "epochs": [round(h["train_series_per_s"], 1) for h in hist]}
         print("plain", json.dumps(results["plain"]), flush=True)
     init_ray(num_cpus=None if gpu else 2, log_to_driver=False)
@@ -72,8 +67,9 @@ def main(argv=None):
             fit(cfg, out, cache=(mode == "ray-cache"))
             wall = time.perf_counter() - t0
             rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
-        in_epochs = sum(float(r["epoch_s"]) for r in rows)
-        results[mode] = {"series_per_s": steady(rows), "wall_s": wall, "overhead_s": wall - in_epochs,
+        summ = epoch_summary(rows)
+        results[mode] = {"series_per_s": summ["steady_series_per_s"], "wall_s": wall,
+                         "overhead_s": wall - summ["epochs_s"],
                          "epochs": [round(float(r["train_series_per_s"]), 1) for r in rows]}
         print(mode, json.dumps(results[mode]), flush=True)
     if "plain" in results:

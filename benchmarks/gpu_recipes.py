@@ -41,7 +41,7 @@ def main(argv=None):
     from crnn.config import apply, load_config, parse_overrides
     from crnn.evaluate import evaluate
     from crnn.runtime import init_ray
-    from crnn.train import fit, read_metrics_csv
+    from crnn.train import epoch_summary, fit, read_metrics_csv
 
     gpu = a.device.startswith("cuda")
     init_ray(log_to_driver=False)
@@ -57,14 +57,15 @@ def main(argv=None):
         rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
         res = evaluate(os.path.join(out, "model"), a.data, out=os.path.join(out, "eval"), device=a.device)
         age = str(res["headline_age"])
-        train_s = sum(float(r["epoch_s"]) for r in rows)
+        summ = epoch_summary(rows)
+        train_s = summ["epochs_s"]
         best = min(rows, key=lambda r: float(r["val_loss"]))
         summary[name] = {
             "preset": preset, "overrides": ov, "epochs": len(rows), "best_epoch": int(best["epoch"]),
             "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "precision": cfg.train.precision,
             "wall_s": round(wall, 1), "train_epochs_s": round(train_s, 1),
             "overhead_s": round(wall - train_s, 1),
-            "steady_series_per_s": round(sorted(float(r["train_series_per_s"]) for r in rows)[len(rows) // 2], 1),
+            "steady_series_per_s": round(summ["steady_series_per_s"], 1),
             "test": {k: res["results"]["model"][age][k] for k in ("mae", "mse", "psnr", "ssim", "snr")},
             "persistence": {k: res["results"]["persistence"][age][k] for k in ("mae", "mse", "ssim")},
             "linear_mse": res["results"]["linear"][age]["mse"],

@@ -241,6 +241,18 @@ def save(cfg: Config, path: str) -> None:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
 
 
+def add_job_args(parser, out_help: str = "run directory (local path or URI)") -> None:
+    """The arguments every config-driven job takes (train, tune); read back with ``from_job_args``."""
+    parser.add_argument("--data", required=True, help="dataset directory (local path or URI) with dataset.json")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--preset", default="quick", help=f"base config: {' | '.join(PRESETS)}")
+    parser.add_argument("--config", help="YAML file with model/data/train sections")
+    parser.add_argument("--workers", type=int, help="Ray Train workers (train.num_workers)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (train.use_gpu)")
+    parser.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
+    parser.add_argument("overrides", nargs="*", help="config overrides: section.field=value")
+
+
 def from_job_args(preset: str | None, yaml_path: str | None, overrides: list[str] | None, *,
                   data: str | None = None, workers: int | None = None, use_gpu: bool = False,
                   epochs: int | None = None) -> Config:

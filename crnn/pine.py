@@ -521,7 +521,7 @@ class _Canvas:
         x = ax[idx] + t * (bx - ax)[idx]
         y = ay[idx] + t * (by - ay)[idx]
         depth = P0[idx, 1] + t * d[idx, 1]
-        pts_x, pts_y, pts_d = [], [], []
+        pts_x, pts_y = [], []
         for sgn in (1.0, -1.0):
             nx_ = _q(nl * (cn * ux + sgn * sn * rx), 8)
             nz_ = _q(nl * (cn * uz + sgn * sn * rz), 8)

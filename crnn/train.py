@@ -258,14 +258,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:  # resuming after a failure (or a restored run)
         with ckpt.as_directory() as d:
-            unwrap(model).load_state_dict(read_model_file(d)["state_dict"])
+            payload = read_model_file(d)  # one read of the (large) model file
+            unwrap(model).load_state_dict(payload["state_dict"])
+            best = payload["metrics"].get("best_val_loss", best)
             state = load_training_state(d)
             if state is not None:
                 opt.load_state_dict(state["optimizer"])
                 if state.get("scheduler"):
                     sched.load_state_dict(state["scheduler"])
                 start_epoch = state["epoch"] + 1
-            best = read_model_file(d)["metrics"].get("best_val_loss", best)
     cmodel = maybe_compile(model, cfg)
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -467,6 +468,15 @@ def finish_run(out: str, cfg: Config, result) -> None:
 
     learning_curves(rows, os.path.join(root, "curve.png"), title=f"{cfg.model.kind} (best epoch "
                     f"{min(rows, key=lambda r: float(r['val_loss']))['epoch'] if rows else '?'})")
+
+
+def epoch_summary(rows: list[dict]) -> dict[str, float]:
+    """From metrics.csv rows: time inside epochs and the steady-state training rate (median of the
+    epochs after the first, which pays for compilation and warm-up)."""
+    rates = [float(r["train_series_per_s"]) for r in rows]
+    steady = rates[1:] or rates
+    return {"epochs_s": sum(float(r["epoch_s"]) for r in rows),
+            "steady_series_per_s": float(np.median(steady)) if steady else 0.0}
 
 
 def read_metrics_csv(path: str) -> list[dict]:

@@ -69,30 +69,28 @@ __all__ = [
 METRIC, MODE = "val_loss", "min"
 
 # ----------------------------------------------------------------------------- search spaces
+# The paper's four comparisons (its Figs. 3-6): 3 x 2 x 2 x 2 x 4 = 96 grid points.
+_PAPER_FACTORS: dict[str, Any] = {
+    "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
+    "model.lstm_activation": {"choice": ["tanh", "selu"]},
+    "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
+    "train.optimizer": {"choice": ["adam", "nadam"]},
+    "train.batch_size": {"choice": [8, 16, 32, 64]},
+}
 #: Named spaces, written like the YAML files: ``{kind: args}`` is a Tune domain, anything else a constant.
 SPACES: dict[str, dict[str, Any]] = {
-    # What the paper varied (Figs. 3-6) plus learning rate, filters, LSTM units and dropout.
+    # What the paper varied plus learning rate, filters, LSTM units and dropout.
     # Epochs are ASHA's max_t (train.epochs of the preset: 95 for "paper").
     "paper": {
-        "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
-        "model.lstm_activation": {"choice": ["tanh", "selu"]},
-        "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
-        "train.optimizer": {"choice": ["adam", "nadam"]},
-        "train.batch_size": {"choice": [8, 16, 32, 64]},
+        **_PAPER_FACTORS,
         "train.lr": {"loguniform": [1e-4, 3e-3]},
         "model.conv_filters": {"choice": [[16, 32], [32, 64], [64, 128]]},
         "model.lstm_units": {"choice": [64, 128, 256, 384]},
         "model.dropout": {"quniform": [0.0, 0.5, 0.1]},
         "model.recurrent_dropout": {"quniform": [0.0, 0.5, 0.1]},
     },
-    # Only the paper's four comparisons: 3 x 2 x 2 x 2 x 4 = 96 grid points.
-    "factors": {
-        "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
-        "model.lstm_activation": {"choice": ["tanh", "selu"]},
-        "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
-        "train.optimizer": {"choice": ["adam", "nadam"]},
-        "train.batch_size": {"choice": [8, 16, 32, 64]},
-    },
+    # Only the paper's four comparisons.
+    "factors": dict(_PAPER_FACTORS),
     # Tests and smoke tests of a cluster.
     "small": {
         "model.conv_activation": {"choice": ["tanh", "relu"]},

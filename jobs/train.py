@@ -16,19 +16,12 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset directory (local path or URI) with dataset.json")
-    p.add_argument("--out", required=True, help="run directory (local path or URI)")
-    p.add_argument("--preset", default="quick", help="quick | paper | strong")
-    p.add_argument("--config", help="YAML file with model/data/train sections")
-    p.add_argument("--workers", type=int, help="Ray Train workers (train.num_workers)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker (train.use_gpu)")
-    p.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
-    p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training")
-    p.add_argument("overrides", nargs="*", help="section.field=value")
-    a = p.parse_args(argv)
+    from crnn.config import add_job_args, from_job_args
 
-    from crnn.config import from_job_args
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_job_args(p)
+    p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training")
+    a = p.parse_args(argv)
 
     try:
         cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,

@@ -23,20 +23,17 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
+    from crnn.config import add_job_args, from_job_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset directory (local path or URI) with dataset.json")
-    p.add_argument("--out", required=True, help="search directory (local path, or a URI on a cluster)")
-    p.add_argument("--preset", default="quick", help="base config: quick | paper | strong")
-    p.add_argument("--config", help="YAML file with model/data/train sections (base config)")
+    # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
+    add_job_args(p, out_help="search directory (local path, or a URI on a cluster)")
     p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")
     p.add_argument("--searcher", default="random", help="grid | random | tpe | optuna | hyperopt")
     p.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid); default 8, grid 1")
     p.add_argument("--name", default="tune", help="experiment name (and the models/<name>/ folder)")
     p.add_argument("--models", help="also publish the best model to MODELS/<name>/")
     p.add_argument("--seed", type=int, default=0, help="searcher seed")
-    p.add_argument("--workers", type=int, help="Ray Train workers per trial (train.num_workers)")
-    p.add_argument("--use-gpu", action="store_true", help="GPU Train workers (train.use_gpu)")
-    p.add_argument("--epochs", type=int, help="train.epochs: the most epochs a trial runs (ASHA's max_t)")
     p.add_argument("--max-concurrent", type=int, help="concurrent trials (default: derived from the cluster)")
     p.add_argument("--trial-cpus", type=float, default=0.1, help="CPU requested by each trial's driver")
     p.add_argument("--data-cpus", type=float, default=1.0, help="CPUs kept free for Ray Data read tasks")
@@ -46,10 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-resume", action="store_true", help="refuse to resume an existing search")
     p.add_argument("--retry-errored", action="store_true", help="on resume, rerun trials that failed")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation of the best model")
-    p.add_argument("overrides", nargs="*", help="base config overrides: section.field=value")
     a = p.parse_args(argv)
 
-    from crnn.config import from_job_args
     from crnn.tune import SEARCHERS, check_config, load_space, validate_space
 
     try:
