@@ -23,6 +23,7 @@ the same path survives a failed run untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -204,7 +205,9 @@ def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = Fals
     Local paths: shards go to a sibling staging directory that is renamed to ``out`` only after
     every shard and the card are written; with ``overwrite`` the previous dataset is replaced only
     then. URIs (object stores have no rename): shards are written into ``out`` and the card last,
-    so readers, which require the card, never see a half-written dataset.
+    so readers, which require the card, never see a half-written dataset; an overwrite first writes
+    the new shards to a sibling staging prefix and replaces the old dataset only once they are all
+    written (a failed run leaves the old one intact).
     """
     fs, root = resolve(out)
     exists = fs.get_file_info(root).type != pafs.FileType.NotFound
@@ -227,12 +230,24 @@ def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = Fals
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    else:
-        if exists:
-            fs.delete_dir_contents(root, missing_dir_ok=True)
+    elif not exists:
         write_shards(out)
         card = _finish_card(fs, root, card)
         _write_json(fs, posixpath.join(root, CARD_NAME), card)
+    else:  # overwrite on an object store: the old dataset stays until the new one is complete
+        staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
+        _, staging_root = resolve(staging)
+        try:
+            write_shards(staging)
+            card = _finish_card(fs, staging_root, card)
+        except BaseException:
+            with contextlib.suppress(OSError):  # nothing may have been written there
+                fs.delete_dir(staging_root)
+            raise
+        fs.delete_dir_contents(root, missing_dir_ok=True)
+        pafs.copy_files(staging_root, root, source_filesystem=fs, destination_filesystem=fs, use_threads=False)
+        fs.delete_dir(staging_root)
+        _write_json(fs, posixpath.join(root, CARD_NAME), card)  # last: the dataset is complete
     return out
 
 

@@ -103,3 +103,34 @@ def test_generate_train_checkpoint_load_on_s3(s3, ray_s3):
     assert stored["num_series"] == card["splits"]["test"]
     assert np.isfinite(stored["headline"]["model"]["mse"])
     assert "predictions.png" in _files(f"{run}/eval")
+
+
+def test_failed_overwrite_on_s3_keeps_the_old_dataset(s3):
+    """Object stores have no rename: an overwrite stages the new shards and swaps only on success."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crnn.shards import base_card, publish, read_card, resolve
+
+    bucket = s3[0].create_bucket("crnn-overwrite")
+    out = f"{bucket}/ds"
+
+    def write_rows(n):
+        def write(directory):
+            fs, root = resolve(directory)
+            with fs.open_output_stream(f"{root}/shard-00000.parquet") as f:
+                pq.write_table(pa.table({"x": list(range(n))}), f)
+        return write
+
+    def card(n):
+        return base_card(num_series=n, ages=[1, 2], height=2, width=2, splits={"train": n}, source="test")
+
+    publish(write_rows(3), out, card(3))
+    with pytest.raises(RuntimeError, match="wrote 5 rows but expected 4"):
+        publish(write_rows(5), out, card(4), overwrite=True)  # fails after writing its shards
+    assert read_card(out)["num_series"] == 3
+    assert set(_files(bucket)) == {"ds/dataset.json", "ds/shard-00000.parquet"}  # no staging left
+
+    publish(write_rows(4), out, card(4), overwrite=True)
+    assert read_card(out)["num_series"] == 4
+    assert set(_files(bucket)) == {"ds/dataset.json", "ds/shard-00000.parquet"}
