@@ -10,6 +10,13 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     cluster started on this machine with ``ray start``) or else starts an embedded local Ray, even
     when some other Ray runs on the machine. Usage stats are off unless the user turned them on.
     Idempotent inside one process.
+
+    An embedded Ray gets its dashboard on a free port, and ``RAY_API_SERVER_ADDRESS`` pointing at
+    it for the driver and every Ray process it starts (they inherit the environment). Without it
+    Ray's state API, which Ray Train's placement-group cleaner polls, looks for "the" local cluster:
+    it fails when several run on the machine and hangs for 40 s on a stale
+    /tmp/ray/ray_current_cluster left by a killed ``ray start`` -- and Train's teardown then waits
+    up to 12 s for the stuck cleaner (BENCHMARKS.md, start-up and teardown).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -19,9 +26,36 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
-    else:
+        return ray
+    global _pinned
+    if os.environ.get(API_SERVER_ENV) == _pinned:  # ours from an earlier init (or unset): re-pin
+        os.environ.pop(API_SERVER_ENV, None)
+        _pinned = None
+        if kwargs.get("include_dashboard", True) is not False:
+            kwargs.setdefault("dashboard_port", _free_port())
+            kwargs.setdefault("dashboard_host", "127.0.0.1")
+            kwargs["include_dashboard"] = True
+            _pinned = os.environ[API_SERVER_ENV] = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
+    try:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    except BaseException:
+        if _pinned:
+            os.environ.pop(API_SERVER_ENV, None)
+            _pinned = None
+        raise
     return ray
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+_pinned: str | None = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 ALLOW_LOCAL_STORAGE_ENV = "CRNN_ALLOW_LOCAL_STORAGE"

@@ -32,6 +32,13 @@ def base_env(**extra: str) -> dict[str, str]:
                 RAY_USAGE_STATS_ENABLED="0", **extra)
 
 
+# `ray start` records its address in /tmp/ray/ray_current_cluster and only `ray stop` removes it; a
+# terminated `ray start --block` leaves it behind, and Ray Train's placement-group cleaner in every
+# later local Ray then tries that dead address. Heads started here restore the file as they found it.
+RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
+_address_file_before: dict[int, bytes | None] = {}
+
+
 def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
     """Terminate a process started with ``start_new_session=True``, then its group if it lingers."""
     if proc.poll() is None:
@@ -45,6 +52,12 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
     except ProcessLookupError:
         pass
     proc.wait(10)
+    if proc.pid in _address_file_before:
+        before = _address_file_before.pop(proc.pid)
+        if before is None:
+            RAY_ADDRESS_FILE.unlink(missing_ok=True)
+        else:
+            RAY_ADDRESS_FILE.write_bytes(before)
 
 
 # ----------------------------------------------------------------------------- S3 (moto server)
@@ -115,6 +128,7 @@ def start_node(log: Path, env: dict[str, str], *, head_address: str | None = Non
     if temp_dir:
         args.append(f"--temp-dir={temp_dir}")
     info: dict[str, str] = {}
+    before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
     if head_address is None:
         port, dash = free_port(), free_port()
         args += ["--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
@@ -125,6 +139,8 @@ def start_node(log: Path, env: dict[str, str], *, head_address: str | None = Non
         info = {"gcs": head_address}
     proc = subprocess.Popen(args, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+    if head_address is None:
+        _address_file_before[proc.pid] = before
     return proc, info
 
 

@@ -1,0 +1,55 @@
+"""crnn.runtime.init_ray: an embedded Ray whose processes find *it* through Ray's state API."""
+
+import json
+import os
+import subprocess
+import sys
+
+from cluster_utils import RAY_ADDRESS_FILE, ROOT, base_env
+
+PROBE = r"""
+import json, os, ray
+from crnn.runtime import init_ray
+
+@ray.remote(num_cpus=0)
+def probe():
+    from ray.util.state import list_nodes
+    return os.environ.get("RAY_API_SERVER_ADDRESS"), len(list_nodes(timeout=20))
+
+out = []
+for _ in range(2):  # a second embedded Ray in the same process gets its own, live, address
+    init_ray(num_cpus=1, log_to_driver=False)
+    url = os.environ.get("RAY_API_SERVER_ADDRESS")
+    seen, nodes = ray.get(probe.remote(), timeout=60)
+    out.append({"driver": url, "worker": seen, "nodes": nodes})
+    ray.shutdown()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_embedded_ray_state_api_ignores_stale_cluster_file(tmp_path):
+    """A killed `ray start` leaves /tmp/ray/ray_current_cluster behind; Ray's state API (which Ray
+    Train's placement-group cleaner polls) would chase that dead address for 40 s. init_ray pins
+    the state API of the embedded Ray to its own dashboard, in the driver and in every worker."""
+    before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
+    RAY_ADDRESS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RAY_ADDRESS_FILE.write_text("127.0.0.1:9")  # nothing listens there: a dead cluster
+    env = base_env(PYTHONPATH=ROOT)
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    try:
+        r = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=240)
+    finally:
+        if before is None:
+            RAY_ADDRESS_FILE.unlink(missing_ok=True)
+        else:
+            RAY_ADDRESS_FILE.write_bytes(before)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    first, second = json.loads(lines[0][len("RESULT "):])
+    for run in (first, second):
+        assert run["driver"].startswith("http://127.0.0.1:")
+        assert run["worker"] == run["driver"]  # inherited by the Ray processes
+        assert run["nodes"] == 1  # the state API answered, from this Ray
+    assert os.path.exists(RAY_ADDRESS_FILE) == (before is not None)
