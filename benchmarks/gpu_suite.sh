@@ -18,7 +18,8 @@ log "3. jobs/train.py start-up + teardown overhead (fast preset, 3 epochs)"
   train.epochs=3 2>&1 | grep -E "wall|run directory" | tee -a "$OUT/log.txt"
 $PY -c "
 import csv; r=list(csv.DictReader(open('/tmp/runs/overhead/metrics.csv')))
-print('epochs_s', round(sum(float(x['epoch_s']) for x in r),2))" | tee -a "$OUT/log.txt"
+print('epochs_s', round(sum(float(x['epoch_s']) for x in r),2), 'worker setup_s', round(float(r[0]['setup_s']),2))" | tee -a "$OUT/log.txt"
+timeout 120 $PY benchmarks/bench_overhead.py --data $D 2>&1 | grep -E "^imports" | sed 's/^/cpu-tiny: /' | tee -a "$OUT/log.txt"
 log "4. recipes: paper vs fast vs strong, evaluated on the test split"
 timeout ${RECIPES_TIMEOUT:-420} $PY benchmarks/gpu_recipes.py --data $D --out /tmp/runs/recipes --device cuda \
   --runs ${RUNS:-paper,fast,fast-b512,strong} --json "$OUT/recipes.json" 2>&1 | grep -E "^(paper|fast|strong)|Error|error" | tee -a "$OUT/log.txt"

@@ -44,9 +44,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch: int,
                    metrics: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
-                   scheduler: Any = None) -> str:
+                   scheduler: Any = None, state_dict: dict[str, torch.Tensor] | None = None,
+                   done: bool = False) -> str:
+    """Write a model directory: ``model.pt`` (weights -- ``model``'s, or ``state_dict`` when given --
+    config, epoch, metrics), ``config.yaml`` and, with an ``optimizer``, ``optimizer.pt`` for resuming.
+    ``done`` writes a training state without optimizer that tells a resumed run nothing is left."""
     os.makedirs(directory, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    src = state_dict if state_dict is not None else unwrap(model).state_dict()
+    state = {k: v.detach().cpu() for k, v in src.items()}
     torch.save({"format": FORMAT, "version": 1, "config": to_dict(cfg), "state_dict": state,
                 "epoch": int(epoch), "metrics": dict(metrics or {})},
                os.path.join(directory, MODEL_FILE))
@@ -54,6 +59,9 @@ def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch
         torch.save({"optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "epoch": int(epoch)}, os.path.join(directory, OPTIM_FILE))
+    elif done:
+        torch.save({"optimizer": None, "scheduler": None, "epoch": int(cfg.train.epochs) - 1, "done": True},
+                   os.path.join(directory, OPTIM_FILE))
     save_config(cfg, os.path.join(directory, "config.yaml"))
     return directory
 

@@ -84,17 +84,27 @@ def eval_step(model, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, int]:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """The configured optimizer; Adam/AdamW use torch's fused kernels (same update rule, one
+    kernel for all parameters: 1.45x the paper recipe's steps/s on a 2-core CPU, see BENCHMARKS.md)."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return None  # baselines have nothing to train
+    fused = {"fused": True} if _fused_ok(params) else {}
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    if t.optimizer == "nadam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    if t.optimizer == "nadam":  # no fused NAdam in torch: the multi-tensor (foreach) path
         return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     raise ValueError(f"train.optimizer={t.optimizer!r}: expected adam, nadam or adamw")
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    """Fused Adam wants floating-point parameters on one CPU or CUDA device."""
+    devices = {p.device for p in params}
+    return (len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda")
+            and all(p.is_floating_point() for p in params))
 
 
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
@@ -190,8 +200,9 @@ def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | No
         stats = run_epoch(cmodel, opt, sched, batches, cfg)
         row = _epoch_row(epoch, stats, opt)
         if val_frames is not None and len(val_frames):
-            err, count = run_eval(cmodel, _array_batches(torch.as_tensor(val_frames).to(device), 512, device,
-                                                         False), cfg)
+            # validation runs eager: compiled, its other batch shapes would each cost a recompile
+            err, count = run_eval(model, _array_batches(torch.as_tensor(val_frames).to(device), 512, device,
+                                                        False), cfg)
             row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
         history.append(row)
         if epoch_callback:
@@ -263,7 +274,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             best = payload["metrics"].get("best_val_loss", best)
             state = load_training_state(d)
             if state is not None:
-                opt.load_state_dict(state["optimizer"])
+                if state.get("optimizer"):
+                    opt.load_state_dict(state["optimizer"])
                 if state.get("scheduler"):
                     sched.load_state_dict(state["scheduler"])
                 start_epoch = state["epoch"] + 1
@@ -272,10 +284,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     cache = loop_config.get("cache", False)
-    if cache:
+    if cache:  # (streaming both shards at once in threads was slower on 2 cores: BENCHMARKS.md)
         train_data, val_data = _materialize(train_shard, device), _materialize(val_shard, device)
         gen = torch.Generator(device=device).manual_seed(cfg.train.seed + rank)
     fault = loop_config.get("fault_injection") or {}
+    last_write = -math.inf  # monotonic time of rank 0's last checkpoint
+    pending = None          # rank 0: (row, weights) of the best epoch while it is not checkpointed
 
     for epoch in range(start_epoch, cfg.train.epochs):
         if fault.get("crash_at_epoch") == epoch and rank == fault.get("rank", 0):
@@ -296,8 +310,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stats = run_epoch(cmodel, opt, sched, batches, cfg)
         loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
         row = _epoch_row(epoch, stats, opt, loss_sum, series)
-        err, count = _all_reduce(*run_eval(cmodel, val_batches, cfg), device=device)
+        # validation runs eager: compiled, its other batch shapes would each cost a recompile
+        err, count = _all_reduce(*run_eval(model, val_batches, cfg), device=device)
         row["val_loss"] = err / count if count else float("nan")
+        if "val_losses" in fault:  # tests: a scripted validation curve
+            row["val_loss"] = float(fault["val_losses"][epoch])
         row["val_mse_255"] = row["val_loss"] * 255**2
         improved = row["val_loss"] < best
         best = min(best, row["val_loss"])
@@ -305,14 +322,45 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         row["start_epoch"] = start_epoch  # > 0 after resuming from a checkpoint
         row["setup_s"] = setup_s          # worker start -> first batch (model, data cache, restore)
 
+        # Checkpoints (213 MB for the paper's model with Adam's state) cost more than a whole GPU
+        # epoch: the periodic and last ones are written as asked, improvements at most once per
+        # checkpoint_interval_s; the best weights wait in memory meanwhile (see _report_pending_best).
         last = epoch == cfg.train.epochs - 1
         every = cfg.train.checkpoint_every
-        if rank == 0 and (last or improved or (every > 0 and (epoch + 1) % every == 0)):
+        write = rank == 0 and (last or (every > 0 and (epoch + 1) % every == 0) or (
+            improved and time.monotonic() - last_write >= cfg.train.checkpoint_interval_s))
+        if write:
             with tempfile.TemporaryDirectory() as d:
                 save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched)
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
+            last_write = time.monotonic()
         else:
             ray.train.report(row)
+        if rank == 0 and improved:
+            pending = None if write else (
+                dict(row), {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()})
+
+    _report_pending_best(pending, model, cfg, device)
+
+
+def _report_pending_best(pending, model, cfg: Config, device) -> None:
+    """After the last epoch: if the best epoch was never checkpointed (improvements are throttled),
+    report its weights and metrics once more, flagged ``best_replay``, so Ray Train's checkpoint
+    ranking and ``model/`` get the true best. All workers call it (report is collective); the
+    metrics writer and Tune skip the replayed row. Its training state says "done", so a restart
+    after it resumes nothing."""
+    import ray.train
+
+    if _all_reduce(float(pending is not None), device=device)[0] == 0:
+        return
+    if pending is None:  # ranks > 0
+        ray.train.report({"best_replay": 1.0})
+        return
+    row, weights = pending
+    row = {**row, "best_replay": 1.0}
+    with tempfile.TemporaryDirectory() as d:
+        save_model_dir(d, model, cfg, epoch=int(row["epoch"]), metrics=row, state_dict=weights, done=True)
+        ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -325,6 +373,8 @@ class _MetricsWriter:
 
     def after_report(self, run_context, metrics, checkpoint):
         row = metrics[0]
+        if row.get("best_replay"):  # the best epoch's checkpoint, reported again: its row is in
+            return
         self.rows[int(row["epoch"])] = row  # keyed by epoch: a resumed epoch replaces the old row
         write_metrics_csv(self.out, [self.rows[k] for k in sorted(self.rows)])
 
@@ -387,9 +437,10 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
         config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
 
     Returns the ``ray.train.Result``. ``cache`` overrides ``train.cache`` (each worker's shard
-    streamed once, then kept in device memory); ``fault_injection`` is for tests: ``{"crash_at_epoch": k, "marker": path}``
-    kills worker 0 once at the start of epoch k. ``callbacks`` are extra Train ``UserCallback``s
-    (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
+    streamed once, then kept in device memory); ``fault_injection`` is for tests:
+    ``{"crash_at_epoch": k, "marker": path}`` kills worker 0 once at the start of epoch k, and
+    ``{"val_losses": [...]}`` scripts the validation loss per epoch. ``callbacks`` are extra Train
+    ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
     """
     import ray.train
     from ray.train.torch import TorchTrainer

@@ -560,6 +560,8 @@ class _TuneReport(TuneReportCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         row = dict(metrics[0])
+        if row.get("best_replay"):  # the best epoch's checkpoint re-reported after the last epoch
+            return
         for k in ("val_loss", "train_loss", "best_val_loss"):
             if k in row and not math.isfinite(float(row[k])):
                 row[k] = math.inf

@@ -49,6 +49,27 @@ def test_scheduler_warmup_then_cosine():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
+def test_adam_is_fused_and_steps_like_the_reference():
+    """Adam/AdamW use torch's fused kernel on CPU; one step matches torch's unfused Adam."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    for name in ("adam", "adamw"):
+        cfg = load_config("quick", overrides={"train.optimizer": name, "train.weight_decay": 0.01})
+        assert make_optimizer(a, cfg).defaults["fused"] is True
+    opt_a = make_optimizer(a, load_config("quick"))
+    opt_b = torch.optim.Adam(b.parameters(), lr=opt_a.defaults["lr"], foreach=False)
+    x = torch.randn(5, 6)
+    for m, o in ((a, opt_a), (b, opt_b)):
+        for _ in range(3):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+    assert make_optimizer(a, load_config("quick", overrides={"train.optimizer": "nadam"})).defaults.get("fused") is not True
+
+
 def test_bad_optimizer_and_untrainable_model_named():
     cfg = load_config("quick", overrides={"train.optimizer": "sgdx"})
     with pytest.raises(ValueError, match="sgdx"):
@@ -133,3 +154,28 @@ def test_fit_rejects_mismatched_image_size(ray_local, tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, **{"model.height": 64, "model.width": 32})
     with pytest.raises(ValueError, match="32x16x3 but the model expects 64x32x3"):
         fit(cfg, str(tmp_path / "bad"))
+
+
+def test_throttled_checkpoints_still_keep_the_best_epoch(ray_local, tiny_dataset, tmp_path):
+    """Improvements are checkpointed at most once per checkpoint_interval_s; an improvement that
+    was not written (epoch 1 here) is reported again after the last epoch, so model/ is still the
+    best epoch, and metrics.csv has one row per epoch."""
+    cfg = tiny_config(tiny_dataset, **{"train.epochs": 4, "train.checkpoint_every": 0,
+                                       "train.checkpoint_interval_s": 1e9})
+    out = str(tmp_path / "run")
+    fit(cfg, out, fault_injection={"val_losses": [0.5, 0.1, 0.3, 0.4]})
+    rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [float(r["val_loss"]) for r in rows] == [0.5, 0.1, 0.3, 0.4]
+    best = read_model_file(os.path.join(out, "model"))
+    assert best["epoch"] == 1 and best["metrics"]["val_loss"] == 0.1
+
+    # written: epoch 0 (the first improvement), epoch 3 (the last) and the replay of epoch 1, of
+    # which Train keeps the best two by val_loss (num_to_keep=2): 0.1 (epoch 1) and 0.4 (epoch 3)
+    ckpts = sorted(os.path.join(out, "ray", "train", d) for d in os.listdir(os.path.join(out, "ray", "train"))
+                   if d.startswith("checkpoint_") and os.path.isdir(os.path.join(out, "ray", "train", d)))
+    epochs = sorted(read_model_file(c)["epoch"] for c in ckpts)
+    assert epochs == [1, 3]
+    last = next(c for c in ckpts if read_model_file(c)["epoch"] == 3)
+    w_best, w_last = best["state_dict"], read_model_file(last)["state_dict"]
+    assert any(not torch.equal(w_best[k], w_last[k]) for k in w_best)  # really the epoch-1 weights

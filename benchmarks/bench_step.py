@@ -1,0 +1,78 @@
+"""Training-step throughput of the paper's model under Adam variants, side by side in one process.
+
+    python benchmarks/bench_step.py [--batch 16] [--steps 60] [--device cpu] [--compile]
+
+Measures ``crnn.train.train_step`` (forward, MSE, backward, optimizer step) on random data with
+the paper preset's model, for torch's Adam as a per-parameter loop (torch's CPU default), the
+multi-tensor ``foreach`` path, and the ``fused`` kernel that ``crnn.train.make_optimizer`` uses.
+The variants take turns (``--rounds``) so a noisy machine affects them alike; the ratio to the
+loop variant is the number to read.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile + fused Adam")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from crnn.config import load_config
+    from crnn.model import build_model
+    from crnn.train import make_optimizer, train_step
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = load_config("paper")
+    dev = torch.device(a.device)
+    x = torch.rand(a.batch, 5, 3, cfg.model.height, cfg.model.width, device=dev)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(dev).train()
+    lr = cfg.train.lr
+    variants = {
+        "loop": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=False)),
+        "foreach": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=True)),
+        "fused (make_optimizer)": (model, make_optimizer(model, cfg)),
+    }
+    if a.compile:
+        variants["compiled + fused"] = (torch.compile(model), make_optimizer(model, cfg))
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for m, opt in variants.values():  # warm-up (and compilation)
+        for _ in range(5):
+            train_step(m, opt, None, x, cfg)
+    sync()
+    rates = {k: [] for k in variants}
+    for _ in range(a.rounds):
+        for name, (m, opt) in variants.items():
+            t = time.perf_counter()
+            for _ in range(a.steps):
+                train_step(m, opt, None, x, cfg)
+            sync()
+            rates[name].append(a.steps * a.batch / (time.perf_counter() - t))
+    base = statistics.median(rates["loop"])
+    print(f"paper model, batch {a.batch}, {a.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {a.rounds} rounds x {a.steps} steps")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:24s} {med:8.1f} series/s  {med / base:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
