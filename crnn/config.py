@@ -52,10 +52,10 @@ class TrainConfig:
     cache: str = "auto"                 # keep each worker's shard in device memory (uint8) after one
                                         # streamed pass: always | never | auto (when under 2 GiB)
     max_failures: int = 2               # worker failures survived by resuming from the checkpoint
-    checkpoint_every: int = 5           # checkpoint every k epochs (0 = never), the last epoch, and when
-                                        # val improves -- at most once per checkpoint_interval_s for that
-    checkpoint_interval_s: float = 30.0  # meanwhile the best weights wait in memory and are checkpointed
-                                        # after the last epoch; 0 = checkpoint every improvement
+    checkpoint_every: int = 5           # checkpoint every k epochs (0 = never) and when val improves,
+    checkpoint_interval_s: float = 30.0  # but at most once per this many seconds (0 = no limit), and
+                                        # always after the last epoch; an unwritten best epoch waits in
+                                        # memory and is checkpointed after the last one
     log_every: int = 0                  # steps between progress prints (0 = per epoch only)
     torch_threads: int = 0              # intra-op CPU threads per worker (0 = Ray's default, its CPU share)
 

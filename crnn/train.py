@@ -323,12 +323,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         row["setup_s"] = setup_s          # worker start -> first batch (model, data cache, restore)
 
         # Checkpoints (213 MB for the paper's model with Adam's state) cost more than a whole GPU
-        # epoch: the periodic and last ones are written as asked, improvements at most once per
-        # checkpoint_interval_s; the best weights wait in memory meanwhile (see _report_pending_best).
+        # epoch: periodic ones and improvements are written at most once per checkpoint_interval_s,
+        # the last epoch always; the best weights wait in memory meanwhile (_report_pending_best).
         last = epoch == cfg.train.epochs - 1
         every = cfg.train.checkpoint_every
-        write = rank == 0 and (last or (every > 0 and (epoch + 1) % every == 0) or (
-            improved and time.monotonic() - last_write >= cfg.train.checkpoint_interval_s))
+        due = improved or (every > 0 and (epoch + 1) % every == 0)
+        write = rank == 0 and (last or (due and time.monotonic() - last_write >= cfg.train.checkpoint_interval_s))
         if write:
             with tempfile.TemporaryDirectory() as d:
                 save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched)
@@ -348,7 +348,8 @@ def _report_pending_best(pending, model, cfg: Config, device) -> None:
     report its weights and metrics once more, flagged ``best_replay``, so Ray Train's checkpoint
     ranking and ``model/`` get the true best. All workers call it (report is collective); the
     metrics writer and Tune skip the replayed row. Its training state says "done", so a restart
-    after it resumes nothing."""
+    after it resumes nothing. A worker failure loses an unwritten best (at most
+    checkpoint_interval_s of progress): the run resumes from the last checkpoint as usual."""
     import ray.train
 
     if _all_reduce(float(pending is not None), device=device)[0] == 0:
