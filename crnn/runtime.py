@@ -28,6 +28,7 @@ def init_ray(num_cpus: int | None = None, **kwargs):
         ray.init(address=address, **kwargs)
         return ray
     global _pinned
+    given = dict(kwargs)
     if os.environ.get(API_SERVER_ENV) == _pinned:  # ours from an earlier init (or unset): re-pin
         os.environ.pop(API_SERVER_ENV, None)
         _pinned = None
@@ -38,11 +39,19 @@ def init_ray(num_cpus: int | None = None, **kwargs):
             _pinned = os.environ[API_SERVER_ENV] = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
     try:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
-    except BaseException:
-        if _pinned:
-            os.environ.pop(API_SERVER_ENV, None)
-            _pinned = None
-        raise
+    except Exception as e:
+        if not _pinned:
+            raise
+        os.environ.pop(API_SERVER_ENV, None)
+        _pinned = None
+        if "include_dashboard" in given:  # the caller asked for the dashboard: its failure is theirs
+            raise
+        # e.g. Ray installed without the dashboard's dependencies: start as Ray would by default
+        import warnings
+
+        warnings.warn(f"embedded Ray with a dashboard failed ({e}); starting it without the state-API pin")
+        ray.shutdown()
+        ray.init(address="local", num_cpus=num_cpus, **given)
     return ray
 
 

@@ -53,3 +53,28 @@ def test_embedded_ray_state_api_ignores_stale_cluster_file(tmp_path):
         assert run["worker"] == run["driver"]  # inherited by the Ray processes
         assert run["nodes"] == 1  # the state API answered, from this Ray
     assert os.path.exists(RAY_ADDRESS_FILE) == (before is not None)
+
+
+FALLBACK = r"""
+import os, socket, warnings, ray
+import crnn.runtime as R
+busy = socket.socket(); busy.bind(("127.0.0.1", 0)); busy.listen(1)
+R._free_port = lambda: busy.getsockname()[1]  # the dashboard cannot start there
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    R.init_ray(num_cpus=1, log_to_driver=False)
+print("WARN", any("dashboard failed" in str(x.message) for x in w))
+print("PIN", os.environ.get("RAY_API_SERVER_ADDRESS"))
+print("UP", ray.is_initialized() and ray.cluster_resources().get("CPU"))
+ray.shutdown()
+"""
+
+
+def test_embedded_ray_starts_without_the_pin_when_the_dashboard_cannot(tmp_path):
+    env = base_env(PYTHONPATH=ROOT)
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    r = subprocess.run([sys.executable, "-c", FALLBACK], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WARN True" in r.stdout and "PIN None" in r.stdout and "UP 1.0" in r.stdout, r.stdout
