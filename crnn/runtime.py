@@ -12,7 +12,9 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     Idempotent inside one process.
 
     An embedded Ray gets its dashboard on a free port, and ``RAY_API_SERVER_ADDRESS`` pointing at
-    it for the driver and every Ray process it starts (they inherit the environment). Without it
+    it in the environment of every Ray process it starts (set only during ``ray.init``: this
+    process's environment stays as it was, so nothing it runs later chases a dead dashboard,
+    and ``pinned_state_api()`` tells the URL). Without it
     Ray's state API, which Ray Train's placement-group cleaner polls, looks for "the" local cluster:
     it fails when several run on the machine and hangs for 40 s on a stale
     /tmp/ray/ray_current_cluster left by a killed ``ray start`` -- and Train's teardown then waits
@@ -28,31 +30,37 @@ def init_ray(num_cpus: int | None = None, **kwargs):
         ray.init(address=address, **kwargs)
         return ray
     global _pinned
+    _pinned = None
     given = dict(kwargs)
-    if os.environ.get(API_SERVER_ENV) == _pinned:  # ours from an earlier init (or unset): re-pin
-        os.environ.pop(API_SERVER_ENV, None)
-        _pinned = None
-        if kwargs.get("include_dashboard", True) is not False:
-            kwargs.setdefault("dashboard_port", _free_port())
-            kwargs.setdefault("dashboard_host", "127.0.0.1")
-            kwargs["include_dashboard"] = True
-            _pinned = os.environ[API_SERVER_ENV] = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
-    try:
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
-    except Exception as e:
-        if not _pinned:
-            raise
-        os.environ.pop(API_SERVER_ENV, None)
-        _pinned = None
-        if "include_dashboard" in given:  # the caller asked for the dashboard: its failure is theirs
-            raise
-        # e.g. Ray installed without the dashboard's dependencies: start as Ray would by default
-        import warnings
+    if API_SERVER_ENV not in os.environ and kwargs.get("include_dashboard", True) is not False:
+        kwargs.setdefault("dashboard_port", _free_port())
+        kwargs.setdefault("dashboard_host", "127.0.0.1")
+        kwargs["include_dashboard"] = True
+        url = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
+        # set only while Ray starts: its processes (raylet, dashboard, and the workers the raylet
+        # spawns later) inherit it; this process, and whatever it runs after ray.shutdown(), do not
+        os.environ[API_SERVER_ENV] = url
+        try:
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            _pinned = url
+            return ray
+        except Exception as e:
+            if "include_dashboard" in given:  # the caller asked for the dashboard: its failure is theirs
+                raise
+            # e.g. Ray installed without the dashboard's dependencies: start as Ray would by default
+            import warnings
 
-        warnings.warn(f"embedded Ray with a dashboard failed ({e}); starting it without the state-API pin")
-        ray.shutdown()
-        ray.init(address="local", num_cpus=num_cpus, **given)
+            warnings.warn(f"embedded Ray with a dashboard failed ({e}); starting it without the state-API pin")
+            ray.shutdown()
+        finally:
+            os.environ.pop(API_SERVER_ENV, None)
+    ray.init(address="local", num_cpus=num_cpus, **given)
     return ray
+
+
+def pinned_state_api() -> str | None:
+    """The dashboard URL the last embedded Ray's processes use for Ray's state API (None: unpinned)."""
+    return _pinned
 
 
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"

@@ -28,8 +28,10 @@ def free_port() -> int:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="disabled",
-                RAY_USAGE_STATS_ENABLED="0", **extra)
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="disabled",
+               RAY_USAGE_STATS_ENABLED="0", **extra)
+    env.pop("RAY_API_SERVER_ADDRESS", None)  # it overrides the CLI's --address
+    return env
 
 
 # `ray start` records its address in /tmp/ray/ray_current_cluster and only `ray stop` removes it; a

@@ -19,9 +19,11 @@ def probe():
 out = []
 for _ in range(2):  # a second embedded Ray in the same process gets its own, live, address
     init_ray(num_cpus=1, log_to_driver=False)
-    url = os.environ.get("RAY_API_SERVER_ADDRESS")
+    from crnn.runtime import pinned_state_api
+    url = pinned_state_api()
     seen, nodes = ray.get(probe.remote(), timeout=60)
-    out.append({"driver": url, "worker": seen, "nodes": nodes})
+    out.append({"driver": url, "worker": seen, "nodes": nodes,
+                "driver_env": os.environ.get("RAY_API_SERVER_ADDRESS")})
     ray.shutdown()
 print("RESULT " + json.dumps(out))
 """
@@ -52,6 +54,8 @@ def test_embedded_ray_state_api_ignores_stale_cluster_file(tmp_path):
         assert run["driver"].startswith("http://127.0.0.1:")
         assert run["worker"] == run["driver"]  # inherited by the Ray processes
         assert run["nodes"] == 1  # the state API answered, from this Ray
+        assert run["driver_env"] is None  # not left in the driver's environment (child processes
+        # such as `ray job submit` would follow it to a dashboard that dies with this Ray)
     assert os.path.exists(RAY_ADDRESS_FILE) == (before is not None)
 
 
@@ -64,7 +68,7 @@ with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
     R.init_ray(num_cpus=1, log_to_driver=False)
 print("WARN", any("dashboard failed" in str(x.message) for x in w))
-print("PIN", os.environ.get("RAY_API_SERVER_ADDRESS"))
+print("PIN", R.pinned_state_api(), os.environ.get("RAY_API_SERVER_ADDRESS"))
 print("UP", ray.is_initialized() and ray.cluster_resources().get("CPU"))
 ray.shutdown()
 """
@@ -77,4 +81,4 @@ def test_embedded_ray_starts_without_the_pin_when_the_dashboard_cannot(tmp_path)
     r = subprocess.run([sys.executable, "-c", FALLBACK], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "WARN True" in r.stdout and "PIN None" in r.stdout and "UP 1.0" in r.stdout, r.stdout
+    assert "WARN True" in r.stdout and "PIN None None" in r.stdout and "UP 1.0" in r.stdout, r.stdout
