@@ -22,7 +22,7 @@ print('epochs_s', round(sum(float(x['epoch_s']) for x in r),2), 'worker setup_s'
 timeout 120 $PY benchmarks/bench_overhead.py --data $D 2>&1 | grep -E "^imports" | sed 's/^/cpu-tiny: /' | tee -a "$OUT/log.txt"
 log "4. recipes: paper vs fast vs strong, evaluated on the test split"
 timeout ${RECIPES_TIMEOUT:-420} $PY benchmarks/gpu_recipes.py --data $D --out /tmp/runs/recipes --device cuda \
-  --runs ${RUNS:-fast,paper-warmup,fast-b512,strong,paper} --json "$OUT/recipes.json" 2>&1 | grep -E "^(paper|fast|strong)|Error|error" | tee -a "$OUT/log.txt"
+  --runs ${RUNS:-fast,paper-warmup,fast-b128,fast-b64,strong,paper} --json "$OUT/recipes.json" 2>&1 | grep -E "^(paper|fast|strong)|Error|error" | tee -a "$OUT/log.txt"
 cp /tmp/runs/recipes/paper-warmup/eval/predictions.png "$OUT/paper_predictions.png" 2>/dev/null
 cp /tmp/runs/recipes/paper-warmup/curve.png "$OUT/paper_curve.png" 2>/dev/null
 tar -czf "$OUT/runs.tgz" -C /tmp/runs --exclude='*.pt' --exclude='ray' . 2>/dev/null

@@ -99,12 +99,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.lstm_units": 128,
         "model.conv_filters": [16, 32],
     },
-    # The paper's model, trained fast on a GPU: bf16, large batch, scaled LR, warm-up + cosine.
+    # The paper's model, trained fast on a GPU: bf16, large batch, warm-up + cosine. Not a scaled-up
+    # LR: at 3e-3 Adam pushed every hard-sigmoid gate into its flat region within 6 epochs (README,
+    # Results); 1e-3 with 4 warm-up epochs keeps them alive (CPU, fp32), but whether 40 epochs at
+    # batch 256 reach the paper recipe's quality is for the GPU run (benchmarks/gpu_recipes.py).
     "fast": {
         "train.precision": "bf16",
         "train.batch_size": 256,
-        "train.lr": 3e-3,
-        "train.warmup_epochs": 2,
+        "train.lr": 1e-3,
+        "train.warmup_epochs": 4,
         "train.schedule": "cosine",
         "train.epochs": 40,
         "train.grad_clip": 1.0,
