@@ -45,25 +45,10 @@ def main(argv=None):
             print(f"{path}: not a CRNN")
             continue
         inputs, targets = split_io(x, cfg.data.in_frames)
-        lstm, u = model.lstm, model.lstm.units
-        rec = {"z": [], "cell_tanh": []}
+        lstm = model.lstm
+        steps: list = []  # (z, c) per step, from the layer's own forward (eval mode: no dropout)
         conv_tanh = []
-
-        def gate_hook(mod, inp, out):  # recompute the pre-activations the layer saw (eval: no dropout)
-            feats = inp[0]
-            b, t, f = feats.shape
-            z_x = torch.addmm(mod.bias, feats.reshape(b * t, f), mod.kernel).view(b, t, 4 * u)
-            h = feats.new_zeros(b, u)
-            c = feats.new_zeros(b, u)
-            for s in range(t):
-                z = z_x[:, s] + h @ mod.recurrent_kernel
-                rec["z"].append(z)
-                zi, zf, zc, zo = z.chunk(4, dim=1)
-                c = mod._rec_act(zf) * c + mod._rec_act(zi) * mod._act(zc)
-                rec["cell_tanh"].append(mod._act(c))
-                h = mod._rec_act(zo) * mod._act(c)
-
-        hooks = [lstm.register_forward_hook(gate_hook)]
+        hooks = [lstm.register_forward_pre_hook(lambda mod, args: (args[0], steps))]
         for m in model.encoder:
             if isinstance(m, torch.nn.Tanh):
                 hooks.append(m.register_forward_hook(lambda mod, i, o: conv_tanh.append(o)))
@@ -71,7 +56,7 @@ def main(argv=None):
             pred = model(inputs).clamp(0, 1)
         for h in hooks:
             h.remove()
-        z = torch.cat(rec["z"])
+        z = torch.cat([z for z, _ in steps])
         zi, zf, zc, zo = z.chunk(4, dim=1)
         hard = cfg.model.recurrent_activation == "hard_sigmoid"
 
@@ -81,7 +66,7 @@ def main(argv=None):
         gates = " ".join(f"{n}: {dead(g):.0%} dead, mean {float(lstm._rec_act(g).mean()):.2f};"
                          for n, g in (("i", zi), ("f", zf), ("o", zo)))
         sat = [float((t.abs() > 0.99).float().mean()) for t in conv_tanh]
-        cell = float((torch.cat(rec["cell_tanh"]).abs() > 0.99).float().mean())
+        cell = float((lstm._act(torch.cat([c for _, c in steps])).abs() > 0.99).float().mean())
         spread = float(pred[:, -1].std(0).mean() / targets[:, -1].std(0).mean())
         mse = float(((pred[:, -1] - targets[:, -1]) * 255).pow(2).mean())
         print(f"{path}\n  gates ({cfg.model.recurrent_activation}) {gates}\n"

@@ -243,8 +243,17 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 
 def save(cfg: Config, path: str) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    """Write ``cfg`` as YAML to a local path or a URI (``s3://...``)."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if "://" in path and not path.startswith("file://"):
+        from crnn.shards import resolve
+
+        fs, p = resolve(path)
+        with fs.open_output_stream(p) as f:
+            f.write(text.encode())
+        return
+    with open(path.removeprefix("file://"), "w") as f:
+        f.write(text)
 
 
 def add_job_args(parser, out_help: str = "run directory (local path or URI)") -> None:

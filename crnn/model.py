@@ -280,7 +280,9 @@ class KerasLSTM(nn.Module):
         keep = 1.0 - p
         return torch.empty_like(like).bernoulli_(keep) / keep
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record: list | None = None) -> torch.Tensor:
+        """``record``, when a list, receives ``(z, c)`` per step: the gate pre-activations
+        (B, 4U, order i f c o) and the cell state (B, U) -- for diagnostics (benchmarks/saturation.py)."""
         b, t, f = x.shape
         u = self.units
         if self.training and self.dropout > 0.0:
@@ -305,6 +307,8 @@ class KerasLSTM(nn.Module):
             c = f_g * c + i * self._act(z_c)
             h = o * self._act(c)
             outputs.append(h)
+            if record is not None:
+                record.append((z, c))
         return torch.stack(outputs, dim=1)  # T x (B, U) -> (B, T, U)
 
     def extra_repr(self) -> str:

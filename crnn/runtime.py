@@ -13,9 +13,9 @@ def init_ray(num_cpus: int | None = None, **kwargs):
 
     An embedded Ray gets its dashboard on a free port, and ``RAY_API_SERVER_ADDRESS`` pointing at
     it in the environment of every Ray process it starts (set only during ``ray.init``: this
-    process's environment stays as it was, so nothing it runs later chases a dead dashboard,
-    and ``pinned_state_api()`` tells the URL). Without it
-    Ray's state API, which Ray Train's placement-group cleaner polls, looks for "the" local cluster:
+    process's environment stays as it was, so nothing it runs later chases a dead dashboard;
+    ``pinned_state_api()`` tells the URL). Without it Ray's state API, which Ray Train's
+    placement-group cleaner polls, looks for "the" local cluster:
     it fails when several run on the machine and hangs for 40 s on a stale
     /tmp/ray/ray_current_cluster left by a killed ``ray start`` -- and Train's teardown then waits
     up to 12 s for the stuck cleaner (BENCHMARKS.md, start-up and teardown).

@@ -813,8 +813,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     if interrupted:
         warnings.warn(f"the search was interrupted; run it again to resume ({exp_path})")
     files = {"results": write_results_csv(rows, out), "search": _join(out, "search.json")}
-    local_out = out if is_local(out) else None
-    if local_out:
+    if is_local(out):
         files["curves"] = plot_curves(rows, histories, os.path.join(out, "curves"), keys=list(parsed))
     best = next((r for r in rows if r["status"] == "done" and r.get("model")), None)
     if best is None:
@@ -823,10 +822,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                 "interrupted": interrupted}
     best_cfg = apply(base, {k: v for k, v in best["config"].items()})
     cfg_path = _join(out, "best_config.yaml")
-    if local_out:
-        save_config(best_cfg, cfg_path)
-    else:
-        _write_text(cfg_path, yaml.safe_dump(to_dict(best_cfg), sort_keys=False))
+    save_config(best_cfg, cfg_path)
     files["best_config"] = cfg_path
     info = {"trial_id": best["trial_id"], "metric": METRIC, "mode": MODE, "val_loss": best["val_loss"],
             "best_val_loss": best["best_val_loss"], "best_epoch": best["best_epoch"], "epochs": best["epochs"],
