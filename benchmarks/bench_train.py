@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py --data data/pines --series 256 --epochs 3            # CPU
     python benchmarks/bench_train.py --data data/pines --device cuda --batch 1024 \\
         --precision bf16 --compile --epochs 8                                               # GPU
+    ... --compile --compile-mode reduce-overhead     # CUDA graphs: one launch per step's kernels
 
 Both loops run the same ``run_epoch``/``train_step``; series/s is the steady state (median of the
 epochs after the first, which pays for compilation and warm-up). The Ray run also reports its
@@ -27,6 +28,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (train.compile_mode)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--series", type=int, default=0, help="cap on training series (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads in both loops")
@@ -45,10 +47,11 @@ def main(argv=None):
     cfg = load_config(a.preset, overrides={
         "data.path": a.data, "data.max_train_series": a.series, "data.max_val_series": 64,
         "train.epochs": a.epochs, "train.batch_size": a.batch, "train.precision": a.precision,
-        "train.compile": a.compile, "train.use_gpu": gpu, "train.torch_threads": a.threads,
+        "train.compile": a.compile, "train.compile_mode": a.compile_mode, "train.use_gpu": gpu, "train.torch_threads": a.threads,
         "train.checkpoint_every": 0})
     results = {"device": torch.cuda.get_device_name() if gpu else f"cpu x{os.cpu_count()}",
-               "batch": a.batch, "precision": a.precision, "compile": a.compile, "preset": a.preset}
+               "batch": a.batch, "precision": a.precision, "compile": a.compile, "preset": a.preset,
+               "compile_mode": a.compile_mode}
     modes = a.modes.split(",")
     if "plain" in modes:
         frames = read_numpy(a.data, split="train", columns=["frames"])["frames"]
@@ -60,7 +63,8 @@ def main(argv=None):
                             "wall_s": time.perf_counter() - t0,
                             "epochs": [round(h["train_series_per_s"], 1) for h in hist]}
         print("plain", json.dumps(results["plain"]), flush=True)
-    init_ray(num_cpus=None if gpu else 2, log_to_driver=False)
+    if any(m.startswith("ray") for m in modes):
+        init_ray(num_cpus=None if gpu else 2, log_to_driver=False)
     for mode in [m for m in modes if m.startswith("ray")]:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()

@@ -49,6 +49,8 @@ class TrainConfig:
     gpus_per_worker: float = 1.0        # with use_gpu; a fraction packs several runs (Tune trials) per GPU
     precision: str = "fp32"             # fp32 | bf16 (autocast; GPU or CPU)
     compile: bool = False               # torch.compile the model
+    compile_mode: str = "default"       # torch.compile mode: default | reduce-overhead (CUDA graphs) |
+                                        # max-autotune | max-autotune-no-cudagraphs
     cache: str = "auto"                 # keep each worker's shard in device memory (uint8) after one
                                         # streamed pass: always | never | auto (when under 2 GiB)
     max_failures: int = 2               # worker failures survived by resuming from the checkpoint
@@ -58,6 +60,21 @@ class TrainConfig:
                                         # memory and is checkpointed after the last one
     log_every: int = 0                  # steps between progress prints (0 = per epoch only)
     torch_threads: int = 0              # intra-op CPU threads per worker (0 = Ray's default, its CPU share)
+
+    CHOICES = {"optimizer": ("adam", "nadam", "adamw"), "schedule": ("constant", "cosine"),
+               "loss": ("mse", "l1"), "precision": ("fp32", "bf16"), "cache": ("auto", "always", "never"),
+               "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")}
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field with a value outside its choices or range."""
+        for name, choices in self.CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"train.{name}={getattr(self, name)!r}: expected one of {', '.join(choices)}")
+        for name in ("epochs", "batch_size", "num_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)!r}: expected >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr!r}: expected > 0")
 
 
 @dataclass
@@ -102,7 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's model, trained fast on a GPU: bf16, large batch, warm-up + cosine. Not a scaled-up
     # LR: at 3e-3 Adam pushed every hard-sigmoid gate into its flat region within 6 epochs (README,
     # Results); 1e-3 with 4 warm-up epochs keeps them alive (CPU, fp32), but whether 40 epochs at
-    # batch 256 reach the paper recipe's quality is for the GPU run (benchmarks/gpu_recipes.py).
+    # batch 256 reach the paper recipe's quality is for the GPU run (benchmarks/recipes.py).
     "fast": {
         "train.precision": "bf16",
         "train.batch_size": 256,

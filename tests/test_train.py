@@ -79,6 +79,35 @@ def test_bad_optimizer_and_untrainable_model_named():
         fit_plain(cfg, _frames(4))
 
 
+@pytest.mark.parametrize("key,value", [("train.compile_mode", "turbo"), ("train.precision", "fp8"),
+                                       ("train.cache", "sometimes"), ("train.schedule", "step"),
+                                       ("train.loss", "huber"), ("train.batch_size", 0), ("train.lr", 0.0)])
+def test_bad_train_fields_are_named_before_anything_runs(key, value, tmp_path):
+    cfg = load_config("quick", overrides={key: value})
+    for call in (lambda: fit_plain(cfg, _frames(4)), lambda: fit(cfg, str(tmp_path / "run"))):
+        with pytest.raises(ValueError, match=f"{key}={value!r}"):
+            call()
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    seen = {}
+
+    def fake_compile(model, mode=None):
+        seen["mode"] = mode
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    from crnn.train import maybe_compile
+
+    m = torch.nn.Linear(2, 2)
+    assert maybe_compile(m, load_config("quick")) is m and seen == {}  # compile off: untouched
+    maybe_compile(m, load_config("quick", overrides={"train.compile": True}))
+    assert seen.pop("mode") is None  # torch's default mode
+    maybe_compile(m, load_config("quick", overrides={"train.compile": True, "train.compile_mode": "reduce-overhead"}))
+    assert seen.pop("mode") == "reduce-overhead"
+
+
 def test_plain_loop_learns_and_saves(tmp_path):
     cfg = load_config("quick", overrides={"model.conv_filters": [4, 8], "model.lstm_units": 32,
                                           "train.epochs": 6, "train.batch_size": 8, "train.lr": 3e-3,
@@ -95,9 +124,11 @@ def test_plain_loop_learns_and_saves(tmp_path):
         assert torch.equal(loaded(x[:, :4]), model.eval()(x[:, :4]))
 
 
-def test_train_step_reduces_loss_on_fixed_batch():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_step_reduces_loss_on_fixed_batch(precision):
     cfg = load_config("quick", overrides={"model.conv_filters": [4, 8], "model.lstm_units": 16,
-                                          "model.dropout": 0.0, "model.recurrent_dropout": 0.0})
+                                          "model.dropout": 0.0, "model.recurrent_dropout": 0.0,
+                                          "train.precision": precision})
     from crnn.model import build_model
 
     torch.manual_seed(0)
@@ -108,6 +139,9 @@ def test_train_step_reduces_loss_on_fixed_batch():
     for _ in range(20):
         last = train_step(model, opt, None, x, cfg).item()
     assert last < first
+    # bf16 is autocast: the weights and their Adam state stay fp32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {v.dtype for st in opt.state.values() for v in st.values() if v.numel() > 1} == {torch.float32}
     err, n = eval_step(model, x, cfg)
     assert n == 8 * 4 * 3 * 32 * 16 and math.isfinite(float(err))
 
