@@ -73,8 +73,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)!r}: expected >= 1")
-        if self.lr <= 0:
+        if not self.lr > 0:
             raise ValueError(f"train.lr={self.lr!r}: expected > 0")
+        for name in ("cpus_per_worker", "gpus_per_worker", "weight_decay", "warmup_epochs", "grad_clip",
+                     "checkpoint_interval_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)!r}: expected >= 0")
 
 
 @dataclass

@@ -475,8 +475,6 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
     storage = root if is_local(out) else out.rstrip("/")
     t = cfg.train
     if cache is None:
-        if t.cache not in ("auto", "always", "never"):
-            raise ValueError(f"train.cache={t.cache!r}: expected auto, always or never")
         frame_bytes = len(card["ages"]) * card["height"] * card["width"] * card["channels"]
         cache = t.cache == "always" or (t.cache == "auto" and n_train * frame_bytes / t.num_workers < 2**31)
     trainer = TorchTrainer(

@@ -230,25 +230,10 @@ def _candidate_values(d: Any) -> list[Any]:
 
 def check_config(cfg: Config) -> None:
     """Everything about a config that fails only once training starts, checked now (ValueError)."""
-    import torch
-
-    from crnn.train import autocast, loss_fn, make_optimizer, make_scheduler
-
     cfg.model.validate()
     if cfg.model.kind != "crnn":
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
-    t = cfg.train
-    for name in ("epochs", "batch_size", "num_workers"):
-        if getattr(t, name) < 1:
-            raise ValueError(f"train.{name}={getattr(t, name)!r}: expected a positive integer")
-    if not t.lr > 0:
-        raise ValueError(f"train.lr={t.lr!r}: expected a positive number")
-    if t.cpus_per_worker < 0:
-        raise ValueError(f"train.cpus_per_worker={t.cpus_per_worker!r}: expected >= 0")
-    opt = make_optimizer(torch.nn.Linear(1, 1), cfg)
-    make_scheduler(opt, cfg, 1)
-    loss_fn(torch.zeros(1), torch.zeros(1), t.loss)
-    autocast(torch.device("cpu"), t.precision)
+    cfg.train.validate()
 
 
 def validate_space(base: Config, space: dict[str, Any]) -> None:
