@@ -1,12 +1,13 @@
-"""Training-step throughput of the paper's model under Adam variants, side by side in one process.
+"""Training-step throughput of the paper's model under Adam and precision variants, side by side.
 
-    python benchmarks/bench_step.py [--batch 16] [--steps 60] [--device cpu] [--compile]
+    python benchmarks/bench_step.py [--batch 16] [--steps 60] [--device cpu] [--compile] [--bf16]
 
 Measures ``crnn.train.train_step`` (forward, MSE, backward, optimizer step) on random data with
 the paper preset's model, for torch's Adam as a per-parameter loop (torch's CPU default), the
 multi-tensor ``foreach`` path, and the ``fused`` kernel that ``crnn.train.make_optimizer`` uses.
-The variants take turns (``--rounds``) so a noisy machine affects them alike; the ratio to the
-loop variant is the number to read.
+With ``--bf16`` the fused variant also runs under bf16 autocast (``train.precision=bf16``; fast on
+CPUs with AVX512-BF16 or AMX, slow on those without). The variants take turns (``--rounds``) so a
+noisy machine affects them alike; the ratio to the loop variant is the number to read.
 """
 
 import argparse
@@ -26,6 +27,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile + fused Adam")
+    p.add_argument("--bf16", action="store_true", help="also time fused Adam under bf16 autocast")
     a = p.parse_args(argv)
 
     import torch
@@ -49,21 +51,25 @@ def main(argv=None):
     }
     if a.compile:
         variants["compiled + fused"] = (torch.compile(model), make_optimizer(model, cfg))
+    cfgs = {name: cfg for name in variants}
+    if a.bf16:
+        variants["fused + bf16 autocast"] = (model, make_optimizer(model, cfg))
+        cfgs["fused + bf16 autocast"] = load_config("paper", overrides={"train.precision": "bf16"})
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for m, opt in variants.values():  # warm-up (and compilation)
+    for name, (m, opt) in variants.items():  # warm-up (and compilation)
         for _ in range(5):
-            train_step(m, opt, None, x, cfg)
+            train_step(m, opt, None, x, cfgs[name])
     sync()
     rates = {k: [] for k in variants}
     for _ in range(a.rounds):
         for name, (m, opt) in variants.items():
             t = time.perf_counter()
             for _ in range(a.steps):
-                train_step(m, opt, None, x, cfg)
+                train_step(m, opt, None, x, cfgs[name])
             sync()
             rates[name].append(a.steps * a.batch / (time.perf_counter() - t))
     base = statistics.median(rates["loop"])

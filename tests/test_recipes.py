@@ -1,0 +1,51 @@
+"""benchmarks/recipes.py: every recipe resolves to a valid config, and the time-to-quality verdict."""
+
+import importlib.util
+import os
+
+import pytest
+
+from conftest import ROOT
+from crnn.config import load_config
+
+
+def _recipes():
+    spec = importlib.util.spec_from_file_location("recipes", os.path.join(ROOT, "benchmarks", "recipes.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_recipe_is_a_valid_config():
+    rec = _recipes()
+    for name, (preset, ov) in rec.RUNS.items():
+        cfg = load_config(preset, overrides=ov)  # a misspelt preset or field raises, naming it
+        assert cfg.train.epochs > 0, name
+    assert load_config(rec.RUNS["paper-warmup"][0]).train.batch_size == 16  # the reference is the paper's
+
+
+def _run(mse, train_s, wall_s):
+    return {"test": {"mse": mse}, "train_epochs_s": train_s, "wall_s": wall_s}
+
+
+def test_time_to_quality_verdict():
+    rec = _recipes()
+    summary = {"paper-warmup": _run(120.0, 2400.0, 2500.0),
+               "quick-good": _run(110.0, 100.0, 130.0),     # better and 1/24 of the time
+               "quick-bad": _run(130.0, 60.0, 80.0),        # fast but worse
+               "slow-good": _run(100.0, 600.0, 620.0)}      # better but 1/4 of the time
+    v = rec.time_to_quality(summary, "paper-warmup")
+    assert set(v) == {"quick-good", "quick-bad", "slow-good"}
+    assert v["quick-good"] == {"reached": True, "test_mse": 110.0, "reference_test_mse": 120.0,
+                               "train_time_ratio": round(100 / 2400, 4), "wall_time_ratio": 0.052,
+                               "goal_met": True}
+    assert v["quick-bad"]["reached"] is False and v["quick-bad"]["goal_met"] is False
+    assert v["slow-good"]["reached"] is True and v["slow-good"]["goal_met"] is False
+    assert rec.time_to_quality(summary, "absent") == {}
+
+
+def test_unknown_run_is_named(capsys):
+    rec = _recipes()
+    with pytest.raises(SystemExit):
+        rec.main(["--data", "d", "--out", "o", "--runs", "strong-fast,nope"])
+    assert "nope" in capsys.readouterr().err
