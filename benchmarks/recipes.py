@@ -12,7 +12,8 @@ and persistence's. When the reference run (``--reference``, the paper recipe wit
 the published recipe does not train on our data, README "Results") is among the runs, each other
 run gets a time-to-quality verdict: whether its age-30 test MSE reached the reference's, and its
 training-epoch time (and ``fit`` wall time) as a fraction of the reference's. The goal is <= 1/20.
-The summary is rewritten after every run.
+The summary is rewritten after every run; ``--resume`` keeps the runs already in it (a second
+call finishes what a first, cut short, left).
 """
 
 import argparse
@@ -70,6 +71,8 @@ def main(argv=None):
     p.add_argument("--runs", default="strong-fast,paper-warmup,fast,fast-b128,fast-b64,strong,paper")
     p.add_argument("--reference", default="paper-warmup", help="run whose test MSE is the quality bar")
     p.add_argument("--json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --json (skip them; they still count for the verdicts)")
     p.add_argument("overrides", nargs="*", help="applied to every run (e.g. train.epochs=1 for a smoke test)")
     a = p.parse_args(argv)
     names = a.runs.split(",")
@@ -82,10 +85,18 @@ def main(argv=None):
     from crnn.runtime import init_ray
     from crnn.train import epoch_summary, fit, read_metrics_csv
 
-    gpu = a.device.startswith("cuda")
-    init_ray(log_to_driver=False)
     summary = {}
+    if a.resume and a.json and os.path.exists(a.json):
+        with open(a.json) as f:
+            summary = {k: v for k, v in json.load(f).items() if k != "time_to_quality"}
+    todo = [n for n in names if n not in summary]
     for name in names:
+        if name not in todo:
+            print(f"skip {name}: already in {a.json}", flush=True)
+    gpu = a.device.startswith("cuda")
+    if todo:
+        init_ray(log_to_driver=False)
+    for name in todo:
         preset, ov = RUNS[name]
         cfg = apply(load_config(preset, overrides=ov),
                     {"data.path": a.data, "train.use_gpu": gpu, **parse_overrides(a.overrides)})
@@ -112,9 +123,10 @@ def main(argv=None):
             "val_curve": [round(float(r["val_mse_255"]), 1) for r in rows],
         }
         print(name, json.dumps(summary[name]), flush=True)
-        if a.json:
-            with open(a.json, "w") as f:
+        if a.json:  # atomically: a timeout's interrupt never leaves half a file
+            with open(a.json + ".tmp", "w") as f:
                 json.dump({**summary, "time_to_quality": time_to_quality(summary, a.reference)}, f, indent=2)
+            os.replace(a.json + ".tmp", a.json)
     ttq = time_to_quality(summary, a.reference)
     for name, v in ttq.items():
         print(f"time-to-quality {name}: test MSE {v['test_mse']:.2f} vs {a.reference} {v['reference_test_mse']:.2f}"

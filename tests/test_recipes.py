@@ -1,6 +1,7 @@
 """benchmarks/recipes.py: every recipe resolves to a valid config, and the time-to-quality verdict."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -49,3 +50,19 @@ def test_unknown_run_is_named(capsys):
     with pytest.raises(SystemExit):
         rec.main(["--data", "d", "--out", "o", "--runs", "strong-fast,nope"])
     assert "nope" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_runs_without_starting_ray(tmp_path, capsys, monkeypatch):
+    rec = _recipes()
+    import crnn.runtime
+
+    monkeypatch.setattr(crnn.runtime, "init_ray", lambda **kw: pytest.fail("Ray started for finished runs"))
+    f = tmp_path / "recipes.json"
+    f.write_text(json.dumps({"paper-warmup": _run(120.0, 2400.0, 2500.0), "strong-fast": _run(105.0, 100.0, 125.0),
+                             "time_to_quality": {"stale": {}}}))
+    out = rec.main(["--data", "d", "--out", str(tmp_path / "o"), "--device", "cpu", "--resume",
+                    "--runs", "strong-fast,paper-warmup", "--json", str(f)])
+    assert out["time_to_quality"]["strong-fast"]["goal_met"] is True
+    assert "stale" not in out["time_to_quality"]
+    text = capsys.readouterr().out
+    assert "skip strong-fast" in text and "skip paper-warmup" in text and "goal (<= 1/20) met" in text
