@@ -22,9 +22,22 @@ S3_REGION = "us-east-1"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all sockets stay bound until every port is picked (one at a time,
+    the OS may hand the same port out twice, and `ray start` refuses two components on one port)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -105,12 +118,13 @@ class S3Server:
 
 
 # ----------------------------------------------------------------------------- Ray nodes
-def _moved_ports(head: bool) -> list[str]:
+def _moved_ports(head: bool) -> dict[str, int]:
+    """Every port `ray start` would otherwise take from Ray's fixed defaults, distinct."""
     names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
              "runtime-env-agent-port", "node-manager-port", "object-manager-port"]
     if head:
-        names.append("ray-client-server-port")
-    return [f"--{name}={free_port()}" for name in names]
+        names += ["ray-client-server-port", "port", "dashboard-port"]
+    return dict(zip(names, free_ports(len(names))))
 
 
 def start_node(log: Path, env: dict[str, str], *, head_address: str | None = None, num_cpus: int = 2,
@@ -123,8 +137,9 @@ def start_node(log: Path, env: dict[str, str], *, head_address: str | None = Non
     under the other's running processes. Returns (process, info): info has ``gcs`` (host:port) and,
     for a head, ``dashboard`` (http URL).
     """
+    ports = _moved_ports(head_address is None)
     args = [f"{BIN}/ray", "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
-            *_moved_ports(head_address is None)]
+            *(f"--{name}={port}" for name, port in ports.items())]
     if resources:
         args.append(f"--resources={json.dumps(resources)}")
     if temp_dir:
@@ -132,9 +147,8 @@ def start_node(log: Path, env: dict[str, str], *, head_address: str | None = Non
     info: dict[str, str] = {}
     before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
     if head_address is None:
-        port, dash = free_port(), free_port()
-        args += ["--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                 "--include-dashboard=true"]
+        port, dash = ports["port"], ports["dashboard-port"]
+        args += ["--head", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]
         info = {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}"}
     else:
         args.append(f"--address={head_address}")
