@@ -44,32 +44,31 @@ def main(argv=None):
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev).train()
     lr = cfg.train.lr
-    variants = {
-        "loop": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=False)),
-        "foreach": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=True)),
-        "fused (make_optimizer)": (model, make_optimizer(model, cfg)),
+    variants = {  # name: (model, optimizer, config of the step)
+        "loop": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=False), cfg),
+        "foreach": (model, torch.optim.Adam(model.parameters(), lr=lr, foreach=True), cfg),
+        "fused (make_optimizer)": (model, make_optimizer(model, cfg), cfg),
     }
     if a.compile:
-        variants["compiled + fused"] = (torch.compile(model), make_optimizer(model, cfg))
-    cfgs = {name: cfg for name in variants}
+        variants["compiled + fused"] = (torch.compile(model), make_optimizer(model, cfg), cfg)
     if a.bf16:
-        variants["fused + bf16 autocast"] = (model, make_optimizer(model, cfg))
-        cfgs["fused + bf16 autocast"] = load_config("paper", overrides={"train.precision": "bf16"})
+        variants["fused + bf16 autocast"] = (model, make_optimizer(model, cfg),
+                                             load_config("paper", overrides={"train.precision": "bf16"}))
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for name, (m, opt) in variants.items():  # warm-up (and compilation)
+    for m, opt, c in variants.values():  # warm-up (and compilation)
         for _ in range(5):
-            train_step(m, opt, None, x, cfgs[name])
+            train_step(m, opt, None, x, c)
     sync()
     rates = {k: [] for k in variants}
     for _ in range(a.rounds):
-        for name, (m, opt) in variants.items():
+        for name, (m, opt, c) in variants.items():
             t = time.perf_counter()
             for _ in range(a.steps):
-                train_step(m, opt, None, x, cfgs[name])
+                train_step(m, opt, None, x, c)
             sync()
             rates[name].append(a.steps * a.batch / (time.perf_counter() - t))
     base = statistics.median(rates["loop"])

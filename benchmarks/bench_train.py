@@ -47,8 +47,8 @@ def main(argv=None):
     cfg = load_config(a.preset, overrides={
         "data.path": a.data, "data.max_train_series": a.series, "data.max_val_series": 64,
         "train.epochs": a.epochs, "train.batch_size": a.batch, "train.precision": a.precision,
-        "train.compile": a.compile, "train.compile_mode": a.compile_mode, "train.use_gpu": gpu, "train.torch_threads": a.threads,
-        "train.checkpoint_every": 0})
+        "train.compile": a.compile, "train.compile_mode": a.compile_mode, "train.use_gpu": gpu,
+        "train.torch_threads": a.threads, "train.checkpoint_every": 0})
     results = {"device": torch.cuda.get_device_name() if gpu else f"cpu x{os.cpu_count()}",
                "batch": a.batch, "precision": a.precision, "compile": a.compile, "preset": a.preset,
                "compile_mode": a.compile_mode}

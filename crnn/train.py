@@ -135,7 +135,6 @@ def maybe_compile(model, cfg: Config):
     """``torch.compile(model, mode=train.compile_mode)`` when ``train.compile``. The CUDA-graph modes
     replay each step's kernels in one launch: for a GPU step of a few milliseconds the Python launch
     overhead otherwise bounds the rate (on CPU, torch skips the graphs)."""
-    cfg.train.validate()
     if not cfg.train.compile:
         return model
     mode = cfg.train.compile_mode

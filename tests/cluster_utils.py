@@ -54,6 +54,20 @@ RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
 _address_file_before: dict[int, bytes | None] = {}
 
 
+def read_address_file() -> bytes | None:
+    """The recorded `ray start` address, or None when there is none."""
+    return RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
+
+
+def restore_address_file(before: bytes | None) -> None:
+    """Put the address file back as ``read_address_file`` found it (absent when it was)."""
+    if before is None:
+        RAY_ADDRESS_FILE.unlink(missing_ok=True)
+    else:
+        RAY_ADDRESS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RAY_ADDRESS_FILE.write_bytes(before)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
     """Terminate a process started with ``start_new_session=True``, then its group if it lingers."""
     if proc.poll() is None:
@@ -68,11 +82,7 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
         pass
     proc.wait(10)
     if proc.pid in _address_file_before:
-        before = _address_file_before.pop(proc.pid)
-        if before is None:
-            RAY_ADDRESS_FILE.unlink(missing_ok=True)
-        else:
-            RAY_ADDRESS_FILE.write_bytes(before)
+        restore_address_file(_address_file_before.pop(proc.pid))
 
 
 # ----------------------------------------------------------------------------- S3 (moto server)
@@ -145,7 +155,7 @@ def start_node(log: Path, env: dict[str, str], *, head_address: str | None = Non
     if temp_dir:
         args.append(f"--temp-dir={temp_dir}")
     info: dict[str, str] = {}
-    before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
+    before = read_address_file()
     if head_address is None:
         port, dash = ports["port"], ports["dashboard-port"]
         args += ["--head", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]

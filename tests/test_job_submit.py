@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cluster_utils import RAY_ADDRESS_FILE, base_env, start_node, stop, submit, wait_for_head, wait_job
+from cluster_utils import base_env, read_address_file, start_node, stop, submit, wait_for_head, wait_job
 
 
 @pytest.fixture
@@ -13,19 +13,19 @@ def head_node(tmp_path):
     """A head node in its own process group, on free ports; stopped with it afterwards."""
     env = base_env()
     log = tmp_path / "head.log"
-    before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
+    before = read_address_file()
     proc, info = start_node(log, env, num_cpus=2)
     try:
         wait_for_head(proc, info["dashboard"], env, log)
         deadline = time.time() + 30  # `ray start` records its address (just after the head is up) ...
-        while (RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None) == before:
+        while read_address_file() == before:
             assert time.time() < deadline, "ray start did not write /tmp/ray/ray_current_cluster"
             time.sleep(0.5)
         yield info["dashboard"], env
     finally:
         stop(proc)
     # ... and stopping it leaves no stale address for later local Rays to chase
-    assert (RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None) == before
+    assert read_address_file() == before
 
 
 def test_ray_job_submit_quick_training(head_node, tiny_dataset, tmp_path):

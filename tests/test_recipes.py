@@ -1,27 +1,23 @@
 """benchmarks/recipes.py: every recipe resolves to a valid config, and the time-to-quality verdict."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-from conftest import ROOT
+from conftest import load_benchmark
 from crnn.config import load_config
 
 
 def _recipes():
-    spec = importlib.util.spec_from_file_location("recipes", os.path.join(ROOT, "benchmarks", "recipes.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("recipes")
 
 
 def test_every_recipe_is_a_valid_config():
     rec = _recipes()
     for name, (preset, ov) in rec.RUNS.items():
         cfg = load_config(preset, overrides=ov)  # a misspelt preset or field raises, naming it
-        assert cfg.train.epochs > 0, name
+        cfg.model.validate()  # and a value outside a field's choices or range
+        cfg.train.validate()
     assert load_config(rec.RUNS["paper-warmup"][0]).train.batch_size == 16  # the reference is the paper's
 
 

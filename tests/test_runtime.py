@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from cluster_utils import RAY_ADDRESS_FILE, ROOT, base_env
+from cluster_utils import RAY_ADDRESS_FILE, ROOT, base_env, read_address_file, restore_address_file
 
 PROBE = r"""
 import json, os, ray
@@ -33,20 +33,15 @@ def test_embedded_ray_state_api_ignores_stale_cluster_file(tmp_path):
     """A killed `ray start` leaves /tmp/ray/ray_current_cluster behind; Ray's state API (which Ray
     Train's placement-group cleaner polls) would chase that dead address for 40 s. init_ray pins
     the state API of the embedded Ray to its own dashboard, in the driver and in every worker."""
-    before = RAY_ADDRESS_FILE.read_bytes() if RAY_ADDRESS_FILE.exists() else None
-    RAY_ADDRESS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RAY_ADDRESS_FILE.write_text("127.0.0.1:9")  # nothing listens there: a dead cluster
-    env = base_env(PYTHONPATH=ROOT)
+    before = read_address_file()
+    restore_address_file(b"127.0.0.1:9")  # nothing listens there: a dead cluster
+    env = base_env(PYTHONPATH=ROOT)  # (base_env drops RAY_API_SERVER_ADDRESS)
     env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_API_SERVER_ADDRESS", None)
     try:
         r = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=240)
     finally:
-        if before is None:
-            RAY_ADDRESS_FILE.unlink(missing_ok=True)
-        else:
-            RAY_ADDRESS_FILE.write_bytes(before)
+        restore_address_file(before)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
     first, second = json.loads(lines[0][len("RESULT "):])
@@ -77,7 +72,6 @@ ray.shutdown()
 def test_embedded_ray_starts_without_the_pin_when_the_dashboard_cannot(tmp_path):
     env = base_env(PYTHONPATH=ROOT)
     env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_API_SERVER_ADDRESS", None)
     r = subprocess.run([sys.executable, "-c", FALLBACK], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]

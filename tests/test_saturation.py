@@ -1,22 +1,13 @@
 """benchmarks/saturation.py: the diagnosis of a CRNN whose hard-sigmoid gates are stuck."""
 
-import importlib.util
-import os
 import re
 
 import torch
 
-from conftest import ROOT
+from conftest import load_benchmark
 from crnn.checkpoint import save_model_dir
 from crnn.config import load_config
 from crnn.model import build_model
-
-
-def _saturation():
-    spec = importlib.util.spec_from_file_location("saturation", os.path.join(ROOT, "benchmarks", "saturation.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_dead_gates_and_constant_forecasts_are_reported(tiny_dataset, tmp_path, capsys):
@@ -31,7 +22,7 @@ def test_dead_gates_and_constant_forecasts_are_reported(tiny_dataset, tmp_path, 
         dead.lstm.bias.fill_(50.0)
     save_model_dir(str(tmp_path / "alive"), alive, cfg, epoch=0)
     save_model_dir(str(tmp_path / "dead"), dead, cfg, epoch=0)
-    _saturation().main(["--data", tiny_dataset, str(tmp_path / "alive"), str(tmp_path / "dead")])
+    load_benchmark("saturation").main(["--data", tiny_dataset, str(tmp_path / "alive"), str(tmp_path / "dead")])
     out = capsys.readouterr().out
     alive_part, dead_part = out.split(str(tmp_path / "dead"))
     assert re.search(r"i: 100% dead, mean 1\.00; f: 100% dead, mean 1\.00; o: 100% dead, mean 1\.00", dead_part)
