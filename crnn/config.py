@@ -10,6 +10,7 @@ the same dotted keys (``model.conv_activation``), so any field can be searched w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -187,7 +188,28 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"{key}: expected a string, got {value!r}")
         return value
+    if dataclasses.is_dataclass(tp):  # a nested section (model.simvp): a mapping of its fields
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"{key}: expected a mapping of {key}.* fields, got {value!r}")
+        return _set_fields(tp(), value, key)
     return value
+
+
+def _set_fields(obj: Any, values: dict[str, Any], prefix: str) -> Any:
+    """Set ``values`` (field -> value; nested sections as dicts) on the dataclass ``obj``; errors name
+    the full dotted key."""
+    types = _field_types(obj)
+    for name, value in values.items():
+        if name not in types:
+            raise KeyError(f"unknown config key {prefix + '.' + name!r}; {prefix} has {sorted(types)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):  # merge, keep other fields
+            _set_fields(current, value, f"{prefix}.{name}")
+        else:
+            setattr(obj, name, _coerce(value, types[name], f"{prefix}.{name}"))
+    return obj
 
 
 def _field_types(obj: Any) -> dict[str, Any]:
@@ -202,11 +224,15 @@ def apply(cfg: Config, updates: dict[str, Any]) -> Config:
         section, _, name = key.partition(".")
         if not name or section not in {f.name for f in fields(cfg)}:
             raise KeyError(f"unknown config key {key!r}; sections are model, data, train")
-        sub = getattr(cfg, section)
-        types = _field_types(sub)
-        if name not in types:
-            raise KeyError(f"unknown config key {key!r}; {section} has {sorted(types)}")
-        setattr(sub, name, _coerce(value, types[name], key))
+        # nested sections: "model.simvp.hid_s" -> cfg.model.simvp, field hid_s
+        *path, leaf = name.split(".")
+        sub, prefix = getattr(cfg, section), section
+        for part in path:
+            nested = getattr(sub, part, None)
+            if not dataclasses.is_dataclass(nested):
+                raise KeyError(f"unknown config key {key!r}; {prefix} has {sorted(_field_types(sub))}")
+            sub, prefix = nested, f"{prefix}.{part}"
+        _set_fields(sub, {leaf: value}, prefix)
     return cfg
 
 
@@ -259,12 +285,7 @@ def from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config from ``to_dict`` output (e.g. from a checkpoint); unknown keys are errors."""
     cfg = Config()
     for section in ("model", "data", "train"):
-        sub = getattr(cfg, section)
-        types = _field_types(sub)
-        for name, value in (d.get(section) or {}).items():
-            if name not in types:
-                raise KeyError(f"unknown config key {section}.{name!r}")
-            setattr(sub, name, _coerce(value, types[name], f"{section}.{name}"))
+        _set_fields(getattr(cfg, section), d.get(section) or {}, section)
     return cfg
 
 

@@ -43,30 +43,36 @@ channels-first and the flatten order is (C, H', W') instead of (H', W', C).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from crnn.models.base import DEFAULT_WINDOW, Forecaster, check_input as _check_input
+from crnn.models.convlstm import ConvLSTMConfig, ConvLSTMForecaster
+from crnn.models.simvp import SimVP, SimVPConfig
+
 __all__ = [
     "ModelConfig",
     "build_model",
     "count_parameters",
+    "count_flops",
     "rollout",
     "Forecaster",
     "CRNN",
+    "ConvLSTMForecaster",
+    "SimVP",
     "KerasLSTM",
+    "FAMILIES",
     "PersistenceBaseline",
     "LinearExtrapolationBaseline",
     "hard_sigmoid",
     "DEFAULT_WINDOW",
 ]
 
-#: Number of frames the paper's model sees (ages 10, 15, 20, 25).
-DEFAULT_WINDOW = 4
-
-_KINDS = ("crnn", "persistence", "linear")
+_FAMILY_NAMES = ("crnn", "convlstm", "simvp")  # trainable; FAMILIES (below CRNN) maps them to classes
+_KINDS = (*_FAMILY_NAMES, "persistence", "linear")
 _CONV_ACTIVATIONS = ("tanh", "relu", "selu")
 _LSTM_ACTIVATIONS = ("tanh", "selu")
 _RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid", "tanh")
@@ -76,8 +82,10 @@ _RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid", "tanh")
 class ModelConfig:
     """Everything needed to build a model; the defaults are the paper's CRNN."""
 
-    # Which model: "crnn" (the paper's network), "persistence" (repeat the last
-    # frame) or "linear" (per-pixel linear extrapolation of the last two frames).
+    # Which model: "crnn" (the paper's network), "convlstm" (crnn.models.convlstm), "simvp"
+    # (crnn.models.simvp), "persistence" (repeat the last frame) or "linear" (per-pixel linear
+    # extrapolation of the last two frames). The fields below `kind`'s section are the paper
+    # CRNN's; every other family has its own section (model.convlstm.*, model.simvp.*).
     kind: str = "crnn"
     # Image size in pixels (rows, columns) and number of colour channels.
     height: int = 32
@@ -104,6 +112,9 @@ class ModelConfig:
     # Beyond the paper: output_t = x_t + dense(h_t), i.e. the network predicts the
     # change from the last seen frame instead of the whole next frame.
     residual: bool = False
+    # The other families' sections, each used only when `kind` names it.
+    convlstm: ConvLSTMConfig = field(default_factory=ConvLSTMConfig)
+    simvp: SimVPConfig = field(default_factory=SimVPConfig)
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from YAML/JSON) for the tuple field.
@@ -133,6 +144,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.kind={self.kind!r}: expected one of {_KINDS}")
         for name in ("height", "width", "channels"):
             _check_pos_int(name, getattr(self, name))
+        if self.kind in ("convlstm", "simvp"):
+            getattr(self, self.kind).validate(self.height, self.width)
         if self.kind != "crnn":
             return self
         if not isinstance(self.conv_filters, tuple) or len(self.conv_filters) == 0:
@@ -191,22 +204,6 @@ _ELEMENTWISE = {
     "relu": F.relu,
 }
 _MODULES = {"tanh": nn.Tanh, "relu": nn.ReLU, "selu": nn.SELU}
-
-
-# ---- base class ------------------------------------------------------------------
-
-
-class Forecaster(nn.Module):
-    """Common interface: forward((B, T, C, H, W)) -> (B, T, C, H, W) next-frame forecasts."""
-
-    def rollout(self, x: torch.Tensor, horizon: int, window: int = DEFAULT_WINDOW) -> torch.Tensor:
-        """See :func:`rollout`."""
-        return rollout(self, x, horizon, window)
-
-
-def _check_input(x: torch.Tensor) -> None:
-    if x.dim() != 5:
-        raise ValueError(f"expected input of shape (B, T, C, H, W), got {tuple(x.shape)}")
 
 
 # ---- baselines ------------------------------------------------------------------
@@ -384,17 +381,39 @@ class CRNN(Forecaster):
         return out
 
 
+#: Trainable families (``model.kind``) -> their class; each is built from the whole ModelConfig.
+FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "simvp": SimVP}
+assert tuple(FAMILIES) == _FAMILY_NAMES
+
+
 # ---- public helpers --------------------------------------------------------------
 
 
 def build_model(cfg: ModelConfig) -> Forecaster:
     """Build the model described by ``cfg`` (validated; raises ValueError on bad fields)."""
     cfg.validate()
-    if cfg.kind == "crnn":
-        return CRNN(cfg)
+    if cfg.kind in FAMILIES:
+        return FAMILIES[cfg.kind](cfg)
     if cfg.kind == "persistence":
         return PersistenceBaseline()
     return LinearExtrapolationBaseline()
+
+
+def count_flops(cfg: ModelConfig, frames: int = DEFAULT_WINDOW, backward: bool = False) -> int:
+    """Floating-point operations for one series of ``frames`` frames (a multiply-add counts 2),
+    measured by torch's own ``torch.utils.flop_counter.FlopCounterMode`` on a forward pass (plus
+    the backward pass with ``backward=True``: a training step without the optimizer). Counts the
+    matmuls and convolutions, which dominate every family; 0 for the parameter-free baselines."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(cfg).train(backward)
+    x = torch.rand(1, frames, cfg.channels, cfg.height, cfg.width)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        y = model(x)
+        if backward and y.requires_grad:
+            y.float().pow(2).mean().backward()
+    return int(counter.get_total_flops())
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from crnn.model import rollout
+from crnn.model import FAMILIES, rollout
 from crnn.shards import ShardError
 
 __all__ = [
@@ -258,7 +258,7 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
                          f"needs in_frames={in_frames}")
     size = (int(card["height"]), int(card["width"]), int(card["channels"]))
     m = cfg.model
-    if m.kind == "crnn" and size != (m.height, m.width, m.channels):
+    if m.kind in FAMILIES and size != (m.height, m.width, m.channels):
         raise ValueError(f"image size mismatch: data {data_path} has {size[0]}x{size[1]}x{size[2]} (HxWxC) "
                          f"frames but model {model_path} expects {m.height}x{m.width}x{m.channels}")
     splits = None if split is None else ([split] if isinstance(split, str) else list(split))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from crnn.checkpoint import load_training_state, read_model_file, save_model_dir, unwrap
 from crnn.config import Config, from_dict, save as save_config, to_dict
-from crnn.model import build_model
+from crnn.model import FAMILIES, build_model
 from crnn.shards import torch_frames
 
 METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_mse_255", "lr", "epoch_s",
@@ -464,7 +464,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
 
     cfg.model.validate()
     cfg.train.validate()
-    if cfg.model.kind != "crnn":
+    if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
     check_shared_storage({"data.path": cfg.data.path, "out": out}, use_gpu=cfg.train.use_gpu)
     train_ds, val_ds, n_train, card = load_datasets(cfg)

@@ -59,6 +59,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from crnn.config import Config, apply, from_dict, save as save_config, to_dict
+from crnn.model import FAMILIES
 
 __all__ = [
     "SPACES", "PAPER_FACTORS", "SEARCHERS", "load_space", "parse_space", "describe_space", "validate_space",
@@ -231,7 +232,7 @@ def _candidate_values(d: Any) -> list[Any]:
 def check_config(cfg: Config) -> None:
     """Everything about a config that fails only once training starts, checked now (ValueError)."""
     cfg.model.validate()
-    if cfg.model.kind != "crnn":
+    if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
     cfg.train.validate()
 

@@ -1,0 +1,48 @@
+"""The interface every forecaster shares, and helpers that causal window models need."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Number of frames the paper's model sees (ages 10, 15, 20, 25).
+DEFAULT_WINDOW = 4
+
+
+class Forecaster(nn.Module):
+    """Common interface: forward((B, T, C, H, W)) -> (B, T, C, H, W) next-frame forecasts."""
+
+    def rollout(self, x: torch.Tensor, horizon: int, window: int = DEFAULT_WINDOW) -> torch.Tensor:
+        """See :func:`crnn.model.rollout`."""
+        from crnn.model import rollout
+
+        return rollout(self, x, horizon, window)
+
+
+def check_input(x: torch.Tensor, shape: tuple[int, int, int] | None = None) -> None:
+    """Raise ValueError unless ``x`` is (B, T, C, H, W) (with (C, H, W) == ``shape`` when given)."""
+    if x.dim() != 5 or (shape is not None and tuple(x.shape[2:]) != tuple(shape)):
+        want = "(B, T, C, H, W)" if shape is None else f"(B, T, {shape[0]}, {shape[1]}, {shape[2]})"
+        raise ValueError(f"expected input of shape {want}, got {tuple(x.shape)}")
+
+
+def causal_windows(z: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every step t, the ``window`` most recent items up to t, left-padded with zeros.
+
+    ``z``: (B, T, ...) -> windows (B, T, window, ...) with ``windows[:, t, -1] == z[:, t]`` and
+    ``windows[:, t, j] == z[:, t - window + 1 + j]`` (zeros where that index is < 0), plus
+    ``valid`` (T, window) float: 1 where the slot holds a real item, 0 where it is padding.
+    This is how a model that reads a whole window (SimVP) stays causal: output t sees only
+    inputs 0..t.
+    """
+    b, t = z.shape[:2]
+    pad = z.new_zeros((b, window - 1, *z.shape[2:]))
+    zp = torch.cat([pad, z], dim=1)  # (B, window - 1 + T, ...)
+    idx = torch.arange(t, device=z.device)[:, None] + torch.arange(window, device=z.device)[None, :]
+    valid = (idx >= window - 1).to(z.dtype)  # (T, window)
+    return zp[:, idx], valid  # (B, T, window, ...)
+
+
+def check_positive_int(section: str, name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{section}.{name}={value!r}: expected a positive int")

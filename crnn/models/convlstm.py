@@ -1,0 +1,130 @@
+"""ConvLSTM forecaster (Shi et al., "Convolutional LSTM Network: A Machine Learning Approach for
+Precipitation Nowcasting", NeurIPS 2015).
+
+The LSTM's matrix products become convolutions (the paper's Eq. 3), so the states are feature
+maps and the parameter count does not depend on the image size::
+
+    i_t = sigma(W_xi * X_t + W_hi * H_{t-1} + b_i)        * = 2-D convolution ("same" padding)
+    f_t = sigma(W_xf * X_t + W_hf * H_{t-1} + b_f)
+    C_t = f_t o C_{t-1} + i_t o tanh(W_xc * X_t + W_hc * H_{t-1} + b_c)
+    o_t = sigma(W_xo * X_t + W_ho * H_{t-1} + b_o)
+    H_t = o_t o tanh(C_t)
+
+Differences from the paper, as in OpenSTL's ConvLSTM: no peephole terms (``W_c o C``: their
+weights are per pixel, so they would grow with the image size), and frames enter as
+space-to-depth patches (``PixelUnshuffle(patch)``, (C, H, W) -> (C p^2, H/p, W/p)) instead of
+through a separate encoder network. Shi's encoder-forecaster copies the encoder's states into a
+forecaster; here one stack of cells reads frame t and emits the forecast of frame t + 1 at every
+step (the next-frame form every model of this project shares), which keeps it causal::
+
+    x (B, T, C, H, W) -> per step t: unshuffle -> L ConvLSTM cells -> 1x1 conv -> shuffle
+                      -> y_t = x_t + change_t   (residual=True)  or  change_t itself
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from crnn.models.base import Forecaster, check_input, check_positive_int
+
+
+@dataclass
+class ConvLSTMConfig:
+    """``model.convlstm.*``: the ConvLSTM family's fields (used when ``model.kind=convlstm``)."""
+
+    # Hidden channels of each stacked ConvLSTM layer, bottom first.
+    hidden: tuple[int, ...] = (64, 64)
+    # Square kernel of the input-to-state and state-to-state convolutions (odd; "same" padding).
+    kernel_size: int = 3
+    # Space-to-depth factor p: the cells run at (H/p, W/p) on C*p^2 channels (H, W divisible by p).
+    patch: int = 2
+    # Output = last seen frame + predicted change (True) or the predicted frame itself.
+    residual: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden, list):
+            self.hidden = tuple(self.hidden)
+
+    def validate(self, height: int, width: int) -> None:
+        s = "model.convlstm"
+        if not isinstance(self.hidden, tuple) or not self.hidden:
+            raise ValueError(f"{s}.hidden={self.hidden!r}: expected a non-empty list of positive ints")
+        for i, h in enumerate(self.hidden):
+            check_positive_int(s, f"hidden[{i}]", h)
+        check_positive_int(s, "kernel_size", self.kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"{s}.kernel_size={self.kernel_size}: expected an odd size ('same' padding)")
+        check_positive_int(s, "patch", self.patch)
+        if height % self.patch or width % self.patch:
+            raise ValueError(f"{s}.patch={self.patch}: image {height}x{width} is not divisible by it")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"{s}.residual={self.residual!r}: expected a bool")
+
+
+class ConvLSTMCell(nn.Module):
+    """One ConvLSTM layer (Shi et al. 2015, Eq. 3, without peepholes): (X_t, (H, C)) -> (H', C').
+
+    X_t (B, in, h, w); H, C (B, hidden, h, w). Gates from one convolution over [X_t, H_{t-1}]
+    (B, in + hidden, h, w) -> (B, 4 hidden, h, w), order i, f, g, o; forget bias starts at 1.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel_size: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
+        with torch.no_grad():
+            self.conv.bias.zero_()
+            self.conv.bias[hidden:2 * hidden].fill_(1.0)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        h, c = state
+        z = self.conv(torch.cat([x, h], dim=1))  # (B, 4 hidden, h, w)
+        i, f, g, o = z.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+class ConvLSTMForecaster(Forecaster):
+    """Stacked ConvLSTM next-frame forecaster: (B, T, C, H, W) -> (B, T, C, H, W), causal.
+
+    Raises ValueError for a bad config (naming the field) or an input of another shape.
+    """
+
+    def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="convlstm"
+        super().__init__()
+        cc: ConvLSTMConfig = cfg.convlstm
+        cc.validate(cfg.height, cfg.width)
+        self.shape = (cfg.channels, cfg.height, cfg.width)
+        self.residual = cc.residual
+        p = cc.patch
+        self.unshuffle, self.shuffle = nn.PixelUnshuffle(p), nn.PixelShuffle(p)
+        in_ch = cfg.channels * p * p
+        cells, prev = [], in_ch
+        for hid in cc.hidden:
+            cells.append(ConvLSTMCell(prev, hid, cc.kernel_size))
+            prev = hid
+        self.cells = nn.ModuleList(cells)
+        self.head = nn.Conv2d(prev, in_ch, 1)  # (B, hidden[-1], h, w) -> (B, C p^2, h, w)
+        if self.residual:  # start as persistence: the change is learned from zero
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.shape)
+        b, t = x.shape[:2]
+        patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C p^2, h, w)
+        hh, ww = patches.shape[-2:]
+        states = [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
+        outs = []
+        for step in range(t):  # T is small (4)
+            inp = patches[:, step]
+            for k, cell in enumerate(self.cells):
+                states[k] = cell(inp, states[k])
+                inp = states[k][0]
+            outs.append(self.head(inp))  # (B, C p^2, h, w)
+        out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C, H, W)
+        return x + out if self.residual else out

@@ -1,0 +1,207 @@
+"""The forecaster family (crnn.models): shapes at several image sizes, size-independent parameter
+counts, causality, learning on a tiny set, FLOP counts, configs, and the analog baseline."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from crnn.config import from_dict, load_config, to_dict
+from crnn.model import FAMILIES, ModelConfig, build_model, count_flops, count_parameters, rollout
+from crnn.models.analog import AnalogForecaster
+from crnn.models.base import causal_windows
+from crnn.models.convlstm import ConvLSTMConfig
+from crnn.models.simvp import SimVPConfig
+
+NEW = ("convlstm", "simvp")
+SIZES = [(32, 16), (64, 64), (128, 128)]
+
+
+def small(kind: str, height: int = 32, width: int = 16) -> ModelConfig:
+    return ModelConfig(kind=kind, height=height, width=width,
+                       convlstm=ConvLSTMConfig(hidden=(8, 8)),
+                       simvp=SimVPConfig(hid_s=8, hid_t=16, n_t=2))
+
+
+@pytest.mark.parametrize("kind", NEW)
+@pytest.mark.parametrize("hw", SIZES)
+def test_output_shape_at_every_size(kind, hw):
+    m = build_model(small(kind, *hw)).eval()
+    x = torch.rand(2, 4, 3, *hw)
+    with torch.no_grad():
+        y = m(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_parameters_do_not_grow_with_image_size(kind):
+    """The default preset's model at 32x16 and at 128x128: convolution only, so the same count
+    (the paper's CRNN grows 43x, from 17.8 M to 775 M)."""
+    n = {hw: count_parameters(build_model(ModelConfig(kind=kind, height=hw[0], width=hw[1]))) for hw in SIZES}
+    assert n[(128, 128)] <= 1.5 * n[(32, 16)]
+    assert n[(32, 16)] > 10_000
+    crnn = {hw: count_parameters(build_model(ModelConfig(height=hw[0], width=hw[1]))) for hw in SIZES[:2]}
+    assert crnn[(64, 64)] > 10 * crnn[(32, 16)]  # the contrast this family exists for
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_causal_output_t_sees_only_inputs_up_to_t(kind):
+    """Changing frame 2 must leave the forecasts of steps 0 and 1 unchanged and change step 2: a
+    window model that read ahead would copy the frame it is asked to forecast."""
+    torch.manual_seed(0)
+    m = build_model(small(kind)).eval()
+    for p in m.parameters():  # residual heads start at zero: give them something to say
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.rand(3, 4, 3, 32, 16)
+    x2 = x.clone()
+    x2[:, 2] = torch.rand(3, 3, 32, 16)
+    with torch.no_grad():
+        y, y2 = m(x), m(x2)
+    assert torch.allclose(y[:, :2], y2[:, :2], atol=1e-5)
+    assert not torch.allclose(y[:, 2:], y2[:, 2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_residual_model_starts_as_persistence(kind):
+    m = build_model(small(kind)).eval()
+    x = torch.rand(2, 4, 3, 32, 16)
+    with torch.no_grad():
+        assert torch.allclose(m(x), x)
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_loss_decreases_on_a_tiny_set(kind):
+    """Twenty Adam steps on 16 series of moving squares lower the next-frame MSE by a third."""
+    torch.manual_seed(0)
+    x = torch.zeros(16, 5, 3, 32, 16)
+    for i in range(16):
+        for t in range(5):
+            r = 4 + 4 * t + (i % 3)
+            x[i, t, i % 3, r:r + 6, 4:10] = 1.0
+    m = build_model(small(kind)).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.mse_loss(m(x[:, :4]), x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("kind", NEW)
+def test_rollout_and_shorter_windows(kind):
+    """Rollout feeds forecasts back (any horizon), and a series shorter than the window works."""
+    m = build_model(small(kind)).eval()
+    with torch.no_grad():
+        assert rollout(m, torch.rand(2, 4, 3, 32, 16), 3).shape == (2, 3, 3, 32, 16)
+        assert m(torch.rand(2, 2, 3, 32, 16)).shape == (2, 2, 3, 32, 16)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("convlstm", ConvLSTMConfig(patch=3), "model.convlstm.patch=3"),
+    ("convlstm", ConvLSTMConfig(kernel_size=4), "model.convlstm.kernel_size=4"),
+    ("convlstm", ConvLSTMConfig(hidden=()), "model.convlstm.hidden"),
+    ("simvp", SimVPConfig(n_s=6), "model.simvp.n_s=6"),  # downsamples by 8; 36x20 is not divisible
+    ("simvp", SimVPConfig(hid_s=0), "model.simvp.hid_s=0"),
+    ("simvp", SimVPConfig(n_t=1), "model.simvp.n_t=1"),
+    ("simvp", SimVPConfig(drop_path=1.0), "model.simvp.drop_path"),
+])
+def test_bad_family_fields_are_named(field, value, match):
+    cfg = dataclasses.replace(ModelConfig(kind=field, height=36, width=20), **{field: value})
+    with pytest.raises(ValueError, match=match.replace("[", r"\[").replace(".", r"\.")):
+        build_model(cfg)
+
+
+def test_family_sections_round_trip_through_config_and_overrides():
+    cfg = load_config("simvp", overrides=["model.simvp.hid_s=8", "model.convlstm.hidden=[4,4]"])
+    assert cfg.model.kind == "simvp" and cfg.model.simvp.hid_s == 8 and cfg.model.convlstm.hidden == (4, 4)
+    assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
+    with pytest.raises(KeyError, match="model.simvp.nope"):
+        load_config(overrides=["model.simvp.nope=1"])
+    with pytest.raises(TypeError, match="model.simvp.hid_s"):
+        load_config(overrides=["model.simvp.hid_s=wide"])
+    # a checkpoint written before the family sections existed still loads (defaults fill them)
+    old = to_dict(load_config("quick"))
+    del old["model"]["simvp"], old["model"]["convlstm"]
+    assert from_dict(old).model.simvp == SimVPConfig()
+
+
+def test_every_family_preset_builds():
+    from crnn.config import PRESETS
+
+    kinds = {load_config(p).model.kind for p in PRESETS}
+    assert set(FAMILIES) <= kinds
+    for p in PRESETS:
+        build_model(load_config(p).model)
+
+
+def test_flop_counts_positive_and_ordered():
+    """torch's FlopCounterMode: the baselines cost nothing, every family something; a convolutional
+    family's cost grows with the pixel count (64x64 has 8x the pixels of 32x16), and a bigger
+    config of one family costs more."""
+    assert count_flops(ModelConfig(kind="persistence")) == 0
+    for kind in FAMILIES:
+        assert count_flops(ModelConfig(kind=kind)) > 0
+    for kind in NEW:
+        f32, f64 = (count_flops(ModelConfig(kind=kind, height=h, width=w)) for h, w in SIZES[:2])
+        assert 7 < f64 / f32 < 9
+    assert count_flops(small("simvp")) < count_flops(ModelConfig(kind="simvp"))
+    # training (forward + backward) costs about 3x inference
+    fwd, train = count_flops(small("convlstm")), count_flops(small("convlstm"), backward=True)
+    assert 2.5 < train / fwd < 3.5
+
+
+def test_causal_windows_layout():
+    z = torch.arange(1, 4).view(1, 3, 1).float()  # (B=1, T=3, 1)
+    win, valid = causal_windows(z, 2)
+    assert win[0, :, :, 0].tolist() == [[0, 1], [1, 2], [2, 3]]
+    assert valid.tolist() == [[0, 1], [1, 1], [1, 1]]
+
+
+# ----------------------------------------------------------------------------- analog baseline
+def _bank(n=40, t=5, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, t, 8, 4, 3), dtype=np.uint8)
+
+
+def _float(frames):
+    return torch.as_tensor(frames).permute(0, 1, 4, 2, 3).float() / 255.0
+
+
+def test_analog_is_exact_on_a_bank_that_contains_the_series():
+    bank = _bank()
+    m = AnalogForecaster(bank, k=1)
+    pick = [3, 17, 39]
+    y = m(_float(bank[pick, :4]))
+    assert torch.allclose(y, _float(bank[pick, 1:5]), atol=1e-6)
+
+
+def test_analog_averages_the_k_nearest_changes():
+    """Two bank series identical to the query up to frame t but with different futures: k=2 gives
+    the query's frame plus their mean change."""
+    base = _bank(n=1)[0]
+    a, b = base.copy(), base.copy()
+    a[4], b[4] = 0, 200
+    far = np.full_like(base, 255)
+    m = AnalogForecaster(np.stack([a, b, far]), k=2)
+    y = m(_float(base[None, :4]))
+    want = _float(base[None, 3:4])[:, 0] + (_float(a[None, 4:5])[:, 0] + _float(b[None, 4:5])[:, 0]) / 2 \
+        - _float(base[None, 3:4])[:, 0]
+    assert torch.allclose(y[:, 3], want.clamp(0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"k": 0}, "k=0"), ({"k": 41}, "k=41"), ({"change": "median"}, "change='median'")])
+def test_analog_bad_settings_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AnalogForecaster(_bank(), **kwargs)
+
+
+def test_analog_refuses_inputs_it_cannot_answer():
+    m = AnalogForecaster(_bank(t=3), k=1)
+    with pytest.raises(ValueError, match="need one more"):
+        m(torch.rand(1, 3, 3, 8, 4))
+    with pytest.raises(ValueError, match="shape"):
+        m(torch.rand(1, 2, 3, 16, 4))
