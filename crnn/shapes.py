@@ -155,7 +155,7 @@ def _draw(p: dict, seed: int, aspect: float) -> dict:
     """The per-shape random draws of a scene (fixed order and shapes for any parameters)."""
     n = _MAX_SHAPES
     rng = np.random.default_rng([int(seed), 1])
-    u = rng.random((n, 12))
+    u = rng.random((n, 14))                             # one column per attribute, never reused
     walk = _walk(rng.random((n, 3, _GRID)))             # x, y, log-size walks
     k = int(p["num_shapes"])
     speed = p["speed"] * (0.5 + u[:, 3])
@@ -170,7 +170,7 @@ def _draw(p: dict, seed: int, aspect: float) -> dict:
         g=(p["growth_rate"] + 0.02 * (u[:, 6] - 0.5))[:k],
         aspect=(0.5 + 0.5 * u[:, 7])[:k],
         theta0=(360.0 * u[:, 8])[:k],
-        omega=(p["rotation_speed"] * (0.5 + u[:, 10]) * np.where(u[:, 11] < 0.5, -1.0, 1.0))[:k],
+        omega=(p["rotation_speed"] * (0.5 + u[:, 12]) * np.where(u[:, 13] < 0.5, -1.0, 1.0))[:k],
         colour=colours[:k],
         walk=walk[:k],
     )
