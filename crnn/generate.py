@@ -1,4 +1,9 @@
-"""Generate simulated pine series as parallel Ray Data tasks and publish them as Parquet shards."""
+"""Generate simulated image series as parallel Ray Data tasks and publish them as Parquet shards.
+
+Scenes (``scene=``): ``"pines"`` (``crnn.pine``, the paper's growing conifers, the default) and
+``"shapes"`` (``crnn.shapes``, coloured shapes that move and grow: a check that forecasters are
+not pine-specific). Same shard format, seeds and split rule; the card records the scene.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,38 @@ from typing import Sequence
 
 import numpy as np
 
-from crnn import pine
+from crnn import pine, shapes
 from crnn.shards import (
     base_card, publish, rows_to_batch, series_seed, split_counts, split_for_index, write_ray_dataset,
 )
 
 
-def series_id(index: int) -> str:
-    return f"pine-{int(index):06d}"
+SCENES = {"pines": pine, "shapes": shapes}            # scene name -> simulator module
+_ID_PREFIX = {"pines": "pine", "shapes": "shapes"}
+
+
+def simulator(scene: str):
+    """The simulator module of ``scene``; raises ValueError naming the known scenes."""
+    if scene not in SCENES:
+        raise ValueError(f"scene {scene!r} is not one of {sorted(SCENES)}")
+    return SCENES[scene]
+
+
+def series_id(index: int, scene: str = "pines") -> str:
+    simulator(scene)
+    return f"{_ID_PREFIX[scene]}-{int(index):06d}"
 
 
 def generate_rows(indices: Sequence[int], *, base_seed: int, ages: Sequence[int], height: int,
-                  width: int) -> list[dict]:
+                  width: int, scene: str = "pines") -> list[dict]:
     """Simulate the series ``indices`` of the dataset made with ``base_seed`` (one dict each)."""
+    sim = simulator(scene)
     rows = []
     for idx in indices:
         seed = series_seed(base_seed, int(idx))
-        params, frames = pine.make_series(seed, ages=tuple(ages), height=height, width=width)
+        params, frames = sim.make_series(seed, ages=tuple(ages), height=height, width=width)
         rows.append({
-            "series_id": series_id(idx), "seed": seed, "split": split_for_index(int(idx)),
+            "series_id": series_id(idx, scene), "seed": seed, "split": split_for_index(int(idx)),
             "ages": list(ages), "frames": frames, "params": params,
         })
     return rows
@@ -37,24 +55,26 @@ def _generate_batch(batch: dict[str, np.ndarray], *, num_series: int, shard_size
     # (frames (B, T, H, W, C) uint8).
     indices = [i for k in batch["id"].tolist()
                for i in range(k * shard_size, min((k + 1) * shard_size, num_series))]
-    return rows_to_batch(generate_rows(indices, **kw), pine.PARAM_NAMES)
+    return rows_to_batch(generate_rows(indices, **kw), simulator(kw["scene"]).PARAM_NAMES)
 
 
 def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int] = pine.DEFAULT_AGES,
              height: int = 32, width: int = 16, shard_size: int = 256,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, scene: str = "pines") -> dict:
     """Simulate ``num_series`` series and publish them at ``out``; returns the dataset card.
 
     Needs a running Ray (``crnn.runtime.init_ray``). Each Ray Data block is one shard of
-    ``shard_size`` consecutive series, generated and written by one task.
+    ``shard_size`` consecutive series, generated and written by one task. ``scene``: "pines"
+    (default) or "shapes" (see the module docstring); raises ValueError for another.
     """
+    sim = simulator(scene)
     if num_series < 1:
         raise ValueError(f"num_series must be >= 1, got {num_series}")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     ages = tuple(int(a) for a in ages)
     # Validate sizes and ages up front (one tiny series) rather than inside a remote task.
-    pine.simulate_series(pine.default_params(), 0, ages=ages, height=height, width=width)
+    sim.simulate_series(sim.default_params(), 0, ages=ages, height=height, width=width)
 
     import ray.data
 
@@ -64,14 +84,14 @@ def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int
     ds = ray.data.range(num_shards, override_num_blocks=num_shards).map_batches(
         _generate_batch, batch_size=None,
         fn_kwargs=dict(num_series=num_series, shard_size=shard_size, base_seed=seed, ages=ages,
-                       height=height, width=width),
+                       height=height, width=width, scene=scene),
     )
     card = base_card(
         num_series=num_series, ages=ages, height=height, width=width,
-        splits=split_counts(num_series), source=f"simulator {pine.GENERATOR_VERSION}",
+        splits=split_counts(num_series), source=f"simulator {sim.GENERATOR_VERSION}",
         params=[{"name": p.name, "low": p.low, "high": p.high, "default": p.default,
-                 "unit": p.unit, "doc": p.doc} for p in pine.PARAMS],
-        generator_version=pine.GENERATOR_VERSION, base_seed=int(seed),
+                 "unit": p.unit, "doc": p.doc} for p in sim.PARAMS],
+        generator_version=sim.GENERATOR_VERSION, base_seed=int(seed), scene=scene,
         split_rule="index<3840 and index%10==9 -> test; else index%20==4 -> val; else train",
     )
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)

@@ -260,15 +260,62 @@ def _segment_samples(ax, ay, bx, by, step):
 # ----------------------------------------------------------------------------
 # growth (series level: everything that does not depend on the snapshot age)
 # ----------------------------------------------------------------------------
-def _grow(p: dict, seed: int) -> dict:
+def _draw_events(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """All per-year random numbers (uniform [0, 1)) in their fixed order and shapes."""
+    Y, S = MAX_AGE, _SLOTS
+    u = {"h": rng.random(Y), "d": rng.random(Y)}                 # by year y (index y-1)
+    for name in ("az", "el", "len", "miss", "life", "cb"):      # (Y,S) by whorl w, slot j
+        u[name] = rng.random((Y, S))
+    u["inc"] = rng.random((Y, S, Y))                             # whorl, slot, segment i-1
+    for name in ("sublen", "subaz", "submiss"):                  # whorl, slot, node i-1, side
+        u[name] = rng.random((Y, S, Y, 2))
+    return u
+
+
+def _event_years() -> dict[str, np.ndarray]:
+    """The simulation year each random number of ``_draw_events`` belongs to.
+
+    A number belongs to the first year whose growth it shapes, i.e. the first age
+    whose snapshot can show it: the leader/cambium jitter of year y to year y; the
+    whorl formed at the end of year k = w + 1 (its slots, angles, length factor,
+    lifespan and crown-base jitter) to year k + 1, when its first segment grows and
+    it first appears; segment i of that whorl to year k + i; the pair of second-order
+    shoots at node i (end of segment i) to year k + i + 1, when they first grow.
+    """
+    Y, S = MAX_AGE, _SLOTS
+    w = np.arange(Y)[:, None, None]
+    m = np.arange(Y)[None, None, :]
+    year_y = np.arange(1, Y + 1)
+    year_whorl = np.broadcast_to(np.arange(Y)[:, None] + 2, (Y, S))
+    year_seg = np.broadcast_to(w + m + 2, (Y, S, Y))
+    year_sub = np.broadcast_to((w + m + 3)[..., None], (Y, S, Y, 2))
+    out = {"h": year_y, "d": year_y, "inc": year_seg}
+    out.update({n: year_whorl for n in ("az", "el", "len", "miss", "life", "cb")})
+    out.update({n: year_sub for n in ("sublen", "subaz", "submiss")})
+    return out
+
+
+def _grow(p: dict, seed: int, fork: tuple[int, int] | None = None) -> dict:
+    """Grow the tree of ``seed`` for MAX_AGE years (arrays indexed by year/whorl/segment).
+
+    ``fork=(fork_age, future_seed)`` replaces every random number belonging to a year
+    after ``fork_age`` (see ``_event_years``) with one drawn from the independent stream
+    ``default_rng([seed, 2, future_seed])``; snapshots at ages <= fork_age are unchanged.
+    """
     Y, S = MAX_AGE, _SLOTS
     rng = np.random.default_rng([int(seed), 1])
     # Fixed draw order and shapes -> same random structure for any parameters.
-    u_h, u_d = rng.random(Y), rng.random(Y)
-    u_az, u_el, u_len, u_miss, u_life, u_cb = (rng.random((Y, S)) for _ in range(6))
-    u_inc = rng.random((Y, S, Y))
-    u_sublen, u_subaz, u_submiss = (rng.random((Y, S, Y, 2)) for _ in range(3))
-    u_psi = rng.random(_NEEDLE_POOL)
+    u = _draw_events(rng)
+    u_psi = rng.random(_NEEDLE_POOL)       # needle texture pool, shared by every snapshot
+    if fork is not None:
+        fork_age, future_seed = fork
+        alt = _draw_events(np.random.default_rng([int(seed), 2, int(future_seed)]))
+        for name, year in _event_years().items():
+            u[name] = np.where(year > fork_age, alt[name], u[name])
+    u_h, u_d = u["h"], u["d"]
+    u_az, u_el, u_len, u_miss, u_life, u_cb = (u[n] for n in ("az", "el", "len", "miss", "life", "cb"))
+    u_inc = u["inc"]
+    u_sublen, u_subaz, u_submiss = u["sublen"], u["subaz"], u["submiss"]
 
     years = np.arange(1, Y + 1, dtype=np.float64)
     vig = np.exp(-p["growth_shrinkage_rate"] * (years - 1))
@@ -568,16 +615,45 @@ class _Canvas:
         return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def simulate_series(params: dict, seed: int, ages=DEFAULT_AGES, height: int = 32,
-                    width: int = 16, supersample: int = 4) -> np.ndarray:
-    """Grow one tree once and render it at each age -> uint8 (T, height, width, 3)."""
+                    width: int = 16, supersample: int = 4, *, fork_age: int | None = None,
+                    future_seed: int = 0) -> np.ndarray:
+    """Grow one tree once and render it at each age -> uint8 (T, height, width, 3).
+
+    Alternative futures (for the irreducible-error floor, ``benchmarks/floor.py``):
+    with ``fork_age`` (an int in [1, MAX_AGE - 1]) every random event of the years
+    after ``fork_age`` -- leader and cambium jitter, new whorls, new segments, new
+    second-order shoots -- is re-drawn from a stream of its own, numbered
+    ``future_seed`` (int >= 0); everything up to ``fork_age`` stays. Snapshots at
+    ages <= fork_age are byte-identical to the ``fork_age=None`` series, later ones
+    differ for most trees, and different ``future_seed`` give independent futures
+    from the same distribution. Latent traits fixed when a whorl formed (e.g. its
+    lifespan and length jitter) belong to the past. ``fork_age=None`` (default) is
+    the ordinary series.
+
+    Raises ValueError for bad parameters, ages, sizes, ``fork_age`` or ``future_seed``.
+    """
     p = validate_params(params)
     ages = _check_ages(ages)
     for name, v in (("height", height), ("width", width), ("supersample", supersample)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not _is_int(v) or v < 1:
             raise ValueError(f"{name}={v!r} must be a positive integer")
+    if fork_age is None:
+        if future_seed != 0:
+            raise ValueError(f"future_seed={future_seed!r} needs fork_age (the last shared age)")
+        fork = None
+    else:
+        if not _is_int(fork_age) or not 1 <= fork_age < MAX_AGE:
+            raise ValueError(f"fork_age={fork_age!r} must be an integer in [1, {MAX_AGE - 1}]")
+        if not _is_int(future_seed) or future_seed < 0:
+            raise ValueError(f"future_seed={future_seed!r} must be a non-negative integer")
+        fork = (int(fork_age), int(future_seed))
     height, width, ss = int(height), int(width), int(supersample)
-    g = _grow(p, seed)
+    g = _grow(p, seed, fork)
     hs, ws = height * ss, width * ss
     px_m = SCENE_HEIGHT_M / hs
     colours = (_lerp3(_NEEDLE_RGB, p["needle_hue"]), _lerp3(_BARK_RGB, p["bark_hue"]),

@@ -1,6 +1,7 @@
-"""Generate simulated pine image series as Parquet shards (parallel Ray tasks).
+"""Generate simulated image series (pines, or moving shapes) as Parquet shards (parallel Ray tasks).
 
     python jobs/generate.py --num-series 3847 --seed 0 --out data/pines --preview data/pines.png
+    python jobs/generate.py --scene shapes --num-series 3847 --out data/shapes
 """
 
 import argparse
@@ -12,6 +13,9 @@ import _bootstrap  # noqa: F401
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", choices=("pines", "shapes"), default="pines",
+                   help="what to simulate: growing pines (the paper's task) or coloured shapes that "
+                        "move and grow (a non-pine check)")
     p.add_argument("--num-series", type=int, default=3847, help="series to simulate (paper: 3847)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed; series i uses a seed derived from it")
     p.add_argument("--out", required=True, help="output directory (local path or URI, e.g. s3://bucket/pines)")
@@ -34,7 +38,7 @@ def main(argv=None) -> int:
     init_ray(num_cpus=a.num_cpus)
     t0 = time.perf_counter()
     card = generate(a.out, num_series=a.num_series, seed=a.seed, ages=ages, height=a.height,
-                    width=a.width, shard_size=a.shard_size, overwrite=a.overwrite)
+                    width=a.width, shard_size=a.shard_size, overwrite=a.overwrite, scene=a.scene)
     dt = time.perf_counter() - t0
     print(f"wrote {card['num_series']} series ({card['splits']}) in {len(card['shards'])} shards "
           f"to {a.out} in {dt:.1f} s ({card['num_series'] / dt:.0f} series/s)")
