@@ -150,6 +150,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.grad_clip": 1.0,
     },
 }
+# The forecaster families (crnn/models/): one recipe, AdamW + warm-up + cosine, batch 32.
+_FAMILY_RECIPE = {
+    "train.optimizer": "adamw",
+    "train.lr": 1e-3,
+    "train.batch_size": 32,
+    "train.warmup_epochs": 1,
+    "train.schedule": "cosine",
+    "train.grad_clip": 1.0,
+    "train.epochs": 30,
+}
+# SimVP with the gSTA translator (crnn/models/simvp.py), causal, residual.
+PRESETS["simvp"] = {**_FAMILY_RECIPE, "model.kind": "simvp"}
+PRESETS["simvp-fast"] = {**PRESETS["simvp"], "train.epochs": 10}
+# ConvLSTM (crnn/models/convlstm.py), residual, 2 x 64 channels at half resolution.
+PRESETS["convlstm"] = {**_FAMILY_RECIPE, "model.kind": "convlstm", "train.lr": 2e-3}
+PRESETS["convlstm-fast"] = {**PRESETS["convlstm"], "train.epochs": 10}
 # Time to quality: the strong variant in bf16 for 10 epochs. On the 2-core CPU (AVX512-BF16: bf16 runs
 # 2.1x fp32 there) it beats the paper recipe's test MSE in 1/24-1/26 of the paper recipe's training
 # time (README, Results). On a CPU without bf16 units pass train.precision=fp32.
