@@ -147,7 +147,7 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
     return im
 
 
-def oriented_size(im: Image.Image) -> tuple[int, int]:
+def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
     """(height, width) in pixels of ``im`` as shown, after its EXIF orientation (5-8 swap them).
 
     Reads the EXIF block (for a PNG whose eXIf chunk follows the pixel data, Pillow decodes the
@@ -157,7 +157,7 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
     try:
         orientation = im.getexif().get(_ORIENTATION, 1)
     except Exception as e:
-        raise ImageError(_name(im), f"unreadable EXIF: {type(e).__name__}: {e}") from None
+        raise ImageError(name or _name(im), f"unreadable EXIF: {type(e).__name__}: {e}") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
