@@ -139,9 +139,13 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
     extra or duplicate ages, an image without an age, a file :func:`load_image` refuses) is left
     out and named in ``report.problems`` with the reason; non-image files are listed in
-    ``report.ignored``. Raises FileNotFoundError / ValueError if ``root`` holds no series or fewer
-    than 2 ages.
+    ``report.ignored``. ``background``: anything :func:`crnn.images.parse_color` takes. Raises
+    FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
+    ``fit`` or ``background``.
     """
+    if fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
+    background = images.parse_color(background)
     series, ignored = scan(root)
     if not series:
         raise ValueError(f"{root}: no series sub-folders found")

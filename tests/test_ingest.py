@@ -145,8 +145,12 @@ def test_rgba_cutouts_over_the_background(tmp_path):
         rows, _ = ing.collect(str(tmp_path), height=32, width=16, background=bg)
         fr = rows[0]["frames"]
         assert (fr[:, m] == bg).all() and (fr[:, ~m] == f[~m]).all()
-    rows, _ = ing.collect(str(tmp_path), height=32, width=32, fit="pad", background=(0, 128, 255))
+    rows, _ = ing.collect(str(tmp_path), height=32, width=32, fit="pad", background="#0080ff")
     assert (rows[0]["frames"][:, :, :8] == (0, 128, 255)).all()  # letterbox borders
+    with pytest.raises(ValueError, match="background colour 'sky'"):
+        ing.collect(str(tmp_path), background="sky")
+    with pytest.raises(ValueError, match="fit must be crop, pad or stretch, got 'zoom'"):
+        ing.collect(str(tmp_path), fit="zoom")
 
 
 def test_non_image_files_are_ignored_not_frames(tmp_path):
