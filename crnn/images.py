@@ -170,6 +170,7 @@ def normalize(im: Image.Image, name: str | None = None, *, mode: str = "RGB",
     """A Pillow image (from :func:`open_image`) -> an 8-bit image of ``mode`` ("RGB", "L" or "RGBA"),
     decoded as the module docstring says: first frame, EXIF orientation, 16-bit scaled, transparency
     composited over ``background`` (uint8 RGB; not for "RGBA"). Same size as shown (EXIF-rotated).
+    The result is ``im`` itself when it already was that (loaded): use it before closing ``im``.
 
     Raises :class:`ImageError` naming ``name``: ``unsupported`` for float pixels, ``unreadable`` for
     truncated or corrupt data; ValueError for a bad ``mode``.
@@ -181,7 +182,10 @@ def normalize(im: Image.Image, name: str | None = None, *, mode: str = "RGB",
         raise ImageError(name, "unsupported: 32-bit floating-point pixels (mode F) have no defined "
                                "white level; save as 8- or 16-bit", "unsupported")
     try:
-        im = ImageOps.exif_transpose(im)
+        if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
+            im = ImageOps.exif_transpose(im)
+        else:
+            im.load()  # no copy: the common case in Serve's hot path
         if im.mode in _SIXTEEN_BIT:
             if im.mode != "I":
                 im = im.convert("I")

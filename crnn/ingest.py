@@ -79,13 +79,13 @@ def load_image(path: str, height: int, width: int, fit: str = "crop",
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     with images.open_image(path, max_pixels=max_pixels) as src:
         im = images.normalize(src, path, mode="RGB", background=background)
-    if fit == "crop":
-        im = ImageOps.fit(im, (width, height), Image.LANCZOS)
-    elif fit == "pad":
-        im = ImageOps.pad(im, (width, height), Image.LANCZOS, color=tuple(background))
-    else:
-        im = im.resize((width, height), Image.LANCZOS)
-    return np.asarray(im, dtype=np.uint8)
+        if fit == "crop":
+            im = ImageOps.fit(im, (width, height), Image.LANCZOS)
+        elif fit == "pad":
+            im = ImageOps.pad(im, (width, height), Image.LANCZOS, color=tuple(background))
+        else:
+            im = im.resize((width, height), Image.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)
 
 
 def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str]]:

@@ -490,12 +490,11 @@ def decode_png(s: Any, where: str, spec: Spec) -> np.ndarray:
             if shown != (spec.height, spec.width):
                 raise RequestError(422, f"{where}: PNG is {shown[0]}x{shown[1]} pixels (HxW) as shown (stored "
                                         f"{h}x{w}, turned by its EXIF orientation) but the model takes {want}")
-            out = images.normalize(im, where, mode=mode, background=spec.background)
+            a = np.asarray(images.normalize(im, where, mode=mode, background=spec.background), dtype=np.uint8)
         except images.ImageError as e:
             if e.kind == "unsupported":
                 raise RequestError(422, f"{where}: PNG {e.reason}") from None
             raise RequestError(400, f"{where}: corrupt PNG ({e.reason})") from None
-    a = np.asarray(out, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
 
