@@ -39,7 +39,7 @@ from PIL import ExifTags, Image, ImageColor, ImageOps
 
 __all__ = [
     "BACKGROUND", "IMAGE_EXTENSIONS", "MODES", "ImageError", "decode", "is_image_file", "normalize",
-    "open_image", "oriented_size", "parse_color",
+    "open_image", "oriented_size", "parse_color", "pixel_limit",
 ]
 
 #: Default colour (uint8 RGB) that transparent pixels are composited over, and ingest's ``pad``
@@ -106,8 +106,14 @@ def parse_color(value: Union[str, tuple, list]) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-def _limit(max_pixels: int | None) -> int | None:
-    return Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+def pixel_limit(max_pixels: int | None = None) -> int | None:
+    """The pixel limit in force: ``max_pixels``, or Pillow's ``Image.MAX_IMAGE_PIXELS`` for None.
+    Raises ValueError naming a ``max_pixels`` that is not a positive integer."""
+    if max_pixels is None:
+        return Image.MAX_IMAGE_PIXELS
+    if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer (or None: Pillow's limit), got {max_pixels!r}")
+    return int(max_pixels)
 
 
 def open_image(source: Source, name: str | None = None, *, formats: tuple[str, ...] | None = None,
@@ -121,8 +127,9 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
     ``Image.MAX_IMAGE_PIXELS``; Pillow itself still refuses more than twice its own limit).
 
     Raises :class:`ImageError`: ``too_large`` for a header over the limit, else ``unreadable``
-    (not an image of an accepted format, or a corrupt header).
+    (not an image of an accepted format, or a corrupt header); ValueError for a bad ``max_pixels``.
     """
+    limit = pixel_limit(max_pixels)
     if name is None:
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image"
     fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -136,7 +143,6 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
     except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for broken headers
         raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
     w, h = im.size
-    limit = _limit(max_pixels)
     if limit is not None and w * h > limit:
         im.close()
         raise ImageError(name, f"too large: the header claims {w}x{h} (WxH) = {w * h} pixels, "

@@ -141,11 +141,12 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     out and named in ``report.problems`` with the reason; non-image files are listed in
     ``report.ignored``. ``background``: anything :func:`crnn.images.parse_color` takes. Raises
     FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
-    ``fit`` or ``background``.
+    ``fit``, ``background`` or ``max_pixels``.
     """
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
+    images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
     series, ignored = scan(root)
     if not series:
         raise ValueError(f"{root}: no series sub-folders found")

@@ -42,6 +42,8 @@ def main(argv=None) -> int:
         background = parse_color(a.background)
     except ValueError as e:
         p.error(f"--background: {e}")
+    if a.max_pixels is not None and a.max_pixels < 1:
+        p.error(f"--max-pixels must be >= 1, got {a.max_pixels}")
 
     init_ray()
     try:

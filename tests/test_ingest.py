@@ -151,6 +151,9 @@ def test_rgba_cutouts_over_the_background(tmp_path):
         ing.collect(str(tmp_path), background="sky")
     with pytest.raises(ValueError, match="fit must be crop, pad or stretch, got 'zoom'"):
         ing.collect(str(tmp_path), fit="zoom")
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match=f"max_pixels must be a positive integer .*got {bad}"):
+            ing.collect(str(tmp_path), max_pixels=bad)
 
 
 def test_non_image_files_are_ignored_not_frames(tmp_path):
