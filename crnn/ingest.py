@@ -7,11 +7,17 @@ name::
       fern-01/  10.jpg 15.jpg 20.jpg 25.jpg 30.jpg
       cat-07/   age_10.png age_15.png ...
 
-Every series must have the same ages (given, or the most common set found). Images are read with
-Pillow, converted to RGB and resized to the configured size (``fit``: ``crop`` centre-crops to the
-target aspect first, ``pad`` letterboxes, ``stretch`` ignores the aspect). Series with missing or
-extra ages, unreadable files or other problems are reported by name and left out; with ``strict``
-nothing is published when anything was wrong.
+Only image files count (:func:`crnn.images.is_image_file`: an image extension such as .png, .jpg,
+.tif, .webp in any case, not hidden): ``Thumbs.db``, ``desktop.ini``, ``.DS_Store``, notes and the
+like are ignored and listed (``IngestReport.ignored``, ``"ignored"`` in ``dataset.json``).
+
+Every series must have the same ages (given, or the most common set found). Images are decoded by
+:mod:`crnn.images`, the decoder Serve uses too (EXIF orientation, 16-bit scaled to 8, transparency
+composited over ``background``, white by default, a pixel limit checked from the header), then
+resized to the configured size (``fit``: ``crop`` centre-crops to the target aspect first, ``pad``
+letterboxes with ``background``, ``stretch`` ignores the aspect). Series with missing or extra
+ages, unreadable or oversized files or other problems are reported by name and reason and left
+out; with ``strict`` nothing is published when anything was wrong.
 
 Files are decoded in a thread pool in the driver (Pillow releases the GIL while decoding): the
 folder lives where the job runs, so shipping it to Ray tasks would only add a copy. The shards are
@@ -27,11 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from crnn import images
 from crnn.shards import base_card, publish, rows_to_batch, split_for_id, write_ray_dataset
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_EXTS = images.IMAGE_EXTENSIONS
 _AGE_RE = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -40,12 +47,16 @@ class IngestReport:
     ingested: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)   # series name -> what was wrong
     ages: tuple[int, ...] = ()
+    ignored: list[str] = field(default_factory=list)  # paths relative to the root, not image files
 
     def summary(self) -> str:
         lines = [f"ingested {len(self.ingested)} series at ages {list(self.ages)}"]
         if self.problems:
             lines.append(f"left out {len(self.problems)} series:")
             lines += [f"  {name}: {why}" for name, why in sorted(self.problems.items())]
+        if self.ignored:
+            shown = ", ".join(self.ignored[:10]) + (", ..." if len(self.ignored) > 10 else "")
+            lines.append(f"ignored {len(self.ignored)} file(s) that are not images: {shown}")
         return "\n".join(lines)
 
 
@@ -54,40 +65,52 @@ def age_of(filename: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def load_image(path: str, height: int, width: int, fit: str = "crop") -> np.ndarray:
-    """One image file -> uint8 (height, width, 3). Raises ValueError naming the file."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            if fit == "crop":
-                im = ImageOps.fit(im, (width, height), Image.LANCZOS)
-            elif fit == "pad":
-                im = ImageOps.pad(im, (width, height), Image.LANCZOS, color=(255, 255, 255))
-            elif fit == "stretch":
-                im = im.resize((width, height), Image.LANCZOS)
-            else:
-                raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: unreadable image ({e.__class__.__name__}: {e})") from None
+def load_image(path: str, height: int, width: int, fit: str = "crop",
+               background: tuple[int, int, int] = images.BACKGROUND,
+               max_pixels: int | None = None) -> np.ndarray:
+    """One image file -> uint8 (height, width, 3) RGB, decoded by :func:`crnn.images.normalize` and
+    resized with Lanczos by ``fit`` (``pad`` fills with ``background``).
+
+    Raises :class:`crnn.images.ImageError` (a ValueError) naming the file: unreadable, unsupported
+    pixels, or a header claiming more than ``max_pixels`` pixels (default Pillow's limit); ValueError
+    for a bad ``fit``.
+    """
+    if fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
+    with images.open_image(path, max_pixels=max_pixels) as src:
+        im = images.normalize(src, path, mode="RGB", background=background)
+        if fit == "crop":
+            im = ImageOps.fit(im, (width, height), Image.LANCZOS)
+        elif fit == "pad":
+            im = ImageOps.pad(im, (width, height), Image.LANCZOS, color=tuple(background))
+        else:
+            im = im.resize((width, height), Image.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)
 
 
-def scan(root: str) -> dict[str, dict[int, list[str]]]:
-    """{series name: {age: [file paths]}} for every sub-folder of ``root``; duplicates are errors."""
+def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str]]:
+    """(series, ignored) for the folder ``root``: series = {series name: {age: [image paths]}} for
+    every non-hidden sub-folder (age -1: image files without a number in the name); ignored = paths
+    relative to ``root`` of everything that is not an image file (:func:`crnn.images.is_image_file`)
+    or is hidden, sorted. Raises FileNotFoundError if ``root`` is not a folder."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: not a folder")
     series: dict[str, dict[int, list[str]]] = {}
+    ignored: list[str] = []
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
         if not os.path.isdir(d) or name.startswith("."):
+            ignored.append(name)
             continue
         files: dict[int, list[str]] = collections.defaultdict(list)
         for fn in sorted(os.listdir(d)):
-            if not fn.startswith("."):
-                age = age_of(fn)
-                files[-1 if age is None else age].append(os.path.join(d, fn))
+            if not images.is_image_file(fn) or not os.path.isfile(os.path.join(d, fn)):
+                ignored.append(f"{name}/{fn}")
+                continue
+            age = age_of(fn)
+            files[-1 if age is None else age].append(os.path.join(d, fn))
         series[name] = dict(files)
-    return series
+    return series, ignored
 
 
 def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...]) -> str | None:
@@ -109,9 +132,22 @@ def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...])
 
 
 def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] | None = None,
-            fit: str = "crop", threads: int = 8) -> tuple[list[dict], IngestReport]:
-    """Load every good series under ``root``; returns (rows, report)."""
-    series = scan(root)
+            fit: str = "crop", threads: int = 8, background: tuple[int, int, int] = images.BACKGROUND,
+            max_pixels: int | None = None) -> tuple[list[dict], IngestReport]:
+    """Load every good series under ``root``; returns (rows, report).
+
+    Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
+    extra or duplicate ages, an image without an age, a file :func:`load_image` refuses) is left
+    out and named in ``report.problems`` with the reason; non-image files are listed in
+    ``report.ignored``. ``background``: anything :func:`crnn.images.parse_color` takes. Raises
+    FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
+    ``fit``, ``background`` or ``max_pixels``.
+    """
+    if fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
+    background = images.parse_color(background)
+    images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
+    series, ignored = scan(root)
     if not series:
         raise ValueError(f"{root}: no series sub-folders found")
     if ages is None:  # the most common age set among series that have one
@@ -120,7 +156,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     ages = tuple(sorted(int(a) for a in ages))
     if len(ages) < 2:
         raise ValueError(f"need at least 2 ages per series, got {list(ages)}")
-    report = IngestReport(ages=ages)
+    report = IngestReport(ages=ages, ignored=ignored)
     good = {}
     for name, files in series.items():
         problem = _check_series(name, files, ages)
@@ -132,8 +168,9 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     def load(item):
         name, paths = item
         try:
-            return name, np.stack([load_image(p, height, width, fit) for p in paths]), None
-        except ValueError as e:
+            frames = [load_image(p, height, width, fit, background, max_pixels) for p in paths]
+            return name, np.stack(frames), None
+        except images.ImageError as e:
             return name, None, str(e)
 
     rows = []
@@ -150,10 +187,17 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
 
 def ingest(root: str, out: str, height: int = 32, width: int = 16,
            ages: tuple[int, ...] | None = None, fit: str = "crop", shard_size: int = 256,
-           strict: bool = False, overwrite: bool = False) -> IngestReport:
-    """Ingest ``root`` and publish shards at ``out`` (needs Ray). Raises if ``strict`` and any
-    series had a problem (then nothing is written), or if no series was usable."""
-    rows, report = collect(root, height, width, ages, fit)
+           strict: bool = False, overwrite: bool = False,
+           background: tuple[int, int, int] = images.BACKGROUND,
+           max_pixels: int | None = None) -> IngestReport:
+    """Ingest ``root`` and publish shards at ``out`` (needs Ray). The card (``dataset.json``) lists
+    the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``)
+    and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
+    nothing is written), or if no series was usable."""
+    if fit not in ("crop", "pad", "stretch"):
+        raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
+    background = images.parse_color(background)
+    rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels)
     if strict and report.problems:
         raise ValueError("strict ingest refused, nothing written:\n" + report.summary())
     if not rows:
@@ -171,7 +215,8 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
         num_series=n, ages=report.ages, height=height, width=width,
         splits={s: splits.get(s, 0) for s in ("train", "val", "test")},
         source=f"ingested from {os.path.abspath(root)}", fit=fit,
-        left_out=report.problems, split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
+        left_out=report.problems, ignored=report.ignored,
+        background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
     )
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)
     return report

@@ -9,7 +9,12 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
   -> ``{"forecasts": [{"ages": [...], "frames": [...]} | {"ages": [...], "png": [...]}, ...], ...}``,
   one forecast per series, in order, each in the format its series used. A series is exactly
   ``in_frames`` past images (the model's ``data.in_frames``, 4 for the paper: ages 10, 15, 20, 25),
-  oldest first, either as H x W x C nested arrays of integers 0-255 or as base64 PNG strings. The
+  oldest first, either as H x W x C nested arrays of integers 0-255 or as base64 PNG strings
+  (decoded by :mod:`crnn.images`, the decoder ``jobs/ingest.py`` uses, so a file means the same
+  pixels in training and serving: any PNG colour type and bit depth, 16-bit scaled to 8,
+  transparency composited over the ``background`` setting (white by default, as ingest), EXIF
+  orientation applied, never resized; base64 may be wrapped with whitespace, e.g. every 76
+  characters as ``base64`` and MIME encoders write it). The
   response holds the next ``horizon`` frames (default 1: age 30), forecast by autoregressive rollout
   (:func:`crnn.model.rollout`): beyond one step the model's own forecasts are fed back as inputs.
   ``ages`` (top level, or per series) gives the ages of the input frames, evenly spaced; the
@@ -18,11 +23,12 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 * ``GET /model`` -- config, training metrics, epoch, version (content hash), input ages, limits.
 
 Bad requests get a JSON error ``{"detail": "<what is wrong, naming the field>"}``: 400 for a body
-that is not JSON (NaN/Infinity included) or malformed base64/PNG; 413 for a body over
+that is not JSON (NaN/Infinity included) or malformed base64/PNG (naming series and frame); 413 for a body over
 ``max_body_bytes`` (checked from Content-Length before reading, and while reading) or more than
 ``max_series_per_request`` series; 422 for JSON of the wrong shape (frame count, image size,
-channels, values outside 0-255, empty batch, bad horizon or ages). Nothing from a request is ever
-unpickled; PNG sizes are checked from the header before decoding.
+channels, values outside 0-255, empty batch, bad horizon or ages; a PNG whose size, as shown after
+its EXIF orientation, is not the model's). Nothing from a request is ever unpickled; PNG sizes are
+checked from the header before decoding.
 
 Batching: each series is one item of a ``@serve.batch`` queue, so series from many requests share
 one forward pass (``max_batch_size`` series, waiting at most ``batch_wait_timeout_s``); series with
@@ -56,6 +62,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
+from crnn import images
 from crnn.predict import default_input_ages, forecast_uint8, model_version, pick_device
 from crnn.evaluate import json_safe
 
@@ -67,7 +74,10 @@ __all__ = [
 
 DEPLOYMENT_NAME = "CRNNForecaster"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_MODES = {1: ("L",), 3: ("RGB",), 4: ("RGBA",)}
+_CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # model channels -> crnn.images mode
+# ASCII whitespace, removed from base64 before strict decoding: `base64` and MIME encoders wrap
+# lines every 76 characters; anything else outside the base64 alphabet stays an error.
+_B64_WHITESPACE = str.maketrans("", "", " \t\n\r\f\v")
 
 
 # ============================================================================= settings
@@ -133,9 +143,14 @@ class ServeSettings(BaseModel):
     max_ongoing_requests: int = Field(256, ge=1, description="requests in flight per replica (>= max_batch_size)")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     user_config: Limits = Field(default_factory=Limits)
+    background: Union[str, list[int]] = Field(
+        "white", description="colour transparent PNG pixels are composited over: a name, '#rrggbb', "
+                             "'R,G,B' or [R, G, B]; keep it the one the training data was ingested with "
+                             "(jobs/ingest.py --background, default white)")
 
     @model_validator(mode="after")
     def _check(self) -> "ServeSettings":
+        images.parse_color(self.background)  # ValueError naming the value
         if isinstance(self.num_replicas, int) and self.num_replicas < 1:
             raise ValueError(f"num_replicas={self.num_replicas}: expected >= 1 (or 'auto'/None to autoscale)")
         if self.max_ongoing_requests < self.user_config.max_batch_size:
@@ -167,7 +182,8 @@ class ServeSettings(BaseModel):
         device = self.device
         if device == "auto":
             device = "cuda" if self.ray_actor_options.num_gpus > 0 else "cpu"
-        return {"model": self.model, "device": device, "torch_threads": threads}
+        return {"model": self.model, "device": device, "torch_threads": threads,
+                "background": list(images.parse_color(self.background))}
 
 
 _DEPLOYMENT_KEYS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "ray_actor_options", "user_config")
@@ -285,10 +301,12 @@ class Spec:
     width: int
     channels: int
     input_ages: list[int]
+    background: tuple[int, int, int] = images.BACKGROUND  # uint8 RGB behind transparent PNG pixels
 
     @classmethod
-    def of(cls, engine: ForecastEngine) -> "Spec":
-        return cls(engine.in_frames, engine.height, engine.width, engine.channels, list(engine.input_ages))
+    def of(cls, engine: ForecastEngine, background=images.BACKGROUND) -> "Spec":
+        return cls(engine.in_frames, engine.height, engine.width, engine.channels, list(engine.input_ages),
+                   images.parse_color(background))
 
 
 _TOP_KEYS = {"series", "horizon", "ages"}
@@ -433,43 +451,51 @@ def _check_size(h: int, w: int, c: int, where: str, spec: Spec) -> None:
 
 
 def decode_png(s: Any, where: str, spec: Spec) -> np.ndarray:
-    """One base64 PNG string -> uint8 (H, W, C); checks size and channels before decoding pixels."""
-    from PIL import Image
+    """One base64 PNG string -> uint8 (H, W, C) for the model of ``spec``, decoded by
+    :func:`crnn.images.normalize` (the decoder ingest uses): any PNG colour type and bit depth,
+    transparency over ``spec.background``, EXIF orientation applied. Never resized: the size as shown
+    must be the model's, checked from the header before any pixel is decoded.
 
+    ``s`` may be a data URL and may hold ASCII whitespace (line-wrapped base64). Raises
+    :class:`RequestError` naming ``where`` (series and frame): 400 for malformed base64, a non-PNG
+    or a corrupt PNG; 422 for a non-string, a wrong size or pixels with no 8-bit meaning.
+    """
     if not isinstance(s, str):
         raise RequestError(422, f"{where}: expected a base64 PNG string, got {type(s).__name__}")
     if s.startswith("data:"):  # tolerate data URLs: data:image/png;base64,....
         s = s.partition(",")[2]
     try:
-        raw = base64.b64decode(s, validate=True)
+        raw = base64.b64decode(s.translate(_B64_WHITESPACE), validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestError(400, f"{where}: malformed base64 ({e})") from None
     if not raw.startswith(PNG_SIGNATURE):
         raise RequestError(400, f"{where}: not a PNG image (no PNG signature)")
+    mode = _CHANNEL_MODES.get(spec.channels)
+    if mode is None:
+        raise RequestError(422, f"{where}: the model takes {spec.channels} channels; PNG input needs a 1-, 3- "
+                                "or 4-channel model (send 'frames' instead)")
+    want = f"{spec.height}x{spec.width}"
     try:
-        im = Image.open(io.BytesIO(raw), formats=["PNG"])
-    except Exception as e:  # PIL raises many types for broken headers
-        raise RequestError(400, f"{where}: corrupt PNG ({type(e).__name__}: {e})") from None
-    w, h = im.size  # from the header; nothing decoded yet
-    if (h, w) != (spec.height, spec.width):
-        raise RequestError(422, f"{where}: PNG is {h}x{w} pixels (HxW) but the model takes {spec.height}x{spec.width}")
-    mode = im.mode
-    if mode == "P" and spec.channels == 3 and "transparency" not in im.info:
-        mode = "RGB"  # palette image: expand to RGB below
-    if mode not in _PNG_MODES.get(spec.channels, ()):
-        bands = len(im.getbands())
-        raise RequestError(422, f"{where}: PNG has mode {im.mode} ({bands} channel{'s' if bands != 1 else ''}) "
-                                f"but the model takes {spec.channels} channels"
-                                f"{' (RGB, 8 bits)' if spec.channels == 3 else ''}")
-    try:
-        if im.mode != mode:
-            im = im.convert(mode)
-        a = np.asarray(im, dtype=np.uint8)
-    except Exception as e:
-        raise RequestError(400, f"{where}: corrupt PNG ({type(e).__name__}: {e})") from None
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return a
+        im = images.open_image(raw, where, formats=("PNG",))
+    except images.ImageError as e:
+        if e.kind == "too_large":
+            raise RequestError(422, f"{where}: PNG {e.reason}; the model takes {want} pixels (HxW)") from None
+        raise RequestError(400, f"{where}: corrupt PNG ({e.reason})") from None
+    with im:
+        w, h = im.size  # from the header; nothing decoded yet
+        if sorted((h, w)) != sorted((spec.height, spec.width)):
+            raise RequestError(422, f"{where}: PNG is {h}x{w} pixels (HxW) but the model takes {want}")
+        try:
+            shown = images.oriented_size(im, where)
+            if shown != (spec.height, spec.width):
+                raise RequestError(422, f"{where}: PNG is {shown[0]}x{shown[1]} pixels (HxW) as shown (stored "
+                                        f"{h}x{w}, turned by its EXIF orientation) but the model takes {want}")
+            a = np.asarray(images.normalize(im, where, mode=mode, background=spec.background), dtype=np.uint8)
+        except images.ImageError as e:
+            if e.kind == "unsupported":
+                raise RequestError(422, f"{where}: PNG {e.reason}") from None
+            raise RequestError(400, f"{where}: corrupt PNG ({e.reason})") from None
+    return a[:, :, None] if a.ndim == 2 else a
 
 
 def _frames_from_png(obj: Any, where: str, spec: Spec) -> np.ndarray:
@@ -545,8 +571,11 @@ class FramesSeries(BaseModel):
 class PngSeries(BaseModel):
     """One series as base64-encoded PNG images, oldest first."""
 
-    png: list[str] = Field(description="T base64 PNG strings (8-bit RGB for a 3-channel model, width x height "
-                                       "= 16 x 32 for the paper's model); a data: URL prefix is accepted")
+    png: list[str] = Field(description="T base64 PNG strings, width x height = 16 x 32 for the paper's model "
+                                       "(after EXIF orientation; never resized). Any colour type and bit depth: "
+                                       "16-bit is scaled to 8, transparency composited over the server's "
+                                       "background (default white). Line-wrapped base64 and a data: URL prefix "
+                                       "are accepted")
     ages: AgeList
 
 
@@ -634,9 +663,10 @@ _ERRORS = {
 class ForecastDeployment:
     """One replica: the model, the batch queue, the HTTP routes."""
 
-    def __init__(self, model: str, device: str = "auto", torch_threads: int = 0):
+    def __init__(self, model: str, device: str = "auto", torch_threads: int = 0,
+                 background=images.BACKGROUND):
         self.engine = ForecastEngine.load(model, device, torch_threads)
-        self.spec = Spec.of(self.engine)
+        self.spec = Spec.of(self.engine, background)
         self.limits = Limits()
         self.stats = {"requests": 0, "series": 0, "batches": 0, "largest_batch": 0}
         # One thread runs the forward passes, so the event loop keeps parsing requests meanwhile.
@@ -668,7 +698,8 @@ class ForecastDeployment:
 
     @api.get("/model", summary="The model: config, training metrics, version; limits; replica stats")
     def model_info(self) -> dict:
-        return {**self.engine.info(), "limits": self.limits.model_dump(), "stats": dict(self.stats)}
+        return {**self.engine.info(), "limits": self.limits.model_dump(), "stats": dict(self.stats),
+                "background": "#%02x%02x%02x" % tuple(self.spec.background)}
 
     @api.post(
         "/forecast",

@@ -2,7 +2,10 @@
 
     python jobs/ingest.py --src photos/ --out data/photos [--ages 10,15,20,25,30] [--strict]
 
-One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, ...).
+One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, ...). Files
+that are not images (Thumbs.db, .DS_Store, notes) are ignored and listed; images are decoded by
+crnn/images.py, the decoder Serve uses (EXIF orientation, 16-bit scaled, transparency over
+--background). A series with an unreadable or oversized image is reported and left out.
 """
 
 import argparse
@@ -22,17 +25,31 @@ def main(argv=None) -> int:
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--background", default="white",
+                   help="colour behind transparent pixels and of --fit pad borders: a name, #rrggbb or R,G,B "
+                        "(default white, as Serve)")
+    p.add_argument("--max-pixels", type=int,
+                   help="refuse images whose header claims more pixels (default: Pillow's limit, ~89.5 million)")
     p.add_argument("--preview", help="write a contact sheet PNG of a few ingested series")
     a = p.parse_args(argv)
     ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
 
+    from crnn.images import parse_color
     from crnn.ingest import ingest
     from crnn.runtime import init_ray
+
+    try:
+        background = parse_color(a.background)
+    except ValueError as e:
+        p.error(f"--background: {e}")
+    if a.max_pixels is not None and a.max_pixels < 1:
+        p.error(f"--max-pixels must be >= 1, got {a.max_pixels}")
 
     init_ray()
     try:
         report = ingest(a.src, a.out, height=a.height, width=a.width, ages=ages, fit=a.fit,
-                        shard_size=a.shard_size, strict=a.strict, overwrite=a.overwrite)
+                        shard_size=a.shard_size, strict=a.strict, overwrite=a.overwrite,
+                        background=background, max_pixels=a.max_pixels)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"ingest failed: {e}", file=sys.stderr)
         return 1

@@ -1,11 +1,17 @@
+import base64
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from crnn import images
 from crnn import ingest as ing
 from crnn.shards import ShardError, read_card, read_numpy
+from tests.image_utils import WHITE, bomb_png, mask_of, pil_bytes, variants
+
+JUNK = {"Thumbs.db": b"\xd0\xcf\x11\xe0 thumbnail cache", "desktop.ini": b"[.ShellClassInfo]\r\n",
+        ".DS_Store": b"\0\0\0\1Bud1", "notes-2024.txt": b"watered on day 12"}
 
 
 def _img(path, h, w, seed):
@@ -33,6 +39,13 @@ def photos(tmp_path):
     for a in ages:
         _img(d / f"{a}.png", 32, 16, a)
     _img(d / "cover.png", 32, 16, 9)
+    for fn, data in JUNK.items():  # Windows/macOS litter beside the frames of a good series
+        (root / "plant-a" / fn).write_bytes(data)
+    (root / "Thumbs.db").write_bytes(JUNK["Thumbs.db"])
+    d = root / "bomb"; d.mkdir()  # issue #11 item 4: one frame's header claims 20000x20000 pixels
+    for a in ages:
+        _img(d / f"{a}.png", 32, 16, a)
+    (d / "2.png").write_bytes(bomb_png(20000, 20000))
     return root
 
 
@@ -40,9 +53,12 @@ def test_collect_reports_each_broken_series_by_name(photos):
     rows, report = ing.collect(str(photos), height=32, width=16)
     assert report.ages == (1, 2, 3)
     assert sorted(report.ingested) == ["pet-c", "plant-a", "plant-b"]
-    assert set(report.problems) == {"missing-age", "broken-file", "no-age-name"}
+    assert set(report.problems) == {"missing-age", "broken-file", "no-age-name", "bomb"}
     assert "missing ages [2]" in report.problems["missing-age"]
     assert "2.png" in report.problems["broken-file"] and "unreadable" in report.problems["broken-file"]
+    assert "bomb/2.png: too large" in report.problems["bomb"] and "400000000 pixels" in report.problems["bomb"]
+    assert report.ignored == ["Thumbs.db"] + [f"plant-a/{fn}" for fn in sorted(JUNK)]
+    assert "ignored 5 file(s) that are not images: Thumbs.db, plant-a/.DS_Store" in report.summary()
     assert "cover.png" in report.problems["no-age-name"]
     for r in rows:
         assert r["frames"].shape == (3, 32, 16, 3) and r["frames"].dtype == np.uint8
@@ -67,20 +83,24 @@ def test_age_parsing():
 
 def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     out = str(tmp_path / "ds")
-    with pytest.raises(ValueError, match="missing-age"):
+    with pytest.raises(ValueError, match="missing-age") as e:
         ing.ingest(str(photos), out, strict=True)
+    assert "bomb: " in str(e.value) and "too large" in str(e.value)  # --strict refuses the bomb too
     assert not os.path.exists(out)  # strict: nothing written
 
     report = ing.ingest(str(photos), out, height=32, width=16)
     card = read_card(out)
     assert card["num_series"] == 3 and card["ages"] == [1, 2, 3]
-    assert set(card["left_out"]) == {"missing-age", "broken-file", "no-age-name"}
+    assert set(card["left_out"]) == {"missing-age", "broken-file", "no-age-name", "bomb"}
+    assert "too large" in card["left_out"]["bomb"] and "bomb/2.png" in card["left_out"]["bomb"]
+    assert card["ignored"] == report.ignored and "plant-a/Thumbs.db" in card["ignored"]
+    assert card["background"] == "#ffffff"
     data = read_numpy(out)
     order = list(data["series_id"])
     assert sorted(order) == sorted(report.ingested)
     assert (data["seed"] == -1).all()
     for i, name in enumerate(order):
-        files = sorted(os.listdir(photos / name), key=ing.age_of)
+        files = sorted(filter(images.is_image_file, os.listdir(photos / name)), key=ing.age_of)
         want = np.stack([ing.load_image(str(photos / name / f), 32, 16) for f in files])
         np.testing.assert_array_equal(data["frames"][i], want)
     assert set(data["split"]) <= {"train", "val", "test"}
@@ -94,3 +114,101 @@ def test_ingest_errors(tmp_path):
         ing.collect(str(tmp_path / "empty"))
     with pytest.raises(ShardError, match="dataset.json"):
         read_card(str(tmp_path / "empty"))
+
+
+def _series(root, name, frames: dict):
+    d = root / name
+    d.mkdir(parents=True)
+    for fn, data in frames.items():
+        (d / fn).write_bytes(data)
+
+
+def test_sixteen_bit_grey_series_is_mid_grey(tmp_path):
+    """Issue #11 item 1: five 16-bit grey PNGs at 32896/65535 ingest as 128, not 255; at another
+    size (resampled) too."""
+    mid = pil_bytes(Image.fromarray(np.full((64, 40), 32896, np.uint16)))
+    _series(tmp_path, "grey16", {f"{a}.png": mid for a in (10, 15, 20, 25, 30)})
+    for h, w in ((64, 40), (32, 16)):
+        rows, report = ing.collect(str(tmp_path), height=h, width=w)
+        assert report.ingested == ["grey16"] and not report.problems
+        assert rows[0]["frames"].shape == (5, h, w, 3) and (rows[0]["frames"] == 128).all()
+
+
+def test_rgba_cutouts_over_the_background(tmp_path):
+    """Issue #11 item 2: the transparent background of RGBA cut-outs (black RGB beneath) ingests as
+    the background colour: white by default, or the one given; pad borders use it too."""
+    f = np.random.default_rng(3).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+    m = mask_of(32, 16)
+    rgba = np.dstack([np.where(m[:, :, None], 0, f), np.where(m, 0, 255).astype(np.uint8)])
+    _series(tmp_path, "cut", {f"{a}.png": pil_bytes(Image.fromarray(rgba)) for a in (1, 2)})
+    for bg in (WHITE, (236, 240, 244)):
+        rows, _ = ing.collect(str(tmp_path), height=32, width=16, background=bg)
+        fr = rows[0]["frames"]
+        assert (fr[:, m] == bg).all() and (fr[:, ~m] == f[~m]).all()
+    rows, _ = ing.collect(str(tmp_path), height=32, width=32, fit="pad", background="#0080ff")
+    assert (rows[0]["frames"][:, :, :8] == (0, 128, 255)).all()  # letterbox borders
+    with pytest.raises(ValueError, match="background colour 'sky'"):
+        ing.collect(str(tmp_path), background="sky")
+    with pytest.raises(ValueError, match="fit must be crop, pad or stretch, got 'zoom'"):
+        ing.collect(str(tmp_path), fit="zoom")
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match=f"max_pixels must be a positive integer .*got {bad}"):
+            ing.collect(str(tmp_path), max_pixels=bad)
+
+
+def test_non_image_files_are_ignored_not_frames(tmp_path):
+    """Issue #11 item 3: Thumbs.db beside 10.png .. 30.png no longer leaves the series out; hidden
+    files (.DS_Store, AppleDouble ._10.png), desktop.ini, notes and sub-folders are listed as
+    ignored; image extensions count in any case."""
+    frame = pil_bytes(Image.fromarray(np.full((32, 16, 3), 90, np.uint8)))
+    _series(tmp_path, "tree", {**{f"{a}.png": frame for a in (10, 20)}, "30.PNG": frame, "Thumbs.db": b"x"})
+    _series(tmp_path, "mac", {**{f"{a}.jpg": frame for a in (10, 20, 30)}, "._10.jpg": b"\0\5\x16\7",
+                              ".DS_Store": b"Bud1", "desktop.ini": b"[x]"})
+    (tmp_path / "mac" / "old").mkdir()
+    rows, report = ing.collect(str(tmp_path), height=32, width=16)
+    assert sorted(report.ingested) == ["mac", "tree"] and not report.problems and report.ages == (10, 20, 30)
+    assert report.ignored == ["mac/.DS_Store", "mac/._10.jpg", "mac/desktop.ini", "mac/old", "tree/Thumbs.db"]
+    assert all(r["frames"].shape == (3, 32, 16, 3) for r in rows)
+
+
+def test_ingest_and_serve_decode_a_file_the_same(tmp_path):
+    """Issue #11 item 5: one decoder, so ingest (at the model's size: no resampling) and Serve's
+    decode_png give the same pixels for every variant; EXIF orientation 3 is turned 180 deg in both."""
+    from crnn.serve import Spec, decode_png
+
+    f = np.random.default_rng(5).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+    spec = Spec(4, 32, 16, 3, [10, 15, 20, 25])
+    for label, (data, want) in variants(f).items():
+        p = tmp_path / f"{label}.png"
+        p.write_bytes(data)
+        via_ingest = ing.load_image(str(p), 32, 16)
+        via_serve = decode_png(base64.b64encode(data).decode(), f"series[0].png[{label}]", spec)
+        np.testing.assert_array_equal(via_ingest, want, err_msg=label)
+        np.testing.assert_array_equal(via_serve, want, err_msg=label)
+    stored = np.asarray(Image.open(tmp_path / "exif3.png"))
+    np.testing.assert_array_equal(ing.load_image(str(tmp_path / "exif3.png"), 32, 16), np.rot90(stored, 2))
+
+
+def test_pixel_limit_per_series(tmp_path):
+    """Issue #11 item 4, with a custom limit: the series over it is reported by name and reason, the
+    one at it is ingested."""
+    _series(tmp_path, "small", {f"{a}.png": pil_bytes(Image.fromarray(np.zeros((10, 10, 3), np.uint8)))
+                                for a in (1, 2)})
+    _series(tmp_path, "large", {f"{a}.png": pil_bytes(Image.fromarray(np.zeros((10, 11, 3), np.uint8)))
+                                for a in (1, 2)})
+    rows, report = ing.collect(str(tmp_path), height=8, width=8, max_pixels=100)
+    assert report.ingested == ["small"] and list(report.problems) == ["large"]
+    assert "large/1.png: too large: the header claims 11x10 (WxH) = 110 pixels, over the limit of 100" \
+        in report.problems["large"]
+
+
+def test_job_refuses_a_bad_background_before_starting_ray(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "jobs", "ingest.py"), "--src", str(tmp_path),
+                        "--out", str(tmp_path / "ds"), "--background", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--background: background colour 'nope': not a colour" in r.stderr
+    assert not os.path.exists(tmp_path / "ds")

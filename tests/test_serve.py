@@ -22,6 +22,7 @@ from crnn.serve import (
 from crnn.shards import torch_frames
 from crnn.train import fit_plain
 from tests.conftest import tiny_config
+from tests.image_utils import bomb_png, exif_png, mask_of, pil_bytes, variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W, C, T = 32, 16, 3, 4
@@ -90,6 +91,15 @@ def _unpng(s: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _wrap(s: str, width: int = 76, sep: str = "\n") -> str:
+    """base64 as the `base64` command and MIME encoders write it: a line break every 76 characters."""
+    return sep.join(s[i:i + width] for i in range(0, len(s), width)) + sep
+
+
 def _post(url, body, **kw):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return requests.post(f"{url}/forecast", data=data, headers={"Content-Type": "application/json"}, timeout=60, **kw)
@@ -109,7 +119,11 @@ def test_settings_and_serve_yaml(tmp_path):
     opts = s.deployment_options()
     assert opts["name"] == "CRNNForecaster" and opts["max_ongoing_requests"] >= opts["user_config"]["max_batch_size"]
     assert "autoscaling_config" in opts and opts["ray_actor_options"]["num_cpus"] == 1
-    assert s.replica_args() == {"model": "somewhere", "device": "cpu", "torch_threads": 1}
+    assert s.replica_args() == {"model": "somewhere", "device": "cpu", "torch_threads": 1,
+                                "background": [255, 255, 255]}  # white by default, as jobs/ingest.py
+    assert ServeSettings(model="m", background="236,240,244").replica_args()["background"] == [236, 240, 244]
+    with pytest.raises(ValueError, match="background colour 'nope'"):
+        ServeSettings(model="m", background="nope")
     fixed = ServeSettings(model="m", num_replicas=2, ray_actor_options={"num_gpus": 0.5})
     assert fixed.deployment_options()["num_replicas"] == 2 and "autoscaling_config" not in fixed.deployment_options()
     assert fixed.replica_args()["device"] == "cuda"
@@ -194,8 +208,7 @@ def test_bad_inputs_get_4xx_and_replica_survives(url):
         r = _post(url, {"series": [{"frames": frames}]})
         assert r.status_code == status and msg in r.json()["detail"], (msg, r.status_code, r.text[:300])
     png_ok = [_png(x) for x in good]
-    rgba = io.BytesIO()
-    Image.fromarray(np.zeros((H, W, 4), np.uint8)).save(rgba, format="PNG")
+    wrapped = _wrap(png_ok[2])
     small = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small, format="PNG")
     raw_cases = [
@@ -203,7 +216,14 @@ def test_bad_inputs_get_4xx_and_replica_survives(url):
         ({"series": [{"png": png_ok[:3] + [base64.b64encode(b"GIF89a....").decode()]}]}, 400, "not a PNG"),
         ({"series": [{"png": png_ok[:3] + [base64.b64encode(base64.b64decode(png_ok[3])[:40]).decode()]}]},
          400, "corrupt PNG"),
-        ({"series": [{"png": png_ok[:3] + [base64.b64encode(rgba.getvalue()).decode()]}]}, 422, "mode RGBA"),
+        ({"series": [{"png": png_ok}, {"png": png_ok[:2] + [wrapped[:80] + "*" + wrapped[80:], png_ok[3]]}]},
+         400, "series[1].png[2]: malformed base64"),  # whitespace is accepted, other characters are not
+        ({"series": [{"png": png_ok[:2] + [wrapped[:-3], png_ok[3]]}]}, 400, "series[0].png[2]: malformed base64"),
+        ({"series": [{"png": png_ok[:3] + [_b64(bomb_png(20000, 20000))]}]}, 422,
+         "series[0].png[3]: PNG too large to decode"),
+        ({"series": [{"png": png_ok[:3] + [_b64(bomb_png(W, H))]}]}, 400, "series[0].png[3]: corrupt PNG"),
+        ({"series": [{"png": png_ok[:3] + [_b64(exif_png(np.zeros((W, H, C), np.uint8), 6))]}]}, 422,
+         "series[0].png[3]: PNG is 16x32 pixels (HxW) as shown (stored 32x16, turned by its EXIF orientation)"),
         ({"series": [{"png": png_ok[:3] + [base64.b64encode(small.getvalue()).decode()]}]}, 422, "8x8 pixels"),
         ({"series": [{"png": png_ok[:2]}]}, 422, "expected 4 frames"),
         ({"series": []}, 422, "'series' is empty"),
@@ -268,3 +288,43 @@ def test_concurrent_clients_get_their_own_answers(url, local_model):
         assert np.abs(got[i].astype(int) - want).max() <= 1, i
     series, batches = after["series"] - before["series"], after["batches"] - before["batches"]
     assert series == n and batches < n  # series from different clients shared forward passes
+
+
+def test_png_variants_mean_the_same_pixels_as_ingest(url, local_model):
+    """Issue #11 items 1, 2, 5, 6 over HTTP: every PNG variant ingest accepts is accepted, decoded to
+    the same pixels (16-bit scaled, cut-outs over white, EXIF orientation applied); each forecast
+    equals the model's forecast of those pixels, and differs from the forecast of the pixels a
+    wrong decoder would give (clipped 16-bit, black background, orientation ignored)."""
+    base = _frames(1, 6, T)[0]
+    per_frame = [variants(x) for x in base]
+    labels = list(per_frame[0])
+    series = [{"png": [_b64(v[label][0]) for v in per_frame]} for label in labels]
+    truth = np.stack([np.stack([v[label][1] for v in per_frame]) for label in labels])
+    mid = np.full((H, W), 32896, np.uint16)  # item 1: mid-grey 16-bit PNGs
+    series.append({"png": [_b64(pil_bytes(Image.fromarray(mid)))] * T})
+    truth = np.concatenate([truth, np.full((1, T, H, W, C), 128, np.uint8)])
+    # item 6: line-wrapped base64 (LF, CRLF, inside a data: URL)
+    series.append({"png": [_wrap(_png(x)) for x in base]})
+    series.append({"png": ["data:image/png;base64," + _wrap(_png(x), sep="\r\n") for x in base]})
+    truth = np.concatenate([truth, base[None], base[None]])
+    got = []
+    for lo in range(0, len(series), LIMITS.max_series_per_request):
+        r = _post(url, {"series": series[lo:lo + LIMITS.max_series_per_request]})
+        assert r.status_code == 200, r.text
+        got += [[_unpng(p) for p in o["png"]] for o in r.json()["forecasts"]]
+    got = np.array(got)
+    want = _expected(local_model, truth, 1)
+    names = labels + ["grey16-mid", "wrapped-lf", "wrapped-crlf"]
+    for i, name in enumerate(names):
+        assert np.abs(got[i].astype(int) - want[i]).max() <= 1, name
+
+    # The comparison can tell a right decoding from a wrong one: the wrong pixels forecast otherwise.
+    k = {n: i for i, n in enumerate(names)}
+    wrong = {
+        "grey16-mid": np.full((T, H, W, C), 255, np.uint8),  # clipped
+        "rgba8-cutout": np.where(mask_of(H, W)[None, :, :, None], 0, base),  # black background
+        "exif3": np.rot90(base, 2, axes=(1, 2)),  # as stored
+    }
+    for name, pixels in wrong.items():
+        assert not np.array_equal(pixels, truth[k[name]]), name
+        assert np.abs(_expected(local_model, np.ascontiguousarray(pixels[None]), 1)[0].astype(int) - want[k[name]]).max() > 1, name

@@ -1,0 +1,220 @@
+"""One image decoder for every path that reads user images (``crnn.ingest`` and ``crnn.serve``), so a
+file means the same pixels in training and in serving.
+
+:func:`decode` (or :func:`open_image` then :func:`normalize`) turns the bytes or path of one image
+into uint8 pixels, in this order:
+
+1. **Header check**: Pillow identifies the file (``formats`` may restrict it, e.g. ``("PNG",)``) and
+   reads its size; an image whose header claims more than ``max_pixels`` pixels (default: Pillow's
+   ``Image.MAX_IMAGE_PIXELS``, about 89.5 million) is refused before any pixel is decoded. Pillow
+   itself refuses headers over twice its limit while opening; both become :class:`ImageError`.
+2. **First frame** of animated or multi-page files (GIF, APNG, TIFF).
+3. **EXIF orientation** applied (``ImageOps.exif_transpose``; JPEG, PNG eXIf, TIFF, WebP): the
+   pixels are those a viewer shows, so orientations 5-8 swap height and width.
+4. **Bit depth to 8 bits, scaled, never clipped**: 16-bit greyscale (``I;16``, ``I;16B``, ``I;16L``,
+   ``I;16N``, and ``I`` which is taken as 16-bit data, values above 65535 saturating) maps
+   0..65535 to 0..255 (``round(v / 257)``); 16-bit RGB/RGBA/LA PNGs are reduced by Pillow to their high
+   byte. 1-bit images become 0/255. 32-bit float images (``F``) are refused: they have no defined
+   white level.
+5. **Transparency composited** over one background colour (:data:`BACKGROUND`, white, unless the
+   caller gives another): RGBA, LA, PA, palette or greyscale/RGB with a ``tRNS`` transparent colour.
+   (``mode="RGBA"`` keeps the alpha channel instead.)
+6. **Colour conversion** by Pillow to ``mode``: ``"RGB"`` (default) from greyscale, palette, CMYK
+   (JPEG), YCbCr, ...; ``"L"`` (luminance) for 1-channel models.
+
+No resizing happens here: callers decide (ingest resizes, Serve requires the model's size).
+
+Every failure of one file is an :class:`ImageError` (a ``ValueError``) whose message names the
+file and the reason, so a caller can report it and carry on with other files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Union
+
+import numpy as np
+from PIL import ExifTags, Image, ImageColor, ImageOps
+
+__all__ = [
+    "BACKGROUND", "IMAGE_EXTENSIONS", "MODES", "ImageError", "decode", "is_image_file", "normalize",
+    "open_image", "oriented_size", "parse_color", "pixel_limit",
+]
+
+#: Default colour (uint8 RGB) that transparent pixels are composited over, and ingest's ``pad``
+#: letterbox colour: white, what viewers and browsers show behind a cut-out.
+BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+#: File extensions (lower case) that ingest takes as images; everything else is listed as ignored.
+#: An explicit list rather than Pillow's ``Image.registered_extensions()``: that registry also holds
+#: stub plugins (HDF5, GRIB, FITS, BUFR) and formats that need outside programs (EPS needs
+#: Ghostscript), which would be counted as frames and then fail as unreadable instead of being
+#: ignored; photos arrive in these formats.
+IMAGE_EXTENSIONS = frozenset({
+    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+    ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
+})
+
+#: Output modes of :func:`normalize` and the channels of each.
+MODES = {"L": 1, "RGB": 3, "RGBA": 4}
+
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ORIENTATION = ExifTags.Base.Orientation
+
+Source = Union[bytes, bytearray, memoryview, str, os.PathLike]
+
+
+class ImageError(ValueError):
+    """One image could not be used: ``name`` (a path, or a label such as ``series[0].png[3]``),
+    ``reason`` (what is wrong) and ``kind``: ``"too_large"`` (header over the pixel limit),
+    ``"unsupported"`` (a pixel format with no 8-bit meaning) or ``"unreadable"`` (not an image,
+    truncated or corrupt). ``str(e)`` is ``"<name>: <reason>"``."""
+
+    def __init__(self, name: str, reason: str, kind: str = "unreadable"):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason, self.kind = name, reason, kind
+
+
+def is_image_file(filename: str) -> bool:
+    """Whether ingest takes ``filename`` as an image: not hidden (``.DS_Store``, ``._10.png`` from
+    macOS) and an extension in :data:`IMAGE_EXTENSIONS` (any case: ``10.JPG`` is an image).
+    ``Thumbs.db``, ``desktop.ini``, ``notes.txt`` are not."""
+    base = os.path.basename(filename)
+    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+
+
+def parse_color(value: Union[str, tuple, list]) -> tuple[int, int, int]:
+    """A colour as uint8 RGB: a Pillow colour string (``"white"``, ``"#ececf4"``, ``"rgb(236,240,244)"``,
+    see ``PIL.ImageColor``), ``"R,G,B"``, or a sequence of 3 integers 0-255. Raises ValueError naming
+    the value."""
+    if isinstance(value, str):
+        s = value.strip()
+        if "," in s and not s.lower().startswith(("rgb", "hsl", "hsv")):
+            return parse_color([p.strip() for p in s.split(",")])
+        try:
+            return tuple(ImageColor.getrgb(s)[:3])  # type: ignore[return-value]
+        except ValueError:
+            raise ValueError(f"background colour {value!r}: not a colour (expected e.g. 'white', "
+                             f"'#ffffff' or '255,255,255')") from None
+    try:
+        rgb = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"background colour {value!r}: expected 3 integers 0-255") from None
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"background colour {value!r}: expected 3 integers 0-255")
+    return rgb  # type: ignore[return-value]
+
+
+def pixel_limit(max_pixels: int | None = None) -> int | None:
+    """The pixel limit in force: ``max_pixels``, or Pillow's ``Image.MAX_IMAGE_PIXELS`` for None.
+    Raises ValueError naming a ``max_pixels`` that is not a positive integer."""
+    if max_pixels is None:
+        return Image.MAX_IMAGE_PIXELS
+    if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer (or None: Pillow's limit), got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def open_image(source: Source, name: str | None = None, *, formats: tuple[str, ...] | None = None,
+               max_pixels: int | None = None) -> Image.Image:
+    """Identify an image and check its header, decoding no pixels (a lazy Pillow image; close it,
+    or use it as a context manager).
+
+    ``source``: the file's bytes or path; ``name`` labels errors (default: the path, else
+    ``"image"``); ``formats``: Pillow format names to accept (default: any Pillow opens);
+    ``max_pixels``: the most pixels (width x height) the header may claim (default Pillow's
+    ``Image.MAX_IMAGE_PIXELS``; Pillow itself still refuses more than twice its own limit).
+
+    Raises :class:`ImageError`: ``too_large`` for a header over the limit, else ``unreadable``
+    (not an image of an accepted format, or a corrupt header); ValueError for a bad ``max_pixels``.
+    """
+    limit = pixel_limit(max_pixels)
+    if name is None:
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image"
+    fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        im = Image.open(fp, formats=list(formats) if formats else None)
+    except Image.DecompressionBombError as e:
+        raise ImageError(name, f"too large to decode: {e}", "too_large") from None
+    except Image.UnidentifiedImageError:
+        what = f"a {'/'.join(formats)} image" if formats else "an image Pillow can read"
+        raise ImageError(name, f"unreadable: not {what}") from None
+    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for broken headers
+        raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
+    w, h = im.size
+    if limit is not None and w * h > limit:
+        im.close()
+        raise ImageError(name, f"too large: the header claims {w}x{h} (WxH) = {w * h} pixels, "
+                               f"over the limit of {limit} pixels", "too_large")
+    if w < 1 or h < 1:
+        im.close()
+        raise ImageError(name, f"unreadable: the header claims {w}x{h} pixels")
+    return im
+
+
+def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
+    """(height, width) in pixels of ``im`` as shown, after its EXIF orientation (5-8 swap them).
+
+    Reads the EXIF block (for a PNG whose eXIf chunk follows the pixel data, Pillow decodes the
+    pixels to reach it: check the header size first). Raises :class:`ImageError` for broken EXIF.
+    """
+    w, h = im.size
+    try:
+        orientation = im.getexif().get(_ORIENTATION, 1)
+    except Exception as e:
+        raise ImageError(name or _name(im), f"unreadable EXIF: {type(e).__name__}: {e}") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _name(im: Image.Image) -> str:
+    return getattr(im, "filename", "") or "image"
+
+
+def normalize(im: Image.Image, name: str | None = None, *, mode: str = "RGB",
+              background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """A Pillow image (from :func:`open_image`) -> an 8-bit image of ``mode`` ("RGB", "L" or "RGBA"),
+    decoded as the module docstring says: first frame, EXIF orientation, 16-bit scaled, transparency
+    composited over ``background`` (uint8 RGB; not for "RGBA"). Same size as shown (EXIF-rotated).
+    The result is ``im`` itself when it already was that (loaded): use it before closing ``im``.
+
+    Raises :class:`ImageError` naming ``name``: ``unsupported`` for float pixels, ``unreadable`` for
+    truncated or corrupt data; ValueError for a bad ``mode``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    name = name or _name(im)
+    if im.mode == "F":
+        raise ImageError(name, "unsupported: 32-bit floating-point pixels (mode F) have no defined "
+                               "white level; save as 8- or 16-bit", "unsupported")
+    try:
+        if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
+            im = ImageOps.exif_transpose(im)
+        else:
+            im.load()  # no copy: the common case in Serve's hot path
+        if im.mode in _SIXTEEN_BIT:
+            if im.mode != "I":
+                im = im.convert("I")
+            im = im.point(lambda v: v / 257 + 0.5, "L")  # 0..65535 -> 0..255, rounded
+        if mode == "RGBA":
+            return im.convert("RGBA")
+        if im.has_transparency_data:
+            fg = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", fg.size, (*background, 255)), fg)
+        return im if im.mode == mode else im.convert(mode)
+    except ImageError:
+        raise
+    except Exception as e:  # truncated data, broken chunks, unsupported conversions
+        raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
+
+
+def decode(source: Source, name: str | None = None, *, mode: str = "RGB",
+           background: tuple[int, int, int] = BACKGROUND, max_pixels: int | None = None,
+           formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Bytes or path of one image -> uint8 array (H, W, C) as shown (C = 3 for "RGB", 1 for "L",
+    4 for "RGBA"): :func:`open_image` then :func:`normalize`. Raises :class:`ImageError` naming
+    ``name`` (default: the path)."""
+    with open_image(source, name, formats=formats, max_pixels=max_pixels) as im:
+        out = normalize(im, name or _name(im), mode=mode, background=background)
+        a = np.asarray(out, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a

@@ -1,0 +1,162 @@
+"""crnn.images: the one decoder of user images (ingest and Serve). No Ray; each test is milliseconds."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crnn import images
+from crnn.images import ImageError
+from tests.image_utils import WHITE, bomb_png, mask_of, pil_bytes, png_bytes, variants
+
+SKY = (236, 240, 244)  # crnn.pine.BACKGROUND
+
+
+def _frame(seed: int = 0, h: int = 32, w: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("background", [WHITE, SKY])
+def test_every_variant_decodes_to_its_pixels(background):
+    f = _frame(1)
+    for label, (data, want) in variants(f, background).items():
+        got = images.decode(data, label, background=background)
+        assert got.dtype == np.uint8 and got.shape == (32, 16, 3), label
+        np.testing.assert_array_equal(got, want, err_msg=label)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    """Issue #11 item 1: 16-bit mid-grey (32896 of 65535) is 128, not 255."""
+    data = pil_bytes(Image.fromarray(np.full((32, 16), 32896, np.uint16)))
+    assert Image.open(__import__("io").BytesIO(data)).mode == "I;16"
+    got = images.decode(data, "mid.png")
+    assert got.shape == (32, 16, 3) and (got == 128).all()
+    # the ends and rounding: 0 -> 0, 65535 -> 255, 257*100+128 -> 100, 257*100+129 -> 101
+    row = np.array([[0, 65535, 257 * 100 + 128, 257 * 100 + 129]], np.uint16)
+    assert images.decode(pil_bytes(Image.fromarray(row)))[0, :, 0].tolist() == [0, 255, 100, 101]
+
+
+@pytest.mark.parametrize("mode,dtype", [("I;16", "<u2"), ("I;16B", ">u2"), ("I", "<i4")])
+def test_sixteen_bit_tiff_variants(mode, dtype):
+    """I;16 little/big endian and 32-bit I (taken as 16-bit data) from TIFF: scaled the same way."""
+    values = np.array([[0, 32896, 65535, 257 * 7]], dtype)
+    im = Image.frombytes(mode, (4, 1), values.tobytes())
+    got = images.decode(pil_bytes(im, "TIFF"), f"{mode}.tif")
+    assert got[0, :, 0].tolist() == [0, 128, 255, 7] and (got[..., 0] == got[..., 2]).all()
+
+
+def test_float_pixels_are_refused_naming_the_file():
+    im = Image.fromarray(np.full((4, 4), 0.5, np.float32))
+    with pytest.raises(ImageError, match=r"float\.tif: unsupported: 32-bit floating-point pixels \(mode F\)") as e:
+        images.decode(pil_bytes(im, "TIFF"), "float.tif")
+    assert e.value.kind == "unsupported"
+
+
+def test_rgba_cutout_over_the_background_and_rgba_kept():
+    """Issue #11 item 2: transparent black is the background colour, not black; partly transparent
+    pixels blend; mode RGBA keeps the alpha."""
+    f = _frame(2)
+    m = mask_of(32, 16)
+    alpha = np.where(m, 0, 255).astype(np.uint8)
+    alpha[-1, -1] = 128  # one half-transparent pixel
+    rgba = np.dstack([np.where(m[:, :, None], 0, f), alpha])
+    data = pil_bytes(Image.fromarray(rgba))
+    for bg in (WHITE, SKY, (0, 0, 0)):
+        got = images.decode(data, background=bg)
+        assert (got[m] == bg).all()
+        np.testing.assert_array_equal(got[~m][:-1], f[~m][:-1])
+        half = (f[-1, -1].astype(int) * 128 + np.array(bg) * 127) / 255
+        assert np.abs(got[-1, -1] - half).max() <= 1
+    np.testing.assert_array_equal(images.decode(data, mode="RGBA"), rgba)
+
+
+def test_greyscale_output_mode_L():
+    f = _frame(3)
+    got = images.decode(pil_bytes(Image.fromarray(f)), mode="L")
+    np.testing.assert_array_equal(got[:, :, 0], np.asarray(Image.fromarray(f).convert("L")))
+    grey16 = pil_bytes(Image.fromarray(np.full((2, 2), 32896, np.uint16)))
+    assert images.decode(grey16, mode="L").shape == (2, 2, 1) and (images.decode(grey16, mode="L") == 128).all()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        images.decode(grey16, mode="CMYK")
+
+
+def test_cmyk_jpeg_and_gif_with_transparency():
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # red
+    got = images.decode(pil_bytes(cmyk, "JPEG", quality=95), "red.jpg")
+    assert got.shape == (16, 16, 3) and np.abs(got.astype(int) - [255, 0, 0]).max() <= 8
+    gif = Image.new("P", (4, 4), 1)
+    gif.putpalette([0, 0, 0, 10, 120, 30])
+    gif.putpixel((0, 0), 0)
+    got = images.decode(pil_bytes(gif, "GIF", transparency=0), "cut.gif", background=SKY)
+    assert got[0, 0].tolist() == list(SKY) and got[1, 1].tolist() == [10, 120, 30]
+
+
+def test_exif_orientations_turn_the_stored_pixels():
+    """Issue #11 item 5 (decoder half): orientation 3 is turned 180 deg; 6 and 8 swap H and W."""
+    f = _frame(4)
+    v = variants(f)
+    for o in ("exif3", "exif6", "exif8"):
+        with images.open_image(v[o][0], o) as im:
+            stored = im.size[::-1]
+            assert images.oriented_size(im, o) == (32, 16)
+        assert stored == ((32, 16) if o == "exif3" else (16, 32)), o
+        np.testing.assert_array_equal(images.decode(v[o][0], o), f, err_msg=o)
+    jpeg = Image.fromarray(np.rot90(f, 1).copy())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    got = images.decode(pil_bytes(jpeg, "JPEG", exif=exif, quality=100, subsampling=0), "turned.jpg")
+    assert got.shape == (32, 16, 3) and np.abs(got.astype(int) - f).mean() < 8
+
+
+def test_pixel_limit_both_ways_and_bomb_header():
+    """Issue #11 item 4 (decoder half): the header's size is checked before decoding."""
+    data = pil_bytes(Image.fromarray(_frame(5, 10, 10)))
+    assert images.decode(data, "ok.png", max_pixels=100).shape == (10, 10, 3)  # exactly at the limit
+    with pytest.raises(ImageError, match=r"big\.png: too large: the header claims 10x10 \(WxH\) = 100 pixels, "
+                                         r"over the limit of 99 pixels") as e:
+        images.decode(data, "big.png", max_pixels=99)
+    assert e.value.kind == "too_large"
+    bomb = bomb_png(20000, 20000)
+    assert len(bomb) < 200
+    with pytest.raises(ImageError, match=r"20\.png: too large.*400000000 pixels") as e:
+        images.decode(bomb, "20.png")  # default limit: Pillow's, refused at open by Pillow itself
+    assert e.value.kind == "too_large"
+    with pytest.raises(ImageError, match=r"10000x10000 \(WxH\) = 100000000 pixels, over the limit of "
+                                         f"{Image.MAX_IMAGE_PIXELS}"), pytest.warns(Image.DecompressionBombWarning):
+        images.decode(bomb_png(10000, 10000), "b.png")  # between Pillow's warning and error: ours
+    with pytest.raises(ImageError, match="too large"):
+        images.decode(bomb_png(100, 100), "b.png", max_pixels=9999)
+
+
+def test_broken_files_name_the_file(tmp_path):
+    p = tmp_path / "2.png"
+    p.write_bytes(b"not a png at all")
+    with pytest.raises(ImageError, match=r"2\.png: unreadable: not an image Pillow can read") as e:
+        images.decode(str(p))
+    assert e.value.kind == "unreadable" and isinstance(e.value, ValueError)
+    good = pil_bytes(Image.fromarray(_frame(6)))
+    with pytest.raises(ImageError, match=r"cut\.png: unreadable: .*truncated"):
+        images.decode(good[:200], "cut.png")
+    with pytest.raises(ImageError, match=r"x: unreadable: not a PNG image"):
+        images.decode(pil_bytes(Image.fromarray(_frame(6)), "JPEG"), "x", formats=("PNG",))
+    lying = png_bytes(_frame(6, 4, 4), 2, 8, size=(8, 8))  # header says 8x8, data holds 4x4
+    with pytest.raises(ImageError, match="lying.png: unreadable"):
+        images.decode(lying, "lying.png")
+
+
+def test_is_image_file():
+    for fn in ("10.png", "10.PNG", "age_15.jpg", "20.JPEG", "25.tif", "30.tiff", "5.webp", "3.bmp", "1.gif"):
+        assert images.is_image_file(fn), fn
+    for fn in ("Thumbs.db", "desktop.ini", ".DS_Store", "._10.png", ".hidden.png", "notes.txt", "10",
+               "10.png.part", "scan.pdf", "10.xcf"):
+        assert not images.is_image_file(fn), fn
+
+
+def test_parse_color():
+    assert images.parse_color("white") == (255, 255, 255)
+    assert images.parse_color("#ecf0f4") == SKY
+    assert images.parse_color("236, 240, 244") == SKY
+    assert images.parse_color("rgb(236,240,244)") == SKY
+    assert images.parse_color([236, 240, 244]) == SKY
+    for bad in ("nope", "1,2", "1,2,300", [256, 0, 0], [1, 2], "#12"):
+        with pytest.raises(ValueError, match="background colour"):
+            images.parse_color(bad)
