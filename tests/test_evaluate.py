@@ -105,7 +105,7 @@ def test_evaluate_structure(result, dataset, model_dir):
     assert result["split"] == "test" and result["num_series"] == 4
     assert result["ages"] == [15, 20, 25, 30] and result["input_ages"] == [10, 15, 20, 25]
     assert result["headline_age"] == 30
-    assert set(result["results"]) == {"model", "persistence", "linear"}
+    assert set(result["results"]) == {"model", "persistence", "linear", "analog"}
     for name, per_age in result["results"].items():
         assert list(per_age) == ["15", "20", "25", "30"]
         assert set(per_age["30"]) >= {"mae", "mse", "rmse", "psnr", "snr", "snr_db", "ssim"}
@@ -129,6 +129,27 @@ def test_baseline_metrics_match_hand_computation(result, dataset):
     assert lin["15"]["mse"] == pers["15"]["mse"]  # linear falls back to persistence at step 0
     snr = np.mean(f[:, 4] ** 2) / np.mean((f[:, 4] - f[:, 3]) ** 2)
     assert pers["30"]["snr"] == pytest.approx(snr, rel=1e-6)
+
+
+def test_analog_baseline_matches_hand_computation(result, dataset):
+    """The toy data has 8 training series and the analog bank takes k=8 neighbours: all of them, so
+    its forecast is the last frame plus the mean change of every training series at that step."""
+    from crnn.evaluate import ANALOG_K
+
+    bank = read_numpy(dataset, split="train", columns=["frames"])["frames"].astype(np.float64)
+    assert len(bank) == ANALOG_K
+    f = _test_frames(dataset)
+    for t, age in enumerate(["15", "20", "25", "30"]):
+        pred = np.clip(f[:, t] + (bank[:, t + 1] - bank[:, t]).mean(0), 0, 255)
+        want = np.mean((pred - f[:, t + 1]) ** 2)
+        assert result["results"]["analog"][age]["mse"] == pytest.approx(want, rel=1e-4, abs=1e-3)
+
+
+def test_field_convention_mse(result):
+    """mse_frame01: squared error summed over a frame's C*H*W values on [0, 1] (OpenSTL, PredRNN)."""
+    for per_age in result["results"].values():
+        for m in per_age.values():
+            assert m["mse_frame01"] == pytest.approx(m["mse"] * C * H * W / 255**2)
 
 
 def test_model_metrics_and_improvement(result, dataset, model_dir):
@@ -159,7 +180,7 @@ def test_files_written(result):
 def test_format_table(result):
     text = format_table(result)
     lines = text.splitlines()
-    for row in ("model", "persistence", "linear", "paper"):
+    for row in ("model", "persistence", "linear", "analog", "paper"):
         assert any(line.startswith(row) for line in lines), row
     for col in ("MAE", "MSE", "PSNR dB", "SSIM", "SNR (ratio)", "SNR dB", "age 30", "age 15"):
         assert col in text
