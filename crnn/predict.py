@@ -136,7 +136,7 @@ def model_version(payload: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(payload.get("config", {}), sort_keys=True).encode())
     for name, t in sorted(payload["state_dict"].items()):
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too (BatchNorm counters)
     return h.hexdigest()[:12]
 
 
