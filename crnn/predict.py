@@ -323,7 +323,7 @@ def write_preview(path: str, model_path: str, data_path: str, splits, horizon: i
 
     model, cfg, _ = load_model(model_path, device)
     n = cfg.data.in_frames
-    rows = read_ray(data_path, split=splits, columns=["series_id", "ages", "frames"], check=False) \
+    rows = read_ray(data_path, split=splits, columns=["series_id", "ages", "frames"]) \
         .limit(max(1, count)).take_batch(max(1, count), batch_format="numpy")
     frames, ages, ids = rows["frames"], rows["ages"], [str(s) for s in rows["series_id"]]
     sel = slice(0, n) if inputs == "first" else slice(frames.shape[1] - n, frames.shape[1])

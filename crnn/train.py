@@ -433,7 +433,7 @@ def load_datasets(cfg: Config):
             f"{cfg.data.path}: images are {card['height']}x{card['width']}x{card['channels']} but the model "
             f"expects {cfg.model.height}x{cfg.model.width}x{cfg.model.channels} (set model.height/width)")
     train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=["frames"])
-    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"], check=False)
+    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"])
     n_train = sum(card["splits"].get(s, 0) for s in cfg.data.train_splits)
     if cfg.data.max_train_series:
         train, n_train = train.limit(cfg.data.max_train_series), min(n_train, cfg.data.max_train_series)
