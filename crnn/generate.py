@@ -40,6 +40,16 @@ def _generate_batch(batch: dict[str, np.ndarray], *, num_series: int, shard_size
     return rows_to_batch(generate_rows(indices, **kw), pine.PARAM_NAMES)
 
 
+def check_generate(num_series: int, shard_size: int, ages: Sequence[int], height: int, width: int) -> None:
+    """ValueError for arguments :func:`generate` cannot use (no Ray: jobs call it before starting Ray)."""
+    if num_series < 1:
+        raise ValueError(f"num_series must be >= 1, got {num_series}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    # Validate sizes and ages up front (one tiny series) rather than inside a remote task.
+    pine.simulate_series(pine.default_params(), 0, ages=tuple(int(a) for a in ages), height=height, width=width)
+
+
 def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int] = pine.DEFAULT_AGES,
              height: int = 32, width: int = 16, shard_size: int = 256,
              overwrite: bool = False) -> dict:
@@ -48,13 +58,8 @@ def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int
     Needs a running Ray (``crnn.runtime.init_ray``). Each Ray Data block is one shard of
     ``shard_size`` consecutive series, generated and written by one task.
     """
-    if num_series < 1:
-        raise ValueError(f"num_series must be >= 1, got {num_series}")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     ages = tuple(int(a) for a in ages)
-    # Validate sizes and ages up front (one tiny series) rather than inside a remote task.
-    pine.simulate_series(pine.default_params(), 0, ages=ages, height=height, width=width)
+    check_generate(num_series, shard_size, ages, height, width)
 
     import ray.data
 

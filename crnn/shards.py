@@ -380,6 +380,16 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
 
 
 # ----------------------------------------------------------------------------- publishing
+def check_out_free(out: str, overwrite: bool = False) -> bool:
+    """Whether ``out`` exists; FileExistsError naming it when it does and ``overwrite`` is off
+    (jobs call this before starting Ray; :func:`publish` calls it again)."""
+    fs, root = resolve(out)
+    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
+    if exists and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    return exists
+
+
 def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = False) -> str:
     """Write a dataset atomically: ``write_shards(dir)`` writes the shards, then the card.
 
@@ -390,10 +400,8 @@ def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = Fals
     the new shards to a sibling staging prefix and replaces the old dataset only once they are all
     written (a failed run leaves the old one intact).
     """
+    exists = check_out_free(out, overwrite)
     fs, root = resolve(out)
-    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
-    if exists and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     if is_local(out):
         staging = f"{root}.staging-{uuid.uuid4().hex[:8]}"
         os.makedirs(staging)

@@ -6,6 +6,7 @@ One sub-folder per series, one image per age named by the age (10.jpg, age_15.pn
 """
 
 import argparse
+import os
 import sys
 
 import _bootstrap  # noqa: F401
@@ -23,8 +24,25 @@ def main(argv=None) -> int:
     p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--preview", help="write a contact sheet PNG of a few ingested series")
-    a = p.parse_args(argv)
-    ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
+
+    a = parse_job_args(p, argv)
+    try:
+        ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
+    except ValueError:
+        p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
+
+    from crnn.shards import check_out_free
+
+    try:  # before Ray starts
+        if not os.path.isdir(a.src):
+            raise FileNotFoundError(f"--src {a.src}: no such folder")
+        if a.height < 1 or a.width < 1 or a.shard_size < 1:
+            raise ValueError(f"--height, --width and --shard-size must be >= 1, got {a.height}, {a.width}, "
+                             f"{a.shard_size}")
+        check_out_free(a.out, a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
 
     from crnn.ingest import ingest
     from crnn.runtime import init_ray
