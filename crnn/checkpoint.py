@@ -83,24 +83,81 @@ def _local_copy(path: str):
         shutil.rmtree(dst, ignore_errors=True)
 
 
+class ModelError(ValueError):
+    """A model directory that cannot be used; the message names the path and what is wrong."""
+
+
+# model.pt's keys and their types (the format's contract)
+MODEL_KEYS = {"format": str, "version": int, "config": dict, "state_dict": dict, "epoch": int, "metrics": dict}
+
+
 def read_model_file(path: str) -> dict[str, Any]:
-    """The raw ``model.pt`` payload of a model directory (local or URI); checks the format."""
-    with _local_copy(path) as local:
+    """The raw ``model.pt`` payload of a model directory (local or URI), checked key by key.
+
+    Raises :class:`ModelError` naming the path for a missing directory or file, a file torch cannot
+    read (truncated, an interrupted copy, not a PyTorch file, objects that ``weights_only`` refuses),
+    another format, or missing / mistyped keys.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(_local_copy(path))
+        except (OSError, ValueError) as e:  # a URI that cannot be listed or copied
+            raise ModelError(f"{path}: cannot read the model directory ({e})") from None
+        if not os.path.isdir(local):
+            raise ModelError(f"{path}: no such model directory")
         f = os.path.join(local, MODEL_FILE)
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"{path}: no {MODEL_FILE}; not a model directory")
-        payload = torch.load(f, map_location="cpu", weights_only=True)
+        if not os.path.isfile(f):
+            raise ModelError(f"{path}: no {MODEL_FILE}; not a model directory")
+        try:
+            payload = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # RuntimeError (zip), UnpicklingError (weights_only), EOFError, ...
+            first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+            hint = ("it holds objects that weights_only loading refuses" if "weights only" in str(e).lower()
+                    else "truncated (an interrupted copy?) or not a PyTorch file")
+            raise ModelError(f"{path}/{MODEL_FILE}: unreadable model file, {hint} ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}/{MODEL_FILE}: not a {FORMAT} file")
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelError(f"{path}/{MODEL_FILE}: not a {FORMAT} file (format {got!r})")
+    missing = [k for k in MODEL_KEYS if k not in payload]
+    if missing:
+        raise ModelError(f"{path}/{MODEL_FILE}: missing keys {missing}")
+    for key, tp in MODEL_KEYS.items():
+        if not isinstance(payload[key], tp) or (tp is int and isinstance(payload[key], bool)):
+            raise ModelError(f"{path}/{MODEL_FILE}: {key!r} is a {type(payload[key]).__name__}, expected {tp.__name__}")
+    if payload["version"] != 1:
+        raise ModelError(f"{path}/{MODEL_FILE}: format version {payload['version']} is not 1 (a newer crnn-forecast?)")
     return payload
+
+
+def model_from_payload(payload: dict[str, Any], path: str) -> tuple[torch.nn.Module, Config]:
+    """(model with the payload's weights, its Config); :class:`ModelError` naming ``path`` when the
+    config does not build or the weights do not fit it."""
+    try:
+        cfg = from_dict(payload["config"])
+        cfg.model.validate()
+        model = build_model(cfg.model)
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise ModelError(f"{path}/{MODEL_FILE}: its config does not build a model ({msg})") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()][:3]
+        raise ModelError(f"{path}/{MODEL_FILE}: the weights do not fit its config ({'; '.join(lines) or e})") from None
+    return model, cfg
+
+
+def check_model_dir(path: str) -> tuple[Config, dict[str, Any]]:
+    """Everything :func:`load_model` checks, without keeping the model: (Config, payload)."""
+    payload = read_model_file(path)
+    _, cfg = model_from_payload(payload, path)
+    return cfg, payload
 
 
 def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config, dict]:
     """(model in eval mode on ``device``, its Config, {"epoch", "metrics"}) from a model directory."""
     payload = read_model_file(path)
-    cfg = from_dict(payload["config"])
-    model = build_model(cfg.model)
-    model.load_state_dict(payload["state_dict"])
+    model, cfg = model_from_payload(payload, path)
     model.to(device).eval()
     return model, cfg, {"epoch": payload["epoch"], "metrics": payload["metrics"]}
 

@@ -347,3 +347,25 @@ def from_job_args(preset: str | None, yaml_path: str | None, overrides: list[str
     cfg = apply(load_config(preset, yaml_path, overrides), extra)
     cfg.model.validate()
     return cfg
+
+
+# Errors a job reports as a usage error (exit status 2, one line) when its checks find them before
+# Ray starts: bad arguments or config (KeyError, TypeError, ValueError), a bad dataset (ShardError),
+# model directory (ModelError) or run directory (RunDirError) -- all ValueErrors -- a missing or
+# existing path (OSError).
+USAGE_ERRORS = (KeyError, TypeError, ValueError, OSError)
+
+
+def parse_job_args(parser, argv=None):
+    """``parser.parse_intermixed_args``: ``section.field=value`` overrides (positionals) may stand
+    anywhere among the options (``--data D train.epochs=1 --out O train.seed=1``)."""
+    return parser.parse_intermixed_args(argv)
+
+
+def usage_error(prog: str, error: BaseException) -> int:
+    """Print ``prog: error: <message>`` (one line) to stderr; returns 2, the usage-error status."""
+    import sys
+
+    msg = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2

@@ -58,6 +58,18 @@ def _generate_batch(batch: dict[str, np.ndarray], *, num_series: int, shard_size
     return rows_to_batch(generate_rows(indices, **kw), simulator(kw["scene"]).PARAM_NAMES)
 
 
+def check_generate(num_series: int, shard_size: int, ages: Sequence[int], height: int, width: int,
+                   scene: str = "pines") -> None:
+    """ValueError for arguments :func:`generate` cannot use (no Ray: jobs call it before starting Ray)."""
+    sim = simulator(scene)
+    if num_series < 1:
+        raise ValueError(f"num_series must be >= 1, got {num_series}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    # Validate sizes and ages up front (one tiny series) rather than inside a remote task.
+    sim.simulate_series(sim.default_params(), 0, ages=tuple(int(a) for a in ages), height=height, width=width)
+
+
 def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int] = pine.DEFAULT_AGES,
              height: int = 32, width: int = 16, shard_size: int = 256,
              overwrite: bool = False, scene: str = "pines") -> dict:
@@ -67,14 +79,9 @@ def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int
     ``shard_size`` consecutive series, generated and written by one task. ``scene``: "pines"
     (default) or "shapes" (see the module docstring); raises ValueError for another.
     """
-    sim = simulator(scene)
-    if num_series < 1:
-        raise ValueError(f"num_series must be >= 1, got {num_series}")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     ages = tuple(int(a) for a in ages)
-    # Validate sizes and ages up front (one tiny series) rather than inside a remote task.
-    sim.simulate_series(sim.default_params(), 0, ages=ages, height=height, width=width)
+    check_generate(num_series, shard_size, ages, height, width, scene)
+    sim = simulator(scene)
 
     import ray.data
 

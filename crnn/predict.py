@@ -46,7 +46,7 @@ from crnn.model import FAMILIES, rollout
 from crnn.shards import ShardError
 
 __all__ = [
-    "predict_dataset", "BatchForecaster", "forecast_uint8", "forecast_ages", "to_uint8",
+    "predict_dataset", "plan_predict", "BatchForecaster", "forecast_uint8", "forecast_ages", "to_uint8",
     "model_version", "default_input_ages", "find_unreadable_shard", "pick_device",
 ]
 
@@ -223,21 +223,15 @@ class BatchForecaster:
 
 
 # ----------------------------------------------------------------------------- driver
-def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
-                    horizon: int | None = None, inputs: str = "first", batch_size: int = 256,
-                    concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                    device: str | None = None, overwrite: bool = False, preview: str | None = None,
-                    preview_count: int = 6) -> dict[str, Any]:
-    """Forecast every series of ``data_path`` (optionally some splits) with the model directory
-    ``model_path`` and publish the forecasts at ``out``; returns the output's card. Needs Ray.
-
-    Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
-    size), :class:`crnn.shards.ShardError` naming the shard for a corrupt input, FileExistsError
-    when ``out`` exists without ``overwrite``.
-    """
-    from crnn.checkpoint import read_model_file
-    from crnn.config import from_dict
-    from crnn.shards import SPLITS, base_card, publish, read_card, read_ray, write_ray_dataset
+def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
+                 horizon: int | None = None, inputs: str = "first", batch_size: int = 256, num_gpus: float = 0.0,
+                 device: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Every check of :func:`predict_dataset`, without Ray and before any work: arguments, the model
+    directory (:class:`crnn.checkpoint.ModelError`), the dataset's card and shard footers
+    (:class:`crnn.shards.ShardError`), data the model cannot take, an existing ``out``. Returns
+    what the run needs (config, model payload, card, splits, ages)."""
+    from crnn.checkpoint import check_model_dir
+    from crnn.shards import SPLITS, check_out_free, validate
 
     if inputs not in INPUTS:
         raise ValueError(f"inputs={inputs!r}: expected one of {INPUTS}")
@@ -246,12 +240,9 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     device = pick_device(device, num_gpus)
-    payload = read_model_file(model_path)
-    cfg = from_dict(payload["config"])
+    cfg, payload = check_model_dir(model_path)  # ModelError names a bad model directory
     in_frames = cfg.data.in_frames
-    version = model_version(payload)
-
-    card = read_card(data_path)
+    card = validate(data_path)
     src_ages = [int(a) for a in card["ages"]]
     if len(src_ages) < in_frames:
         raise ValueError(f"{data_path}: {len(src_ages)} frames per series (ages {src_ages}); the model "
@@ -274,7 +265,31 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     if num_series == 0:
         raise ValueError(f"{data_path}: no series in split(s) {splits} (series per split: {card.get('splits')})")
     in_ages = src_ages[:in_frames] if inputs == "first" else src_ages[-in_frames:]
-    out_ages = forecast_ages(np.asarray(in_ages), horizon).tolist()
+    check_out_free(out, overwrite)
+    return {"cfg": cfg, "payload": payload, "card": card, "device": device, "splits": splits, "counts": counts,
+            "num_series": num_series, "size": size, "in_ages": in_ages,
+            "out_ages": forecast_ages(np.asarray(in_ages), horizon).tolist()}
+
+
+def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
+                    horizon: int | None = None, inputs: str = "first", batch_size: int = 256,
+                    concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                    device: str | None = None, overwrite: bool = False, preview: str | None = None,
+                    preview_count: int = 6) -> dict[str, Any]:
+    """Forecast every series of ``data_path`` (optionally some splits) with the model directory
+    ``model_path`` and publish the forecasts at ``out``; returns the output's card. Needs Ray.
+
+    Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
+    size), :class:`crnn.shards.ShardError` naming the shard for a corrupt input, FileExistsError
+    when ``out`` exists without ``overwrite``.
+    """
+    from crnn.shards import SPLITS, base_card, publish, read_card, read_ray, write_ray_dataset
+
+    plan = plan_predict(model_path, data_path, out, split=split, horizon=horizon, inputs=inputs,
+                        batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite)
+    device, payload, splits, counts = plan["device"], plan["payload"], plan["splits"], plan["counts"]
+    num_series, size, in_ages, out_ages = plan["num_series"], plan["size"], plan["in_ages"], plan["out_ages"]
+    version = model_version(payload)
 
     # Every shard footer is checked here (ShardError names a bad one) before anything is written.
     ds = read_ray(data_path, split=splits, columns=["series_id", "seed", "split", "ages", "frames"])
@@ -323,7 +338,7 @@ def write_preview(path: str, model_path: str, data_path: str, splits, horizon: i
 
     model, cfg, _ = load_model(model_path, device)
     n = cfg.data.in_frames
-    rows = read_ray(data_path, split=splits, columns=["series_id", "ages", "frames"], check=False) \
+    rows = read_ray(data_path, split=splits, columns=["series_id", "ages", "frames"]) \
         .limit(max(1, count)).take_batch(max(1, count), batch_format="numpy")
     frames, ages, ids = rows["frames"], rows["ages"], [str(s) for s in rows["series_id"]]
     sel = slice(0, n) if inputs == "first" else slice(frames.shape[1] - n, frames.shape[1])

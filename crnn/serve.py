@@ -231,9 +231,7 @@ class ForecastEngine:
 
     @classmethod
     def load(cls, path: str, device: str = "auto", torch_threads: int = 0) -> "ForecastEngine":
-        from crnn.checkpoint import read_model_file
-        from crnn.config import from_dict
-        from crnn.model import build_model
+        from crnn.checkpoint import model_from_payload, read_model_file
 
         device = pick_device(device)
         if torch_threads > 0:
@@ -241,10 +239,8 @@ class ForecastEngine:
         if torch.device(device).type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        payload = read_model_file(path)
-        cfg = from_dict(payload["config"])
-        model = build_model(cfg.model)
-        model.load_state_dict(payload["state_dict"])
+        payload = read_model_file(path)  # ModelError names the path: the replica refuses to start
+        model, cfg = model_from_payload(payload, path)
         model.to(device).eval()
         meta = {"epoch": payload.get("epoch"), "metrics": payload.get("metrics") or {}}
         return cls(model, cfg, meta, device, path, model_version(payload))

@@ -24,6 +24,7 @@ the same path survives a failed run untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -150,6 +151,23 @@ def _write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
+# The contract, column by column: the Arrow type each column is read as. Writers differ (a newer
+# pyarrow emits ``string_view``, a plain writer ``list<int32>`` ages without Ray's tensor type):
+# those variants are accepted and cast on read; anything else is a ShardError naming file and column.
+_STRING_COLUMNS = ("series_id", "split")
+_INT_COLUMNS = {"seed": pa.int64(), "height": pa.int32(), "width": pa.int32(), "channels": pa.int32()}
+_TENSOR_DTYPES = {"ages": np.dtype(np.int32), "frames": np.dtype(np.uint8)}
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+            or pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+
+
 def _tensor_shape(field: pa.Field) -> tuple[int, ...] | None:
     """Shape of a Ray tensor column, from the type (Ray imported) or the field metadata."""
     t = field.type
@@ -157,27 +175,133 @@ def _tensor_shape(field: pa.Field) -> tuple[int, ...] | None:
         return tuple(t.shape)
     meta = field.metadata or {}
     if b"ARROW:extension:metadata" in meta:
-        return tuple(json.loads(meta[b"ARROW:extension:metadata"]))
+        try:
+            shape = json.loads(meta[b"ARROW:extension:metadata"])
+        except ValueError:
+            return None
+        if isinstance(shape, list) and all(isinstance(d, int) and d > 0 for d in shape):
+            return tuple(shape)
     return None
 
 
-def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) -> tuple[int, ...]:
-    """Check one shard's schema; returns the frames shape (T, H, W, C). Errors name ``where``."""
+def _list_levels(t: pa.DataType) -> tuple[int, pa.DataType]:
+    """(nesting depth, value type) of a (nested) list type; (0, t) for anything else."""
+    depth = 0
+    while _is_list(t):
+        t, depth = t.value_type, depth + 1
+    return depth, t
+
+
+def _storage(t: pa.DataType) -> pa.DataType:
+    return t.storage_type if isinstance(t, pa.ExtensionType) else t
+
+
+def _check_tensor(field: pa.Field, where: str, shape: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    """Shape of a tensor column: Ray's tensor type, or a plain (nested) list of ``shape`` (the
+    shape the card or the frames column says). Errors name the file and the column."""
+    name, want_dtype = field.name, _TENSOR_DTYPES[field.name]
+    depth, value_t = _list_levels(_storage(field.type))
+    if depth == 0 or not (pa.types.is_integer(value_t)):
+        raise ShardError(f"{where}: column {name!r} has type {field.type}; expected a tensor of "
+                         f"{want_dtype} (Ray's tensor type or a list of integers)")
+    if want_dtype == np.uint8 and value_t != pa.uint8():
+        raise ShardError(f"{where}: column {name!r} holds {value_t} values; expected uint8 pixels")
+    found = _tensor_shape(field)
+    if found is not None:
+        if len(found) != ndim:
+            raise ShardError(f"{where}: column {name!r} has tensor shape {found}; expected {ndim} dimensions")
+        return found
+    if shape is None:
+        raise ShardError(f"{where}: column {name!r} is a plain list ({field.type}) and its shape is "
+                         f"unknown; write it as a Ray tensor column")
+    if depth not in (1, len(shape)):
+        raise ShardError(f"{where}: column {name!r} is a {depth}-level list ({field.type}); expected a "
+                         f"flat list or {len(shape)} levels for shape {shape}")
+    return tuple(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """What :func:`shard_layout` found: the frames and ages shapes, and whether any column needs
+    a cast (then readers decode through :func:`normalize_table`)."""
+
+    frames_shape: tuple[int, ...]
+    ages_shape: tuple[int, ...]
+    needs_cast: tuple[str, ...] = ()
+
+
+def shard_layout(schema: pa.Schema, where: str, card: dict | None = None) -> ShardLayout:
+    """Check one shard's schema column by column (names, Arrow types, tensor shapes, dtypes).
+
+    Raises :class:`ShardError` naming ``where`` and the column; accepts the common variants
+    (``large_string``/``string_view`` strings, other integer widths, plain ``list<int>`` tensors)
+    and lists the columns that need a cast on read.
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise ShardError(f"{where}: schema mismatch, missing columns {missing}")
-    shape = _tensor_shape(schema.field("frames"))
-    if shape is None or len(shape) != 4:
-        raise ShardError(f"{where}: 'frames' is not a (T, H, W, C) tensor column (type {schema.field('frames').type})")
+    dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dupes:
+        raise ShardError(f"{where}: schema mismatch, duplicate columns {dupes}")
+    casts = []
+    for name in _STRING_COLUMNS:
+        t = schema.field(name).type
+        if not _is_string(t):
+            raise ShardError(f"{where}: column {name!r} has type {t}; expected string")
+        if t != pa.string():
+            casts.append(name)
+    for name, want in _INT_COLUMNS.items():
+        t = schema.field(name).type
+        if not pa.types.is_integer(t):
+            raise ShardError(f"{where}: column {name!r} has type {t}; expected {want}")
+        if t != want:
+            casts.append(name)
+    card_shape = None
     if card is not None:
-        want = (len(card["ages"]), card["height"], card["width"], card["channels"])
-        if tuple(shape) != want:
-            raise ShardError(f"{where}: frames shape {tuple(shape)} differs from the card's {want}")
+        card_shape = (len(card["ages"]), card["height"], card["width"], card["channels"])
+    frames = schema.field("frames")
+    shape = _check_tensor(frames, where, card_shape, 4)
+    if _tensor_shape(frames) is None:
+        casts.append("frames")
+    if card_shape is not None and tuple(shape) != card_shape:
+        raise ShardError(f"{where}: frames shape {tuple(shape)} differs from the card's {card_shape}")
+    ages = schema.field("ages")
+    ages_shape = _check_tensor(ages, where, shape[:1], 1)
+    if ages_shape != shape[:1]:
+        raise ShardError(f"{where}: column 'ages' has shape {ages_shape} but frames have {shape[0]} per series")
+    if _tensor_shape(ages) is None or _list_levels(_storage(ages.type))[1] != pa.int32():
+        casts.append("ages")
+    if card is not None:
         params = [p["name"] for p in card.get("params", [])]
         missing = [p for p in params if p not in schema.names]
         if missing:
             raise ShardError(f"{where}: schema mismatch, missing parameter columns {missing}")
-    return tuple(shape)
+        for name in params:
+            t = schema.field(name).type
+            if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+                raise ShardError(f"{where}: column {name!r} has type {t}; expected float64")
+            if t != pa.float64():
+                casts.append(name)
+    return ShardLayout(tuple(shape), tuple(ages_shape), tuple(casts))
+
+
+def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) -> tuple[int, ...]:
+    """Check one shard's schema; returns the frames shape (T, H, W, C). Errors name ``where``."""
+    return shard_layout(schema, where, card).frames_shape
+
+
+def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
+    """Every shard's layout (footers only); ShardError names a corrupt or foreign file."""
+    fs, _ = resolve(path)
+    layouts = {}
+    for shard in list_shards(path):
+        try:
+            with fs.open_input_file(shard) as f:
+                schema = pq.ParquetFile(f).schema_arrow
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
+            raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
+        layouts[shard] = shard_layout(schema, shard, card)
+    return layouts
 
 
 def validate(path: str) -> dict[str, Any]:
@@ -187,18 +311,85 @@ def validate(path: str) -> dict[str, Any]:
     its name rather than deep inside a training run.
     """
     card = read_card(path)
-    fs, _ = resolve(path)
-    for shard in list_shards(path):
-        try:
-            with fs.open_input_file(shard) as f:
-                schema = pq.ParquetFile(f).schema_arrow
-        except Exception as e:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
-            raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
-        check_shard_schema(schema, shard, card)
+    _shard_layouts(path, card)
     return card
 
 
+def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """(N,) + shape numpy array from a tensor column: Ray's tensor type (one flat list per row) or
+    plain lists, flat or nested one level per dimension; every row's lengths are checked."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(arr, pa.ExtensionArray):
+        arr = arr.storage
+    n = len(arr)
+    if arr.null_count:
+        raise ShardError(f"{where}: column {name!r} has {arr.null_count} null rows")
+    depth, _ = _list_levels(arr.type)
+    dims = [int(np.prod(shape))] if depth == 1 else list(shape)
+    if depth != len(dims):
+        raise ShardError(f"{where}: column {name!r}: a {depth}-level list cannot hold shape {shape}")
+    for level, want in enumerate(dims):
+        lengths = pa.compute.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if len(lengths) and not (lengths == want).all():
+            bad = int(np.flatnonzero(lengths != want)[0])
+            raise ShardError(f"{where}: column {name!r}: {int(lengths[bad])} values at level {level} of "
+                             f"row {bad} (nulls count as 0), shape {tuple(shape)} needs {want}")
+        arr = arr.flatten()
+    values = arr.to_numpy(zero_copy_only=False)
+    want_dtype = _TENSOR_DTYPES[name]
+    if values.dtype != want_dtype:
+        info = np.iinfo(want_dtype)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise ShardError(f"{where}: column {name!r} has values outside the range of {want_dtype}")
+        values = values.astype(want_dtype)
+    return values.reshape((n,) + tuple(shape))
+
+
+def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, *,
+                    splits: list[str] | None = None, columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Column arrays in the contract's types from a shard's table (any accepted variant):
+    strings as str, integers at their widths, parameters float64, ``frames``/``ages`` as
+    uint8/int32 tensors; rows of ``splits`` only, ``columns`` only (default: all)."""
+    columns = None if columns is None else set(columns)
+    for i, name in enumerate(table.column_names):
+        if name in _STRING_COLUMNS:
+            want = pa.string()
+        elif name in _INT_COLUMNS:
+            want = _INT_COLUMNS[name]
+        elif name not in _TENSOR_DTYPES and pa.types.is_integer(table.schema.field(i).type):
+            want = pa.float64()  # a parameter column
+        else:
+            continue
+        if table.schema.field(i).type != want:
+            try:  # (before filtering: pyarrow cannot filter every variant, e.g. string_view)
+                table = table.set_column(i, name, table.column(i).cast(want))
+            except pa.ArrowException as e:  # e.g. a value that overflows the contract's width
+                raise ShardError(f"{where}: column {name!r} cannot be read as {want} ({e})") from None
+    if splits is not None:
+        table = table.filter(pa.compute.is_in(table.column("split"), pa.array(splits, pa.string())))
+    out = {}
+    for name in table.column_names:
+        if columns is not None and name not in columns:
+            continue
+        if name in _TENSOR_DTYPES:
+            shape = frames_shape if name == "frames" else frames_shape[:1]
+            out[name] = _tensor_values(table.column(name), name, shape, where)
+        else:
+            out[name] = table.column(name).to_numpy(zero_copy_only=False)
+    return out
+
+
 # ----------------------------------------------------------------------------- publishing
+def check_out_free(out: str, overwrite: bool = False) -> bool:
+    """Whether ``out`` exists; FileExistsError naming it when it does and ``overwrite`` is off
+    (jobs call this before starting Ray; :func:`publish` calls it again)."""
+    fs, root = resolve(out)
+    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
+    if exists and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    return exists
+
+
 def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = False) -> str:
     """Write a dataset atomically: ``write_shards(dir)`` writes the shards, then the card.
 
@@ -209,10 +400,8 @@ def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = Fals
     the new shards to a sibling staging prefix and replaces the old dataset only once they are all
     written (a failed run leaves the old one intact).
     """
+    exists = check_out_free(out, overwrite)
     fs, root = resolve(out)
-    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
-    if exists and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     if is_local(out):
         staging = f"{root}.staging-{uuid.uuid4().hex[:8]}"
         os.makedirs(staging)
@@ -342,27 +531,55 @@ def torch_frames(frames, device=None, dtype=None):
     return x.permute(0, 1, 4, 2, 3).to(dtype or torch.float32).div_(255.0)
 
 
+def _splits_arg(split: str | Iterable[str] | None) -> list[str] | None:
+    if split is None:
+        return None
+    splits = [split] if isinstance(split, str) else list(split)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise ValueError(f"unknown split(s) {bad}; expected some of {SPLITS}")
+    return splits
+
+
+def _read_shards(batch: dict[str, np.ndarray], *, fs, frames_shape, splits, columns, read_cols) -> dict[str, np.ndarray]:
+    """``map_batches`` function of :func:`read_ray` for datasets with shards in a variant layout:
+    reads each shard with pyarrow and casts it to the contract's types."""
+    parts = []
+    for shard in batch["path"]:
+        with fs.open_input_file(str(shard)) as f:
+            table = pq.ParquetFile(f).read(columns=read_cols)
+        parts.append(normalize_table(table, frames_shape, str(shard), splits=splits, columns=columns))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[str] | None = None,
-             check: bool = True, **read_args):
+             **read_args):
     """Stream a published dataset with ``ray.data.read_parquet``, optionally one or more splits.
 
     Returns a ``ray.data.Dataset`` of rows with numpy ``frames`` (T, H, W, C) uint8; convert a batch
-    with :func:`torch_frames` (e.g. as the ``collate_fn`` of ``iter_torch_batches``).
+    with :func:`torch_frames` (e.g. as the ``collate_fn`` of ``iter_torch_batches``). The card and
+    every shard's footer are checked first (:class:`ShardError` names a bad file and column);
+    shards in an accepted variant layout (see :func:`shard_layout`) are cast to the contract's
+    types as they stream.
     """
     import ray.data
     from ray.data.expressions import col
 
-    if check:
-        validate(path)
+    card = read_card(path)
+    layouts = _shard_layouts(path, card)
+    splits = _splits_arg(split)
     fs, _ = resolve(path)
-    splits = None
-    if split is not None:
-        splits = [split] if isinstance(split, str) else list(split)
-        bad = [s for s in splits if s not in SPLITS]
-        if bad:
-            raise ValueError(f"unknown split(s) {bad}; expected some of {SPLITS}")
     read_cols = None if columns is None else list(dict.fromkeys(list(columns) + (["split"] if splits else [])))
-    ds = ray.data.read_parquet(list_shards(path), filesystem=fs, **read_args)
+    variants = sorted({c for lay in layouts.values() for c in lay.needs_cast})
+    if variants:
+        # Ray Data's Parquet reader merges shards of different types before any map could cast
+        # them: each shard is read (and cast) by one task instead.
+        shards = list(layouts)
+        return ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
+            _read_shards, batch_size=1, fn_kwargs=dict(
+                fs=fs, frames_shape=next(iter(layouts.values())).frames_shape, splits=splits,
+                columns=None if columns is None else list(columns), read_cols=read_cols))
+    ds = ray.data.read_parquet(list(layouts), filesystem=fs, **read_args)
     if read_cols is not None:
         ds = ds.select_columns(read_cols)  # projection is pushed down into the Parquet scan
     if splits is not None:
@@ -372,46 +589,31 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
     return ds
 
 
-def _decode_tensor(col: pa.ChunkedArray, field: pa.Field) -> np.ndarray:
-    shape = _tensor_shape(field)
-    arr = col.combine_chunks()
-    if isinstance(arr, pa.ExtensionArray):
-        arr = arr.storage
-    values = arr.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape((len(arr),) + tuple(shape))
-
-
 def read_numpy(path: str, split: str | Iterable[str] | None = None,
                columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Read a published dataset into memory without Ray (tests, tools, small data).
 
-    Returns column arrays; ``frames`` is uint8 (N, T, H, W, C), ``ages`` int32 (N, T). Rows are in
-    shard order. A shard that cannot be read raises :class:`ShardError` naming it.
+    Returns column arrays in the contract's types (any accepted variant layout is cast); ``frames``
+    is uint8 (N, T, H, W, C), ``ages`` int32 (N, T). Rows are in shard order. A shard that cannot be
+    read raises :class:`ShardError` naming it (and the column, for a schema problem).
     """
     card = read_card(path)
     fs, _ = resolve(path)
-    splits = None if split is None else ([split] if isinstance(split, str) else list(split))
+    splits = _splits_arg(split)
+    columns = None if columns is None else list(columns)
     parts: dict[str, list[np.ndarray]] = {}
-    want = None if columns is None else list(dict.fromkeys(list(columns) + ["split"]))
+    want = None if columns is None else list(dict.fromkeys(columns + ["split"]))
     for shard in list_shards(path):
         try:
             with fs.open_input_file(shard) as f:
                 pf = pq.ParquetFile(f)
-                check_shard_schema(pf.schema_arrow, shard, card)
+                layout = shard_layout(pf.schema_arrow, shard, card)
                 table = pf.read(columns=want)
         except ShardError:
             raise
         except Exception as e:  # truncated file, bad page, foreign file
             raise ShardError(f"{shard}: corrupt or unreadable shard ({e})") from None
-        if splits is not None:
-            table = table.filter(pa.compute.is_in(table.column("split"), pa.array(splits)))
-        for name in table.column_names:
-            if columns is not None and name not in columns:
-                continue
-            if name in ("frames", "ages"):
-                arr = _decode_tensor(table.column(name), table.schema.field(name))
-            else:
-                arr = table.column(name).to_numpy(zero_copy_only=False)
+        for name, arr in normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns).items():
             parts.setdefault(name, []).append(arr)
     if not parts:
         return {}

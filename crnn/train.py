@@ -384,13 +384,34 @@ class _MetricsWriter:
     def __init__(self, out: str):
         self.out = out
         self.rows: dict[int, dict] = {}
+        # A rerun of an interrupted run resumes from its checkpoint: the rows of the epochs before
+        # it come from the metrics.csv that run wrote, so the file keeps the whole history.
+        self.earlier = {int(r["epoch"]): r for r in _read_metrics_rows(out)}
 
     def after_report(self, run_context, metrics, checkpoint):
         row = metrics[0]
         if row.get("best_replay"):  # the best epoch's checkpoint, reported again: its row is in
             return
         self.rows[int(row["epoch"])] = row  # keyed by epoch: a resumed epoch replaces the old row
-        write_metrics_csv(self.out, [self.rows[k] for k in sorted(self.rows)])
+        start = int(row.get("start_epoch", 0))  # epochs >= start are (re)run by this run
+        merged = {**{k: r for k, r in self.earlier.items() if k < start}, **self.rows}
+        write_metrics_csv(self.out, [merged[k] for k in sorted(merged)])
+
+
+def _read_metrics_rows(out: str) -> list[dict]:
+    """The rows of ``out``/metrics.csv (local or URI); [] when there is none."""
+    import io
+
+    import pyarrow.fs as pafs
+
+    from crnn.shards import resolve
+
+    fs, root = resolve(out)
+    path = posixpath.join(root, "metrics.csv")
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return []
+    with fs.open_input_stream(path) as f:
+        return list(csv.DictReader(io.StringIO(f.read().decode())))
 
 
 def write_metrics_csv(out: str, rows: list[dict]) -> str:
@@ -425,6 +446,29 @@ def load_datasets(cfg: Config):
     from crnn.shards import read_card, read_ray
 
     card = read_card(cfg.data.path)
+    n_train = check_data(cfg, card)
+    train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=["frames"])
+    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"])
+    if cfg.data.max_train_series:
+        train = train.limit(cfg.data.max_train_series)
+    if cfg.data.max_val_series:
+        val = val.limit(cfg.data.max_val_series)
+    return train, val, n_train, card
+
+
+def check_config(cfg: Config) -> None:
+    """ValueError naming the field when ``cfg`` cannot be trained (no Ray: jobs call it first)."""
+    cfg.model.validate()
+    cfg.train.validate()
+    if cfg.model.kind not in FAMILIES:
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+
+
+def check_data(cfg: Config, card: dict) -> int:
+    """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
+    returns the number of training series. No Ray: jobs call it before starting Ray."""
+    from crnn.shards import SPLITS
+
     need = cfg.data.in_frames + 1
     if len(card["ages"]) < need:
         raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
@@ -432,20 +476,81 @@ def load_datasets(cfg: Config):
         raise ValueError(
             f"{cfg.data.path}: images are {card['height']}x{card['width']}x{card['channels']} but the model "
             f"expects {cfg.model.height}x{cfg.model.width}x{cfg.model.channels} (set model.height/width)")
-    train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=["frames"])
-    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"], check=False)
+    bad = [s for s in (*cfg.data.train_splits, cfg.data.val_split, cfg.data.test_split) if s not in SPLITS]
+    if bad:
+        raise ValueError(f"data splits {bad}: expected some of {SPLITS}")
     n_train = sum(card["splits"].get(s, 0) for s in cfg.data.train_splits)
-    if cfg.data.max_train_series:
-        train, n_train = train.limit(cfg.data.max_train_series), min(n_train, cfg.data.max_train_series)
-    if cfg.data.max_val_series:
-        val = val.limit(cfg.data.max_val_series)
     if n_train == 0:
         raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
-    return train, val, n_train, card
+    return min(n_train, cfg.data.max_train_series) if cfg.data.max_train_series else n_train
+
+
+# ----------------------------------------------------------------------------- run directories
+class RunDirError(ValueError):
+    """A run directory that belongs to another configuration (or is not a run directory)."""
+
+
+# Fields that say how a run is executed, not what it trains: a rerun may change them and resume.
+RUNTIME_FIELDS = frozenset(f"train.{k}" for k in (
+    "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker", "compile", "compile_mode", "cache",
+    "max_failures", "checkpoint_every", "checkpoint_interval_s", "log_every", "torch_threads"))
+
+
+def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
+    """Whether ``out`` must be cleared before training: a run directory belongs to the configuration
+    in its config.yaml. A rerun with the same one (runtime fields aside) resumes; another one is
+    refused with a :class:`RunDirError` naming the differing fields, unless ``overwrite`` (then True:
+    start over). A non-empty directory without config.yaml is never taken, nor cleared."""
+    import pyarrow.fs as pafs
+    import yaml
+
+    from crnn.config import _flatten
+    from crnn.shards import resolve
+
+    fs, root = resolve(out)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        return False
+    if info.type != pafs.FileType.Directory:
+        raise RunDirError(f"--out {out} is a file, not a run directory")
+    entries = fs.get_file_info(pafs.FileSelector(root))
+    if not entries:
+        return False
+    saved_path = posixpath.join(root, "config.yaml")
+    if not any(e.path.rstrip("/").endswith("/config.yaml") and e.type == pafs.FileType.File for e in entries):
+        raise RunDirError(f"--out {out} is not empty and has no config.yaml: not a run directory of this "
+                          f"project; choose another --out")
+    if overwrite:
+        return True
+    try:
+        with fs.open_input_stream(saved_path) as f:
+            saved = yaml.safe_load(f.read().decode())
+        saved = {k: v for k, v in _flatten(saved).items() if k.partition(".")[0] in ("model", "data", "train")}
+    except Exception as e:  # corrupt YAML, not a mapping
+        raise RunDirError(f"{out}/config.yaml cannot be read ({e}); pass --overwrite to start over") from None
+    new = _flatten(to_dict(cfg))
+    diff = [k for k in sorted(set(saved) | set(new)) if k not in RUNTIME_FIELDS and saved.get(k) != new.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in diff[:6])
+        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+        raise RunDirError(f"--out {out} holds a run of another configuration ({shown}{more}); pass --overwrite "
+                          f"to delete it and start over, or choose another --out")
+    return False
+
+
+def clear_run_dir(out: str) -> None:
+    """Delete a run directory's contents (``--overwrite``), so no file of the old run remains."""
+    from crnn.shards import is_local, resolve
+
+    fs, root = resolve(out)
+    if is_local(out):
+        shutil.rmtree(root)
+    else:
+        fs.delete_dir_contents(root, missing_dir_ok=True)
 
 
 def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict | None = None,
-        name: str | None = None, callbacks: list | None = None):
+        name: str | None = None, callbacks: list | None = None, overwrite: bool = False):
     """Train with Ray Train (needs a running Ray). Writes the run directory ``out``::
 
         config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
@@ -455,6 +560,10 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
     ``{"crash_at_epoch": k, "marker": path}`` kills worker 0 once at the start of epoch k, and
     ``{"val_losses": [...]}`` scripts the validation loss per epoch. ``callbacks`` are extra Train
     ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
+
+    Rerunning into the same ``out`` with the same config resumes from its last checkpoint and
+    keeps the earlier epochs' metrics; another config is refused (:func:`check_run_dir`) unless
+    ``overwrite``, which deletes the old run first.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -462,12 +571,12 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
     from crnn.runtime import check_shared_storage
     from crnn.shards import is_local, resolve
 
-    cfg.model.validate()
-    cfg.train.validate()
-    if cfg.model.kind not in FAMILIES:
-        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+    check_config(cfg)
     check_shared_storage({"data.path": cfg.data.path, "out": out}, use_gpu=cfg.train.use_gpu)
+    clear = check_run_dir(out, cfg, overwrite)
     train_ds, val_ds, n_train, card = load_datasets(cfg)
+    if clear:  # only after the data checked out: a refused run deletes nothing
+        clear_run_dir(out)
     fs, root = resolve(out)
     fs.create_dir(root, recursive=True)
     save_config(cfg, posixpath.join(out, "config.yaml"))
@@ -521,6 +630,7 @@ def finish_run(out: str, cfg: Config, result) -> None:
     if not is_local(out):
         return
     rows = read_metrics_csv(os.path.join(root, "metrics.csv"))
+    shutil.rmtree(os.path.join(root, "tb"), ignore_errors=True)  # rebuilt from the whole history
     write_tensorboard(os.path.join(root, "tb"), rows)
     from crnn.plots import learning_curves
 

@@ -21,7 +21,21 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")
     p.add_argument("--batch-size", type=int, default=256)
-    a = p.parse_args(argv)
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
+
+    a = parse_job_args(p, argv)
+    # checked before any work: the model directory (file, format, keys, config, weights) and the
+    # dataset (card, every shard's schema)
+    from crnn.checkpoint import check_model_dir
+    from crnn.shards import validate
+
+    try:
+        if a.num_examples < 0 or a.batch_size < 1:
+            raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {a.num_examples}, {a.batch_size}")
+        check_model_dir(a.model)
+        validate(a.data)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
 
     from crnn.evaluate import evaluate, format_table
 

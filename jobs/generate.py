@@ -26,13 +26,22 @@ def main(argv=None) -> int:
     p.add_argument("--preview", help="write a contact sheet PNG of a few test series")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for an embedded local Ray")
-    a = p.parse_args(argv)
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
+
+    a = parse_job_args(p, argv)
     try:
         ages = tuple(int(x) for x in a.ages.split(","))
     except ValueError:
         p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
 
-    from crnn.generate import generate
+    from crnn.generate import check_generate, generate
+    from crnn.shards import check_out_free
+
+    try:  # before Ray starts
+        check_generate(a.num_series, a.shard_size, ages, a.height, a.width, a.scene)
+        check_out_free(a.out, a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
     from crnn.runtime import init_ray
 
     init_ray(num_cpus=a.num_cpus)

@@ -9,6 +9,7 @@ crnn/images.py, the decoder Serve uses (EXIF orientation, 16-bit scaled, transpa
 """
 
 import argparse
+import os
 import sys
 
 import _bootstrap  # noqa: F401
@@ -31,8 +32,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-pixels", type=int,
                    help="refuse images whose header claims more pixels (default: Pillow's limit, ~89.5 million)")
     p.add_argument("--preview", help="write a contact sheet PNG of a few ingested series")
-    a = p.parse_args(argv)
-    ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
+
+    a = parse_job_args(p, argv)
+    try:
+        ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
+    except ValueError:
+        p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
+
+    from crnn.shards import check_out_free
+
+    try:  # before Ray starts
+        if not os.path.isdir(a.src):
+            raise FileNotFoundError(f"--src {a.src}: no such folder")
+        if a.height < 1 or a.width < 1 or a.shard_size < 1:
+            raise ValueError(f"--height, --width and --shard-size must be >= 1, got {a.height}, {a.width}, "
+                             f"{a.shard_size}")
+        check_out_free(a.out, a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
 
     from crnn.images import parse_color
     from crnn.ingest import ingest

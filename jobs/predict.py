@@ -33,11 +33,25 @@ def main(argv=None) -> int:
     p.add_argument("--preview", help="write a PNG sheet of a few series' inputs/forecasts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
-    a = p.parse_args(argv)
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
-    from crnn.predict import predict_dataset
-    from crnn.runtime import init_ray
+    a = parse_job_args(p, argv)
+
+    from crnn.predict import plan_predict, predict_dataset
     from crnn.shards import ShardError
+
+    # checked before Ray starts: arguments, model directory, dataset (card, every shard's schema),
+    # that the model takes the data, and that --out is free (or --overwrite)
+    try:
+        if a.concurrency < 1 or a.num_cpus <= 0 or a.num_gpus < 0:
+            raise ValueError(f"--concurrency must be >= 1, --num-cpus > 0 and --num-gpus >= 0, got "
+                             f"{a.concurrency}, {a.num_cpus}, {a.num_gpus}")
+        plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
+                     batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
+
+    from crnn.runtime import init_ray
 
     init_ray(num_cpus=a.ray_num_cpus)
     t0 = time.perf_counter()

@@ -22,10 +22,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="demo", help="demo (default) | quick | paper | fast | strong")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("overrides", nargs="*", help="section.field=value config overrides")
-    a = p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true", help="start the training run in OUT/train over "
+                   "(needed when its config differs from the one there)")
+    p.add_argument("overrides", nargs="*", help="section.field=value config overrides (anywhere)")
+    from crnn.config import USAGE_ERRORS, apply, load_config, parse_job_args, usage_error
 
-    from crnn.config import apply, load_config
+    a = parse_job_args(p, argv)
     from crnn.evaluate import evaluate, format_table
     from crnn.generate import generate
     from crnn.plots import save_preview
@@ -33,9 +35,19 @@ def main(argv=None) -> int:
     from crnn.shards import read_numpy
     from crnn.train import fit
 
+    from crnn import pine
+    from crnn.generate import check_generate
+    from crnn.train import check_config, check_run_dir
+
     data, run, ev = (os.path.join(a.out, d) for d in ("data", "train", "eval"))
-    cfg = apply(load_config(a.preset, overrides=a.overrides),
-                {"data.path": data, "train.num_workers": a.workers})
+    try:  # before Ray starts (the dataset is made here: its fit to the model is checked by fit)
+        cfg = apply(load_config(a.preset, overrides=a.overrides),
+                    {"data.path": data, "train.num_workers": a.workers})
+        check_config(cfg)
+        check_generate(a.num_series, 256, pine.DEFAULT_AGES, 32, 16)  # what generate() below makes
+        check_run_dir(run, cfg, a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
     init_ray(log_to_driver=False)  # keep the console to the pipeline's own lines
     t0 = time.perf_counter()
     card = generate(data, num_series=a.num_series, seed=a.seed, overwrite=True)
@@ -44,7 +56,7 @@ def main(argv=None) -> int:
     print(f"[1/3] generated {card['num_series']} series {card['splits']} in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
-    fit(cfg, run)
+    fit(cfg, run, overwrite=a.overwrite)
     print(f"[2/3] trained ({a.preset} preset, {cfg.train.epochs} epochs) in {time.perf_counter() - t0:.1f} s")
 
     result = evaluate(os.path.join(run, "model"), data, out=ev)

@@ -29,8 +29,11 @@ def main(argv=None) -> int:
     p.add_argument("--num-gpus", type=float, help="GPUs per replica (ray_actor_options.num_gpus)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica (ray_actor_options.num_cpus)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
-    a = p.parse_args(argv)
+    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
+    a = parse_job_args(p, argv)
+
+    from crnn.checkpoint import check_model_dir
     from crnn.serve import ServeSettings, build_app, load_serve_config
 
     args, http = ({}, {})
@@ -54,6 +57,10 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
         print(f"serve: bad settings: {e}", file=sys.stderr)
         return 2
+    try:  # the model directory, before Ray starts (a replica would refuse to start with the same error)
+        check_model_dir(settings.model)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
     host = a.host or http.get("host") or "127.0.0.1"
     port = a.port or http.get("port") or 8000
 

@@ -6,7 +6,10 @@
     ray job submit --working-dir . -- python jobs/train.py --data ... --preset quick --out ...
 
 Any config field can be overridden as section.field=value (model.*, data.*, train.*), after
-the preset and the --config YAML file.
+the preset and the --config YAML file; overrides may stand anywhere on the command line.
+Rerunning the same command resumes an interrupted run; --out belongs to one config: another one
+is refused unless --overwrite (which deletes the old run first). Bad arguments, data or --out:
+one line on stderr, exit status 2, before Ray starts.
 """
 
 import argparse
@@ -16,24 +19,34 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    from crnn.config import add_job_args, from_job_args
+    from crnn.config import USAGE_ERRORS, add_job_args, from_job_args, parse_job_args, usage_error
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_job_args(p)
     p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training")
-    a = p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing run in --out and start over (needed when its config differs)")
+    a = parse_job_args(p, argv)
+
+    # Everything is checked before Ray starts: config, dataset (card and every shard's schema),
+    # that the data fits the model, and that --out is free or holds a run of this same config.
+    from crnn.shards import validate
+    from crnn.train import check_config, check_data, check_run_dir
 
     try:
         cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
                             use_gpu=a.use_gpu, epochs=a.epochs)
-    except (KeyError, TypeError, ValueError) as e:
-        p.error(str(e))
+        check_config(cfg)
+        check_data(cfg, validate(cfg.data.path))
+        check_run_dir(a.out, cfg, a.overwrite)
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
 
     from crnn.runtime import init_ray
     from crnn.train import fit
 
     init_ray()
-    result = fit(cfg, a.out)
+    result = fit(cfg, a.out, overwrite=a.overwrite)
     best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
     print(f"run directory: {a.out}")
     print(f"  model:   {a.out.rstrip('/')}/model  (best checkpoint, from {best.path})")

@@ -23,7 +23,7 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    from crnn.config import add_job_args, from_job_args
+    from crnn.config import USAGE_ERRORS, add_job_args, from_job_args, parse_job_args, usage_error
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
@@ -43,8 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-resume", action="store_true", help="refuse to resume an existing search")
     p.add_argument("--retry-errored", action="store_true", help="on resume, rerun trials that failed")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation of the best model")
-    a = p.parse_args(argv)
+    a = parse_job_args(p, argv)
 
+    # checked before Ray starts: config, search space, searcher, dataset (card, every shard's schema)
+    from crnn.shards import validate
+    from crnn.train import check_data
     from crnn.tune import SEARCHERS, check_config, load_space, validate_space
 
     try:
@@ -54,8 +57,9 @@ def main(argv=None) -> int:
         validate_space(cfg, load_space(a.space))
         if a.searcher not in SEARCHERS:
             raise ValueError(f"unknown searcher {a.searcher!r}: choose from {SEARCHERS}")
-    except (KeyError, TypeError, ValueError) as e:
-        p.error(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+        check_data(cfg, validate(cfg.data.path))
+    except USAGE_ERRORS as e:
+        return usage_error(p.prog, e)
 
     from crnn.runtime import init_ray
     from crnn.tune import run_search

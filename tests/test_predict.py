@@ -151,7 +151,35 @@ def test_job_cli_rollout_on_one_split_with_preview(dataset, model_dir, tmp_path,
     with torch.no_grad():
         want = to_uint8_frames(rollout(model, torch_frames(src["frames"][:, :4]), 3).numpy())
     assert np.abs(got["frames"].astype(int) - want).max() <= 1
-    assert job.main(["--model", model_dir, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 1
+    # checked before Ray: a usage error (status 2) naming the path
+    assert job.main(["--model", model_dir, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+
+
+def test_plain_list_ages_forecast_like_the_contract(dataset, model_dir, tmp_path):
+    """A dataset whose ``ages`` column is a plain list<int32> (no tensor type, another writer's
+    output) forecasts exactly like the original (it crashed inside a Ray task, #11)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = str(tmp_path / "data")
+    shutil.copytree(dataset, data)
+    for shard in list_shards(data):
+        t = pq.read_table(shard)
+        col = t.column("ages").combine_chunks()
+        col = col.storage if isinstance(col, pa.ExtensionArray) else col
+        plain = pa.array(col.to_pylist(), pa.list_(pa.int32()))
+        t = t.set_column(t.schema.get_field_index("ages"), pa.field("ages", plain.type), plain)
+        t = t.set_column(t.schema.get_field_index("split"), pa.field("split", pa.string_view()),
+                         t.column("split").cast(pa.string_view()))
+        pq.write_table(t, shard)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    predict_dataset(model_dir, dataset, a, split="test", horizon=2, batch_size=8)
+    predict_dataset(model_dir, data, b, split="test", horizon=2, batch_size=8)
+    got, want = _by_id(read_numpy(b)), _by_id(read_numpy(a))
+    assert list(got["series_id"]) == list(want["series_id"]) and len(got["series_id"]) == N // 4
+    np.testing.assert_array_equal(got["ages"], want["ages"])
+    np.testing.assert_array_equal(got["frames"], want["frames"])
 
 
 @pytest.mark.parametrize("kind", ["convlstm", "simvp"])

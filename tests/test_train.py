@@ -213,3 +213,102 @@ def test_throttled_checkpoints_still_keep_the_best_epoch(ray_local, tiny_dataset
     last = next(c for c in ckpts if read_model_file(c)["epoch"] == 3)
     w_best, w_last = best["state_dict"], read_model_file(last)["state_dict"]
     assert any(not torch.equal(w_best[k], w_last[k]) for k in w_best)  # really the epoch-1 weights
+
+
+# ----------------------------------------------------------------------------- run directories (#11)
+def _row(epoch, start, loss):
+    return {"epoch": epoch, "train_loss": loss, "val_loss": loss, "start_epoch": start}
+
+
+def test_metrics_writer_keeps_earlier_epochs_on_resume(tmp_path):
+    """A rerun resumes at the checkpoint's epoch: metrics.csv keeps the rows before it and replaces
+    the rest (an interrupted run may have logged epochs past its last checkpoint)."""
+    from crnn.train import _MetricsWriter, write_metrics_csv
+
+    out = str(tmp_path)
+    write_metrics_csv(out, [_row(e, 0, 1.0 - e / 10) for e in range(5)])  # epochs 0..4, then killed
+    w = _MetricsWriter(out)  # the rerun resumes from the epoch-2 checkpoint: epoch 3 is next
+    w.after_report(None, [_row(3, 3, 0.25)], None)
+    rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
+    assert [(int(r["epoch"]), float(r["val_loss"]), int(r["start_epoch"])) for r in rows] == [
+        (0, 1.0, 0), (1, 0.9, 0), (2, 0.8, 0), (3, 0.25, 3)]
+    w.after_report(None, [{**_row(3, 3, 0.25), "best_replay": 1.0}], None)  # replays add no row
+    w.after_report(None, [_row(4, 3, 0.2)], None)
+    rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
+    assert [(int(r["epoch"]), float(r["val_loss"])) for r in rows] == [
+        (0, 1.0), (1, 0.9), (2, 0.8), (3, 0.25), (4, 0.2)]
+    # no checkpoint to resume from (start 0): the earlier rows are all superseded
+    w = _MetricsWriter(out)
+    w.after_report(None, [_row(0, 0, 0.7)], None)
+    assert [(int(r["epoch"]), float(r["val_loss"])) for r in read_metrics_csv(os.path.join(out, "metrics.csv"))] == [
+        (0, 0.7)]
+
+
+def test_check_run_dir_owner_config(tmp_path):
+    from crnn.config import save as save_config
+    from crnn.train import RunDirError, check_run_dir
+
+    cfg = tiny_config("data/x")
+    out = tmp_path / "run"
+    assert check_run_dir(str(out), cfg) is False  # missing: fresh
+    out.mkdir()
+    assert check_run_dir(str(out), cfg) is False  # empty: fresh
+    save_config(cfg, str(out / "config.yaml"))
+    assert check_run_dir(str(out), cfg) is False  # same config: resume
+    runtime = tiny_config("data/x", **{"train.num_workers": 2, "train.max_failures": 0, "train.cache": "never"})
+    assert check_run_dir(str(out), runtime) is False  # how it runs may change
+    for key, value, shown in (("model.lstm_units", 32, "model.lstm_units: 16 -> 32"),
+                              ("train.lr", 0.01, "train.lr: 0.001 -> 0.01"),
+                              ("train.epochs", 3, "train.epochs: 2 -> 3"),
+                              ("data.path", "data/y", "data.path: 'data/x' -> 'data/y'")):
+        other = tiny_config("data/x", **{key: value})
+        with pytest.raises(RunDirError, match="another configuration") as e:
+            check_run_dir(str(out), other)
+        assert shown in str(e.value) and str(out) in str(e.value) and "--overwrite" in str(e.value)
+        assert check_run_dir(str(out), other, overwrite=True) is True
+    (out / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(RunDirError, match="config.yaml cannot be read"):
+        check_run_dir(str(out), cfg)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is a file"):
+        check_run_dir(str(tmp_path / "file"), cfg)
+
+
+def test_rerun_after_interruption_keeps_history_and_another_config_starts_over(ray_local, tiny_dataset, tmp_path):
+    """The run dies at epoch 2 (no retries left), the same command is run again: it resumes at epoch
+    2 and metrics.csv, tb/ and curve.png hold epochs 0-2. Another config is refused, and with
+    overwrite starts over in a clean directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from crnn.train import RunDirError
+
+    out = str(tmp_path / "run")
+    cfg = tiny_config(tiny_dataset, **{"train.epochs": 3, "train.checkpoint_every": 1,
+                                       "train.checkpoint_interval_s": 0.0, "train.max_failures": 0})
+    marker = str(tmp_path / "crashed")
+    with pytest.raises(Exception):
+        fit(cfg, out, fault_injection={"crash_at_epoch": 2, "marker": marker})
+    assert os.path.exists(marker)
+    assert [int(r["epoch"]) for r in read_metrics_csv(os.path.join(out, "metrics.csv"))] == [0, 1]
+    fit(cfg, out)  # the same command again
+    rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
+    assert [(int(r["epoch"]), int(r["start_epoch"])) for r in rows] == [(0, 0), (1, 0), (2, 2)]
+    tb = os.path.join(out, "tb")
+    assert len(os.listdir(tb)) == 1
+    acc = EventAccumulator(tb)
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val_loss")] == [0, 1, 2]
+    assert os.path.getsize(os.path.join(out, "curve.png")) > 0
+
+    other = tiny_config(tiny_dataset, **{"train.epochs": 1, "model.lstm_units": 8})
+    with pytest.raises(RunDirError, match="model.lstm_units: 16 -> 8"):
+        fit(other, out)
+    assert len(read_metrics_csv(os.path.join(out, "metrics.csv"))) == 3  # refused: nothing touched
+    fit(other, out, overwrite=True)
+    rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
+    assert [(int(r["epoch"]), int(r["start_epoch"])) for r in rows] == [(0, 0)]
+    assert load_model(os.path.join(out, "model"))[1].model.lstm_units == 8
+    ckpts = [d for d in os.listdir(os.path.join(out, "ray", "train"))
+             if d.startswith("checkpoint_") and os.path.isdir(os.path.join(out, "ray", "train", d))]
+    assert ckpts and all(read_model_file(os.path.join(out, "ray", "train", d))["config"]["model"]["lstm_units"] == 8
+               for d in ckpts)

@@ -1,0 +1,315 @@
+"""Bad input in, clear errors out (issue #11): model files checked key by key, and every job checking
+its arguments, dataset, model directory and --out before Ray starts (one line, exit status 2).
+
+No Ray here: every job is called in-process through ``main(argv)`` and must fail before ``init_ray``
+(which these tests replace by a function that fails the test if it is reached)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, tiny_config
+from crnn.checkpoint import MODEL_FILE, ModelError, check_model_dir, load_model, read_model_file, save_model_dir
+from crnn.config import save as save_config
+from crnn.model import build_model
+
+
+def _job(name: str):
+    if os.path.join(ROOT, "jobs") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "jobs"))
+    spec = importlib.util.spec_from_file_location(f"{name}_job", os.path.join(ROOT, "jobs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class RayStarted(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    """Reaching init_ray means the job did not check something first."""
+    import crnn.runtime
+
+    def refuse(*a, **k):
+        raise RayStarted("init_ray was reached")
+
+    monkeypatch.setattr(crnn.runtime, "init_ray", refuse)
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    cfg = tiny_config("unused")
+    out = str(tmp_path_factory.mktemp("models") / "good")
+    torch.manual_seed(0)
+    save_model_dir(out, build_model(cfg.model), cfg, epoch=3, metrics={"val_loss": 0.5})
+    return out
+
+
+def _variant(good: str, tmp_path, name: str) -> str:
+    d = str(tmp_path / name)
+    shutil.copytree(good, d)
+    return d
+
+
+def _payload_variant(good, tmp_path, name, change) -> str:
+    d = _variant(good, tmp_path, name)
+    payload = torch.load(os.path.join(d, MODEL_FILE), weights_only=True)
+    payload = change(payload)
+    torch.save(payload, os.path.join(d, MODEL_FILE))
+    return d
+
+
+# ----------------------------------------------------------------------------- model files
+def test_good_model_dir_loads(good_model):
+    cfg, payload = check_model_dir(good_model)
+    model, cfg2, meta = load_model(good_model)
+    assert cfg == cfg2 and meta == {"epoch": 3, "metrics": {"val_loss": 0.5}}
+    assert set(payload["state_dict"]) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("fraction", [0.6, 0.05, 0.0])
+def test_truncated_model_file_named(good_model, tmp_path, fraction):
+    """An interrupted copy: the error names the file and says it is truncated (no bare torch error)."""
+    d = _variant(good_model, tmp_path, "cut")
+    f = os.path.join(d, MODEL_FILE)
+    with open(f, "r+b") as fh:
+        fh.truncate(int(os.path.getsize(f) * fraction))
+    for load in (read_model_file, check_model_dir, load_model):
+        with pytest.raises(ModelError, match=rf"{f}: unreadable model file, truncated"):
+            load(d)
+
+
+def _drop(key):
+    def change(p):
+        del p[key]
+        return p
+    return change
+
+
+def _set(key, value):
+    def change(p):
+        p[key] = value
+        return p
+    return change
+
+
+def _shrink_lstm(p):
+    p["config"]["model"]["lstm_units"] = 8  # the weights are for 16
+    return p
+
+
+def _drop_weight(p):
+    p["state_dict"].pop(sorted(p["state_dict"])[0])
+    return p
+
+
+BAD_PAYLOADS = {
+    "not_a_dict": (lambda p: [1, 2, 3], "not a crnn-forecast-model file"),
+    "other_format": (_set("format", "keras"), "not a crnn-forecast-model file (format 'keras')"),
+    "no_state_dict": (_drop("state_dict"), "missing keys ['state_dict']"),
+    "no_config": (_drop("config"), "missing keys ['config']"),
+    "epoch_is_str": (_set("epoch", "3"), "'epoch' is a str, expected int"),
+    "newer_version": (_set("version", 2), "format version 2"),
+    "unknown_config_key": (lambda p: {**p, "config": {**p["config"], "model": {**p["config"]["model"], "wings": 2}}},
+                           "config does not build a model (unknown config key 'model.wings'"),
+    "bad_config_value": (lambda p: {**p, "config": {**p["config"], "model": {**p["config"]["model"], "lstm_units": "x"}}},
+                         "config does not build a model (model.lstm_units: expected an integer"),
+    "weights_of_other_shape": (_shrink_lstm, "weights do not fit its config (size mismatch"),
+    "missing_weight": (_drop_weight, "weights do not fit its config (Missing key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAYLOADS))
+def test_bad_model_payload_named(good_model, tmp_path, case):
+    change, match = BAD_PAYLOADS[case]
+    d = _payload_variant(good_model, tmp_path, case, change)
+    with pytest.raises(ModelError) as e:
+        load_model(d)
+    assert str(e.value).startswith(f"{d}/{MODEL_FILE}: ") and match in str(e.value), str(e.value)
+
+
+def test_missing_model_dir_and_file_named(tmp_path):
+    with pytest.raises(ModelError, match=f"{tmp_path / 'none'}: no such model directory"):
+        load_model(str(tmp_path / "none"))
+    with pytest.raises(ModelError, match=f"{tmp_path}: no {MODEL_FILE}; not a model directory"):
+        load_model(str(tmp_path))
+
+
+def test_pickled_code_refused_and_named(good_model, tmp_path):
+    d = _variant(good_model, tmp_path, "pickle")
+    torch.save({"format": "crnn-forecast-model", "evil": np.random.default_rng(0)}, os.path.join(d, MODEL_FILE))
+    with pytest.raises(ModelError, match=rf"{d}/{MODEL_FILE}: unreadable model file, it holds objects that weights_only"):
+        read_model_file(d)
+
+
+def test_serve_engine_refuses_a_cut_model(good_model, tmp_path):
+    """What a Serve replica runs when it starts: it refuses with the named error."""
+    from crnn.serve import ForecastEngine
+
+    assert ForecastEngine.load(good_model, "cpu").version
+    d = _variant(good_model, tmp_path, "cut")
+    f = os.path.join(d, MODEL_FILE)
+    with open(f, "r+b") as fh:
+        fh.truncate(int(os.path.getsize(f) * 0.6))
+    with pytest.raises(ModelError, match=rf"{f}: unreadable model file, truncated"):
+        ForecastEngine.load(d, "cpu")
+    d2 = _payload_variant(good_model, tmp_path, "shrunk", _shrink_lstm)
+    with pytest.raises(ModelError, match="weights do not fit"):
+        ForecastEngine.load(d2, "cpu")
+
+
+# ----------------------------------------------------------------------------- jobs: checks before Ray
+def _cut_model(good_model, tmp_path) -> str:
+    d = _variant(good_model, tmp_path, "cutjob")
+    f = os.path.join(d, MODEL_FILE)
+    with open(f, "r+b") as fh:
+        fh.truncate(int(os.path.getsize(f) * 0.6))
+    return d
+
+
+def _fails(capsys, job: str, argv: list[str], *needles: str) -> str:
+    """The job exits 2 before Ray with one line on stderr that contains every needle."""
+    rc = _job(job).main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0], err  # (prog is pytest's argv[0] here)
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("job", ["train", "tune"])
+def test_nonexistent_data_refused_before_ray(job, tmp_path, capsys):
+    _fails(capsys, job, ["--data", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "O")],
+           str(tmp_path / "nonexistent"), "no dataset.json")
+    assert not (tmp_path / "O").exists()
+
+
+@pytest.mark.parametrize("job", ["train", "tune"])
+def test_bad_config_refused_before_ray(job, tiny_dataset, tmp_path, capsys):
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "model.wings=2"], "model.wings")
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "train.lr=0"], "train.lr=0.0")
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "model.height=64"],
+           "32x16x3 but the model expects 64x16x3")
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "data.train_splits=[nope]"],
+           "data splits ['nope']")
+
+
+def test_broken_shard_refused_before_ray(tiny_dataset, tmp_path, capsys):
+    from crnn.shards import list_shards
+
+    data = str(tmp_path / "data")
+    shutil.copytree(tiny_dataset, data)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = list_shards(data)[1]
+    t = pq.read_table(shard)
+    t = t.set_column(t.schema.get_field_index("split"), "split", pa.array([0] * len(t)))
+    pq.write_table(t, shard)
+    _fails(capsys, "train", ["--data", data, "--out", str(tmp_path / "O")], os.path.basename(shard),
+           "column 'split'")
+
+
+def test_overrides_anywhere_on_the_command_line(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """``--data D train.epochs=1 --out O train.seed=1``: both overrides reach the config (the job
+    gets as far as starting Ray, which this test stops)."""
+    import crnn.train
+
+    seen = {}
+    real = crnn.train.check_run_dir
+
+    def spy(out, cfg, overwrite=False):
+        seen["cfg"], seen["out"] = cfg, out
+        return real(out, cfg, overwrite)
+
+    monkeypatch.setattr(crnn.train, "check_run_dir", spy)
+    out = str(tmp_path / "O")
+    with pytest.raises(RayStarted):
+        _job("train").main(["--data", tiny_dataset, "train.epochs=1", "--out", out, "train.seed=1",
+                            "--preset", "quick", "model.lstm_units=8"])
+    cfg = seen["cfg"]
+    assert (cfg.train.epochs, cfg.train.seed, cfg.model.lstm_units, seen["out"]) == (1, 1, 8, out)
+    # a bad value in the last place is still an override (named), not an unrecognized argument
+    _fails(capsys, "train", ["--data", tiny_dataset, "train.epochs=1", "--out", out, "train.seed=oops"],
+           "train.seed: expected an integer, got 'oops'")
+
+
+def test_run_all_overrides_anywhere(tmp_path, monkeypatch):
+    import crnn.train
+
+    seen = {}
+    monkeypatch.setattr(crnn.train, "check_run_dir", lambda out, cfg, overwrite=False: seen.update(cfg=cfg))
+    with pytest.raises(RayStarted):
+        _job("run_all").main(["train.epochs=1", "--out", str(tmp_path / "R"), "train.seed=3", "--preset", "quick"])
+    assert (seen["cfg"].train.epochs, seen["cfg"].train.seed) == (1, 3)
+
+
+def test_train_refuses_another_config_in_out(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "O"
+    out.mkdir()
+    old = tiny_config(tiny_dataset)
+    save_config(old, str(out / "config.yaml"))
+    (out / "metrics.csv").write_text("epoch\n0\n")
+    _fails(capsys, "train", ["--data", tiny_dataset, "--out", str(out), "--preset", "quick"],
+           f"--out {out} holds a run of another configuration", "model.lstm_units: 16 -> 64",
+           "model.conv_filters: [4, 8] -> [16, 32]", "--overwrite")
+    assert sorted(os.listdir(out)) == ["config.yaml", "metrics.csv"]  # nothing touched
+
+
+def test_train_refuses_a_foreign_directory_even_with_overwrite(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        _fails(capsys, "train", ["--data", tiny_dataset, "--out", str(out), *extra], "has no config.yaml")
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("job", ["evaluate", "predict", "serve"])
+def test_cut_model_refused_before_work(job, good_model, tiny_dataset, tmp_path, capsys):
+    cut = _cut_model(good_model, tmp_path)
+    argv = {"evaluate": ["--model", cut, "--data", tiny_dataset],
+            "predict": ["--model", cut, "--data", tiny_dataset, "--out", str(tmp_path / "P")],
+            "serve": ["--model", cut]}[job]
+    _fails(capsys, job, argv, f"{cut}/{MODEL_FILE}: unreadable model file, truncated")
+    assert not (tmp_path / "P").exists()
+
+
+def test_predict_checks_everything_before_ray(good_model, tiny_dataset, tmp_path, capsys):
+    def argv(*extra, data=tiny_dataset, out=str(tmp_path / "P")):
+        return ["--model", good_model, "--data", data, "--out", out, *extra]
+
+    _fails(capsys, "predict", argv(data=str(tmp_path / "missing")), str(tmp_path / "missing"), "no dataset.json")
+    _fails(capsys, "predict", argv(out=tiny_dataset), f"{tiny_dataset} already exists")
+    _fails(capsys, "predict", argv("--horizon", "0"), "horizon=0")
+    _fails(capsys, "predict", argv("--concurrency", "0"), "--concurrency must be >= 1")
+    _fails(capsys, "predict", argv("--split", "nope"), "unknown split(s) ['nope']")
+    with pytest.raises(RayStarted):  # good arguments get as far as Ray
+        _job("predict").main(argv())
+
+
+def test_evaluate_serve_generate_ingest_check_before_work(good_model, tiny_dataset, tmp_path, capsys):
+    _fails(capsys, "evaluate", ["--model", str(tmp_path / "nomodel"), "--data", tiny_dataset],
+           f"{tmp_path / 'nomodel'}: no such model directory")
+    _fails(capsys, "evaluate", ["--model", good_model, "--data", str(tmp_path / "nodata")], "no dataset.json")
+    _fails(capsys, "serve", ["--model", str(tmp_path / "nomodel")], "no such model directory")
+    _fails(capsys, "generate", ["--out", tiny_dataset], f"{tiny_dataset} already exists")
+    _fails(capsys, "generate", ["--out", str(tmp_path / "g"), "--num-series", "0"], "num_series must be >= 1")
+    _fails(capsys, "ingest", ["--src", str(tmp_path / "nophotos"), "--out", str(tmp_path / "i")],
+           f"--src {tmp_path / 'nophotos'}: no such folder")
+    (tmp_path / "photos").mkdir()
+    _fails(capsys, "ingest", ["--src", str(tmp_path / "photos"), "--out", tiny_dataset], "already exists")
+    with pytest.raises(SystemExit) as e:  # argparse's own usage errors: status 2 as well
+        _job("evaluate").main(["--model", good_model])
+    assert e.value.code == 2
