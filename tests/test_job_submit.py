@@ -55,7 +55,7 @@ def checkout(tmp_path_factory):
     shims = tmp_path_factory.mktemp("shims")
     for name in SHIMMED:
         shim = shims / name
-        shim.write_text(f"#!/bin/sh\necho 'not the project environment: the README path ran the user's {name}' >&2\n"
+        shim.write_text(f"#!/bin/sh\necho 'shim: the README path ran {name} from the user PATH, not .venv' >&2\n"
                         "exit 97\n")
         shim.chmod(0o755)
     return dst, str(shims)
