@@ -19,12 +19,29 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 ADDRESS_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the local cluster
+# `ray start` flags for ports that only Ray's own processes use: Ray's fixed defaults (52365, 10001,
+# ...) fail or stall a second Ray on the machine, so `up` gives each a free port unless told one
+INTERNAL_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                  "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held until every one is picked)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _alive(pid: int) -> bool:
@@ -99,6 +116,9 @@ def up(a) -> int:
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={a.dashboard_port}"]
     if a.num_cpus is not None:
         cmd.append(f"--num-cpus={a.num_cpus}")
+    given = {arg[2:].split("=")[0] for arg in a.ray_start_args if arg.startswith("--")}
+    internal = [name for name in INTERNAL_PORTS if name not in given]
+    cmd += [f"--{name}={port}" for name, port in zip(internal, _free_ports(len(internal)))]
     cmd += a.ray_start_args
     log = os.path.join(d, "head.log")
     before = _read(ADDRESS_FILE)
@@ -110,7 +130,9 @@ def up(a) -> int:
     deadline = time.time() + a.timeout
     while not (_dashboard_up(dashboard) and _job_agent_up(gcs)):
         if proc.poll() is not None or time.time() > deadline:
-            why = "exited" if proc.poll() is not None else f"did not come up in {a.timeout:.0f} s"
+            why = ("exited" if proc.poll() is not None else
+                   f"did not take jobs within {a.timeout:.0f} s (dashboard {'up' if _dashboard_up(dashboard) else 'down'}"
+                   "; the job agent's log is dashboard_agent.log in the session's logs directory)")
             _stop(d, state)
             print(f"cluster-up: `ray start --head` {why}; its log ({log}) ends:\n{(_read(log) or '')[-3000:]}",
                   file=sys.stderr)

@@ -7,8 +7,8 @@ on the user's PATH (e.g. a bare `ray start --head`, whose jobs would run the she
 
 The lines run in a copy of the checkout (they write `data/` and `runs/` under it) whose `.venv` is
 the environment running the tests. Only what the README leaves to the defaults is moved: the
-cluster's ports (Makefile variables, and RAY_ADDRESS for the job commands), so other Rays on the
-machine cannot collide.
+cluster's address and dashboard ports (Makefile variables, and RAY_ADDRESS for the job commands),
+so other Rays on the machine cannot collide, and its CPUs (2, like this machine).
 """
 
 import json
@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from cluster_utils import ROOT, _moved_ports, read_address_file, restore_address_file
+from cluster_utils import ROOT, free_ports, read_address_file, restore_address_file
 
 MARKER = "<!-- newcomer-job -->"
 SHIMMED = ("python", "python3", "ray", "serve")
@@ -68,13 +68,12 @@ def test_readme_ray_job_path_as_written(checkout):
     assert lines[0].startswith("make cluster-up") and lines[-1].startswith("make cluster-down"), lines
     assert any(" job logs -f " in line for line in lines) and any(" job stop " in line for line in lines), lines
 
-    ports = _moved_ports(head=True)
-    port, dash = ports.pop("port"), ports.pop("dashboard-port")
+    port, dash = free_ports(2)  # `make cluster-up` gives Ray's internal ports free ones itself
     env = {k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "RAY_API_SERVER_ADDRESS")}
     env.update(PATH=newcomer_path(shims), PWD=str(dst), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                CLUSTER_PORT=str(port), CLUSTER_DASHBOARD_PORT=str(dash), RAY_ADDRESS=f"http://127.0.0.1:{dash}",
-               CLUSTER_ARGS=" ".join([f"--{k}={v}" for k, v in ports.items()] + ["--num-cpus=2"]))
+               CLUSTER_ARGS="--num-cpus=2")
     before = read_address_file()
     outputs, head_pid = {}, None
     try:
@@ -110,3 +109,20 @@ def test_readme_ray_job_path_as_written(checkout):
     with pytest.raises(ProcessLookupError):
         os.kill(head_pid, 0)
     assert not (read_address_file() or b"").strip().endswith(f":{port}".encode())
+
+
+def test_cluster_script_refuses_bad_input_without_starting_ray(tmp_path, capsys):
+    from jobs import cluster
+
+    # a second `make cluster-up` from the same place while the first cluster runs
+    (tmp_path / "head.json").write_text(json.dumps({"pid": os.getpid(), "port": 1, "gcs": "127.0.0.1:1",
+                                                    "dashboard": "http://127.0.0.1:2"}))
+    assert cluster.main(["up", "--dir", str(tmp_path)]) == 1
+    assert "already running" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cluster.main(["up", "--dir", str(tmp_path / "other"), "--dashboard-port", "70000"])
+    assert "--dashboard-port must be a port number" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+    # `make cluster-down` with nothing started is a no-op that says so
+    assert cluster.main(["down", "--dir", str(tmp_path / "none")]) == 0
+    assert "no cluster started from here" in capsys.readouterr().out
