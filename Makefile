@@ -8,8 +8,13 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 RUN_DIR ?= runs/make-run
+# `make cluster-up`: a one-machine Ray head whose jobs run with .venv's Python (README, "As a Ray job").
+CLUSTER_DIR ?= runs/cluster
+CLUSTER_PORT ?= 6379
+CLUSTER_DASHBOARD_PORT ?= 8265
+CLUSTER_ARGS ?=
 
-.PHONY: venv run test bench clean
+.PHONY: venv run test bench clean cluster-up cluster-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +30,13 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# builds .venv only when it has no Ray yet (a rebuild under a running cluster would change its Python)
+cluster-up: $(if $(wildcard $(VENV)/bin/ray),,venv)
+	$(PY) jobs/cluster.py up --dir $(CLUSTER_DIR) --port $(CLUSTER_PORT) --dashboard-port $(CLUSTER_DASHBOARD_PORT) -- $(CLUSTER_ARGS)
+
+cluster-down:
+	$(PY) jobs/cluster.py down --dir $(CLUSTER_DIR)
 
 bench: venv
 	$(PY) benchmarks/bench_generate.py

@@ -3,7 +3,8 @@
     python jobs/train.py --data data/pines --preset quick --out runs/quick
     python jobs/train.py --data s3://bucket/pines --preset paper --out s3://bucket/runs/paper \\
         --workers 4 --use-gpu train.precision=bf16
-    ray job submit --working-dir . -- python jobs/train.py --data ... --preset quick --out ...
+    make cluster-up && .venv/bin/ray job submit --working-dir . -- python jobs/train.py \\
+        --data $PWD/data/pines300 --preset quick --out $PWD/runs/quick    # README: "As a Ray job on this machine"
 
 Any config field can be overridden as section.field=value (model.*, data.*, train.*), after
 the preset and the --config YAML file; overrides may stand anywhere on the command line.
