@@ -205,3 +205,32 @@ def test_analog_refuses_inputs_it_cannot_answer():
         m(torch.rand(1, 3, 3, 8, 4))
     with pytest.raises(ValueError, match="shape"):
         m(torch.rand(1, 2, 3, 16, 4))
+
+
+def test_zoo_benchmark_tables():
+    """benchmarks/zoo.py: the cost rows come from the real models (parameters as count_parameters,
+    FLOPs as count_flops) and the quality table lists models, baselines and the floor per age."""
+    from tests.conftest import load_benchmark
+
+    zoo = load_benchmark("zoo")
+    rows = zoo.measure_cost(["quick", "convlstm"], [(32, 16)], rounds=1, steps=1, batch=2, infer_batch=4)
+    assert [r["preset"] for r in rows] == ["quick", "convlstm"]
+    conv = load_config("convlstm").model
+    assert rows[1]["params"] == count_parameters(build_model(conv)) and rows[1]["flops_fwd"] == count_flops(conv)
+    assert all(r["train_series_per_s"] > 0 and r["infer_series_per_s"] > 0 for r in rows)
+    assert "| convlstm | convlstm | 32x16 |" in zoo.format_cost(rows)
+
+    def per_age(mse):
+        return {a: {"mse": mse + i, "mae": 1.0, "ssim": 0.9, "mse_frame01": mse / 42} for i, a in
+                enumerate(["15", "20", "25", "30"])}
+
+    ev = {"ages": [15, 20, 25, 30], "results": {"model": per_age(50.0), "persistence": per_age(600.0),
+                                                "analog": per_age(110.0)}}
+    floor = {"floors": [{"forecast_age": a, "var_unbiased": 3.0, "sum01": 0.07} for a in (15, 20, 25, 30)]}
+    text = zoo.quality_table({"simvp": ev}, floor)
+    lines = text.splitlines()
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["simvp", "persistence", "analog",
+                                                            "simulator floor (benchmarks/floor.py)"]
+    assert "53.0 / 1.00 / 0.900" in lines[2] and "3.00" in lines[-1]
+    with pytest.raises(SystemExit):
+        zoo.main(["cost", "--sizes", "32by16"])
