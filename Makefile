@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) jobs/run_all.py --out $(RUN_DIR)
+	$(PY) jobs/run_all.py --out $(RUN_DIR) --overwrite
 
 test: venv
 	$(PY) -m pytest -q tests
