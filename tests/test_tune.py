@@ -38,6 +38,14 @@ def test_named_spaces_cover_the_paper_and_validate():
         assert key in paper
     grid = prepare_space(load_space("factors"), "grid")
     assert math.prod(len(v["grid_search"]) for v in grid.values()) == 96
+    # the forecaster families: model.kind and each family's own fields, all valid from the paper's
+    # config and from a family preset's
+    from crnn.model import FAMILIES
+
+    fam = load_space("families")
+    assert fam["model.kind"].categories == list(FAMILIES)
+    assert {"model.simvp.hid_t", "model.convlstm.hidden"} <= set(fam)
+    validate_space(load_config("simvp-fast"), fam)
 
 
 def test_space_from_yaml_and_errors_name_the_key(tmp_path):
