@@ -56,9 +56,10 @@ sequential loop), so the bytes are reproducible across runs and machines.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from crnn.params import ParamSpace, ParamSpec  # noqa: F401  (ParamSpec: part of this module's API)
 
 GENERATOR_VERSION = "pine-1"
 
@@ -92,14 +93,6 @@ _BARK_RGB = ((0.33, 0.29, 0.25), (0.38, 0.24, 0.14), (0.56, 0.29, 0.13))
 _DEAD_RGB = (0.47, 0.44, 0.40)
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    low: float
-    high: float
-    default: float
-    unit: str
-    doc: str
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -152,21 +145,16 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 PARAM_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
 INT_PARAMS: frozenset[str] = frozenset({"branches_per_whorl"})
-_SPEC = {p.name: p for p in PARAMS}
+_SPACE = ParamSpace("pine", PARAMS, INT_PARAMS)
 
 
 def default_params() -> dict[str, float]:
-    return {p.name: float(p.default) for p in PARAMS}
+    return _SPACE.defaults()
 
 
 def sample_params(seed: int) -> dict[str, float]:
     """Uniform sample of every parameter in [low, high]; deterministic from seed."""
-    u = np.random.default_rng([int(seed), 0]).random(len(PARAMS))
-    out = {}
-    for p, ui in zip(PARAMS, u):
-        v = p.low + float(ui) * (p.high - p.low)
-        out[p.name] = float(round(v)) if p.name in INT_PARAMS else float(v)
-    return out
+    return _SPACE.sample(seed)
 
 
 def validate_params(params: dict | None) -> dict[str, float]:
@@ -175,29 +163,7 @@ def validate_params(params: dict | None) -> dict[str, float]:
     Raises ValueError naming any unknown key, non-numeric / non-finite /
     out-of-range value, or non-integral value of an integer parameter.
     """
-    params = {} if params is None else dict(params)
-    unknown = [k for k in params if k not in _SPEC]
-    if unknown:
-        raise ValueError(f"unknown pine parameter(s) {sorted(map(str, unknown))}; "
-                         f"known: {list(PARAM_NAMES)}")
-    out = {}
-    for p in PARAMS:
-        v = params.get(p.name, p.default)
-        try:
-            if isinstance(v, (bool, np.bool_)):
-                raise TypeError
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"pine parameter {p.name!r}={v!r} is not a number") from None
-        tol = 1e-9 * (p.high - p.low)
-        if not math.isfinite(f) or f < p.low - tol or f > p.high + tol:
-            raise ValueError(f"pine parameter {p.name!r}={v!r} out of range "
-                             f"[{p.low}, {p.high}] {p.unit}")
-        f = min(max(f, float(p.low)), float(p.high))
-        if p.name in INT_PARAMS and f != round(f):
-            raise ValueError(f"pine parameter {p.name!r}={v!r} must be an integer")
-        out[p.name] = f
-    return out
+    return _SPACE.validate(params)
 
 
 def _check_ages(ages) -> tuple[int, ...]:

@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from crnn.pine import ParamSpec
+from crnn.params import ParamSpace, ParamSpec
 
 GENERATOR_VERSION = "shapes-1"
 
@@ -66,22 +66,17 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 PARAM_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
 INT_PARAMS: frozenset[str] = frozenset({"num_shapes"})
-_SPEC = {p.name: p for p in PARAMS}
+_SPACE = ParamSpace("shapes", PARAMS, INT_PARAMS)
 _GRID = int(MAX_AGE) + 1        # random-walk knots at years 0..MAX_AGE
 
 
 def default_params() -> dict[str, float]:
-    return {p.name: float(p.default) for p in PARAMS}
+    return _SPACE.defaults()
 
 
 def sample_params(seed: int) -> dict[str, float]:
     """Uniform sample of every parameter in [low, high]; deterministic from seed."""
-    u = np.random.default_rng([int(seed), 0]).random(len(PARAMS))
-    out = {}
-    for p, ui in zip(PARAMS, u):
-        v = p.low + float(ui) * (p.high - p.low)
-        out[p.name] = float(round(v)) if p.name in INT_PARAMS else float(v)
-    return out
+    return _SPACE.sample(seed)
 
 
 def validate_params(params: dict | None) -> dict[str, float]:
@@ -90,26 +85,7 @@ def validate_params(params: dict | None) -> dict[str, float]:
     Raises ValueError naming an unknown key, a non-numeric / non-finite / out-of-range value or a
     non-integral value of an integer parameter.
     """
-    params = {} if params is None else dict(params)
-    unknown = [k for k in params if k not in _SPEC]
-    if unknown:
-        raise ValueError(f"unknown shapes parameter(s) {sorted(map(str, unknown))}; "
-                         f"known: {list(PARAM_NAMES)}")
-    out = {}
-    for p in PARAMS:
-        v = params.get(p.name, p.default)
-        try:
-            if isinstance(v, (bool, np.bool_)):
-                raise TypeError
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"shapes parameter {p.name!r}={v!r} is not a number") from None
-        if not math.isfinite(f) or not p.low <= f <= p.high:
-            raise ValueError(f"shapes parameter {p.name!r}={v!r} out of range [{p.low}, {p.high}] {p.unit}")
-        if p.name in INT_PARAMS and f != round(f):
-            raise ValueError(f"shapes parameter {p.name!r}={v!r} must be an integer")
-        out[p.name] = f
-    return out
+    return _SPACE.validate(params)
 
 
 def check_ages(ages) -> tuple[float, ...]:
