@@ -324,7 +324,11 @@ def add_job_args(parser, out_help: str = "run directory (local path or URI)") ->
     parser.add_argument("--workers", type=int, help="Ray Train workers (train.num_workers)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (train.use_gpu)")
     parser.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
-    parser.add_argument("overrides", nargs="*", help="config overrides: section.field=value")
+    from crnn.model import FAMILIES
+
+    parser.add_argument("overrides", nargs="*", help=(
+        "config overrides: section.field=value, anywhere on the line; the forecaster is model.kind="
+        f"{'|'.join(FAMILIES)} (each family's fields under model.<kind>.*, e.g. model.simvp.hid_t=256)"))
 
 
 def from_job_args(preset: str | None, yaml_path: str | None, overrides: list[str] | None, *,
