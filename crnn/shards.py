@@ -382,11 +382,27 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
 # ----------------------------------------------------------------------------- publishing
 def check_out_free(out: str, overwrite: bool = False) -> bool:
     """Whether ``out`` exists; FileExistsError naming it when it does and ``overwrite`` is off
-    (jobs call this before starting Ray; :func:`publish` calls it again)."""
+    (jobs call this before starting Ray; :func:`publish` calls it again).
+
+    ``overwrite`` replaces only a dataset: a directory with ``dataset.json``, an empty one, or one
+    holding nothing but ``.parquet`` shards (a write interrupted before its card). A file or a
+    directory of anything else (a photo folder given as ``--out`` by mistake, a home directory) is
+    never deleted: FileExistsError naming it and what it holds."""
     fs, root = resolve(out)
-    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
+    info = fs.get_file_info(root)
+    exists = info.type != pafs.FileType.NotFound
     if exists and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    if exists:
+        if info.type != pafs.FileType.Directory:
+            raise FileExistsError(f"{out} is a file, not a dataset directory; overwrite replaces only a "
+                                  f"dataset (a directory with {CARD_NAME}), so it is left alone")
+        names = [posixpath.basename(i.path) for i in fs.get_file_info(pafs.FileSelector(root))]
+        other = sorted(n for n in names if not n.endswith(".parquet"))
+        if CARD_NAME not in names and other:
+            shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+            raise FileExistsError(f"{out} is not a dataset (no {CARD_NAME}; it holds {shown}); overwrite "
+                                  f"replaces only a dataset, so it is left alone: choose another output path")
     return exists
 
 

@@ -313,3 +313,35 @@ def test_evaluate_serve_generate_ingest_check_before_work(good_model, tiny_datas
     with pytest.raises(SystemExit) as e:  # argparse's own usage errors: status 2 as well
         _job("evaluate").main(["--model", good_model])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("job", ["ingest", "generate", "predict"])
+def test_overwrite_never_deletes_what_is_not_a_dataset(job, good_model, tiny_dataset, tmp_path, capsys):
+    """``--overwrite`` replaces a dataset, not whatever sits at ``--out``: the photo folder itself given
+    as ``--out`` (``ingest --src photos --out photos --overwrite`` deleted the photos and notes) or
+    a file is refused before Ray and left as it was."""
+    photos = tmp_path / "photos"
+    (photos / "fern").mkdir(parents=True)
+    (photos / "fern" / "10.png").write_bytes(b"not really a png")
+    (photos / "notes.txt").write_text("precious")
+    lone = tmp_path / "lone.png"
+    lone.write_bytes(b"precious")
+    for out in (photos, lone):
+        argv = {"ingest": ["--src", str(photos), "--out", str(out), "--overwrite"],
+                "generate": ["--out", str(out), "--overwrite", "--num-series", "5"],
+                "predict": ["--model", good_model, "--data", tiny_dataset, "--out", str(out), "--overwrite"]}[job]
+        _fails(capsys, job, argv, str(out), "left alone")
+    assert (photos / "notes.txt").read_text() == "precious" and (photos / "fern" / "10.png").exists()
+    assert lone.read_bytes() == b"precious"
+
+
+def test_overwrite_still_replaces_a_dataset_or_an_interrupted_one(tiny_dataset, tmp_path):
+    from crnn.shards import check_out_free, list_shards
+
+    assert check_out_free(tiny_dataset, overwrite=True) is True
+    cut = tmp_path / "cut"  # shards written, card never (a write that died on an object store)
+    cut.mkdir()
+    shutil.copy(list_shards(tiny_dataset)[0], cut)
+    assert check_out_free(str(cut), overwrite=True) is True
+    (tmp_path / "empty").mkdir()
+    assert check_out_free(str(tmp_path / "empty"), overwrite=True) is True
