@@ -345,3 +345,25 @@ def test_overwrite_still_replaces_a_dataset_or_an_interrupted_one(tiny_dataset, 
     assert check_out_free(str(cut), overwrite=True) is True
     (tmp_path / "empty").mkdir()
     assert check_out_free(str(tmp_path / "empty"), overwrite=True) is True
+
+
+def test_damaged_weights_named_not_loaded(good_model, tmp_path, capsys):
+    """Bytes damaged inside the weights (not truncated): torch reads its zip without checking CRCs and
+    loaded the garbage silently; now a ModelError names the file, in every loader and job."""
+    import zipfile
+
+    d = _variant(good_model, tmp_path, "damaged")
+    f = os.path.join(d, MODEL_FILE)
+    with zipfile.ZipFile(f) as z:
+        big = max(z.infolist(), key=lambda i: i.file_size)
+    with open(f, "r+b") as fh:  # the member's data starts after its 30-byte local header, name and extra
+        fh.seek(big.header_offset + 26)
+        n, m = int.from_bytes(fh.read(2), "little"), int.from_bytes(fh.read(2), "little")
+        fh.seek(big.header_offset + 30 + n + m + big.file_size // 2)
+        chunk = fh.read(16)
+        fh.seek(-16, 1)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    for load in (read_model_file, check_model_dir, load_model):
+        with pytest.raises(ModelError, match=rf"{f}: corrupt model file, {big.filename} fails its CRC check"):
+            load(d)
+    _fails(capsys, "evaluate", ["--model", d, "--data", str(tmp_path)], f"{f}: corrupt model file")
