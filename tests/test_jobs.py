@@ -367,3 +367,16 @@ def test_damaged_weights_named_not_loaded(good_model, tmp_path, capsys):
         with pytest.raises(ModelError, match=rf"{f}: corrupt model file, {big.filename} fails its CRC check"):
             load(d)
     _fails(capsys, "evaluate", ["--model", d, "--data", str(tmp_path)], f"{f}: corrupt model file")
+
+
+def test_ingest_value_mistakes_are_one_line_before_ray(tmp_path, capsys):
+    """--ages with one age or a repeated one reached Ray (and failed there, exit 1, or ingested every
+    frame of age 10 twice); --ages/--background/--max-pixels values printed argparse's usage too."""
+    (tmp_path / "photos").mkdir()
+    argv = ["--src", str(tmp_path / "photos"), "--out", str(tmp_path / "ds")]
+    _fails(capsys, "ingest", [*argv, "--ages", "10"], "--ages needs at least 2 different ages")
+    _fails(capsys, "ingest", [*argv, "--ages", "10,10,15"], "--ages needs at least 2 different ages")
+    _fails(capsys, "ingest", [*argv, "--ages", "10,x"], "--ages must be comma-separated integers")
+    _fails(capsys, "ingest", [*argv, "--background", "nope"], "--background: background colour 'nope'")
+    _fails(capsys, "ingest", [*argv, "--max-pixels", "0"], "--max-pixels must be >= 1")
+    assert not (tmp_path / "ds").exists()
