@@ -380,3 +380,18 @@ def test_ingest_value_mistakes_are_one_line_before_ray(tmp_path, capsys):
     _fails(capsys, "ingest", [*argv, "--background", "nope"], "--background: background colour 'nope'")
     _fails(capsys, "ingest", [*argv, "--max-pixels", "0"], "--max-pixels must be >= 1")
     assert not (tmp_path / "ds").exists()
+
+
+def test_serve_and_tune_number_mistakes_are_one_line_before_ray(good_model, tiny_dataset, tmp_path, capsys):
+    """serve --port 99999 and tune --num-samples 0 / --reduction-factor 1 reached Ray (tune then died
+    of an AssertionError); serve's settings errors were pydantic's multi-line report."""
+    _fails(capsys, "serve", ["--model", good_model, "--port", "99999"], "--port must be an integer 1-65535")
+    _fails(capsys, "serve", ["--model", good_model, "--port", "0"], "--port must be an integer 1-65535")
+    _fails(capsys, "serve", ["--model", good_model, "--num-replicas", "0"], "bad settings: ", "num_replicas=0")
+    _fails(capsys, "serve", ["--model", good_model, "--num-gpus", "-1"], "bad settings: ",
+           "greater than or equal to 0")
+    base = ["--data", tiny_dataset, "--out", str(tmp_path / "T"), "--preset", "quick"]
+    _fails(capsys, "tune", [*base, "--num-samples", "0"], "--num-samples must be >= 1, got 0")
+    _fails(capsys, "tune", [*base, "--reduction-factor", "1"], "--reduction-factor must be > 1")
+    _fails(capsys, "tune", [*base, "--grace-period", "0"], "--grace-period must be >= 1")
+    _fails(capsys, "tune", [*base, "--max-concurrent", "0"], "--max-concurrent must be >= 1")
