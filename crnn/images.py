@@ -17,7 +17,9 @@ into uint8 pixels, in this order:
    byte. 1-bit images become 0/255. 32-bit float images (``F``) are refused: they have no defined
    white level.
 5. **Transparency composited** over one background colour (:data:`BACKGROUND`, white, unless the
-   caller gives another): RGBA, LA, PA, palette or greyscale/RGB with a ``tRNS`` transparent colour.
+   caller gives another): RGBA, LA, PA, palette or greyscale/RGB with a ``tRNS`` transparent colour
+   (16-bit greyscale: the 16-bit sample value, matched exactly; 16-bit RGB, whose samples Pillow
+   keeps only as high bytes: the key's high bytes).
    (``mode="RGBA"`` keeps the alpha channel instead.)
 6. **Colour conversion** by Pillow to ``mode``: ``"RGB"`` (default) from greyscale, palette, CMYK
    (JPEG), YCbCr, ...; ``"L"`` (luminance) for 1-channel models.
@@ -150,7 +152,18 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
     if w < 1 or h < 1:
         im.close()
         raise ImageError(name, f"unreadable: the header claims {w}x{h} pixels")
+    im._crnn_rawmode = _rawmode(im)  # loading (even EXIF reading, for some PNGs) forgets it
     return im
+
+
+def _rawmode(im: Image.Image) -> str:
+    """How the file stores its samples (``"RGB;16B"`` for a 16-bit RGB PNG), while Pillow still
+    knows (before loading), else as :func:`open_image` recorded it; "" if unknown."""
+    for t in im.tile or ():
+        args = getattr(t, "args", None)
+        if isinstance(args, str):
+            return args
+    return getattr(im, "_crnn_rawmode", "")
 
 
 def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
@@ -188,14 +201,27 @@ def normalize(im: Image.Image, name: str | None = None, *, mode: str = "RGB",
         raise ImageError(name, "unsupported: 32-bit floating-point pixels (mode F) have no defined "
                                "white level; save as 8- or 16-bit", "unsupported")
     try:
+        # 16-bit RGB PNGs: Pillow keeps each sample's high byte but the tRNS key as 16-bit numbers
+        rgb16 = im.mode == "RGB" and _rawmode(im).startswith("RGB;16")
         if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
             im = ImageOps.exif_transpose(im)
         else:
             im.load()  # no copy: the common case in Serve's hot path
+        if rgb16 and isinstance(im.info.get("transparency"), tuple):
+            # compare like the pixels: the key's high bytes (pixels differing only in their low
+            # bytes from the key become transparent too; Pillow keeps no 16-bit RGB samples)
+            im.info["transparency"] = tuple(int(v) >> 8 for v in im.info["transparency"])
         if im.mode in _SIXTEEN_BIT:
+            key = im.info.get("transparency")
+            opaque = None
+            if isinstance(key, int):  # tRNS of 16-bit grey: a 16-bit sample value, matched exactly
+                opaque = Image.fromarray(np.where(np.asarray(im) == key, 0, 255).astype(np.uint8), "L")
             if im.mode != "I":
                 im = im.convert("I")
             im = im.point(lambda v: v / 257 + 0.5, "L")  # 0..65535 -> 0..255, rounded
+            im.info.pop("transparency", None)  # a 16-bit key means nothing to 8-bit pixels
+            if opaque is not None:  # point() on "I" gives "I" (values 0..255 now)
+                im = Image.merge("LA", (im.convert("L"), opaque))
         if mode == "RGBA":
             return im.convert("RGBA")
         if im.has_transparency_data:

@@ -138,8 +138,10 @@ def read_card(path: str) -> dict[str, Any]:
         raise ShardError(
             f"{path}: no {CARD_NAME}; not a dataset, or an incomplete one (generation failed?)"
         ) from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShardError(f"{card_path}: corrupt dataset card ({e})") from None
+    if not isinstance(card, dict):
+        raise ShardError(f"{card_path}: not a dataset card (a JSON {type(card).__name__}, expected an object)")
     if card.get("format") != FORMAT_NAME:
         raise ShardError(f"{card_path}: format {card.get('format')!r} is not {FORMAT_NAME!r}")
     return card
@@ -291,16 +293,31 @@ def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) 
 
 
 def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
-    """Every shard's layout (footers only); ShardError names a corrupt or foreign file."""
-    fs, _ = resolve(path)
-    layouts = {}
+    """Every shard's layout (footers only); ShardError names a corrupt or foreign file, and, when the
+    card lists its shards (every published dataset's does), a listed shard that is missing, a
+    ``.parquet`` file it does not list, or a shard whose row count differs from the listed one."""
+    fs, root = resolve(path)
+    layouts, rows = {}, {}
     for shard in list_shards(path):
         try:
             with fs.open_input_file(shard) as f:
-                schema = pq.ParquetFile(f).schema_arrow
+                pf = pq.ParquetFile(f)
+                schema, rows[shard] = pf.schema_arrow, pf.metadata.num_rows
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
             raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
         layouts[shard] = shard_layout(schema, shard, card)
+    listed = card.get("shards")
+    if isinstance(listed, list) and listed and fs.get_file_info(root).type == pafs.FileType.Directory:
+        want = {posixpath.join(root, s["file"]): s.get("rows") for s in listed if isinstance(s, dict) and "file" in s}
+        for shard in sorted(set(want) - set(rows)):
+            raise ShardError(f"{shard}: listed in {CARD_NAME} but missing (an incomplete copy?)")
+        for shard in sorted(set(rows) - set(want)):
+            raise ShardError(f"{shard}: not listed in {CARD_NAME}: a stray file in the dataset directory "
+                             f"(a copy, or a shard of another dataset?); move it out")
+        for shard, n in rows.items():
+            if isinstance(want[shard], int) and want[shard] != n:
+                raise ShardError(f"{shard}: {n} rows, but {CARD_NAME} lists {want[shard]} (a shard of another "
+                                 f"dataset, or an incomplete copy?)")
     return layouts
 
 
@@ -335,6 +352,8 @@ def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int,
             raise ShardError(f"{where}: column {name!r}: {int(lengths[bad])} values at level {level} of "
                              f"row {bad} (nulls count as 0), shape {tuple(shape)} needs {want}")
         arr = arr.flatten()
+    if arr.null_count:  # to_numpy would turn them into floats (NaN), then into garbage integers
+        raise ShardError(f"{where}: column {name!r} has {arr.null_count} null values inside its lists")
     values = arr.to_numpy(zero_copy_only=False)
     want_dtype = _TENSOR_DTYPES[name]
     if values.dtype != want_dtype:
@@ -382,11 +401,27 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
 # ----------------------------------------------------------------------------- publishing
 def check_out_free(out: str, overwrite: bool = False) -> bool:
     """Whether ``out`` exists; FileExistsError naming it when it does and ``overwrite`` is off
-    (jobs call this before starting Ray; :func:`publish` calls it again)."""
+    (jobs call this before starting Ray; :func:`publish` calls it again).
+
+    ``overwrite`` replaces only a dataset: a directory with ``dataset.json``, an empty one, or one
+    holding nothing but ``.parquet`` shards (a write interrupted before its card). A file or a
+    directory of anything else (a photo folder given as ``--out`` by mistake, a home directory) is
+    never deleted: FileExistsError naming it and what it holds."""
     fs, root = resolve(out)
-    exists = fs.get_file_info(root).type != pafs.FileType.NotFound
+    info = fs.get_file_info(root)
+    exists = info.type != pafs.FileType.NotFound
     if exists and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    if exists:
+        if info.type != pafs.FileType.Directory:
+            raise FileExistsError(f"{out} is a file, not a dataset directory; overwrite replaces only a "
+                                  f"dataset (a directory with {CARD_NAME}), so it is left alone")
+        names = [posixpath.basename(i.path) for i in fs.get_file_info(pafs.FileSelector(root))]
+        other = sorted(n for n in names if not n.endswith(".parquet"))
+        if CARD_NAME not in names and other:
+            shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+            raise FileExistsError(f"{out} is not a dataset (no {CARD_NAME}; it holds {shown}); overwrite "
+                                  f"replaces only a dataset, so it is left alone: choose another output path")
     return exists
 
 
@@ -603,7 +638,7 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
     columns = None if columns is None else list(columns)
     parts: dict[str, list[np.ndarray]] = {}
     want = None if columns is None else list(dict.fromkeys(columns + ["split"]))
-    for shard in list_shards(path):
+    for shard in _shard_layouts(path, card):  # every footer and the card's shard list first
         try:
             with fs.open_input_file(shard) as f:
                 pf = pq.ParquetFile(f)

@@ -35,14 +35,22 @@ def main(argv=None) -> int:
     from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
-    try:
-        ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
-    except ValueError:
-        p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
-
+    from crnn.images import parse_color
     from crnn.shards import check_out_free
 
     try:  # before Ray starts
+        try:
+            ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
+        except ValueError:
+            raise ValueError(f"--ages must be comma-separated integers, got {a.ages!r}") from None
+        if ages is not None and (len(ages) < 2 or len(set(ages)) != len(ages) or min(ages) < 0):
+            raise ValueError(f"--ages needs at least 2 different ages >= 0, got {a.ages!r}")
+        try:
+            background = parse_color(a.background)
+        except ValueError as e:
+            raise ValueError(f"--background: {e}") from None
+        if a.max_pixels is not None and a.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be >= 1, got {a.max_pixels}")
         if not os.path.isdir(a.src):
             raise FileNotFoundError(f"--src {a.src}: no such folder")
         if a.height < 1 or a.width < 1 or a.shard_size < 1:
@@ -52,16 +60,8 @@ def main(argv=None) -> int:
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
-    from crnn.images import parse_color
     from crnn.ingest import ingest
     from crnn.runtime import init_ray
-
-    try:
-        background = parse_color(a.background)
-    except ValueError as e:
-        p.error(f"--background: {e}")
-    if a.max_pixels is not None and a.max_pixels < 1:
-        p.error(f"--max-pixels must be >= 1, got {a.max_pixels}")
 
     init_ray()
     try:

@@ -55,14 +55,15 @@ def main(argv=None) -> int:
             args["ray_actor_options"] = actor
         settings = ServeSettings.model_validate(args)
     except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-        print(f"serve: bad settings: {e}", file=sys.stderr)
-        return 2
+        return usage_error(p.prog, ValueError(f"bad settings: {_brief(e)}"))
+    host = a.host or http.get("host") or "127.0.0.1"
+    port = a.port if a.port is not None else (http.get("port") or 8000)
     try:  # the model directory, before Ray starts (a replica would refuse to start with the same error)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"--port must be an integer 1-65535, got {port!r}")
         check_model_dir(settings.model)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
-    host = a.host or http.get("host") or "127.0.0.1"
-    port = a.port or http.get("port") or 8000
 
     from ray import serve
 
@@ -87,6 +88,17 @@ def main(argv=None) -> int:
         print("stopping Serve", flush=True)
         serve.shutdown()
     return 0
+
+
+def _brief(e: Exception) -> str:
+    """One line for a settings error: pydantic's ValidationError as 'field: message; ...'."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        try:
+            return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in errors())
+        except Exception:
+            pass
+    return str(e)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,15 @@ def main(argv=None) -> int:
                             use_gpu=a.use_gpu, epochs=a.epochs)
         check_config(cfg)
         validate_space(cfg, load_space(a.space))
+        for flag, value, ok in (("--num-samples", a.num_samples, a.num_samples is None or a.num_samples >= 1),
+                                ("--max-concurrent", a.max_concurrent, a.max_concurrent is None or a.max_concurrent >= 1),
+                                ("--grace-period", a.grace_period, a.grace_period >= 1),
+                                ("--reduction-factor", a.reduction_factor, a.reduction_factor > 1),
+                                ("--trial-cpus", a.trial_cpus, a.trial_cpus >= 0),
+                                ("--data-cpus", a.data_cpus, a.data_cpus >= 0)):
+            if not ok:
+                raise ValueError(f"{flag} must be {'> 1' if flag == '--reduction-factor' else '>= 0' if 'cpus' in flag else '>= 1'}, "
+                                 f"got {value}")
         if a.searcher not in SEARCHERS:
             raise ValueError(f"unknown searcher {a.searcher!r}: choose from {SEARCHERS}")
         check_data(cfg, validate(cfg.data.path))

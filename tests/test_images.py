@@ -160,3 +160,28 @@ def test_parse_color():
     for bad in ("nope", "1,2", "1,2,300", [256, 0, 0], [1, 2], "#12"):
         with pytest.raises(ValueError, match="background colour"):
             images.parse_color(bad)
+
+
+def test_sixteen_bit_trns_key_matches_the_sixteen_bit_samples():
+    """A 16-bit greyscale/RGB PNG's tRNS key is a 16-bit sample value: the pixels equal to it are the
+    background, and a pixel whose 8-bit value merely equals the key's number stays opaque (the key
+    was compared with the 8-bit pixels: 0x7fff stayed grey, 514 -> 2 turned white). Serve too."""
+    from crnn.serve import Spec, decode_png
+
+    grey = np.full((32, 16), 0x7FFF, np.uint16)
+    grey[-1, -1] = 514  # 8-bit 2
+    for label, data in {
+        "grey16": png_bytes(grey, 0, 16, chunks=[(b"tRNS", (0x7FFF).to_bytes(2, "big"))]),
+        "rgb16": png_bytes(np.repeat(grey[:, :, None], 3, axis=2), 2, 16,
+                           chunks=[(b"tRNS", bytes.fromhex("7fff7fff7fff"))]),
+    }.items():
+        got = images.decode(data, label, background=(0, 200, 0))
+        assert (got[:-1, :] == (0, 200, 0)).all() and (got[-1, :-1] == (0, 200, 0)).all(), label
+        assert got[-1, -1].tolist() == [2, 2, 2], label
+        served = decode_png(__import__("base64").b64encode(data).decode(), label,
+                            Spec(4, 32, 16, 3, [10, 15, 20, 25], (0, 200, 0)))
+        np.testing.assert_array_equal(served, got, err_msg=label)
+    # a key that only an 8-bit pixel matches makes nothing transparent
+    data = png_bytes(grey, 0, 16, chunks=[(b"tRNS", (2).to_bytes(2, "big"))])
+    got = images.decode(data, "grey16-key2")
+    assert got[-1, -1].tolist() == [2, 2, 2] and (got[0, 0] == 127).all()

@@ -313,3 +313,85 @@ def test_evaluate_serve_generate_ingest_check_before_work(good_model, tiny_datas
     with pytest.raises(SystemExit) as e:  # argparse's own usage errors: status 2 as well
         _job("evaluate").main(["--model", good_model])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("job", ["ingest", "generate", "predict"])
+def test_overwrite_never_deletes_what_is_not_a_dataset(job, good_model, tiny_dataset, tmp_path, capsys):
+    """``--overwrite`` replaces a dataset, not whatever sits at ``--out``: the photo folder itself given
+    as ``--out`` (``ingest --src photos --out photos --overwrite`` deleted the photos and notes) or
+    a file is refused before Ray and left as it was."""
+    photos = tmp_path / "photos"
+    (photos / "fern").mkdir(parents=True)
+    (photos / "fern" / "10.png").write_bytes(b"not really a png")
+    (photos / "notes.txt").write_text("precious")
+    lone = tmp_path / "lone.png"
+    lone.write_bytes(b"precious")
+    for out in (photos, lone):
+        argv = {"ingest": ["--src", str(photos), "--out", str(out), "--overwrite"],
+                "generate": ["--out", str(out), "--overwrite", "--num-series", "5"],
+                "predict": ["--model", good_model, "--data", tiny_dataset, "--out", str(out), "--overwrite"]}[job]
+        _fails(capsys, job, argv, str(out), "left alone")
+    assert (photos / "notes.txt").read_text() == "precious" and (photos / "fern" / "10.png").exists()
+    assert lone.read_bytes() == b"precious"
+
+
+def test_overwrite_still_replaces_a_dataset_or_an_interrupted_one(tiny_dataset, tmp_path):
+    from crnn.shards import check_out_free, list_shards
+
+    assert check_out_free(tiny_dataset, overwrite=True) is True
+    cut = tmp_path / "cut"  # shards written, card never (a write that died on an object store)
+    cut.mkdir()
+    shutil.copy(list_shards(tiny_dataset)[0], cut)
+    assert check_out_free(str(cut), overwrite=True) is True
+    (tmp_path / "empty").mkdir()
+    assert check_out_free(str(tmp_path / "empty"), overwrite=True) is True
+
+
+def test_damaged_weights_named_not_loaded(good_model, tmp_path, capsys):
+    """Bytes damaged inside the weights (not truncated): torch reads its zip without checking CRCs and
+    loaded the garbage silently; now a ModelError names the file, in every loader and job."""
+    import zipfile
+
+    d = _variant(good_model, tmp_path, "damaged")
+    f = os.path.join(d, MODEL_FILE)
+    with zipfile.ZipFile(f) as z:
+        big = max(z.infolist(), key=lambda i: i.file_size)
+    with open(f, "r+b") as fh:  # the member's data starts after its 30-byte local header, name and extra
+        fh.seek(big.header_offset + 26)
+        n, m = int.from_bytes(fh.read(2), "little"), int.from_bytes(fh.read(2), "little")
+        fh.seek(big.header_offset + 30 + n + m + big.file_size // 2)
+        chunk = fh.read(16)
+        fh.seek(-16, 1)
+        fh.write(bytes(b ^ 0xFF for b in chunk))
+    for load in (read_model_file, check_model_dir, load_model):
+        with pytest.raises(ModelError, match=rf"{f}: corrupt model file, {big.filename} fails its CRC check"):
+            load(d)
+    _fails(capsys, "evaluate", ["--model", d, "--data", str(tmp_path)], f"{f}: corrupt model file")
+
+
+def test_ingest_value_mistakes_are_one_line_before_ray(tmp_path, capsys):
+    """--ages with one age or a repeated one reached Ray (and failed there, exit 1, or ingested every
+    frame of age 10 twice); --ages/--background/--max-pixels values printed argparse's usage too."""
+    (tmp_path / "photos").mkdir()
+    argv = ["--src", str(tmp_path / "photos"), "--out", str(tmp_path / "ds")]
+    _fails(capsys, "ingest", [*argv, "--ages", "10"], "--ages needs at least 2 different ages")
+    _fails(capsys, "ingest", [*argv, "--ages", "10,10,15"], "--ages needs at least 2 different ages")
+    _fails(capsys, "ingest", [*argv, "--ages", "10,x"], "--ages must be comma-separated integers")
+    _fails(capsys, "ingest", [*argv, "--background", "nope"], "--background: background colour 'nope'")
+    _fails(capsys, "ingest", [*argv, "--max-pixels", "0"], "--max-pixels must be >= 1")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_serve_and_tune_number_mistakes_are_one_line_before_ray(good_model, tiny_dataset, tmp_path, capsys):
+    """serve --port 99999 and tune --num-samples 0 / --reduction-factor 1 reached Ray (tune then died
+    of an AssertionError); serve's settings errors were pydantic's multi-line report."""
+    _fails(capsys, "serve", ["--model", good_model, "--port", "99999"], "--port must be an integer 1-65535")
+    _fails(capsys, "serve", ["--model", good_model, "--port", "0"], "--port must be an integer 1-65535")
+    _fails(capsys, "serve", ["--model", good_model, "--num-replicas", "0"], "bad settings: ", "num_replicas=0")
+    _fails(capsys, "serve", ["--model", good_model, "--num-gpus", "-1"], "bad settings: ",
+           "greater than or equal to 0")
+    base = ["--data", tiny_dataset, "--out", str(tmp_path / "T"), "--preset", "quick"]
+    _fails(capsys, "tune", [*base, "--num-samples", "0"], "--num-samples must be >= 1, got 0")
+    _fails(capsys, "tune", [*base, "--reduction-factor", "1"], "--reduction-factor must be > 1")
+    _fails(capsys, "tune", [*base, "--grace-period", "0"], "--grace-period must be >= 1")
+    _fails(capsys, "tune", [*base, "--max-concurrent", "0"], "--max-concurrent must be >= 1")

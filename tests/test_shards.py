@@ -458,3 +458,42 @@ def test_generate_job_writes_preview(ray_local, tmp_path, monkeypatch, capsys):
     assert read_card(out)["num_series"] == 4 and len(read_card(out)["shards"]) == 2
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 16 and im.height > 32
+
+
+# ----------------------------------------------------------------------------- the card's shard list
+def test_missing_stray_or_resized_shard_named(broken_copy, tiny_dataset, tmp_path):
+    """The card lists every shard with its rows: an incomplete copy (a listed shard missing) read as a
+    smaller dataset, and a stray copy of a shard was read twice; now every reader names the file."""
+    shards = list_shards(broken_copy)
+    os.remove(shards[1])
+    _all_readers_fail(broken_copy, os.path.basename(shards[1]), "listed in dataset.json but missing")
+
+    stray = _copy(tiny_dataset, tmp_path / "stray")
+    shutil.copy(list_shards(stray)[0], os.path.join(stray, "shard-00000-0 (copy).parquet"))
+    _all_readers_fail(stray, "shard-00000-0 (copy).parquet", "not listed in dataset.json")
+
+    resized = _copy(tiny_dataset, tmp_path / "resized")
+    first = list_shards(resized)[0]
+    pq.write_table(pq.read_table(first).slice(0, 3), first)
+    _all_readers_fail(resized, os.path.basename(first), "3 rows, but dataset.json lists")
+
+
+def test_nulls_inside_plain_lists_named(broken_copy):
+    """A plain-list ``ages`` with a null element was read as -2147483648 (null -> NaN -> int32)."""
+    def with_null(col):
+        rows = [np.asarray(v).tolist() for v in _storage(col).to_pylist()]
+        rows[0][1] = None
+        return pa.array(rows, pa.list_(pa.int32()))
+
+    (shard,) = _rewrite_shards(broken_copy, _retype("ages", with_null))
+    msg = f"{os.path.basename(shard)}: column 'ages' has 1 null values inside its lists"
+    with pytest.raises(ShardError, match=msg):
+        read_numpy(broken_copy)
+    with pytest.raises(Exception, match=msg):  # raised in a Ray Data task, which wraps it
+        read_ray(broken_copy, split=["train", "val", "test"]).take_all()
+
+
+def test_card_that_is_not_an_object_named(broken_copy):
+    with open(os.path.join(broken_copy, CARD_NAME), "w") as f:
+        f.write("[]")
+    _all_readers_fail(broken_copy, CARD_NAME, "not a dataset card")
