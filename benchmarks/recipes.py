@@ -39,6 +39,9 @@ RUNS = {
     # time to quality: bf16, 10 epochs (crnn.config PRESETS); a second seed shows it is not luck
     "strong-fast": ("strong-fast", {}),
     "strong-fast-s1": ("strong-fast", {"train.seed": 1}),
+    # the forecaster families (crnn/models/), 10 epochs in bf16 like strong-fast: the same budget
+    "convlstm-fast": ("convlstm-fast", {"train.precision": "bf16"}),
+    "simvp-fast": ("simvp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
                                "train.epochs": 40}),
 }

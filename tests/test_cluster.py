@@ -174,7 +174,10 @@ def test_two_node_training_on_s3(two_nodes, tmp_path, monkeypatch):
             "train.torch_threads=1"]
     submit(dashboard, env, "crnn-generate", ["python", "jobs/generate.py", "--num-series", "48", "--seed", "5",
                                              "--shard-size", "16", "--out", data])
-    # meanwhile: a run directory on this node's disk is refused (the other node cannot see it)
+    status, logs = wait_job(dashboard, "crnn-generate", timeout=240)
+    assert status == "SUCCEEDED", logs[-4000:]
+    # a run directory on this node's disk is refused (the other node cannot see it); after the
+    # dataset exists, since train checks --data before it looks at the cluster
     local_out = str(tmp_path / "local-run")
     submit(dashboard, env, "crnn-local-out", ["python", "jobs/train.py", "--data", data, "--out", local_out,
                                               "--workers", "2", "train.cpus_per_worker=2", *tiny])
@@ -182,8 +185,6 @@ def test_two_node_training_on_s3(two_nodes, tmp_path, monkeypatch):
     assert status == "FAILED", logs[-3000:]
     assert "2 nodes, but out=" in logs and "node-local path" in logs and "CRNN_ALLOW_LOCAL_STORAGE" in logs
     assert not os.path.exists(local_out)
-    status, logs = wait_job(dashboard, "crnn-generate", timeout=240)
-    assert status == "SUCCEEDED", logs[-4000:]
 
     submit(dashboard, env, "crnn-train", ["python", "jobs/train.py", "--data", data, "--out", run,
                                           "--workers", "2", "train.cpus_per_worker=2", *tiny])
