@@ -48,6 +48,8 @@ BASELINES = ("persistence", "linear", "analog")
 #: subset, seeded, beyond that; 20,000 as in the analog figure of the forecast-quality issue).
 ANALOG_K = 8
 ANALOG_MAX_BANK = 20_000
+#: ... and at most this much memory for its float32 bank (fewer series for large images).
+ANALOG_MAX_BYTES = 2**30
 #: The age of the frame the paper's Table 3 scores.
 PAPER_AGE = 30
 _METRIC_COLUMNS = (("MAE", "mae"), ("MSE", "mse"), ("PSNR dB", "psnr"), ("SSIM", "ssim"),
@@ -220,8 +222,9 @@ def frame_mse01(mse_255: float, values_per_frame: int) -> float:
 def analog_baseline(data_path: str, splits, in_frames: int, k: int = ANALOG_K,
                     max_bank: int = ANALOG_MAX_BANK, seed: int = 0):
     """The analog forecaster (:class:`crnn.models.analog.AnalogForecaster`) over the training
-    split(s) of ``data_path`` (at most ``max_bank`` series, a seeded random subset beyond that).
-    Raises ValueError when those splits hold fewer than ``k`` series."""
+    split(s) of ``data_path`` (at most ``max_bank`` series and :data:`ANALOG_MAX_BYTES` of float32
+    frames; a seeded random subset beyond that). Raises ValueError when those splits hold fewer
+    than ``k`` series."""
     from crnn.models.analog import AnalogForecaster
 
     bank = read_numpy(data_path, split=list(splits), columns=["frames"]).get("frames")
@@ -229,6 +232,7 @@ def analog_baseline(data_path: str, splits, in_frames: int, k: int = ANALOG_K,
     if n < k:
         raise ValueError(f"{data_path}: the analog baseline needs >= {k} series in split(s) {list(splits)} "
                          f"for its bank, found {n}")
+    max_bank = max(k, min(max_bank, ANALOG_MAX_BYTES // (4 * (in_frames + 1) * int(np.prod(bank.shape[2:])))))
     if n > max_bank:
         bank = bank[np.sort(np.random.default_rng(seed).choice(n, max_bank, replace=False))]
     return AnalogForecaster(bank[:, :in_frames + 1], k=k)

@@ -251,3 +251,15 @@ def test_job_main(dataset, model_dir, tmp_path, monkeypatch, capsys):
 
     assert job.main(["--model", model_dir, "--data", dataset, "--split", "val"]) == 1
     assert "'val'" in capsys.readouterr().err
+
+
+def test_analog_bank_is_capped_and_needs_k_series(dataset, monkeypatch):
+    """The bank keeps at most max_bank series and ANALOG_MAX_BYTES of float32 frames (fewer series
+    for larger images), and refuses a split with fewer than k series, naming the dataset."""
+    import crnn.evaluate as ev
+
+    assert ev.analog_baseline(dataset, ["train"], 4, k=2, max_bank=3).bank.shape[0] == 3
+    monkeypatch.setattr(ev, "ANALOG_MAX_BYTES", 5 * 4 * (5 * H * W * C))  # room for 5 series of 5 frames
+    assert ev.analog_baseline(dataset, ["train"], 4, k=2).bank.shape[0] == 5
+    with pytest.raises(ValueError, match="needs >= 9 series"):
+        ev.analog_baseline(dataset, ["train"], 4, k=9)
