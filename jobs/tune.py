@@ -15,7 +15,6 @@ or a YAML file of `section.field: {choice|grid|uniform|loguniform|quniform|randi
 Base config: --preset, then --config YAML, then section.field=value overrides.
 """
 
-import argparse
 import math
 import sys
 
@@ -23,9 +22,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    from crnn.config import USAGE_ERRORS, add_job_args, from_job_args, parse_job_args, usage_error
+    from crnn.config import USAGE_ERRORS, JobArgumentParser, add_job_args, from_job_args, parse_job_args, usage_error
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__)
     # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
     add_job_args(p, out_help="search directory (local path, or a URI on a cluster)")
     p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")

@@ -395,3 +395,67 @@ def test_serve_and_tune_number_mistakes_are_one_line_before_ray(good_model, tiny
     _fails(capsys, "tune", [*base, "--reduction-factor", "1"], "--reduction-factor must be > 1")
     _fails(capsys, "tune", [*base, "--grace-period", "0"], "--grace-period must be >= 1")
     _fails(capsys, "tune", [*base, "--max-concurrent", "0"], "--max-concurrent must be >= 1")
+
+
+# ----------------------------------------------------------------------------- argparse's own errors
+JOBS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "jobs")) if f.endswith(".py") and not f.startswith("_"))
+# per job: a command line that parses, and its own choice/type mistakes (flag, bad value, message)
+PARSES = {"cluster": ["up"], "evaluate": ["--model", "M", "--data", "D"], "generate": ["--out", "O"],
+          "ingest": ["--src", "S", "--out", "O"], "predict": ["--model", "M", "--data", "D", "--out", "O"],
+          "run_all": [], "serve": ["--model", "M"], "train": ["--data", "D", "--out", "O"],
+          "tune": ["--data", "D", "--out", "O"]}
+VALUE_MISTAKES = {
+    "cluster": [("--port", "x", "argument --port: invalid int value: 'x'")],
+    "evaluate": [("--batch-size", "x", "argument --batch-size: invalid int value: 'x'")],
+    "generate": [("--scene", "trees", "argument --scene: invalid choice: 'trees'"),
+                 ("--num-series", "1.5", "argument --num-series: invalid int value: '1.5'")],
+    "ingest": [("--fit", "cropp", "argument --fit: invalid choice: 'cropp'"),
+               ("--max-pixels", "abc", "argument --max-pixels: invalid int value: 'abc'")],
+    "predict": [("--inputs", "middle", "argument --inputs: invalid choice: 'middle'"),
+                ("--num-gpus", "one", "argument --num-gpus: invalid float value: 'one'")],
+    "run_all": [("--num-series", "many", "argument --num-series: invalid int value: 'many'")],
+    "serve": [("--port", "http", "argument --port: invalid int value: 'http'")],
+    "train": [("--epochs", "ten", "argument --epochs: invalid int value: 'ten'")],
+    "tune": [("--num-samples", "x", "argument --num-samples: invalid int value: 'x'")],
+}
+
+
+def _argparse_fails(capsys, job: str, argv: list[str], *needles: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        _job(job).main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0] and "usage:" not in err, err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_every_job_is_covered():
+    assert sorted(PARSES) == sorted(VALUE_MISTAKES) == JOBS
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_argparse_errors_are_one_line(job, capsys):
+    """Unknown flags, bad choices, bad types and missing required arguments printed argparse's usage
+    block and the error (5-6 lines); now one line ``prog: error: ...``, exit status 2, like every other
+    usage error."""
+    _argparse_fails(capsys, job, [*PARSES[job], "--no-such-flag"], "unrecognized arguments: --no-such-flag")
+    for flag, value, message in VALUE_MISTAKES[job]:
+        _argparse_fails(capsys, job, [*PARSES[job], flag, value], message)
+    if job not in ("run_all", "serve"):  # the others have a required argument (cluster: up | down)
+        _argparse_fails(capsys, job, [], "required")
+
+
+def test_a_plain_parser_given_to_parse_job_args_reports_one_line(capsys):
+    import argparse
+
+    from crnn.config import parse_job_args
+
+    p = argparse.ArgumentParser(prog="job")
+    p.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as e:
+        parse_job_args(p, ["--n", "x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "job: error: argument --n: invalid int value: 'x' (see --help)\n"
