@@ -24,16 +24,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
 
     a = parse_job_args(p, argv)
-    # checked before any work: the model directory (file, format, keys, config, weights) and the
-    # dataset (card, every shard's schema)
-    from crnn.checkpoint import check_model_dir
-    from crnn.shards import validate
+    # checked before any work: the arguments and device, the model directory (file, format, keys,
+    # config, weights), the dataset (card, every shard's schema), the split and the frame size
+    from crnn.evaluate import check_evaluate
 
     try:
-        if a.num_examples < 0 or a.batch_size < 1:
-            raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {a.num_examples}, {a.batch_size}")
-        check_model_dir(a.model)
-        validate(a.data)
+        check_evaluate(a.model, a.data, split=a.split, device=a.device, num_examples=a.num_examples,
+                       batch_size=a.batch_size)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 

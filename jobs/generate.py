@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     from crnn.shards import check_out_free
 
     try:  # before Ray starts
+        if a.num_cpus is not None and a.num_cpus < 1:
+            raise ValueError(f"--num-cpus must be >= 1, got {a.num_cpus}")
         check_generate(a.num_series, a.shard_size, ages, a.height, a.width, a.scene)
         check_out_free(a.out, a.overwrite)
     except USAGE_ERRORS as e:

@@ -46,6 +46,8 @@ def main(argv=None) -> int:
         if a.concurrency < 1 or a.num_cpus <= 0 or a.num_gpus < 0:
             raise ValueError(f"--concurrency must be >= 1, --num-cpus > 0 and --num-gpus >= 0, got "
                              f"{a.concurrency}, {a.num_cpus}, {a.num_gpus}")
+        if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
+            raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                      batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite)
     except USAGE_ERRORS as e:

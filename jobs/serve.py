@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     try:  # the model directory, before Ray starts (a replica would refuse to start with the same error)
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"--port must be an integer 1-65535, got {port!r}")
+        if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
+            raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         check_model_dir(settings.model)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

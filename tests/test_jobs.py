@@ -459,3 +459,68 @@ def test_a_plain_parser_given_to_parse_job_args_reports_one_line(capsys):
         parse_job_args(p, ["--n", "x"])
     assert e.value.code == 2
     assert capsys.readouterr().err == "job: error: argument --n: invalid int value: 'x' (see --help)\n"
+
+
+# ----------------------------------------------------------------------------- more checks before work
+def test_evaluate_device_and_split_checked_before_work(good_model, tiny_dataset, capsys):
+    """--device gpu was a 13-line torch traceback (exit 1); --split tset failed (exit 1) only after the
+    model was loaded and the data read. Both are one-line usage errors before any work now."""
+    from crnn.evaluate import check_evaluate
+
+    base = ["--model", good_model, "--data", tiny_dataset]
+    for bad in ("gpu", "tpu", "cuda:x", "meta"):
+        _fails(capsys, "evaluate", [*base, "--device", bad], f"device={bad!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        _fails(capsys, "evaluate", [*base, "--device", "cuda"], "CUDA is not available")
+    for bad in ("tset", "TEST", "all"):
+        _fails(capsys, "evaluate", [*base, "--split", bad], f"{tiny_dataset}: no split {bad!r}", "'test': 8")
+    _fails(capsys, "evaluate", [*base, "--batch-size", "0"], "--batch-size >= 1")
+    assert check_evaluate(good_model, tiny_dataset) == "test"  # the model config's data.test_split
+    assert check_evaluate(good_model, tiny_dataset, split="val", device="cpu") == "val"
+
+
+def test_evaluate_refuses_an_empty_split_up_front(good_model, tiny_dataset, tmp_path):
+    import json
+
+    from crnn.evaluate import check_evaluate
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    card = json.loads((data / "dataset.json").read_text())
+    card["splits"] = {**card["splits"], "holdout": 0}
+    (data / "dataset.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="split 'holdout' is empty"):
+        check_evaluate(good_model, str(data), split="holdout")
+
+
+def test_tune_refuses_an_out_that_is_not_a_search_directory(tiny_dataset, tmp_path, capsys):
+    """tune --out was not checked before Ray: a photo folder or a file as --out went to the search."""
+    base = ["--data", tiny_dataset, "--preset", "quick"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "10.jpg").write_bytes(b"precious")
+    lone = tmp_path / "notes.txt"
+    lone.write_text("precious")
+    _fails(capsys, "tune", [*base, "--out", str(photos)], f"--out {photos} is not empty and has no search.json")
+    _fails(capsys, "tune", [*base, "--out", str(lone)], f"--out {lone} is a file, not a search directory")
+    assert sorted(os.listdir(photos)) == ["10.jpg"] and lone.read_text() == "precious"
+    search = tmp_path / "search"
+    (search / "ray" / "tune").mkdir(parents=True)
+    (search / "search.json").write_text("{}")
+    _fails(capsys, "tune", [*base, "--out", str(search), "--no-resume"], "holds the search 'tune' already")
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new", search):  # these get as far as Ray
+        with pytest.raises(RayStarted):
+            _job("tune").main([*base, "--out", str(out)])
+    with pytest.raises(RayStarted):  # another --name in the same search directory is a new search
+        _job("tune").main([*base, "--out", str(search), "--no-resume", "--name", "other"])
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_embedded_ray_cpus_must_be_positive(bad, good_model, tiny_dataset, tmp_path, capsys):
+    """predict --ray-num-cpus 0 started Ray, which crashed; serve and generate took it as well."""
+    _fails(capsys, "predict", ["--model", good_model, "--data", tiny_dataset, "--out", str(tmp_path / "P"),
+                               "--ray-num-cpus", bad], f"--ray-num-cpus must be >= 1, got {bad}")
+    _fails(capsys, "serve", ["--model", good_model, "--ray-num-cpus", bad], f"--ray-num-cpus must be >= 1, got {bad}")
+    _fails(capsys, "generate", ["--out", str(tmp_path / "g"), "--num-cpus", bad], f"--num-cpus must be >= 1, got {bad}")
+    assert not (tmp_path / "P").exists() and not (tmp_path / "g").exists()
