@@ -487,10 +487,10 @@ def test_evaluate_refuses_an_empty_split_up_front(good_model, tiny_dataset, tmp_
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
     card = json.loads((data / "dataset.json").read_text())
-    card["splits"] = {**card["splits"], "holdout": 0}
+    card["splits"] = {"train": card["splits"]["train"] + card["splits"]["val"], "val": 0, "test": card["splits"]["test"]}
     (data / "dataset.json").write_text(json.dumps(card))
-    with pytest.raises(ValueError, match="split 'holdout' is empty"):
-        check_evaluate(good_model, str(data), split="holdout")
+    with pytest.raises(ValueError, match="split 'val' is empty"):
+        check_evaluate(good_model, str(data), split="val")
 
 
 def test_tune_refuses_an_out_that_is_not_a_search_directory(tiny_dataset, tmp_path, capsys):
