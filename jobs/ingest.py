@@ -2,7 +2,9 @@
 
     python jobs/ingest.py --src photos/ --out data/photos [--ages 10,15,20,25,30] [--strict]
 
-One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, ...). Files
+One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, IMG_age20.jpg:
+the number after "age", else the only number; an ambiguous name such as 10.5.png or 10_v2.png is
+ignored and listed with the reason, not guessed). Files
 that are not images (Thumbs.db, .DS_Store, notes) are ignored and listed; images are decoded by
 crnn/images.py, the decoder Serve uses (EXIF orientation, 16-bit scaled, transparency over
 --background). A series with an unreadable or oversized image is reported and left out.
