@@ -524,3 +524,68 @@ def test_embedded_ray_cpus_must_be_positive(bad, good_model, tiny_dataset, tmp_p
     _fails(capsys, "serve", ["--model", good_model, "--ray-num-cpus", bad], f"--ray-num-cpus must be >= 1, got {bad}")
     _fails(capsys, "generate", ["--out", str(tmp_path / "g"), "--num-cpus", bad], f"--num-cpus must be >= 1, got {bad}")
     assert not (tmp_path / "P").exists() and not (tmp_path / "g").exists()
+
+
+
+# ----------------------------------------------------------------------------- serve and model messages
+def _spec():
+    from crnn.serve import Spec
+
+    return Spec(in_frames=4, height=32, width=16, channels=3, input_ages=[10, 15, 20, 25])
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_serve_png_messages_say_what_is_wrong():
+    """A truncated PNG was "corrupt PNG (unreadable EXIF: ...)"; a PNG of swapped size without EXIF was
+    "turned by its EXIF orientation"."""
+    from crnn.serve import RequestError, decode_png
+    from tests.image_utils import exif_png, pil_bytes
+    from PIL import Image
+
+    frame = np.random.default_rng(0).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+    good = pil_bytes(Image.fromarray(frame))
+    assert decode_png(_b64(good), "p", _spec()).shape == (32, 16, 3)
+    for fraction in (0.5, 0.9):
+        with pytest.raises(RequestError) as e:
+            decode_png(_b64(good[:int(len(good) * fraction)]), "series[0].png[1]", _spec())
+        assert e.value.status == 400 and "series[0].png[1]: corrupt PNG (unreadable: " in e.value.message
+        assert "EXIF" not in e.value.message, e.value.message
+    swapped = pil_bytes(Image.fromarray(frame.transpose(1, 0, 2).copy()))  # 16x32, no EXIF
+    with pytest.raises(RequestError) as e:
+        decode_png(_b64(swapped), "series[0].png[2]", _spec())
+    assert e.value.status == 422 and "EXIF" not in e.value.message
+    assert "series[0].png[2]: PNG is 16x32 pixels (HxW) but the model takes 32x16 (height and width swapped)" \
+        in e.value.message
+    with pytest.raises(RequestError) as e:  # turned by its EXIF orientation: still said so
+        decode_png(_b64(exif_png(np.zeros((16, 32, 3), np.uint8), 6)), "series[0].png[3]", _spec())
+    assert "as shown (stored 32x16, turned by its EXIF orientation)" in e.value.message
+
+
+def test_model_file_that_is_not_a_file_says_what_it_is(good_model, tmp_path, capsys):
+    """model.pt as a directory or a broken symbolic link was "no model.pt; not a model directory"."""
+    as_dir = tmp_path / "as_dir"
+    (as_dir / MODEL_FILE).mkdir(parents=True)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    os.symlink(tmp_path / "elsewhere.pt", broken / MODEL_FILE)
+    lone = tmp_path / "lone.pt"
+    shutil.copy(os.path.join(good_model, MODEL_FILE), lone)
+    dangling_dir = tmp_path / "dangling"
+    os.symlink(tmp_path / "gone", dangling_dir)
+    cases = {str(as_dir): f"{as_dir}/{MODEL_FILE}: a directory, not a model file",
+             str(broken): f"{broken}/{MODEL_FILE}: a broken symbolic link (to '{tmp_path / 'elsewhere.pt'}')",
+             str(lone): f"{lone}: a file, not a model directory; give the directory holding {MODEL_FILE}",
+             str(dangling_dir): f"{dangling_dir}: a broken symbolic link (to '{tmp_path / 'gone'}')"}
+    for d, msg in cases.items():
+        with pytest.raises(ModelError) as e:
+            load_model(d)
+        assert str(e.value).startswith(msg), str(e.value)
+        _fails(capsys, "serve", ["--model", d], msg)
+    (tmp_path / "empty").mkdir()  # still: a directory without model.pt
+    with pytest.raises(ModelError, match=f"{tmp_path / 'empty'}: no {MODEL_FILE}; not a model directory"):
+        load_model(str(tmp_path / "empty"))
