@@ -92,6 +92,19 @@ class ModelError(ValueError):
 MODEL_KEYS = {"format": str, "version": int, "config": dict, "state_dict": dict, "epoch": int, "metrics": dict}
 
 
+def _not_a(p: str, what: str, want: str = "") -> str:
+    """Why the local path ``p`` is not the ``what`` expected (``want``: what to give instead)."""
+    if os.path.islink(p) and not os.path.exists(p):
+        return f"a broken symbolic link (to {os.readlink(p)!r}), not a {what}"
+    if what == "model directory":
+        if not os.path.exists(p):
+            return "no such model directory"
+        return f"a file, not a {what}; give {want}" if os.path.isfile(p) else f"not a {what}"
+    if os.path.isdir(p):
+        return f"a directory, not a {what}"
+    return f"not a regular file, so not a {what}"
+
+
 def read_model_file(path: str) -> dict[str, Any]:
     """The raw ``model.pt`` payload of a model directory (local or URI), checked key by key.
 
@@ -105,9 +118,11 @@ def read_model_file(path: str) -> dict[str, Any]:
         except (OSError, ValueError) as e:  # a URI that cannot be listed or copied
             raise ModelError(f"{path}: cannot read the model directory ({e})") from None
         if not os.path.isdir(local):
-            raise ModelError(f"{path}: no such model directory")
+            raise ModelError(f"{path}: {_not_a(local, 'model directory', f'the directory holding {MODEL_FILE}')}")
         f = os.path.join(local, MODEL_FILE)
         if not os.path.isfile(f):
+            if os.path.lexists(f):  # a directory, a broken link, a pipe...
+                raise ModelError(f"{path}/{MODEL_FILE}: {_not_a(f, 'model file')}")
             raise ModelError(f"{path}: no {MODEL_FILE}; not a model directory")
         try:
             payload = torch.load(f, map_location="cpu", weights_only=True)

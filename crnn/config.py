@@ -10,6 +10,7 @@ the same dotted keys (``model.conv_activation``), so any field can be searched w
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import typing
@@ -356,9 +357,25 @@ def from_job_args(preset: str | None, yaml_path: str | None, overrides: list[str
 USAGE_ERRORS = (KeyError, TypeError, ValueError, OSError)
 
 
+class JobArgumentParser(argparse.ArgumentParser):
+    """The jobs' argument parser: its own errors (unknown flag, bad choice or type, missing required
+    argument) are ONE line on stderr, ``prog: error: <message>``, exit status 2 -- like every other
+    usage error the jobs report -- instead of argparse's usage block followed by the error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see --help)\n")
+
+
 def parse_job_args(parser, argv=None):
     """``parser.parse_intermixed_args``: ``section.field=value`` overrides (positionals) may stand
-    anywhere among the options (``--data D train.epochs=1 --out O train.seed=1``)."""
+    anywhere among the options (``--data D train.epochs=1 --out O train.seed=1``). A parser that is
+    not a ``JobArgumentParser`` still reports its errors on one line."""
+    if not isinstance(parser, JobArgumentParser):
+        parser.error = JobArgumentParser.error.__get__(parser)
     return parser.parse_intermixed_args(argv)
 
 

@@ -38,7 +38,7 @@ from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.model import FAMILIES, ModelConfig, build_model
 from crnn.shards import read_card, read_numpy, torch_frames
 
-__all__ = ["predict", "evaluate", "format_table", "to_uint8_frames", "BASELINES", "PAPER_AGE"]
+__all__ = ["predict", "evaluate", "check_evaluate", "format_table", "to_uint8_frames", "BASELINES", "PAPER_AGE"]
 
 #: The baselines every evaluation reports next to the model: persistence (repeat the last frame),
 #: linear extrapolation, and the analog forecast (k nearest neighbours in the dataset's training
@@ -109,9 +109,45 @@ def json_safe(obj: Any) -> Any:
 
 
 def _check_device(device: str | torch.device) -> None:
-    d = torch.device(device)
+    """ValueError naming ``device`` unless it is cpu, or a CUDA device this machine has."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):  # torch: "Expected one of cpu, cuda, ... device type"
+        d = None
+    if d is None or d.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r}: expected cpu, cuda or cuda:N")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} requested but CUDA is not available here")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_evaluate(model_path: str, data_path: str, split: str | None = None,
+                   device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> str:
+    """What :func:`evaluate` would refuse, checked before any work (cheap: the model file, the card
+    and the shards' footers): the arguments, the device, the model directory, the dataset, that the
+    split (default: the model config's ``data.test_split``) is one the card counts series in, and
+    that the frames fit the model. Returns the split; raises ValueError (ModelError, ShardError)."""
+    from crnn.checkpoint import check_model_dir
+    from crnn.shards import validate
+
+    if num_examples < 0 or batch_size < 1:
+        raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {num_examples}, {batch_size}")
+    _check_device(device)
+    cfg, _ = check_model_dir(model_path)
+    card = validate(data_path)
+    split = split or cfg.data.test_split
+    counts = {str(k): v for k, v in (card.get("splits") or {}).items()}
+    if split not in counts:
+        raise ValueError(f"{data_path}: no split {split!r}; its splits are {counts}")
+    if not counts[split]:
+        raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
+    in_frames = cfg.data.in_frames
+    if len(card["ages"]) < in_frames + 1:
+        raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "
+                         f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
+    _check_size(cfg.model, (int(card["height"]), int(card["width"]), int(card["channels"])), model_path, data_path)
+    return split
 
 
 def evaluate(model_path: str, data_path: str, out: str | None = None, split: str | None = None,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Union
 
 import numpy as np
@@ -136,7 +137,11 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image"
     fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
-        im = Image.open(fp, formats=list(formats) if formats else None)
+        with warnings.catch_warnings():
+            # Pillow warns (two lines on stderr) for headers between its limit and twice that: the
+            # limit check below reports them itself (or --max-pixels allowed them)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp, formats=list(formats) if formats else None)
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"too large to decode: {e}", "too_large") from None
     except Image.UnidentifiedImageError:
@@ -173,6 +178,11 @@ def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
     pixels to reach it: check the header size first). Raises :class:`ImageError` for broken EXIF.
     """
     w, h = im.size
+    if im.format == "PNG" and "exif" not in im.info:  # an eXIf chunk may follow the pixel data
+        try:  # (what getexif would do): a failure here is in the pixel data, not in EXIF
+            im.load()
+        except Exception as e:
+            raise ImageError(name or _name(im), f"unreadable: {type(e).__name__}: {e}") from None
     try:
         orientation = im.getexif().get(_ORIENTATION, 1)
     except Exception as e:

@@ -1,11 +1,19 @@
 """Turn a folder of real image series into the same Parquet shards as the simulator writes.
 
-Layout: one sub-folder per series, one image per age, the age being the (last) number in the file
-name::
+Layout: one sub-folder per series, one image per age named by its age::
 
     photos/
       fern-01/  10.jpg 15.jpg 20.jpg 25.jpg 30.jpg
       cat-07/   age_10.png age_15.png ...
+
+The age rule (:func:`parse_age`), on the file name without its extension: the whole number right
+after the word ``age`` (any case, then optionally ``_``, ``-``, ``=`` or a space; ``age_15.png``,
+``IMG_age20.jpg``, ``Age-5_v2.png``; not inside a longer word such as ``page``), else the only
+number in the name (``10.jpg``, ``tree10.png``). A name whose age is ambiguous -- a decimal
+(``10.5.png``), several numbers and no ``age`` marker (``img2-at-30.png``), two different ``age``
+numbers -- is not guessed: the image is ignored and listed with the reason
+(``IngestReport.unclear``, ``"unclear_ages"`` in ``dataset.json``). An image without any number
+(``cover.jpg``) leaves its series out.
 
 Only image files count (:func:`crnn.images.is_image_file`: an image extension such as .png, .jpg,
 .tif, .webp in any case, not hidden): ``Thumbs.db``, ``desktop.ini``, ``.DS_Store``, notes and the
@@ -39,7 +47,9 @@ from crnn import images
 from crnn.shards import base_card, publish, rows_to_batch, split_for_id, write_ray_dataset
 
 IMAGE_EXTS = images.IMAGE_EXTENSIONS
-_AGE_RE = re.compile(r"(\d+)(?!.*\d)")
+_AGE_MARKED = re.compile(r"(?<![a-z])age[ _=-]?(\d+)", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+")
+_DECIMAL = re.compile(r"\d+[.,]\d+")
 
 
 @dataclass
@@ -48,6 +58,7 @@ class IngestReport:
     problems: dict[str, str] = field(default_factory=dict)   # series name -> what was wrong
     ages: tuple[int, ...] = ()
     ignored: list[str] = field(default_factory=list)  # paths relative to the root, not image files
+    unclear: dict[str, str] = field(default_factory=dict)  # images (relative path) with an ambiguous age -> why
 
     def summary(self) -> str:
         lines = [f"ingested {len(self.ingested)} series at ages {list(self.ages)}"]
@@ -57,12 +68,37 @@ class IngestReport:
         if self.ignored:
             shown = ", ".join(self.ignored[:10]) + (", ..." if len(self.ignored) > 10 else "")
             lines.append(f"ignored {len(self.ignored)} file(s) that are not images: {shown}")
+        if self.unclear:
+            lines.append(f"ignored {len(self.unclear)} image(s) whose age is ambiguous (rename them, e.g. 10.png "
+                         f"or age_10.png):")
+            lines += [f"  {path}: {why}" for path, why in sorted(self.unclear.items())]
         return "\n".join(lines)
 
 
+def parse_age(filename: str) -> tuple[int | None, str | None]:
+    """(age, None) by the module's rule, (None, None) for a name without a number, or (None, why)
+    when the age is ambiguous: ``10.png`` -> 10, ``age_15.png`` -> 15, ``IMG_age20.jpg`` -> 20,
+    ``age10_v2.png`` -> 10; ``10.5.png``, ``img2-at-30.png``, ``age10_age15.png`` -> (None, why)."""
+    stem = os.path.splitext(os.path.basename(filename))[0]
+    marked = {int(m.group(1)) for m in _AGE_MARKED.finditer(stem)}
+    if len(marked) == 1 and not _DECIMAL.search(stem[stem.lower().find("age"):]):
+        return marked.pop(), None
+    if len(marked) > 1:
+        return None, f"several ages marked {sorted(marked)}"
+    decimal = _DECIMAL.search(stem)
+    if decimal:
+        return None, f"a decimal number {decimal.group(0)!r}: ages are whole numbers"
+    numbers = _NUMBER.findall(stem)
+    if not numbers:
+        return None, None
+    if len(numbers) > 1:
+        return None, f"several numbers {[int(n) for n in numbers]} and no 'age' marker"
+    return int(numbers[0]), None
+
+
 def age_of(filename: str) -> int | None:
-    m = _AGE_RE.search(os.path.splitext(filename)[0])
-    return int(m.group(1)) if m else None
+    """The age in ``filename`` by :func:`parse_age`'s rule; None when it has none or it is ambiguous."""
+    return parse_age(filename)[0]
 
 
 def load_image(path: str, height: int, width: int, fit: str = "crop",
@@ -88,15 +124,18 @@ def load_image(path: str, height: int, width: int, fit: str = "crop",
         return np.asarray(im, dtype=np.uint8)
 
 
-def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str]]:
-    """(series, ignored) for the folder ``root``: series = {series name: {age: [image paths]}} for
-    every non-hidden sub-folder (age -1: image files without a number in the name); ignored = paths
-    relative to ``root`` of everything that is not an image file (:func:`crnn.images.is_image_file`)
-    or is hidden, sorted. Raises FileNotFoundError if ``root`` is not a folder."""
+def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str], dict[str, str]]:
+    """(series, ignored, unclear) for the folder ``root``: series = {series name: {age: [image
+    paths]}} for every non-hidden sub-folder (age -1: image files without a number in the name);
+    ignored = paths relative to ``root`` of everything that is not an image file
+    (:func:`crnn.images.is_image_file`) or is hidden, sorted; unclear = {relative path: why} of the
+    images whose age is ambiguous (:func:`parse_age`), left out of their series.
+    Raises FileNotFoundError if ``root`` is not a folder."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: not a folder")
     series: dict[str, dict[int, list[str]]] = {}
     ignored: list[str] = []
+    unclear: dict[str, str] = {}
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
         if not os.path.isdir(d) or name.startswith("."):
@@ -107,10 +146,13 @@ def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str]]:
             if not images.is_image_file(fn) or not os.path.isfile(os.path.join(d, fn)):
                 ignored.append(f"{name}/{fn}")
                 continue
-            age = age_of(fn)
+            age, why = parse_age(fn)
+            if why:
+                unclear[f"{name}/{fn}"] = f"ambiguous age: {why}"
+                continue
             files[-1 if age is None else age].append(os.path.join(d, fn))
         series[name] = dict(files)
-    return series, ignored
+    return series, ignored, unclear
 
 
 def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...]) -> str | None:
@@ -139,7 +181,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
     extra or duplicate ages, an image without an age, a file :func:`load_image` refuses) is left
     out and named in ``report.problems`` with the reason; non-image files are listed in
-    ``report.ignored``. ``background``: anything :func:`crnn.images.parse_color` takes. Raises
+    ``report.ignored``, images whose age is ambiguous in ``report.unclear`` (with the reason). ``background``: anything :func:`crnn.images.parse_color` takes. Raises
     FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
     ``fit``, ``background`` or ``max_pixels``.
     """
@@ -147,7 +189,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
-    series, ignored = scan(root)
+    series, ignored, unclear = scan(root)
     if not series:
         raise ValueError(f"{root}: no series sub-folders found")
     if ages is None:  # the most common age set among series that have one
@@ -156,7 +198,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     ages = tuple(sorted(int(a) for a in ages))
     if len(ages) < 2:
         raise ValueError(f"need at least 2 ages per series, got {list(ages)}")
-    report = IngestReport(ages=ages, ignored=ignored)
+    report = IngestReport(ages=ages, ignored=ignored, unclear=unclear)
     good = {}
     for name, files in series.items():
         problem = _check_series(name, files, ages)
@@ -191,8 +233,8 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
            background: tuple[int, int, int] = images.BACKGROUND,
            max_pixels: int | None = None) -> IngestReport:
     """Ingest ``root`` and publish shards at ``out`` (needs Ray). The card (``dataset.json``) lists
-    the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``)
-    and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
+    the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``),
+    the images whose age is ambiguous (``unclear_ages``: path -> reason) and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
     nothing is written), or if no series was usable."""
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
@@ -215,7 +257,7 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
         num_series=n, ages=report.ages, height=height, width=width,
         splits={s: splits.get(s, 0) for s in ("train", "val", "test")},
         source=f"ingested from {os.path.abspath(root)}", fit=fit,
-        left_out=report.problems, ignored=report.ignored,
+        left_out=report.problems, ignored=report.ignored, unclear_ages=report.unclear,
         background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
     )
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)

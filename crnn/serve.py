@@ -484,6 +484,9 @@ def decode_png(s: Any, where: str, spec: Spec) -> np.ndarray:
         try:
             shown = images.oriented_size(im, where)
             if shown != (spec.height, spec.width):
+                if shown == (h, w):  # not turned: no EXIF orientation, or one that keeps the size
+                    raise RequestError(422, f"{where}: PNG is {h}x{w} pixels (HxW) but the model takes {want} "
+                                            f"(height and width swapped)")
                 raise RequestError(422, f"{where}: PNG is {shown[0]}x{shown[1]} pixels (HxW) as shown (stored "
                                         f"{h}x{w}, turned by its EXIF orientation) but the model takes {want}")
             a = np.asarray(images.normalize(im, where, mode=mode, background=spec.background), dtype=np.uint8)

@@ -144,7 +144,56 @@ def read_card(path: str) -> dict[str, Any]:
         raise ShardError(f"{card_path}: not a dataset card (a JSON {type(card).__name__}, expected an object)")
     if card.get("format") != FORMAT_NAME:
         raise ShardError(f"{card_path}: format {card.get('format')!r} is not {FORMAT_NAME!r}")
+    check_card(card, card_path)
     return card
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
+    """The card's fields that readers rely on, type by type: ``num_series`` (int >= 0), ``ages`` (a
+    non-empty list of distinct ints), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
+    -> count, summing to ``num_series``), ``shards`` (``{"file", "rows"}`` objects, rows summing to
+    ``num_series``), ``params`` (objects with a ``name``). A ShardError names the card and the field
+    (``"300"`` for ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
+    def bad(name: str, why: str):
+        raise ShardError(f"{card_path}: field {name!r} {why}")
+
+    for name in ("num_series", "ages", "height", "width", "channels", "splits", "shards"):
+        if name not in card:
+            bad(name, "is missing")
+    n = card["num_series"]
+    if not _is_int(n) or n < 0:
+        bad("num_series", f"is {n!r}; expected an integer >= 0")
+    for name in ("height", "width", "channels"):
+        if not _is_int(card[name]) or card[name] < 1:
+            bad(name, f"is {card[name]!r}; expected an integer >= 1")
+    ages = card["ages"]
+    if not isinstance(ages, list) or not ages or not all(_is_int(a) for a in ages):
+        bad("ages", f"is {ages!r}; expected a list of integer ages")
+    if len(set(ages)) != len(ages):
+        bad("ages", f"is {ages!r}; an age appears twice")
+    splits = card["splits"]
+    if not isinstance(splits, dict) or not all(_is_int(v) and v >= 0 for v in splits.values()):
+        bad("splits", f"is {splits!r}; expected an object of series counts per split, e.g. "
+                      f"{{\"train\": 68, \"val\": 4, \"test\": 8}}")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        bad("splits", f"has unknown splits {unknown}; expected some of {SPLITS}")
+    if sum(splits.values()) != n:
+        bad("splits", f"counts {sum(splits.values())} series ({splits}) but num_series is {n}")
+    shards = card["shards"]
+    if not isinstance(shards, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and _is_int(e.get("rows")) and e["rows"] >= 0
+            for e in shards):
+        bad("shards", "is not a list of {\"file\": name, \"rows\": count} objects")
+    if sum(e["rows"] for e in shards) != n:
+        bad("shards", f"lists {sum(e['rows'] for e in shards)} rows but num_series is {n}")
+    params = card.get("params", [])
+    if not isinstance(params, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in params):
+        bad("params", "is not a list of {\"name\": column, ...} objects")
 
 
 def _write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
@@ -154,7 +203,8 @@ def _write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
 
 # ----------------------------------------------------------------------------- validation
 # The contract, column by column: the Arrow type each column is read as. Writers differ (a newer
-# pyarrow emits ``string_view``, a plain writer ``list<int32>`` ages without Ray's tensor type):
+# pyarrow emits ``string_view``, pandas a dictionary-encoded ``split`` for a category column, a
+# plain writer ``list<int32>`` ages without Ray's tensor type):
 # those variants are accepted and cast on read; anything else is a ShardError naming file and column.
 _STRING_COLUMNS = ("series_id", "split")
 _INT_COLUMNS = {"seed": pa.int64(), "height": pa.int32(), "width": pa.int32(), "channels": pa.int32()}
@@ -162,6 +212,9 @@ _TENSOR_DTYPES = {"ages": np.dtype(np.int32), "frames": np.dtype(np.uint8)}
 
 
 def _is_string(t: pa.DataType) -> bool:
+    """A string type, or dictionary-encoded strings (what pandas writes for a ``category`` column)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
@@ -292,6 +345,43 @@ def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) 
     return shard_layout(schema, where, card).frames_shape
 
 
+def _check_footer_values(md: pq.FileMetaData, where: str, card: dict[str, Any], layout: ShardLayout) -> None:
+    """Value checks from the footer's column statistics (min, max, nulls: free, where the writer kept
+    them): ``split`` only train/val/test and no nulls (another value was dropped silently by every
+    split filter), ``height``/``width``/``channels`` those of the frames, ``ages`` within the card's.
+    The readers check every value as they decode (:func:`normalize_table`)."""
+    expect = dict(zip(("height", "width", "channels"), layout.frames_shape[1:]))
+    ages = [int(a) for a in card["ages"]]
+    nulls: dict[str, int] = {}
+    for g in (md.row_group(i) for i in range(md.num_row_groups)):
+        for j in range(g.num_columns):
+            c = g.column(j)
+            name, st = c.path_in_schema.split(".")[0], c.statistics
+            if st is None or name not in ("split", "ages", *expect):
+                continue
+            if st.has_null_count and name != "ages":  # (list nulls: the decoder names them)
+                nulls[name] = nulls.get(name, 0) + st.null_count
+            if not st.has_min_max:
+                continue
+            lo, hi = (v.decode(errors="replace") if isinstance(v, bytes) else v for v in (st.min, st.max))
+            if name == "split":
+                for v in (lo, hi):
+                    if v not in SPLITS:
+                        raise ShardError(f"{where}: column 'split' has the value {v!r}; expected one of {SPLITS} "
+                                         f"(series of another split would be left out of every split)")
+            elif name == "ages":
+                if lo < min(ages) or hi > max(ages):
+                    raise ShardError(f"{where}: column 'ages' has values {lo}..{hi}, but {CARD_NAME} says the "
+                                     f"ages are {ages}")
+            elif (lo, hi) != (expect[name], expect[name]):
+                raise ShardError(f"{where}: column {name!r} has values {lo}..{hi}, but the frames are "
+                                 f"{'x'.join(map(str, layout.frames_shape[1:]))} (HxWxC)")
+    for name, n in nulls.items():
+        if n:
+            raise ShardError(f"{where}: column {name!r} has {n} null values"
+                             + (f"; every series needs a split, one of {SPLITS}" if name == "split" else ""))
+
+
 def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
     """Every shard's layout (footers only); ShardError names a corrupt or foreign file, and, when the
     card lists its shards (every published dataset's does), a listed shard that is missing, a
@@ -306,6 +396,7 @@ def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
             raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
         layouts[shard] = shard_layout(schema, shard, card)
+        _check_footer_values(pf.metadata, shard, card, layouts[shard])
     listed = card.get("shards")
     if isinstance(listed, list) and listed and fs.get_file_info(root).type == pafs.FileType.Directory:
         want = {posixpath.join(root, s["file"]): s.get("rows") for s in listed if isinstance(s, dict) and "file" in s}
@@ -364,11 +455,56 @@ def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int,
     return values.reshape((n,) + tuple(shape))
 
 
+def _check_values(table: pa.Table, frames_shape: tuple[int, ...], where: str,
+                  card_ages: Iterable[int] | None, counts: dict[str, int] | None) -> None:
+    """The value checks of :func:`normalize_table` (its table's columns cast to the contract's types)."""
+    names = table.column_names
+    if "split" in names:
+        sp = table.column("split")
+        if sp.null_count:
+            raise ShardError(f"{where}: column 'split' has {sp.null_count} null values; every series needs a "
+                             f"split, one of {SPLITS}")
+        vc = pa.compute.value_counts(sp)
+        found = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+        unknown = sorted(v for v in found if v not in SPLITS)
+        if unknown:
+            raise ShardError(f"{where}: column 'split' has values {unknown[:5]} ({sum(found[v] for v in unknown)} "
+                             f"rows); expected one of {SPLITS} (those series would be left out of every split)")
+        if counts is not None:
+            for v, k in found.items():
+                counts[v] = counts.get(v, 0) + int(k)
+    for name, want in zip(("height", "width", "channels"), frames_shape[1:]):
+        if name in names:
+            col = table.column(name)
+            if col.null_count:
+                raise ShardError(f"{where}: column {name!r} has {col.null_count} null values")
+            v = col.to_numpy()
+            if len(v) and (v != want).any():
+                row = int(np.flatnonzero(v != want)[0])
+                raise ShardError(f"{where}: column {name!r} is {int(v[row])} in row {row}, but the frames are "
+                                 f"{'x'.join(map(str, frames_shape[1:]))} (HxWxC)")
+    if card_ages is not None and "ages" in names:
+        want_ages = np.asarray(list(card_ages), dtype=np.int64)
+        ages = _tensor_values(table.column("ages"), "ages", frames_shape[:1], where)
+        differ = np.flatnonzero((ages != want_ages).any(axis=1)) if len(ages) else []
+        if len(differ):
+            row = int(differ[0])
+            raise ShardError(f"{where}: column 'ages' is {ages[row].tolist()} in row {row} ({len(differ)} rows "
+                             f"differ), but {CARD_NAME} says the ages are {want_ages.tolist()}")
+
+
 def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, *,
-                    splits: list[str] | None = None, columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+                    splits: list[str] | None = None, columns: Iterable[str] | None = None,
+                    card_ages: Iterable[int] | None = None,
+                    counts: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Column arrays in the contract's types from a shard's table (any accepted variant):
     strings as str, integers at their widths, parameters float64, ``frames``/``ages`` as
-    uint8/int32 tensors; rows of ``splits`` only, ``columns`` only (default: all)."""
+    uint8/int32 tensors; rows of ``splits`` only, ``columns`` only (default: all).
+
+    The values the table holds are checked (ShardError naming ``where`` and the column): ``split``
+    one of train/val/test (no nulls), ``height``/``width``/``channels`` those of ``frames_shape``,
+    every row's ``ages`` equal to ``card_ages`` (when given). ``counts`` (split -> series), when
+    given, is increased by this table's rows per split (before the ``splits`` filter)."""
     columns = None if columns is None else set(columns)
     for i, name in enumerate(table.column_names):
         if name in _STRING_COLUMNS:
@@ -384,6 +520,7 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
                 table = table.set_column(i, name, table.column(i).cast(want))
             except pa.ArrowException as e:  # e.g. a value that overflows the contract's width
                 raise ShardError(f"{where}: column {name!r} cannot be read as {want} ({e})") from None
+    _check_values(table, frames_shape, where, card_ages, counts)
     if splits is not None:
         table = table.filter(pa.compute.is_in(table.column("split"), pa.array(splits, pa.string())))
     out = {}
@@ -576,14 +713,22 @@ def _splits_arg(split: str | Iterable[str] | None) -> list[str] | None:
     return splits
 
 
-def _read_shards(batch: dict[str, np.ndarray], *, fs, frames_shape, splits, columns, read_cols) -> dict[str, np.ndarray]:
+# columns every reader reads (they are small) to check their values against the card and the frames
+_CHECKED_COLUMNS = ["split", "ages", "height", "width", "channels"]
+
+
+def _read_shards(batch: dict[str, np.ndarray], *, fs, frames_shape, splits, columns, read_cols,
+                 card_ages=None) -> dict[str, np.ndarray]:
     """``map_batches`` function of :func:`read_ray` for datasets with shards in a variant layout:
-    reads each shard with pyarrow and casts it to the contract's types."""
+    reads each shard with pyarrow, checks its values and casts it to the contract's types."""
+    if read_cols is not None:
+        read_cols = list(dict.fromkeys(list(read_cols) + _CHECKED_COLUMNS))
     parts = []
     for shard in batch["path"]:
         with fs.open_input_file(str(shard)) as f:
             table = pq.ParquetFile(f).read(columns=read_cols)
-        parts.append(normalize_table(table, frames_shape, str(shard), splits=splits, columns=columns))
+        parts.append(normalize_table(table, frames_shape, str(shard), splits=splits, columns=columns,
+                                     card_ages=card_ages))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -613,7 +758,8 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
         return ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
             _read_shards, batch_size=1, fn_kwargs=dict(
                 fs=fs, frames_shape=next(iter(layouts.values())).frames_shape, splits=splits,
-                columns=None if columns is None else list(columns), read_cols=read_cols))
+                columns=None if columns is None else list(columns), read_cols=read_cols,
+                card_ages=[int(a) for a in card["ages"]]))
     ds = ray.data.read_parquet(list(layouts), filesystem=fs, **read_args)
     if read_cols is not None:
         ds = ds.select_columns(read_cols)  # projection is pushed down into the Parquet scan
@@ -637,7 +783,8 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
     splits = _splits_arg(split)
     columns = None if columns is None else list(columns)
     parts: dict[str, list[np.ndarray]] = {}
-    want = None if columns is None else list(dict.fromkeys(columns + ["split"]))
+    want = None if columns is None else list(dict.fromkeys(columns + _CHECKED_COLUMNS))
+    counts: dict[str, int] = {}
     for shard in _shard_layouts(path, card):  # every footer and the card's shard list first
         try:
             with fs.open_input_file(shard) as f:
@@ -648,8 +795,13 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
             raise
         except Exception as e:  # truncated file, bad page, foreign file
             raise ShardError(f"{shard}: corrupt or unreadable shard ({e})") from None
-        for name, arr in normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns).items():
+        for name, arr in normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns,
+                                         card_ages=card["ages"], counts=counts).items():
             parts.setdefault(name, []).append(arr)
+    listed = {k: v for k, v in card["splits"].items() if v}
+    if {k: v for k, v in counts.items() if v} != listed:
+        raise ShardError(f"{posixpath.join(path, CARD_NAME)}: field 'splits' says {card['splits']} series per "
+                         f"split, but the shards' column 'split' holds {counts}")
     if not parts:
         return {}
     return {k: np.concatenate(v) for k, v in parts.items()}

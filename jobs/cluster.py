@@ -184,8 +184,16 @@ def down(a) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """crnn.config.JobArgumentParser's one-line errors (``prog: error: ...``, exit 2), without
+    importing crnn (and torch) into this small launcher."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the head node (in the background) and wait until it takes jobs")
     u.add_argument("--dir", default="runs/cluster", help="where its pid, addresses and log are kept")

@@ -6,14 +6,15 @@ Prints the paper's Table 3 comparison at the last forecast age (30) and MSE per 
 writes metrics.json and predictions.png (real vs forecast frames, the paper's Fig. 7). No Ray.
 """
 
-import argparse
 import sys
 
 import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--model", required=True, help="model directory (local path or URI)")
     p.add_argument("--data", required=True, help="dataset directory (local path or URI)")
     p.add_argument("--out", help="folder (local path or URI) for metrics.json and predictions.png")
@@ -21,19 +22,15 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")
     p.add_argument("--batch-size", type=int, default=256)
-    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
-    # checked before any work: the model directory (file, format, keys, config, weights) and the
-    # dataset (card, every shard's schema)
-    from crnn.checkpoint import check_model_dir
-    from crnn.shards import validate
+    # checked before any work: the arguments and device, the model directory (file, format, keys,
+    # config, weights), the dataset (card, every shard's schema), the split and the frame size
+    from crnn.evaluate import check_evaluate
 
     try:
-        if a.num_examples < 0 or a.batch_size < 1:
-            raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {a.num_examples}, {a.batch_size}")
-        check_model_dir(a.model)
-        validate(a.data)
+        check_evaluate(a.model, a.data, split=a.split, device=a.device, num_examples=a.num_examples,
+                       batch_size=a.batch_size)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 

@@ -4,7 +4,6 @@
     python jobs/generate.py --scene shapes --num-series 3847 --out data/shapes
 """
 
-import argparse
 import sys
 import time
 
@@ -12,7 +11,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--scene", choices=("pines", "shapes"), default="pines",
                    help="what to simulate: growing pines (the paper's task) or coloured shapes that "
                         "move and grow (a non-pine check)")
@@ -26,7 +27,6 @@ def main(argv=None) -> int:
     p.add_argument("--preview", help="write a contact sheet PNG of a few test series")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for an embedded local Ray")
-    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
     try:
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     from crnn.shards import check_out_free
 
     try:  # before Ray starts
+        if a.num_cpus is not None and a.num_cpus < 1:
+            raise ValueError(f"--num-cpus must be >= 1, got {a.num_cpus}")
         check_generate(a.num_series, a.shard_size, ages, a.height, a.width, a.scene)
         check_out_free(a.out, a.overwrite)
     except USAGE_ERRORS as e:

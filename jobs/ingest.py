@@ -2,13 +2,14 @@
 
     python jobs/ingest.py --src photos/ --out data/photos [--ages 10,15,20,25,30] [--strict]
 
-One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, ...). Files
+One sub-folder per series, one image per age named by the age (10.jpg, age_15.png, IMG_age20.jpg:
+the number after "age", else the only number; an ambiguous name such as 10.5.png or 10_v2.png is
+ignored and listed with the reason, not guessed). Files
 that are not images (Thumbs.db, .DS_Store, notes) are ignored and listed; images are decoded by
 crnn/images.py, the decoder Serve uses (EXIF orientation, 16-bit scaled, transparency over
 --background). A series with an unreadable or oversized image is reported and left out.
 """
 
-import argparse
 import os
 import sys
 
@@ -16,7 +17,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--src", required=True, help="folder with one sub-folder per series")
     p.add_argument("--out", required=True, help="output dataset directory (local path or URI)")
     p.add_argument("--height", type=int, default=32)
@@ -32,7 +35,6 @@ def main(argv=None) -> int:
     p.add_argument("--max-pixels", type=int,
                    help="refuse images whose header claims more pixels (default: Pillow's limit, ~89.5 million)")
     p.add_argument("--preview", help="write a contact sheet PNG of a few ingested series")
-    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
     from crnn.images import parse_color

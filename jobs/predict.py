@@ -11,7 +11,6 @@ Output: Parquet shards (series_id = source id, ages, frames, split/source_split,
 dataset.json card marked as forecasts, published atomically (a failed run leaves nothing at --out).
 """
 
-import argparse
 import sys
 import time
 
@@ -19,7 +18,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--model", required=True, help="model directory (local path or URI)")
     p.add_argument("--data", required=True, help="input dataset directory (local path or URI)")
     p.add_argument("--out", required=True, help="output dataset directory (local path or URI)")
@@ -33,7 +34,6 @@ def main(argv=None) -> int:
     p.add_argument("--preview", help="write a PNG sheet of a few series' inputs/forecasts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
-    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
 
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
         if a.concurrency < 1 or a.num_cpus <= 0 or a.num_gpus < 0:
             raise ValueError(f"--concurrency must be >= 1, --num-cpus > 0 and --num-gpus >= 0, got "
                              f"{a.concurrency}, {a.num_cpus}, {a.num_gpus}")
+        if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
+            raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                      batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite)
     except USAGE_ERRORS as e:

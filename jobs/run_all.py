@@ -7,7 +7,6 @@ Runs on an embedded local Ray unless RAY_ADDRESS points at a cluster. Prints the
 went.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -16,7 +15,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, apply, load_config, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/make-run", help="folder for data/, train/ and eval/")
     p.add_argument("--num-series", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
@@ -25,7 +26,6 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="start the training run in OUT/train over "
                    "(needed when its config differs from the one there)")
     p.add_argument("overrides", nargs="*", help="section.field=value config overrides (anywhere)")
-    from crnn.config import USAGE_ERRORS, apply, load_config, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
     from crnn.evaluate import evaluate, format_table

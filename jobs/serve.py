@@ -9,7 +9,6 @@ cluster. The model directory carries its config; --config (a Serve config file s
 sets replicas/autoscaling, CPUs/GPUs per replica, batching and request limits.
 """
 
-import argparse
 import os
 import signal
 import sys
@@ -19,7 +18,9 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from crnn.config import JobArgumentParser, USAGE_ERRORS, parse_job_args, usage_error
+
+    p = JobArgumentParser(description=__doc__)
     p.add_argument("--model", help="model directory (local path or URI); required unless --config gives args.model")
     p.add_argument("--host", help="address to listen on (default: the config's http_options.host, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default: the config's http_options.port, else 8000)")
@@ -29,7 +30,6 @@ def main(argv=None) -> int:
     p.add_argument("--num-gpus", type=float, help="GPUs per replica (ray_actor_options.num_gpus)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica (ray_actor_options.num_cpus)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
-    from crnn.config import USAGE_ERRORS, parse_job_args, usage_error
 
     a = parse_job_args(p, argv)
 
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     try:  # the model directory, before Ray starts (a replica would refuse to start with the same error)
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"--port must be an integer 1-65535, got {port!r}")
+        if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
+            raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         check_model_dir(settings.model)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

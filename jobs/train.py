@@ -13,16 +13,15 @@ is refused unless --overwrite (which deletes the old run first). Bad arguments, 
 one line on stderr, exit status 2, before Ray starts.
 """
 
-import argparse
 import sys
 
 import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    from crnn.config import USAGE_ERRORS, add_job_args, from_job_args, parse_job_args, usage_error
+    from crnn.config import USAGE_ERRORS, JobArgumentParser, add_job_args, from_job_args, parse_job_args, usage_error
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__)
     add_job_args(p)
     p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training")
     p.add_argument("--overwrite", action="store_true",

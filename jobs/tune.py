@@ -15,7 +15,6 @@ or a YAML file of `section.field: {choice|grid|uniform|loguniform|quniform|randi
 Base config: --preset, then --config YAML, then section.field=value overrides.
 """
 
-import argparse
 import math
 import sys
 
@@ -23,11 +22,11 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:
-    from crnn.config import USAGE_ERRORS, add_job_args, from_job_args, parse_job_args, usage_error
+    from crnn.config import USAGE_ERRORS, JobArgumentParser, add_job_args, from_job_args, parse_job_args, usage_error
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__)
     # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
-    add_job_args(p, out_help="search directory (local path, or a URI on a cluster)")
+    add_job_args(p, out_help="search directory (local path, or a URI on a cluster): new, empty or an earlier search")
     p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")
     p.add_argument("--searcher", default="random", help="grid | random | tpe | optuna | hyperopt")
     p.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid); default 8, grid 1")
@@ -67,6 +66,7 @@ def main(argv=None) -> int:
         if a.searcher not in SEARCHERS:
             raise ValueError(f"unknown searcher {a.searcher!r}: choose from {SEARCHERS}")
         check_data(cfg, validate(cfg.data.path))
+        check_search_dir(a.out, a.name, resume=not a.no_resume)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
@@ -85,6 +85,35 @@ def main(argv=None) -> int:
         return 1
     print_summary(outcome)
     return 0 if outcome["best"] is not None else 1
+
+
+def check_search_dir(out: str, name: str, resume: bool = True) -> None:
+    """``--out`` must be absent, empty, or a search directory (it has search.json, written first by
+    every search): anything else -- a file, a photo folder, a home directory -- is refused (a
+    RunDirError naming it) before Ray starts, as train refuses a non-run directory. With
+    ``resume=False`` an existing experiment ``ray/<name>`` is refused too."""
+    import posixpath
+
+    import pyarrow.fs as pafs
+
+    from crnn.shards import resolve
+    from crnn.train import RunDirError
+
+    fs, root = resolve(out)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type != pafs.FileType.Directory:
+        raise RunDirError(f"--out {out} is a file, not a search directory")
+    entries = fs.get_file_info(pafs.FileSelector(root))
+    if not entries:
+        return
+    if not any(e.base_name == "search.json" and e.type == pafs.FileType.File for e in entries):
+        raise RunDirError(f"--out {out} is not empty and has no search.json: not a search directory of this "
+                          f"project; choose another --out")
+    if not resume and fs.get_file_info(posixpath.join(root, "ray", name)).type != pafs.FileType.NotFound:
+        raise RunDirError(f"--out {out} holds the search {name!r} already and --no-resume was given; "
+                          f"choose another --out or --name")
 
 
 def print_summary(outcome: dict) -> None:

@@ -77,8 +77,52 @@ def test_load_image_resizes_and_names_bad_file(tmp_path):
 def test_age_parsing():
     assert ing.age_of("10.png") == 10
     assert ing.age_of("age_025.jpg") == 25
-    assert ing.age_of("img2-at-30.png") == 30
     assert ing.age_of("cover.png") is None
+
+
+AGES = {  # file name -> the age users mean (the rule: the number after "age", else the only number)
+    "10.png": 10, "age_15.png": 15, "IMG_age20.jpg": 20, "Age-5.png": 5, "age 12.jpeg": 12, "AGE=7.tif": 7,
+    "tree10.png": 10, "age10_v2.png": 10, "IMG_2041_age20.jpg": 20, "page3_age10.png": 10,
+    "age10_age10.png": 10, "fern-01_age30.webp": 30,
+}
+AMBIGUOUS = {  # the last number was taken: 10.5.png -> 5, age10_v2.png -> 2
+    "10.5.png": "a decimal number '10.5'", "age10.5.png": "a decimal number '10.5'",
+    "10,5.png": "a decimal number '10,5'", "img2-at-30.png": "several numbers [2, 30]",
+    "10_v2.png": "several numbers [10, 2]", "age10_age15.png": "several ages marked [10, 15]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(AGES))
+def test_age_rule_takes_the_age_users_mean(name):
+    assert ing.parse_age(name) == (AGES[name], None)
+    assert ing.age_of(name) == AGES[name]
+
+
+@pytest.mark.parametrize("name", sorted(AMBIGUOUS))
+def test_ambiguous_age_is_not_guessed(name):
+    age, why = ing.parse_age(name)
+    assert age is None and AMBIGUOUS[name] in why
+    assert ing.age_of(name) is None
+
+
+def test_images_with_an_ambiguous_age_are_ignored_with_the_reason(tmp_path):
+    """10.5.png was read as age 5 and 10_v2.png as age 2; now such images are ignored and listed with
+    the reason; a series complete without them is ingested, one missing an age for it is left out."""
+    root = tmp_path / "photos"
+    for name in ("oak", "elm"):
+        (root / name).mkdir(parents=True)
+        for a in (10, 15, 20):
+            _img(root / name / f"age_{a}.png", 32, 16, a)
+    _img(root / "oak" / "10_v2.png", 32, 16, 0)       # a second take of age 10
+    os.remove(root / "elm" / "age_15.png")
+    _img(root / "elm" / "15.5.png", 32, 16, 0)        # the only picture of age 15
+    rows, report = ing.collect(str(root), height=32, width=16, ages=(10, 15, 20))
+    assert report.ingested == ["oak"]
+    assert report.unclear == {"elm/15.5.png": "ambiguous age: a decimal number '15.5': ages are whole numbers",
+                              "oak/10_v2.png": "ambiguous age: several numbers [10, 2] and no 'age' marker"}
+    assert "missing ages [15]" in report.problems["elm"]
+    summary = report.summary()
+    assert "ignored 2 image(s) whose age is ambiguous" in summary and "oak/10_v2.png: ambiguous age" in summary
 
 
 def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):

@@ -395,3 +395,197 @@ def test_serve_and_tune_number_mistakes_are_one_line_before_ray(good_model, tiny
     _fails(capsys, "tune", [*base, "--reduction-factor", "1"], "--reduction-factor must be > 1")
     _fails(capsys, "tune", [*base, "--grace-period", "0"], "--grace-period must be >= 1")
     _fails(capsys, "tune", [*base, "--max-concurrent", "0"], "--max-concurrent must be >= 1")
+
+
+# ----------------------------------------------------------------------------- argparse's own errors
+JOBS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "jobs")) if f.endswith(".py") and not f.startswith("_"))
+# per job: a command line that parses, and its own choice/type mistakes (flag, bad value, message)
+PARSES = {"cluster": ["up"], "evaluate": ["--model", "M", "--data", "D"], "generate": ["--out", "O"],
+          "ingest": ["--src", "S", "--out", "O"], "predict": ["--model", "M", "--data", "D", "--out", "O"],
+          "run_all": [], "serve": ["--model", "M"], "train": ["--data", "D", "--out", "O"],
+          "tune": ["--data", "D", "--out", "O"]}
+VALUE_MISTAKES = {
+    "cluster": [("--port", "x", "argument --port: invalid int value: 'x'")],
+    "evaluate": [("--batch-size", "x", "argument --batch-size: invalid int value: 'x'")],
+    "generate": [("--scene", "trees", "argument --scene: invalid choice: 'trees'"),
+                 ("--num-series", "1.5", "argument --num-series: invalid int value: '1.5'")],
+    "ingest": [("--fit", "cropp", "argument --fit: invalid choice: 'cropp'"),
+               ("--max-pixels", "abc", "argument --max-pixels: invalid int value: 'abc'")],
+    "predict": [("--inputs", "middle", "argument --inputs: invalid choice: 'middle'"),
+                ("--num-gpus", "one", "argument --num-gpus: invalid float value: 'one'")],
+    "run_all": [("--num-series", "many", "argument --num-series: invalid int value: 'many'")],
+    "serve": [("--port", "http", "argument --port: invalid int value: 'http'")],
+    "train": [("--epochs", "ten", "argument --epochs: invalid int value: 'ten'")],
+    "tune": [("--num-samples", "x", "argument --num-samples: invalid int value: 'x'")],
+}
+
+
+def _argparse_fails(capsys, job: str, argv: list[str], *needles: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        _job(job).main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0] and "usage:" not in err, err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_every_job_is_covered():
+    assert sorted(PARSES) == sorted(VALUE_MISTAKES) == JOBS
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_argparse_errors_are_one_line(job, capsys):
+    """Unknown flags, bad choices, bad types and missing required arguments printed argparse's usage
+    block and the error (5-6 lines); now one line ``prog: error: ...``, exit status 2, like every other
+    usage error."""
+    _argparse_fails(capsys, job, [*PARSES[job], "--no-such-flag"], "unrecognized arguments: --no-such-flag")
+    for flag, value, message in VALUE_MISTAKES[job]:
+        _argparse_fails(capsys, job, [*PARSES[job], flag, value], message)
+    if job not in ("run_all", "serve"):  # the others have a required argument (cluster: up | down)
+        _argparse_fails(capsys, job, [], "required")
+
+
+def test_a_plain_parser_given_to_parse_job_args_reports_one_line(capsys):
+    import argparse
+
+    from crnn.config import parse_job_args
+
+    p = argparse.ArgumentParser(prog="job")
+    p.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as e:
+        parse_job_args(p, ["--n", "x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "job: error: argument --n: invalid int value: 'x' (see --help)\n"
+
+
+# ----------------------------------------------------------------------------- more checks before work
+def test_evaluate_device_and_split_checked_before_work(good_model, tiny_dataset, capsys):
+    """--device gpu was a 13-line torch traceback (exit 1); --split tset failed (exit 1) only after the
+    model was loaded and the data read. Both are one-line usage errors before any work now."""
+    from crnn.evaluate import check_evaluate
+
+    base = ["--model", good_model, "--data", tiny_dataset]
+    for bad in ("gpu", "tpu", "cuda:x", "meta"):
+        _fails(capsys, "evaluate", [*base, "--device", bad], f"device={bad!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        _fails(capsys, "evaluate", [*base, "--device", "cuda"], "CUDA is not available")
+    for bad in ("tset", "TEST", "all"):
+        _fails(capsys, "evaluate", [*base, "--split", bad], f"{tiny_dataset}: no split {bad!r}", "'test': 8")
+    _fails(capsys, "evaluate", [*base, "--batch-size", "0"], "--batch-size >= 1")
+    assert check_evaluate(good_model, tiny_dataset) == "test"  # the model config's data.test_split
+    assert check_evaluate(good_model, tiny_dataset, split="val", device="cpu") == "val"
+
+
+def test_evaluate_refuses_an_empty_split_up_front(good_model, tiny_dataset, tmp_path):
+    import json
+
+    from crnn.evaluate import check_evaluate
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    card = json.loads((data / "dataset.json").read_text())
+    card["splits"] = {"train": card["splits"]["train"] + card["splits"]["val"], "val": 0, "test": card["splits"]["test"]}
+    (data / "dataset.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="split 'val' is empty"):
+        check_evaluate(good_model, str(data), split="val")
+
+
+def test_tune_refuses_an_out_that_is_not_a_search_directory(tiny_dataset, tmp_path, capsys):
+    """tune --out was not checked before Ray: a photo folder or a file as --out went to the search."""
+    base = ["--data", tiny_dataset, "--preset", "quick"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "10.jpg").write_bytes(b"precious")
+    lone = tmp_path / "notes.txt"
+    lone.write_text("precious")
+    _fails(capsys, "tune", [*base, "--out", str(photos)], f"--out {photos} is not empty and has no search.json")
+    _fails(capsys, "tune", [*base, "--out", str(lone)], f"--out {lone} is a file, not a search directory")
+    assert sorted(os.listdir(photos)) == ["10.jpg"] and lone.read_text() == "precious"
+    search = tmp_path / "search"
+    (search / "ray" / "tune").mkdir(parents=True)
+    (search / "search.json").write_text("{}")
+    _fails(capsys, "tune", [*base, "--out", str(search), "--no-resume"], "holds the search 'tune' already")
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new", search):  # these get as far as Ray
+        with pytest.raises(RayStarted):
+            _job("tune").main([*base, "--out", str(out)])
+    with pytest.raises(RayStarted):  # another --name in the same search directory is a new search
+        _job("tune").main([*base, "--out", str(search), "--no-resume", "--name", "other"])
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_embedded_ray_cpus_must_be_positive(bad, good_model, tiny_dataset, tmp_path, capsys):
+    """predict --ray-num-cpus 0 started Ray, which crashed; serve and generate took it as well."""
+    _fails(capsys, "predict", ["--model", good_model, "--data", tiny_dataset, "--out", str(tmp_path / "P"),
+                               "--ray-num-cpus", bad], f"--ray-num-cpus must be >= 1, got {bad}")
+    _fails(capsys, "serve", ["--model", good_model, "--ray-num-cpus", bad], f"--ray-num-cpus must be >= 1, got {bad}")
+    _fails(capsys, "generate", ["--out", str(tmp_path / "g"), "--num-cpus", bad], f"--num-cpus must be >= 1, got {bad}")
+    assert not (tmp_path / "P").exists() and not (tmp_path / "g").exists()
+
+
+
+# ----------------------------------------------------------------------------- serve and model messages
+def _spec():
+    from crnn.serve import Spec
+
+    return Spec(in_frames=4, height=32, width=16, channels=3, input_ages=[10, 15, 20, 25])
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_serve_png_messages_say_what_is_wrong():
+    """A truncated PNG was "corrupt PNG (unreadable EXIF: ...)"; a PNG of swapped size without EXIF was
+    "turned by its EXIF orientation"."""
+    from crnn.serve import RequestError, decode_png
+    from tests.image_utils import exif_png, pil_bytes
+    from PIL import Image
+
+    frame = np.random.default_rng(0).integers(0, 256, (32, 16, 3), dtype=np.uint8)
+    good = pil_bytes(Image.fromarray(frame))
+    assert decode_png(_b64(good), "p", _spec()).shape == (32, 16, 3)
+    for fraction in (0.5, 0.9):
+        with pytest.raises(RequestError) as e:
+            decode_png(_b64(good[:int(len(good) * fraction)]), "series[0].png[1]", _spec())
+        assert e.value.status == 400 and "series[0].png[1]: corrupt PNG (unreadable: " in e.value.message
+        assert "EXIF" not in e.value.message, e.value.message
+    swapped = pil_bytes(Image.fromarray(frame.transpose(1, 0, 2).copy()))  # 16x32, no EXIF
+    with pytest.raises(RequestError) as e:
+        decode_png(_b64(swapped), "series[0].png[2]", _spec())
+    assert e.value.status == 422 and "EXIF" not in e.value.message
+    assert "series[0].png[2]: PNG is 16x32 pixels (HxW) but the model takes 32x16 (height and width swapped)" \
+        in e.value.message
+    with pytest.raises(RequestError) as e:  # turned by its EXIF orientation: still said so
+        decode_png(_b64(exif_png(np.zeros((16, 32, 3), np.uint8), 6)), "series[0].png[3]", _spec())
+    assert "as shown (stored 32x16, turned by its EXIF orientation)" in e.value.message
+
+
+def test_model_file_that_is_not_a_file_says_what_it_is(good_model, tmp_path, capsys):
+    """model.pt as a directory or a broken symbolic link was "no model.pt; not a model directory"."""
+    as_dir = tmp_path / "as_dir"
+    (as_dir / MODEL_FILE).mkdir(parents=True)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    os.symlink(tmp_path / "elsewhere.pt", broken / MODEL_FILE)
+    lone = tmp_path / "lone.pt"
+    shutil.copy(os.path.join(good_model, MODEL_FILE), lone)
+    dangling_dir = tmp_path / "dangling"
+    os.symlink(tmp_path / "gone", dangling_dir)
+    cases = {str(as_dir): f"{as_dir}/{MODEL_FILE}: a directory, not a model file",
+             str(broken): f"{broken}/{MODEL_FILE}: a broken symbolic link (to '{tmp_path / 'elsewhere.pt'}')",
+             str(lone): f"{lone}: a file, not a model directory; give the directory holding {MODEL_FILE}",
+             str(dangling_dir): f"{dangling_dir}: a broken symbolic link (to '{tmp_path / 'gone'}')"}
+    for d, msg in cases.items():
+        with pytest.raises(ModelError) as e:
+            load_model(d)
+        assert str(e.value).startswith(msg), str(e.value)
+        _fails(capsys, "serve", ["--model", d], msg)
+    (tmp_path / "empty").mkdir()  # still: a directory without model.pt
+    with pytest.raises(ModelError, match=f"{tmp_path / 'empty'}: no {MODEL_FILE}; not a model directory"):
+        load_model(str(tmp_path / "empty"))

@@ -388,6 +388,10 @@ def test_plain_list_of_wrong_length_named_on_read(broken_copy):
 
 def test_int_cast_that_overflows_is_named(broken_copy):
     (shard,) = _rewrite_shards(broken_copy, _retype("height", lambda c: pa.array([2**40] * len(c), pa.int64())))
+    # the footer's statistics tell first; without them, the cast on read names it
+    with pytest.raises(ShardError, match=rf"{os.path.basename(shard)}: column 'height' has values 1099511627776"):
+        read_numpy(broken_copy)
+    pq.write_table(pq.read_table(shard), shard, write_statistics=False)
     with pytest.raises(ShardError, match=rf"{os.path.basename(shard)}: column 'height' cannot be read as int32"):
         read_numpy(broken_copy)
 
@@ -430,7 +434,8 @@ def test_publish_overwrite_replaces_and_refuses_without_flag(tiny_dataset, tmp_p
     assert out in str(e.value)
     first = list_shards(tiny_dataset)[0]
     rows = pq.ParquetFile(first).metadata.num_rows
-    small = {**card, "num_series": rows}
+    in_first = pq.read_table(first, columns=["split"]).column("split").to_pylist()
+    small = {**card, "num_series": rows, "splits": {k: in_first.count(k) for k in ("train", "val", "test")}}
     publish(lambda d: shutil.copy(first, d), out, small, overwrite=True)
     assert read_card(out)["num_series"] == rows
     assert [os.path.basename(f) for f in list_shards(out)] == [os.path.basename(first)]
@@ -497,3 +502,136 @@ def test_card_that_is_not_an_object_named(broken_copy):
     with open(os.path.join(broken_copy, CARD_NAME), "w") as f:
         f.write("[]")
     _all_readers_fail(broken_copy, CARD_NAME, "not a dataset card")
+
+
+# ----------------------------------------------------------------------------- values vs the card
+# (no Ray here: validate, read_numpy, and the Ray Data path's per-shard function called directly)
+@pytest.fixture
+def plain_copy(tiny_dataset, tmp_path):
+    return _copy(tiny_dataset, tmp_path)
+
+
+def _ray_path_read(path: str, split=None):
+    """What each Ray Data task of read_ray runs for shards in a variant layout (crnn.shards._read_shards)."""
+    from crnn.shards import _read_shards, resolve
+
+    card = read_card(path)
+    fs, _ = resolve(path)
+    return _read_shards({"path": list_shards(path)}, fs=fs, frames_shape=SHAPE, splits=split,
+                        columns=None, read_cols=["series_id"], card_ages=card["ages"])
+
+
+def _set_values(name: str, change):
+    """Replace column ``name`` by ``change(list of its values)`` (a plain field of the same type family)."""
+    def fn(table: pa.Table) -> pa.Table:
+        col = table.column(name)
+        values = change(_storage(col).to_pylist())
+        typ = pa.list_(pa.int32()) if name == "ages" else pa.string() if name == "split" else col.type
+        new = pa.array(values, typ)
+        return table.set_column(table.schema.get_field_index(name), pa.field(name, new.type), new)
+    return fn
+
+
+def _first(value):
+    def change(values):
+        return [value] + values[1:]
+    return change
+
+
+def _readers_fail(path, name, match, footer=True):
+    """read_numpy and the Ray path's per-shard read name file and column; validate too when the
+    footer's statistics can tell."""
+    readers = [read_numpy, _ray_path_read] + ([validate] if footer else [])
+    for read in readers:
+        with pytest.raises(ShardError) as e:
+            read(path)
+        assert name in str(e.value) and match in str(e.value), (read, str(e.value))
+    if not footer:
+        validate(path)
+
+
+@pytest.mark.parametrize("value,footer", [(None, True), ("TEST", True), ("", True), ("trainx", False)])
+def test_split_value_outside_the_splits_named(value, footer, plain_copy):
+    """A series whose split is null or not train/val/test was dropped silently by every split filter."""
+    (shard,) = _rewrite_shards(plain_copy, _set_values("split", _first(value)), which=(1,))
+    _readers_fail(plain_copy, os.path.basename(shard), "column 'split'", footer=footer)
+    with pytest.raises(ShardError, match="column 'split'"):
+        read_numpy(plain_copy, split="train")
+
+
+def test_dictionary_encoded_split_is_read_as_strings(plain_copy):
+    """pandas writes a ``category`` column dictionary-encoded: accepted (cast), like string_view."""
+    want = read_numpy(plain_copy, split="val")
+    _rewrite_shards(plain_copy, _retype("split", lambda c: c.combine_chunks().dictionary_encode()), which=(0, 2))
+    assert pa.types.is_dictionary(pq.ParquetFile(list_shards(plain_copy)[0]).schema_arrow.field("split").type)
+    validate(plain_copy)
+    got = read_numpy(plain_copy, split="val")
+    assert list(got["series_id"]) == list(want["series_id"]) and got["split"].tolist() == ["val"] * 4
+    np.testing.assert_array_equal(got["frames"], want["frames"])
+    assert sorted(_ray_path_read(plain_copy, split=["val"])["series_id"]) == sorted(want["series_id"])
+
+
+@pytest.mark.parametrize("ages,footer", [([10, 15, 20, 25, 35], True), ([5, 15, 20, 25, 30], True),
+                                         ([15, 10, 20, 25, 30], False), ([10, 15, 20, 25, 25], False)])
+def test_ages_column_disagreeing_with_the_card_named(ages, footer, plain_copy):
+    (shard,) = _rewrite_shards(plain_copy, _set_values("ages", _first(ages)), which=(2,))
+    _readers_fail(plain_copy, os.path.basename(shard), "column 'ages'", footer=footer)
+    if not footer:
+        with pytest.raises(ShardError, match=rf"column 'ages' is \[{ages[0]}, .* in row 0 .* says the ages are"):
+            read_numpy(plain_copy, columns=["frames"])  # checked even when ages are not asked for
+
+
+@pytest.mark.parametrize("column,value", [("height", 64), ("width", 8), ("channels", 1), ("channels", None)])
+def test_size_columns_disagreeing_with_the_frames_named(column, value, plain_copy):
+    (shard,) = _rewrite_shards(plain_copy, _set_values(column, _first(value)), which=(0,))
+    _readers_fail(plain_copy, os.path.basename(shard), f"column {column!r}")
+
+
+CARD_MISTAKES = {
+    "num_series_str": ("num_series", "300", "field 'num_series' is '300'; expected an integer"),
+    "num_series_negative": ("num_series", -1, "field 'num_series' is -1"),
+    "ages_str": ("ages", "10,15,20,25,30", "field 'ages' is '10,15,20,25,30'; expected a list of integer"),
+    "ages_floats": ("ages", [10.0, 15, 20, 25, 30], "field 'ages'"),
+    "ages_repeated": ("ages", [10, 15, 15, 25, 30], "an age appears twice"),
+    "height_str": ("height", "32", "field 'height' is '32'; expected an integer >= 1"),
+    "channels_bool": ("channels", True, "field 'channels' is True"),
+    "splits_list": ("splits", ["train", "val"], "field 'splits' is ['train', 'val']"),
+    "splits_str_count": ("splits", {"train": "68", "val": 4, "test": 8}, "field 'splits'"),
+    "splits_unknown": ("splits", {"train": 68, "val": 4, "TEST": 8}, "unknown splits ['TEST']"),
+    "splits_sum": ("splits", {"train": 60, "val": 4, "test": 8}, "counts 72 series"),
+    "shards_not_list": ("shards", "shard-00000.parquet", "field 'shards' is not a list"),
+    "shards_rows_sum": ("shards", [{"file": "a.parquet", "rows": 3}], "lists 3 rows but num_series is 80"),
+    "params_names": ("params", [{"low": 1}], "field 'params'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CARD_MISTAKES) + ["no_shards", "no_ages"])
+def test_card_fields_type_checked_and_named(case, plain_copy):
+    card_path = os.path.join(plain_copy, CARD_NAME)
+    with open(card_path) as f:
+        card = json.load(f)
+    if case.startswith("no_"):
+        field = case[3:]
+        del card[field]
+        match = f"field {field!r} is missing"
+    else:
+        field, value, match = CARD_MISTAKES[case]
+        card[field] = value
+    with open(card_path, "w") as f:
+        json.dump(card, f)
+    for read in (read_card, validate, read_numpy):
+        with pytest.raises(ShardError) as e:
+            read(plain_copy)
+        assert str(e.value).startswith(f"{card_path}: ") and match in str(e.value), str(e.value)
+
+
+def test_split_counts_disagreeing_with_the_card_named(plain_copy):
+    card_path = os.path.join(plain_copy, CARD_NAME)
+    with open(card_path) as f:
+        card = json.load(f)
+    card["splits"] = {"train": 67, "val": 5, "test": 8}  # the right total, the wrong split
+    with open(card_path, "w") as f:
+        json.dump(card, f)
+    validate(plain_copy)  # footers cannot count
+    with pytest.raises(ShardError, match=rf"{card_path}: field 'splits' says .* but the shards' column 'split' holds"):
+        read_numpy(plain_copy, split="test")
