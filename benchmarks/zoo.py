@@ -121,7 +121,7 @@ def quality_table(evals: dict[str, dict], floor: dict | None = None) -> str:
         cells = [f"{by_age[a]['var_unbiased']:.2f} / – / –" if a in by_age else "–" for a in ages]
         tail = by_age.get(ages[-1], {}).get("sum01")
         lines.append("| simulator floor (benchmarks/floor.py) | " + " | ".join(cells)
-                     + f" | {tail:.3f} |" if tail is not None else " | – |")
+                     + (f" | {tail:.3f} |" if tail is not None else " | – |"))
     return "\n".join(lines)
 
 
