@@ -249,7 +249,8 @@ def test_job_main(dataset, model_dir, tmp_path, monkeypatch, capsys):
     assert "persistence" in text and "paper" in text and "metrics.json" in text
     assert os.path.exists(os.path.join(out, "metrics.json")) and os.path.exists(os.path.join(out, "predictions.png"))
 
-    assert job.main(["--model", model_dir, "--data", dataset, "--split", "val"]) == 1
+    # an empty split is a usage error found before any work (exit 2), naming the split
+    assert job.main(["--model", model_dir, "--data", dataset, "--split", "val"]) == 2
     assert "'val'" in capsys.readouterr().err
 
 
