@@ -191,10 +191,17 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     # targets on 0-255, channels first: (N, in_frames, C, H, W), exact (no /255 round trip)
     target = frames[:, 1:in_frames + 1].transpose(0, 1, 4, 2, 3).astype(np.float64)
     preds = {"model": predict(model, frames, in_frames, batch_size, device)}
+    skipped = {}
     for kind in BASELINES:
-        base = (analog_baseline(data_path, cfg.data.train_splits, in_frames) if kind == "analog"
-                else build_model(ModelConfig(kind=kind, height=h, width=w, channels=c))).to(device)
-        preds[kind] = predict(base, frames, in_frames, batch_size, device)
+        if kind == "analog":
+            try:  # the evaluated series are never their own analogs (e.g. --split train)
+                base = analog_baseline(data_path, cfg.data.train_splits, in_frames, exclude=series_ids)
+            except ValueError as e:  # e.g. an ingested photo set without a training split
+                skipped[kind] = str(e)
+                continue
+        else:
+            base = build_model(ModelConfig(kind=kind, height=h, width=w, channels=c))
+        preds[kind] = predict(base.to(device), frames, in_frames, batch_size, device)
     results = {name: per_age_metrics(p.astype(np.float64) * 255.0, target, ages, scale=1.0)
                for name, p in preds.items()}
     for per_age in results.values():  # the field's convention too (OpenSTL, PredRNN): see frame_mse01
@@ -218,6 +225,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         "model_config": to_dict(cfg)["model"],
         "epoch": meta.get("epoch"),
         "improvement_over_persistence": improvement,
+        "skipped_baselines": skipped,
     })
 
     if out is not None:
@@ -256,14 +264,17 @@ def frame_mse01(mse_255: float, values_per_frame: int) -> float:
 
 
 def analog_baseline(data_path: str, splits, in_frames: int, k: int = ANALOG_K,
-                    max_bank: int = ANALOG_MAX_BANK, seed: int = 0):
+                    max_bank: int = ANALOG_MAX_BANK, seed: int = 0, exclude=()):
     """The analog forecaster (:class:`crnn.models.analog.AnalogForecaster`) over the training
-    split(s) of ``data_path`` (at most ``max_bank`` series and :data:`ANALOG_MAX_BYTES` of float32
-    frames; a seeded random subset beyond that). Raises ValueError when those splits hold fewer
-    than ``k`` series."""
+    split(s) of ``data_path``, less the series whose ids are in ``exclude`` (at most ``max_bank``
+    series and :data:`ANALOG_MAX_BYTES` of float32 frames; a seeded random subset beyond that).
+    Raises ValueError when fewer than ``k`` series remain."""
     from crnn.models.analog import AnalogForecaster
 
-    bank = read_numpy(data_path, split=list(splits), columns=["frames"]).get("frames")
+    data = read_numpy(data_path, split=list(splits), columns=["series_id", "frames"])
+    bank = data.get("frames")
+    if bank is not None and len(exclude):
+        bank = bank[~np.isin(np.asarray(data["series_id"]).astype(str), np.asarray(list(exclude), str))]
     n = 0 if bank is None else len(bank)
     if n < k:
         raise ValueError(f"{data_path}: the analog baseline needs >= {k} series in split(s) {list(splits)} "
@@ -327,7 +338,7 @@ def format_table(result: dict[str, Any]) -> str:
     age = result["headline_age"]
     res = result["results"]
     paper = result.get("paper", {**PAPER_TABLE3, "age": PAPER_AGE})
-    names = ["model", *BASELINES]
+    names = ["model", *(b for b in BASELINES if b in res)]  # a baseline may be skipped (no bank)
     rows: list[list[str]] = []
     for name in names:
         m = res[name][str(age)]
@@ -342,6 +353,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
         *_grid(header, rows),
     ]
+    for name, why in (result.get("skipped_baselines") or {}).items():
+        lines.append(f"{name}: skipped ({why})")
     imp = result.get("improvement_over_persistence")
     if imp is None:
         lines.append("model MSE is 0 (perfect forecast)")

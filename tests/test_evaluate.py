@@ -264,3 +264,18 @@ def test_analog_bank_is_capped_and_needs_k_series(dataset, monkeypatch):
     assert ev.analog_baseline(dataset, ["train"], 4, k=2).bank.shape[0] == 5
     with pytest.raises(ValueError, match="needs >= 9 series"):
         ev.analog_baseline(dataset, ["train"], 4, k=9)
+
+
+def test_analog_never_uses_the_evaluated_series(dataset, model_dir):
+    """Evaluating the training split: its series are excluded from the analog bank (else the analog
+    would be exact by looking itself up); with fewer than k left the analog is skipped, said in the
+    result and the table, and the rest of the evaluation stands."""
+    import crnn.evaluate as ev
+
+    ids = [str(i) for i in read_numpy(dataset, split="train", columns=["series_id"])["series_id"]]
+    assert ev.analog_baseline(dataset, ["train"], 4, k=2, exclude=ids[:3]).bank.shape[0] == len(ids) - 3
+    res = evaluate(model_dir, dataset, split="train")
+    assert set(res["results"]) == {"model", "persistence", "linear"}
+    assert "needs >= 8 series" in res["skipped_baselines"]["analog"]
+    text = format_table(res)
+    assert "analog: skipped (" in text and not any(ln.startswith("analog ") for ln in text.splitlines())
