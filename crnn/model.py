@@ -71,8 +71,7 @@ __all__ = [
     "DEFAULT_WINDOW",
 ]
 
-_FAMILY_NAMES = ("crnn", "convlstm", "simvp")  # trainable; FAMILIES (below CRNN) maps them to classes
-_KINDS = (*_FAMILY_NAMES, "persistence", "linear")
+_BASELINE_KINDS = ("persistence", "linear")  # the trainable kinds are FAMILIES' keys (below CRNN)
 _CONV_ACTIVATIONS = ("tanh", "relu", "selu")
 _LSTM_ACTIVATIONS = ("tanh", "selu")
 _RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid", "tanh")
@@ -140,8 +139,9 @@ class ModelConfig:
     # ---- validation ----------------------------------------------------------
     def validate(self) -> "ModelConfig":
         """Raise ValueError naming the offending field; returns self."""
-        if self.kind not in _KINDS:
-            raise ValueError(f"ModelConfig.kind={self.kind!r}: expected one of {_KINDS}")
+        kinds = (*FAMILIES, *_BASELINE_KINDS)
+        if self.kind not in kinds:
+            raise ValueError(f"ModelConfig.kind={self.kind!r}: expected one of {kinds}")
         for name in ("height", "width", "channels"):
             _check_pos_int(name, getattr(self, name))
         if self.kind in ("convlstm", "simvp"):
@@ -383,7 +383,6 @@ class CRNN(Forecaster):
 
 #: Trainable families (``model.kind``) -> their class; each is built from the whole ModelConfig.
 FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "simvp": SimVP}
-assert tuple(FAMILIES) == _FAMILY_NAMES
 
 
 # ---- public helpers --------------------------------------------------------------
