@@ -18,6 +18,7 @@ machine slows them alike; the median round is reported. Compare ratios within on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,17 +46,27 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _time(fn, steps: int) -> float:
+def _time(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` (CUDA: synchronised before and after, kernels are asynchronous)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         fn()
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
 def measure_cost(presets, sizes, rounds: int = 3, steps: int = 3, batch: int = 32, infer_batch: int = 256,
-                 threads: int = 0) -> list[dict]:
+                 threads: int = 0, device: str = "cpu", precision: str = "fp32") -> list[dict]:
+    """Per preset and size: params, FLOPs, training and inference series/s (median of ``rounds``
+    interleaved rounds) and, on CUDA, peak device memory of a training step and of inference (bytes).
+    ``precision="bf16"`` runs both under bf16 autocast, as ``train.precision=bf16`` does."""
     if threads:
         torch.set_num_threads(threads)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     entries = []
     for preset in presets:
         for h, w in sizes:
@@ -64,42 +75,61 @@ def measure_cost(presets, sizes, rounds: int = 3, steps: int = 3, batch: int = 3
             entries.append({"preset": preset, "kind": cfg.model.kind, "size": f"{h}x{w}", "cfg": cfg,
                             "model": model, "params": count_parameters(model),
                             "flops_fwd": count_flops(cfg.model), "flops_train": count_flops(cfg.model, backward=True),
-                            "train_s": [], "infer_s": []})
+                            "train_s": [], "infer_s": [], "train_peak": 0, "infer_peak": 0})
     for _ in range(rounds):
         for e in entries:
-            m, c = e["model"], e["cfg"].model
-            x = torch.rand(batch, 4, c.channels, c.height, c.width)
+            m, c = e["model"].to(dev), e["cfg"].model
+            x = torch.rand(batch, 4, c.channels, c.height, c.width, device=dev)
             y = torch.rand_like(x)
             opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
             m.train()
 
             def step():
-                loss = torch.nn.functional.mse_loss(m(x), y)
+                with autocast():
+                    loss = torch.nn.functional.mse_loss(m(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(dev)
             step()  # warm-up
-            e["train_s"].append(_time(step, steps) / batch)
-            xi = torch.rand(infer_batch, 4, c.channels, c.height, c.width)
+            e["train_s"].append(_time(step, steps, dev) / batch)
+            if cuda:
+                e["train_peak"] = max(e["train_peak"], torch.cuda.max_memory_allocated(dev))
+            del opt
+            xi = torch.rand(infer_batch, 4, c.channels, c.height, c.width, device=dev)
             m.eval()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 m(xi[:8])
-                e["infer_s"].append(_time(lambda: m(xi), 1) / infer_batch)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(dev)
+                e["infer_s"].append(_time(lambda: m(xi), max(1, steps // 3), dev) / infer_batch)
+            if cuda:
+                e["infer_peak"] = max(e["infer_peak"], torch.cuda.max_memory_allocated(dev))
+            e["model"] = m.cpu()  # one model on the device at a time: peaks are each model's own
+            if cuda:
+                torch.cuda.empty_cache()
     rows = []
     for e in entries:
         rows.append({k: e[k] for k in ("preset", "kind", "size", "params", "flops_fwd", "flops_train")}
                     | {"train_series_per_s": 1 / statistics.median(e["train_s"]),
-                       "infer_series_per_s": 1 / statistics.median(e["infer_s"])})
+                       "infer_series_per_s": 1 / statistics.median(e["infer_s"]),
+                       "device": device, "precision": precision, "batch": batch, "infer_batch": infer_batch}
+                    | ({"train_peak_mib": e["train_peak"] / 2**20, "infer_peak_mib": e["infer_peak"] / 2**20}
+                       if cuda else {}))
     return rows
 
 
 def format_cost(rows: list[dict]) -> str:
+    peak = any("train_peak_mib" in r for r in rows)
     lines = ["| preset | family | size | params | GFLOP/series fwd | GFLOP/series train | train series/s | "
-             "inference series/s |", "|---|---|---|---|---|---|---|---|"]
+             "inference series/s |" + (" peak MiB train / inference |" if peak else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if peak else "")]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['kind']} | {r['size']} | {r['params']:,} | {r['flops_fwd'] / 1e9:.3f} | "
-                     f"{r['flops_train'] / 1e9:.3f} | {r['train_series_per_s']:.0f} | {r['infer_series_per_s']:.0f} |")
+                     f"{r['flops_train'] / 1e9:.3f} | {r['train_series_per_s']:.0f} | {r['infer_series_per_s']:.0f} |"
+                     + (f" {r.get('train_peak_mib', 0):.0f} / {r.get('infer_peak_mib', 0):.0f} |" if peak else ""))
     return "\n".join(lines)
 
 
@@ -133,6 +163,11 @@ def main(argv=None) -> int:
     c.add_argument("--sizes", default="32x16,64x64")
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    c.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    c.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    c.add_argument("--batch", type=int, default=32, help="training batch (series)")
+    c.add_argument("--infer-batch", type=int, default=256, help="inference batch (series)")
+    c.add_argument("--steps", type=int, default=3, help="timed training steps per round")
     c.add_argument("--json", help="also write the rows here")
     q = sub.add_parser("quality", help="per-age quality table from evaluation metrics.json files")
     q.add_argument("--eval", action="append", required=True, metavar="NAME=METRICS_JSON")
@@ -146,9 +181,13 @@ def main(argv=None) -> int:
                 load_config(s)
         except (KeyError, ValueError) as e:
             p.error(str(e.args[0] if isinstance(e, KeyError) else e))
-        rows = measure_cost(presets, sizes, rounds=a.rounds, threads=a.threads)
-        print(f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        if a.device.startswith("cuda") and not torch.cuda.is_available():
+            p.error(f"--device {a.device}: torch sees no CUDA device")
+        rows = measure_cost(presets, sizes, rounds=a.rounds, steps=a.steps, batch=a.batch, infer_batch=a.infer_batch,
+                            threads=a.threads, device=a.device, precision=a.precision)
+        where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+        print(f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {a.device} ({where}), "
+              f"{a.precision}, batch {a.batch} / inference {a.infer_batch}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         print(format_cost(rows))
         if a.json:
             with open(a.json, "w") as f:

@@ -220,6 +220,11 @@ def test_zoo_benchmark_tables():
     assert rows[1]["params"] == count_parameters(build_model(conv)) and rows[1]["flops_fwd"] == count_flops(conv)
     assert all(r["train_series_per_s"] > 0 and r["infer_series_per_s"] > 0 for r in rows)
     assert "| convlstm | convlstm | 32x16 |" in zoo.format_cost(rows)
+    assert "peak MiB" not in zoo.format_cost(rows)  # CPU rows carry no device-memory column
+    bf16 = zoo.measure_cost(["convlstm"], [(32, 16)], rounds=1, steps=1, batch=2, infer_batch=4, precision="bf16")
+    assert bf16[0]["precision"] == "bf16" and bf16[0]["train_series_per_s"] > 0
+    gpu_row = dict(rows[1], train_peak_mib=1353.4, infer_peak_mib=524.0)
+    assert zoo.format_cost([gpu_row]).splitlines()[-1].endswith("| 1353 / 524 |")
 
     def per_age(mse):
         return {a: {"mse": mse + i, "mae": 1.0, "ssim": 0.9, "mse_frame01": mse / 42} for i, a in
@@ -235,3 +240,6 @@ def test_zoo_benchmark_tables():
     assert "53.0 / 1.00 / 0.900" in lines[2] and "3.00" in lines[-1]
     with pytest.raises(SystemExit):
         zoo.main(["cost", "--sizes", "32by16"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            zoo.main(["cost", "--device", "cuda", "--presets", "quick"])
