@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     if a.evaluate:
         from crnn.evaluate import evaluate, format_table
 
-        res = evaluate(f"{a.out.rstrip('/')}/model", a.data, out=f"{a.out.rstrip('/')}/eval")
+        res = evaluate(f"{a.out.rstrip('/')}/model", a.data, out=f"{a.out.rstrip('/')}/eval",
+                       device="cuda" if cfg.train.use_gpu else "cpu")
         print(format_table(res))
     return 0
 
