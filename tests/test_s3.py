@@ -12,27 +12,10 @@ import os
 import numpy as np
 import pytest
 
-from cluster_utils import ROOT, S3Server
+from cluster_utils import ROOT
 from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """(server, bucket URI) with the AWS variables set in this process (restored afterwards)."""
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    try:
-        yield server, server.create_bucket("crnn-test")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.close()
 
 
 @pytest.fixture(scope="module")
