@@ -2,7 +2,6 @@
 (a local moto server, as in test_s3.py)."""
 
 import glob
-import json
 import math
 import os
 
