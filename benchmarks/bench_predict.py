@@ -3,7 +3,7 @@
 Publishes --num-series random series as Parquet shards (speed does not depend on the pixels), then
 times, in one run: (1) ``crnn.predict.predict_dataset`` end to end (Ray Data read -> map_batches on
 an actor pool -> Parquet write, atomic publish; actor start-up included) and (2) the same series
-through ``crnn.predict.forecast_uint8`` in this process at the same batch size, with the same torch
+through ``crnn.inference.forecast_uint8`` in this process at the same batch size, with the same torch
 threads (CPU) or device (GPU).
 
     python benchmarks/bench_predict.py                          # paper-size CRNN, random weights, CPU
@@ -64,8 +64,8 @@ def main() -> int:
 
     import ray
 
-    from crnn.checkpoint import load_model
-    from crnn.predict import forecast_uint8, predict_dataset
+    from crnn.inference import forecast_uint8, load_model, pick_device, setup_torch
+    from crnn.predict import predict_dataset
     from crnn.shards import read_card, read_numpy
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +78,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-predict-")
     try:
         model_path = a.model or make_model(a.size, os.path.join(tmp, "model"))
-        device = "cuda" if a.num_gpus > 0 else "cpu"
+        device = pick_device("auto", a.num_gpus)
         per_cpu = a.num_cpus if a.num_cpus is not None else max(1.0, (cpus - 1) // a.concurrency)
         threads = max(1, int(per_cpu))
         data = a.data or make_data(os.path.join(tmp, "data"), a.num_series, a.shard_size, 32, 16, 3)
@@ -95,7 +95,7 @@ def main() -> int:
               f"{t_job:.2f} s, {n / t_job:.0f} series/s (read + forecast + write + publish, actor start-up included)")
 
         frames = read_numpy(data, columns=["frames"])["frames"]
-        torch.set_num_threads(threads)
+        setup_torch(device, threads)  # as each predict_dataset actor does
         model, cfg, _ = load_model(model_path, device)
         k = cfg.data.in_frames
         forecast_uint8(model, frames[:a.batch_size, :k], k, a.horizon, device)  # warm-up

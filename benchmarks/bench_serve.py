@@ -147,13 +147,14 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=256, help="distinct random series to send")
     a = ap.parse_args()
 
+    from crnn.inference import pick_device
     from crnn.serve import ActorOptions, ForecastEngine, Limits, ServeSettings, build_app
 
     tmp = tempfile.mkdtemp(prefix="bench-serve-")
     model = a.model or make_model(a.size, os.path.join(tmp, "model"))
     cpus = os.cpu_count() or 1
     per_cpu = a.num_cpus if a.num_cpus is not None else max(1.0, cpus // a.replicas)
-    device = "cuda" if a.num_gpus > 0 else "cpu"
+    device = pick_device("auto", a.num_gpus)
     threads = max(1, int(np.ceil(per_cpu)))
     engine = ForecastEngine.load(model, device, threads)
     rng = np.random.default_rng(0)

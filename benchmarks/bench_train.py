@@ -41,6 +41,7 @@ def main(argv=None):
     from crnn.config import load_config
     from crnn.runtime import init_ray
     from crnn.shards import read_numpy
+    from crnn.storage import write_json
     from crnn.train import epoch_summary, fit, fit_plain, read_metrics_csv
 
     gpu = a.device.startswith("cuda")
@@ -82,8 +83,7 @@ def main(argv=None):
             print(f"{mode}: {results[mode]['series_per_s']:.1f} series/s = "
                   f"{results[mode]['ratio_vs_plain']:.2f}x plain ({results['plain']['series_per_s']:.1f})")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(a.json, results)
     return results
 
 

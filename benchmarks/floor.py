@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 
 from crnn import pine  # noqa: E402
 from crnn.shards import PAPER_TEST_SERIES, series_seed, split_for_index  # noqa: E402
+from crnn.storage import write_json  # noqa: E402
 
 
 def test_trees(num_series: int, base_seed: int = 0) -> list[tuple[int, int]]:
@@ -204,8 +205,7 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=1))
         return 0
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(a.json, res)
     print(f"floor of pine {pine.GENERATOR_VERSION}: {a.num_series} test trees (base seed {a.base_seed}), "
           f"{a.futures} futures each, {a.height}x{a.width} RGB, {dt:.0f} s")
     print("MSE in 0-255 pixels^2 (mean over pixels and channels, as crnn.metrics); floor = unbiased "

@@ -6,13 +6,14 @@ Train on ages 10..30 only (like the served model: in_frames=4 -> next frames), t
 ages 10..25 to 30, 35, 40 on held-out series and compare per-age MSE (0-255) with persistence
 (repeat age 25) and per-pixel linear extrapolation (rolled out the same way).
 """
-import json, sys, time
+import sys, time
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
 import numpy as np, torch
 from crnn.config import load_config
 from crnn.generate import generate_rows
 from crnn.model import ModelConfig, build_model, rollout
 from crnn.shards import torch_frames
+from crnn.storage import write_json
 from crnn.train import fit_plain
 
 AGES = (10, 15, 20, 25, 30, 35, 40, 45, 50)
@@ -62,4 +63,4 @@ print("MSE (0-255 pixels) on", len(te), "held-out series; rollout from ages 10..
 for k, v in res.items():
     print(f"  {k:55s} " + "  ".join(f"{a:8.1f}" for a in v))
 if len(sys.argv) > 3:
-    json.dump(res, open(sys.argv[3], "w"), indent=1)
+    write_json(sys.argv[3], res)

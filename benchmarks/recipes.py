@@ -86,6 +86,7 @@ def main(argv=None):
     from crnn.config import apply, load_config, parse_overrides
     from crnn.evaluate import evaluate
     from crnn.runtime import init_ray
+    from crnn.storage import write_json
     from crnn.train import epoch_summary, fit, read_metrics_csv
 
     summary = {}
@@ -126,10 +127,8 @@ def main(argv=None):
             "val_curve": [round(float(r["val_mse_255"]), 1) for r in rows],
         }
         print(name, json.dumps(summary[name]), flush=True)
-        if a.json:  # atomically: a timeout's interrupt never leaves half a file
-            with open(a.json + ".tmp", "w") as f:
-                json.dump({**summary, "time_to_quality": time_to_quality(summary, a.reference)}, f, indent=2)
-            os.replace(a.json + ".tmp", a.json)
+        if a.json:  # atomically (crnn.storage): a timeout's interrupt never leaves half a file
+            write_json(a.json, {**summary, "time_to_quality": time_to_quality(summary, a.reference)})
     ttq = time_to_quality(summary, a.reference)
     for name, v in ttq.items():
         print(f"time-to-quality {name}: test MSE {v['test_mse']:.2f} vs {a.reference} {v['reference_test_mse']:.2f}"

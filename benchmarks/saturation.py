@@ -32,7 +32,7 @@ def main(argv=None):
 
     import torch
 
-    from crnn.checkpoint import load_model
+    from crnn.inference import load_model
     from crnn.model import CRNN
     from crnn.shards import read_numpy, torch_frames
     from crnn.train import split_io

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from crnn.config import load_config  # noqa: E402
 from crnn.model import build_model, count_flops, count_parameters  # noqa: E402
+from crnn.storage import write_json  # noqa: E402
 
 DEFAULT_PRESETS = ("paper", "strong", "convlstm", "simvp")
 
@@ -190,8 +191,7 @@ def main(argv=None) -> int:
               f"{a.precision}, batch {a.batch} / inference {a.infer_batch}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         print(format_cost(rows))
         if a.json:
-            with open(a.json, "w") as f:
-                json.dump(rows, f, indent=1)
+            write_json(a.json, rows)
         return 0
     evals = {}
     for item in a.eval:

@@ -9,16 +9,15 @@ A model directory (also the layout of every Ray Train checkpoint this project wr
 
 The checkpoint carries the config that built the model, so evaluate, predict and serve rebuild the
 model from the directory alone. Paths may be local or URIs (``s3://...``); remote directories are
-copied to a local temporary directory first. Files are loaded with ``weights_only=True``: nothing
-in a model directory can run code.
+copied to a local temporary directory first (:func:`crnn.storage.local_copy`). Files are loaded
+with ``weights_only=True``: nothing in a model directory can run code. Loading a model onto a
+device for forecasting is :func:`crnn.inference.load_model`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from crnn.config import Config, from_dict, save as save_config, to_dict
 from crnn.model import build_model
+from crnn.storage import local_copy
 
 MODEL_FILE = "model.pt"
 OPTIM_FILE = "optimizer.pt"
@@ -67,23 +67,6 @@ def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch
     return directory
 
 
-@contextlib.contextmanager
-def _local_copy(path: str):
-    """A local directory with the contents of ``path``: itself, or a temporary copy of a URI's,
-    removed afterwards."""
-    if "://" not in path or path.startswith("file://"):
-        yield path.removeprefix("file://")
-        return
-    import pyarrow.fs as pafs
-
-    dst = tempfile.mkdtemp(prefix="crnn-model-")
-    try:
-        pafs.copy_files(path, dst)
-        yield dst
-    finally:
-        shutil.rmtree(dst, ignore_errors=True)
-
-
 class ModelError(ValueError):
     """A model directory that cannot be used; the message names the path and what is wrong."""
 
@@ -114,7 +97,7 @@ def read_model_file(path: str) -> dict[str, Any]:
     """
     with contextlib.ExitStack() as stack:
         try:
-            local = stack.enter_context(_local_copy(path))
+            local = stack.enter_context(local_copy(path))
         except (OSError, ValueError) as e:  # a URI that cannot be listed or copied
             raise ModelError(f"{path}: cannot read the model directory ({e})") from None
         if not os.path.isdir(local):
@@ -181,22 +164,15 @@ def model_from_payload(payload: dict[str, Any], path: str) -> tuple[torch.nn.Mod
 
 
 def check_model_dir(path: str) -> tuple[Config, dict[str, Any]]:
-    """Everything :func:`load_model` checks, without keeping the model: (Config, payload)."""
+    """Everything :func:`crnn.inference.load_model` checks, without keeping the model: (Config, payload)."""
     payload = read_model_file(path)
     _, cfg = model_from_payload(payload, path)
     return cfg, payload
 
 
-def load_model(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config, dict]:
-    """(model in eval mode on ``device``, its Config, {"epoch", "metrics"}) from a model directory."""
-    payload = read_model_file(path)
-    model, cfg = model_from_payload(payload, path)
-    model.to(device).eval()
-    return model, cfg, {"epoch": payload["epoch"], "metrics": payload["metrics"]}
-
-
 def load_training_state(path: str) -> dict[str, Any] | None:
-    with _local_copy(path) as local:
+    """The ``optimizer.pt`` payload of a model directory (local or URI), or None when it has none."""
+    with local_copy(path) as local:
         f = os.path.join(local, OPTIM_FILE)
         if not os.path.exists(f):
             return None

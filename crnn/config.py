@@ -303,17 +303,10 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 
 def save(cfg: Config, path: str) -> None:
-    """Write ``cfg`` as YAML to a local path or a URI (``s3://...``)."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if "://" in path and not path.startswith("file://"):
-        from crnn.shards import resolve
+    """Write ``cfg`` as YAML to a local path or a URI (``s3://...``), through :mod:`crnn.storage`."""
+    from crnn.storage import write_text
 
-        fs, p = resolve(path)
-        with fs.open_output_stream(p) as f:
-            f.write(text.encode())
-        return
-    with open(path.removeprefix("file://"), "w") as f:
-        f.write(text)
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def add_job_args(parser, out_help: str = "run directory (local path or URI)") -> None:

@@ -23,22 +23,21 @@ No Ray: the split is read into memory with :func:`crnn.shards.read_numpy` (the p
 
 from __future__ import annotations
 
-import json
+import io
 import math
-import os
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
-from crnn.checkpoint import load_model
 from crnn.config import to_dict
+from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
-from crnn.model import FAMILIES, ModelConfig, build_model
-from crnn.shards import read_card, read_numpy, torch_frames
+from crnn.model import ModelConfig, build_model
+from crnn.shards import read_card, read_numpy
+from crnn.storage import join, json_safe, write_bytes, write_json
 
-__all__ = ["predict", "evaluate", "check_evaluate", "format_table", "to_uint8_frames", "BASELINES", "PAPER_AGE"]
+__all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
 
 #: The baselines every evaluation reports next to the model: persistence (repeat the last frame),
 #: linear extrapolation, and the analog forecast (k nearest neighbours in the dataset's training
@@ -56,72 +55,7 @@ _METRIC_COLUMNS = (("MAE", "mae"), ("MSE", "mse"), ("PSNR dB", "psnr"), ("SSIM",
                    ("SNR (ratio)", "snr"), ("SNR dB", "snr_db"))
 
 
-# ----------------------------------------------------------------------------- prediction
-def predict(model: torch.nn.Module, frames_uint8: np.ndarray, in_frames: int = 4, batch_size: int = 256,
-            device: str | torch.device = "cpu") -> np.ndarray:
-    """Next-frame forecasts of ``model`` for each of the first ``in_frames`` frames.
-
-    ``frames_uint8``: (N, T, H, W, C) uint8 with T >= in_frames; the model sees
-    ``frames[:, :in_frames]``. Returns float32 (N, in_frames, C, H, W) in [0, 1] (clamped) on the
-    CPU; step ``t`` is the forecast of ``frames[:, t + 1]``. Runs in eval mode under
-    ``torch.inference_mode`` (the model's train/eval mode is restored afterwards).
-    """
-    frames = np.asarray(frames_uint8)
-    if frames.ndim != 5:
-        raise ValueError(f"predict: expected frames (N, T, H, W, C), got shape {frames.shape}")
-    if isinstance(in_frames, bool) or not isinstance(in_frames, int) or in_frames < 1:
-        raise ValueError(f"predict: in_frames={in_frames!r} must be a positive int")
-    if frames.shape[1] < in_frames:
-        raise ValueError(f"predict: {frames.shape[1]} frames per series, fewer than in_frames={in_frames}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"predict: batch_size={batch_size!r} must be a positive int")
-    n, _, h, w, c = frames.shape
-    out = np.empty((n, in_frames, c, h, w), np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, n, batch_size):
-                x = torch_frames(frames[i:i + batch_size, :in_frames], device=device)  # (B, T, C, H, W)
-                out[i:i + batch_size] = model(x).clamp_(0.0, 1.0).float().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
-
-
-def to_uint8_frames(pred: np.ndarray) -> np.ndarray:
-    """float (N, T, C, H, W) in [0, 1] -> uint8 (N, T, H, W, C), rounded (for pictures)."""
-    return np.clip(np.rint(np.asarray(pred, np.float64) * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
-
-
 # ----------------------------------------------------------------------------- evaluation
-def json_safe(obj: Any) -> Any:
-    """Recursively: numpy scalars -> Python, non-finite floats -> None, keys -> str."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
-
-
-def _check_device(device: str | torch.device) -> None:
-    """ValueError naming ``device`` unless it is cpu, or a CUDA device this machine has."""
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):  # torch: "Expected one of cpu, cuda, ... device type"
-        d = None
-    if d is None or d.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={str(device)!r}: expected cpu, cuda or cuda:N")
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} requested but CUDA is not available here")
-    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-
-
 def check_evaluate(model_path: str, data_path: str, split: str | None = None,
                    device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> str:
     """What :func:`evaluate` would refuse, checked before any work (cheap: the model file, the card
@@ -133,7 +67,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
 
     if num_examples < 0 or batch_size < 1:
         raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {num_examples}, {batch_size}")
-    _check_device(device)
+    pick_device(device)
     cfg, _ = check_model_dir(model_path)
     card = validate(data_path)
     split = split or cfg.data.test_split
@@ -146,7 +80,8 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     if len(card["ages"]) < in_frames + 1:
         raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "
                          f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
-    _check_size(cfg.model, (int(card["height"]), int(card["width"]), int(card["channels"])), model_path, data_path)
+    check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
+                     f"model {model_path}")
     return split
 
 
@@ -160,9 +95,11 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     ``num_examples`` series, like the paper's Fig. 7).
 
     Raises ValueError for: data with fewer than ``in_frames + 1`` frames per series, frames whose
-    size differs from the model's (naming both), an empty or unknown split, CUDA unavailable.
+    size differs from the model's (:class:`crnn.inference.ImageSizeError`, naming both), an empty or
+    unknown split, a device that is not cpu/cuda[:N] or CUDA unavailable; ModelError for a bad
+    model directory.
     """
-    _check_device(device)
+    device = pick_device(device)
     model, cfg, meta = load_model(model_path, device)
     in_frames = cfg.data.in_frames
     split = split or cfg.data.test_split
@@ -174,8 +111,8 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
             f"{data_path}: {len(ages_all)} frames per series (ages {ages_all}), but the model sees "
             f"in_frames={in_frames} and needs {in_frames + 1} (inputs plus the next frame as target)"
         )
-    data_size = (int(card["height"]), int(card["width"]), int(card["channels"]))
-    _check_size(cfg.model, data_size, model_path, data_path)
+    expected = image_size(cfg.model)  # None: a baseline, any size
+    check_image_size(expected, (card["height"], card["width"], card["channels"]), data_path, f"model {model_path}")
 
     data = read_numpy(data_path, split=split, columns=["series_id", "frames"])
     frames = data.get("frames")
@@ -183,14 +120,14 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         counts = card.get("splits", {})
         raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
     n, t, h, w, c = frames.shape
-    _check_size(cfg.model, (h, w, c), model_path, data_path)
+    check_image_size(expected, (h, w, c), data_path, f"model {model_path}")
     series_ids = [str(s) for s in data["series_id"]]
     ages = ages_all[1:in_frames + 1]
     headline = ages[-1]
 
     # targets on 0-255, channels first: (N, in_frames, C, H, W), exact (no /255 round trip)
     target = frames[:, 1:in_frames + 1].transpose(0, 1, 4, 2, 3).astype(np.float64)
-    preds = {"model": predict(model, frames, in_frames, batch_size, device)}
+    preds = {"model": forecast_window(model, frames, in_frames, batch_size, device)}
     skipped = {}
     for kind in BASELINES:
         if kind == "analog":
@@ -201,7 +138,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
                 continue
         else:
             base = build_model(ModelConfig(kind=kind, height=h, width=w, channels=c))
-        preds[kind] = predict(base.to(device), frames, in_frames, batch_size, device)
+        preds[kind] = forecast_window(base.to(device), frames, in_frames, batch_size, device)
     results = {name: per_age_metrics(p.astype(np.float64) * 255.0, target, ages, scale=1.0)
                for name, p in preds.items()}
     for per_age in results.values():  # the field's convention too (OpenSTL, PredRNN): see frame_mse01
@@ -228,31 +165,13 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         "skipped_baselines": skipped,
     })
 
-    if out is not None:
-        remote = "://" in out and not out.startswith("file://")  # a URI: write locally, then upload
-        local = tempfile.mkdtemp(prefix="crnn-eval-") if remote else out.removeprefix("file://")
-        os.makedirs(local, exist_ok=True)
-        metrics_path = os.path.join(local, "metrics.json")
-        png_path = os.path.join(local, "predictions.png")
-        result["files"] = ({"metrics": f"{out.rstrip('/')}/metrics.json",
-                            "predictions": f"{out.rstrip('/')}/predictions.png"} if remote
-                           else {"metrics": metrics_path, "predictions": png_path})
-        _write_figure(png_path, frames, preds, series_ids, ages, in_frames, num_examples,
-                      title=f"{split}: real vs forecast ({cfg.model.kind})")
-        with open(metrics_path, "w") as f:
-            json.dump(result, f, indent=2, allow_nan=False)
-            f.write("\n")
-        if remote:
-            import shutil
-
-            import pyarrow.fs as pafs
-
-            from crnn.shards import resolve
-
-            fs, root = resolve(out)
-            fs.create_dir(root, recursive=True)
-            pafs.copy_files(local, root, destination_filesystem=fs, use_threads=False)
-            shutil.rmtree(local, ignore_errors=True)
+    if out is not None:  # a local directory or a URI, through crnn.storage (each file replaced whole)
+        result["files"] = {"metrics": join(out, "metrics.json"), "predictions": join(out, "predictions.png")}
+        png = io.BytesIO()
+        _figure(frames, preds, series_ids, ages, in_frames, num_examples,
+                title=f"{split}: real vs forecast ({cfg.model.kind})").save(png, format="PNG")
+        write_bytes(result["files"]["predictions"], png.getvalue())
+        write_json(result["files"]["metrics"], result)
     return result
 
 
@@ -285,20 +204,6 @@ def analog_baseline(data_path: str, splits, in_frames: int, k: int = ANALOG_K,
     return AnalogForecaster(bank[:, :in_frames + 1], k=k)
 
 
-def _check_size(mc: ModelConfig, data_size: tuple[int, int, int], model_path: str, data_path: str) -> None:
-    """Trained models keep the frame size they were trained on (the CRNN cannot take another: its
-    Dense layer; the convolutional families were fitted to it); the baselines take any size."""
-    if mc.kind not in FAMILIES:
-        return
-    model_size = (mc.height, mc.width, mc.channels)
-    if tuple(data_size) != model_size:
-        fmt = "{}x{}x{}".format
-        raise ValueError(
-            f"image size mismatch: data {data_path} has frames of {fmt(*data_size)} (HxWxC) but "
-            f"model {model_path} expects {fmt(*model_size)}"
-        )
-
-
 def _pick_examples(n: int, k: int) -> list[int]:
     """``k`` series spread evenly over ``n`` (deterministic)."""
     k = max(0, min(int(k), n))
@@ -307,17 +212,18 @@ def _pick_examples(n: int, k: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
 
 
-def _write_figure(path: str, frames: np.ndarray, preds: dict[str, np.ndarray], series_ids: list[str],
-                  ages: list[int], in_frames: int, num_examples: int, title: str) -> None:
+def _figure(frames: np.ndarray, preds: dict[str, np.ndarray], series_ids: list[str], ages: list[int],
+            in_frames: int, num_examples: int, title: str):
+    """The paper's Fig. 7 as a PIL image: real frames, the model's and persistence's forecasts."""
     from crnn.plots import comparison_sheet
 
     idx = _pick_examples(len(frames), num_examples) or [0]
     kinds = {
         "real": frames[idx, 1:in_frames + 1],
-        "model": to_uint8_frames(preds["model"][idx]),
-        "persistence": to_uint8_frames(preds["persistence"][idx]),
+        "model": to_uint8(preds["model"][idx]),
+        "persistence": to_uint8(preds["persistence"][idx]),
     }
-    comparison_sheet(kinds, ages, series_ids=[series_ids[i] for i in idx], title=title).save(path)
+    return comparison_sheet(kinds, ages, series_ids=[series_ids[i] for i in idx], title=title)
 
 
 # ----------------------------------------------------------------------------- table

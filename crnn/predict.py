@@ -8,8 +8,8 @@ paper's data) are the inputs, as in training and evaluation; ``inputs="last"`` u
 ``in_frames`` frames instead (forecast beyond the end of the data). Two modes:
 
 * ``horizon=None`` (window): the model's next-frame forecast for every input step, like
-  :func:`crnn.evaluate.predict` -- inputs ages 10..25 -> forecasts of ages 15..30;
-* ``horizon=h``: autoregressive rollout (:func:`crnn.model.rollout`) ``h`` steps past the last input,
+  :func:`crnn.inference.forecast_window` -- inputs ages 10..25 -> forecasts of ages 15..30;
+* ``horizon=h``: autoregressive rollout (:func:`crnn.inference.forecast_uint8`) ``h`` steps past the last input,
   forecasts fed back as inputs -- inputs ages 10..25 -> ages 30, 35, ... (``h`` frames).
 
 The shards are read with :func:`crnn.shards.read_ray` (every shard's footer is checked first) and
@@ -28,94 +28,28 @@ with K = in_frames (window) or horizon, and a ``dataset.json`` card with ``"kind
 after every shard and the card are written, so a failed run leaves no dataset (or the previous one,
 with ``overwrite``) at ``out``. A shard that cannot be read fails the run with its path.
 
-The helpers shared with online serving (:mod:`crnn.serve`) live here too: :func:`forecast_uint8`,
-:func:`model_version`, :func:`default_input_ages`.
+Loading, the device, the size check and the forecasts themselves are :mod:`crnn.inference`'s,
+shared with evaluation and Serve.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from crnn.model import FAMILIES, rollout
+from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, image_size, load_model,
+                            model_version, pick_device, setup_torch)
 from crnn.shards import ShardError
 
-__all__ = [
-    "predict_dataset", "plan_predict", "BatchForecaster", "forecast_uint8", "forecast_ages", "to_uint8",
-    "model_version", "default_input_ages", "find_unreadable_shard", "pick_device",
-]
+__all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard"]
 
-DEFAULT_FIRST_AGE = 10
-DEFAULT_AGE_STEP = 5
 INPUTS = ("first", "last")
 OUTPUT_COLUMNS = ("series_id", "seed", "split", "source_split", "ages", "frames", "height", "width", "channels")
 
 
-# ----------------------------------------------------------------------------- shared helpers
-def pick_device(device: str | None, num_gpus: float = 0.0) -> str:
-    """``None``/"auto" -> "cuda" when GPUs were asked for, else "cpu"; checks CUDA is there."""
-    if device in (None, "auto"):
-        device = "cuda" if num_gpus and num_gpus > 0 else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available here")
-    return str(device)
-
-
-def to_uint8(pred: np.ndarray) -> np.ndarray:
-    """float (N, K, C, H, W) in [0, 1] -> uint8 (N, K, H, W, C), rounded like
-    :func:`crnn.evaluate.to_uint8_frames`."""
-    return np.clip(np.rint(np.asarray(pred, np.float64) * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
-
-
-def forecast_uint8(model: torch.nn.Module, frames: np.ndarray, in_frames: int,
-                   horizon: int | Sequence[int] | None, device: str | torch.device = "cpu") -> np.ndarray | list:
-    """Forecasts of ``model`` for uint8 inputs (B, in_frames, H, W, C), as uint8 frames.
-
-    * ``horizon=None``: the window forecast ``model(x)`` -> (B, in_frames, H, W, C);
-    * an int ``h``: ``rollout(model, x, h, window=in_frames)`` -> (B, h, H, W, C);
-    * a sequence of ints (one per series): the rollout of each series to its own horizon, run as one
-      batch that shrinks as short horizons finish (series sorted by horizon) -> a list of
-      (h_i, H, W, C) arrays. Each equals the rollout of that series alone, up to float rounding.
-
-    Runs under ``torch.inference_mode``; the model must already be in eval mode on ``device``.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim != 5 or frames.shape[1] != in_frames:
-        raise ValueError(f"forecast_uint8: expected frames (B, {in_frames}, H, W, C), got {frames.shape}")
-    from crnn.shards import torch_frames
-
-    with torch.inference_mode():
-        x = torch_frames(frames, device=device)  # (B, T, C, H, W) in [0, 1]
-        if horizon is None:
-            return to_uint8(model(x).clamp_(0.0, 1.0).float().cpu().numpy())
-        if isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool):
-            return to_uint8(rollout(model, x, int(horizon), window=in_frames).float().cpu().numpy())
-        hs = np.asarray([int(h) for h in horizon], np.int64)
-        if hs.shape != (len(frames),) or (hs < 1).any():
-            raise ValueError(f"forecast_uint8: need one positive horizon per series, got {list(horizon)}")
-        order = np.argsort(-hs, kind="stable")  # longest first: the active series are a prefix
-        hs_sorted = hs[order]
-        cur = x[torch.as_tensor(order, device=x.device)]
-        b, _, c, h, w = cur.shape
-        out = np.empty((b, int(hs_sorted[0]), c, h, w), np.float32)
-        for k in range(int(hs_sorted[0])):
-            n = int((hs_sorted > k).sum())
-            cur = cur[:n]
-            nxt = model(cur)[:, -1].clamp(0.0, 1.0)  # (n, C, H, W), as in crnn.model.rollout
-            out[:n, k] = nxt.float().cpu().numpy()
-            cur = torch.cat([cur, nxt.unsqueeze(1)], dim=1)[:, -in_frames:]
-        u = to_uint8(out)
-        result: list[np.ndarray | None] = [None] * b
-        for i, src in enumerate(order):
-            result[src] = u[i, :hs_sorted[i]]
-        return result
-
-
+# ----------------------------------------------------------------------------- helpers
 def forecast_ages(input_ages: np.ndarray, horizon: int | None) -> np.ndarray:
     """Ages of the forecasts for input ages (B, T) (or (T,)): window -> the next age of every input,
     rollout -> ``horizon`` ages past the last one, in steps of the last spacing."""
@@ -131,47 +65,12 @@ def forecast_ages(input_ages: np.ndarray, horizon: int | None) -> np.ndarray:
     return out[0] if one else out
 
 
-def model_version(payload: dict[str, Any]) -> str:
-    """Short content hash of a model file payload (config + weights): equal models, equal versions."""
-    h = hashlib.sha256(json.dumps(payload.get("config", {}), sort_keys=True).encode())
-    for name, t in sorted(payload["state_dict"].items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too (BatchNorm counters)
-    return h.hexdigest()[:12]
-
-
-def default_input_ages(cfg, metrics: dict | None = None) -> list[int]:
-    """Ages of the model's ``in_frames`` inputs when a request does not say: the training data card's
-    first ages (from the model's metrics, or the card at ``cfg.data.path`` when that is a local
-    directory), else 10, 15, 20, ... (the paper's ages)."""
-    n = cfg.data.in_frames
-    ages = None
-    for key in ("input_ages", "data_ages", "ages"):
-        v = (metrics or {}).get(key)
-        if isinstance(v, (list, tuple)) and len(v) >= n:
-            ages = v
-            break
-    if ages is None and cfg.data.path and "://" not in cfg.data.path and os.path.isdir(cfg.data.path):
-        try:
-            from crnn.shards import read_card
-
-            ages = read_card(cfg.data.path).get("ages")
-        except Exception:  # no card, foreign directory: fall back to the default
-            ages = None
-    try:
-        ages = [int(a) for a in ages[:n]] if ages is not None and len(ages) >= n else None
-    except (TypeError, ValueError):
-        ages = None
-    if ages is None or any(b <= a for a, b in zip(ages, ages[1:])):
-        ages = [DEFAULT_FIRST_AGE + DEFAULT_AGE_STEP * i for i in range(n)]
-    return ages
-
-
 def find_unreadable_shard(path: str) -> str | None:
     """Fully decode every shard of a dataset; the first that fails, as ``"<path>: <error>"``."""
     import pyarrow.parquet as pq
 
-    from crnn.shards import list_shards, resolve
+    from crnn.shards import list_shards
+    from crnn.storage import resolve
 
     fs, _ = resolve(path)
     for shard in list_shards(path):
@@ -189,13 +88,7 @@ class BatchForecaster:
 
     def __init__(self, model_path: str, device: str = "cpu", horizon: int | None = None,
                  inputs: str = "first", torch_threads: int = 0):
-        from crnn.checkpoint import load_model
-
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
-        if torch.device(device).type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        setup_torch(device, torch_threads)
         self.device = device
         self.model, self.cfg, _ = load_model(model_path, device)
         self.in_frames = self.cfg.data.in_frames
@@ -248,10 +141,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
         raise ValueError(f"{data_path}: {len(src_ages)} frames per series (ages {src_ages}); the model "
                          f"needs in_frames={in_frames}")
     size = (int(card["height"]), int(card["width"]), int(card["channels"]))
-    m = cfg.model
-    if m.kind in FAMILIES and size != (m.height, m.width, m.channels):
-        raise ValueError(f"image size mismatch: data {data_path} has {size[0]}x{size[1]}x{size[2]} (HxWxC) "
-                         f"frames but model {model_path} expects {m.height}x{m.width}x{m.channels}")
+    check_image_size(image_size(cfg.model), size, data_path, f"model {model_path}")
     splits = None if split is None else ([split] if isinstance(split, str) else list(split))
     counts = dict(card.get("splits") or {})
     if splits is None:
@@ -332,7 +222,6 @@ def write_preview(path: str, model_path: str, data_path: str, splits, horizon: i
                   device: str, count: int = 6) -> str:
     """PNG sheet of the first ``count`` series: inputs and forecasts (rollout), or real vs forecast
     frames at the same ages (window mode). Forecasts are recomputed in-process for these few series."""
-    from crnn.checkpoint import load_model
     from crnn.plots import comparison_sheet, contact_sheet
     from crnn.shards import read_ray
 

@@ -88,7 +88,7 @@ def check_shared_storage(paths: dict[str, str], use_gpu: bool = False) -> None:
     *is* shared (an NFS or EFS mount at the same path on every node) is allowed with
     ``CRNN_ALLOW_LOCAL_STORAGE=1`` (set it in the job's runtime_env so every node sees it).
     """
-    from crnn.shards import is_local
+    from crnn.storage import is_local
 
     if os.environ.get(ALLOW_LOCAL_STORAGE_ENV, "").strip().lower() in ("1", "true", "yes"):
         return

@@ -63,8 +63,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from crnn import images
-from crnn.predict import default_input_ages, forecast_uint8, model_version, pick_device
-from crnn.evaluate import json_safe
+from crnn.inference import (ImageSizeError, check_image_size, default_input_ages, forecast_uint8, load_model,
+                            pick_device, setup_torch)
+from crnn.storage import json_safe
 
 __all__ = [
     "Limits", "ServeSettings", "ActorOptions", "Autoscaling", "ForecastEngine", "RequestError",
@@ -231,19 +232,10 @@ class ForecastEngine:
 
     @classmethod
     def load(cls, path: str, device: str = "auto", torch_threads: int = 0) -> "ForecastEngine":
-        from crnn.checkpoint import model_from_payload, read_model_file
-
         device = pick_device(device)
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
-        if torch.device(device).type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        payload = read_model_file(path)  # ModelError names the path: the replica refuses to start
-        model, cfg = model_from_payload(payload, path)
-        model.to(device).eval()
-        meta = {"epoch": payload.get("epoch"), "metrics": payload.get("metrics") or {}}
-        return cls(model, cfg, meta, device, path, model_version(payload))
+        setup_torch(device, torch_threads)
+        model, cfg, meta = load_model(path, device, version=True)  # ModelError: the replica refuses to start
+        return cls(model, cfg, meta, device, path, meta.pop("version"))
 
     def forecast(self, frames: np.ndarray, horizons: list[int]) -> list[np.ndarray]:
         """uint8 (B, in_frames, H, W, C) and one horizon per series -> B uint8 (h_i, H, W, C)."""
@@ -438,12 +430,10 @@ def _frames_from_arrays(obj: Any, where: str, spec: Spec) -> np.ndarray:
 
 
 def _check_size(h: int, w: int, c: int, where: str, spec: Spec) -> None:
-    if (h, w) != (spec.height, spec.width):
-        raise RequestError(422, f"{where}: images are {h}x{w} pixels (HxW) but the model takes "
-                                f"{spec.height}x{spec.width}")
-    if c != spec.channels:
-        raise RequestError(422, f"{where}: images have {c} channels but the model takes {spec.channels}"
-                                f"{' (RGB)' if spec.channels == 3 else ''}")
+    try:
+        check_image_size((spec.height, spec.width, spec.channels), (h, w, c), where)
+    except ImageSizeError as e:
+        raise RequestError(422, str(e)) from None
 
 
 def decode_png(s: Any, where: str, spec: Spec) -> np.ndarray:

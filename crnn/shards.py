@@ -16,21 +16,17 @@ the shape in the field metadata, which :func:`read_numpy` decodes without Ray.
 
 A dataset is published under one directory (a local path or any URI pyarrow understands, e.g.
 ``s3://bucket/pines``) with ``dataset.json`` (the dataset card) beside the shards. The card is
-written last: a directory without it is incomplete and every reader refuses it. Locally the shards
-are first written to a sibling staging directory and renamed into place, so an earlier dataset at
-the same path survives a failed run untouched.
+written last: a directory without it is incomplete and every reader refuses it. The shards are
+first written to a sibling staging directory and published with :func:`crnn.storage.publish_dir`,
+so an earlier dataset at the same path survives a failed run untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import posixpath
-import shutil
-import uuid
 from typing import Any, Iterable
 
 import numpy as np
@@ -38,6 +34,10 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+# is_local is imported for crnn/tune.py, which still imports it (and resolve) from here until it
+# switches to crnn.storage.
+from crnn.storage import is_local, join, publish_dir, read_text, resolve, write_json  # noqa: F401
 
 CARD_NAME = "dataset.json"
 FORMAT_NAME = "crnn-forecast-shards"
@@ -94,18 +94,7 @@ def series_seed(base_seed: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
 
-# ----------------------------------------------------------------------------- filesystems
-def resolve(path: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URI such as ``s3://bucket/prefix``."""
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
+# ----------------------------------------------------------------------------- listing
 def list_shards(path: str) -> list[str]:
     """Sorted shard paths (inside the filesystem) of a dataset directory."""
     fs, root = resolve(path)
@@ -129,11 +118,9 @@ def list_shards(path: str) -> list[str]:
 # ----------------------------------------------------------------------------- card
 def read_card(path: str) -> dict[str, Any]:
     """The dataset card of a published dataset; refuses an incomplete or foreign directory."""
-    fs, root = resolve(path)
-    card_path = posixpath.join(root, CARD_NAME)
+    card_path = join(path, CARD_NAME)
     try:
-        with fs.open_input_stream(card_path) as f:
-            card = json.loads(f.read().decode())
+        card = json.loads(read_text(card_path))
     except FileNotFoundError:
         raise ShardError(
             f"{path}: no {CARD_NAME}; not a dataset, or an incomplete one (generation failed?)"
@@ -194,11 +181,6 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     params = card.get("params", [])
     if not isinstance(params, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str) for p in params):
         bad("params", "is not a list of {\"name\": column, ...} objects")
-
-
-def _write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
-    with fs.open_output_stream(path) as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 # ----------------------------------------------------------------------------- validation
@@ -565,50 +547,23 @@ def check_out_free(out: str, overwrite: bool = False) -> bool:
 def publish(write_shards, out: str, card: dict[str, Any], overwrite: bool = False) -> str:
     """Write a dataset atomically: ``write_shards(dir)`` writes the shards, then the card.
 
-    Local paths: shards go to a sibling staging directory that is renamed to ``out`` only after
-    every shard and the card are written; with ``overwrite`` the previous dataset is replaced only
-    then. URIs (object stores have no rename): shards are written into ``out`` and the card last,
-    so readers, which require the card, never see a half-written dataset; an overwrite first writes
-    the new shards to a sibling staging prefix and replaces the old dataset only once they are all
-    written (a failed run leaves the old one intact).
+    Through :func:`crnn.storage.publish_dir` with the card as its marker: the shards and then the
+    card (its shard list and row count checked, RuntimeError otherwise) are written to a sibling
+    staging directory (``<out>.staging-<random>``), which replaces ``out`` only once both are
+    complete. Locally that is a rename; on an object store the staged files are copied into
+    ``out`` with the card last, so readers, which require the card, never see a half-written
+    dataset. A failed run leaves nothing at ``out``, or the previous dataset (with ``overwrite``)
+    untouched. FileExistsError (:func:`check_out_free`) when ``out`` exists without ``overwrite``
+    or is not a dataset.
     """
-    exists = check_out_free(out, overwrite)
-    fs, root = resolve(out)
-    if is_local(out):
-        staging = f"{root}.staging-{uuid.uuid4().hex[:8]}"
-        os.makedirs(staging)
-        try:
-            write_shards(staging)
-            card = _finish_card(fs, staging, card)
-            _write_json(fs, posixpath.join(staging, CARD_NAME), card)
-            if exists:
-                trash = f"{root}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(root, trash)
-                os.replace(staging, root)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(staging, root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    elif not exists:
-        write_shards(out)
-        card = _finish_card(fs, root, card)
-        _write_json(fs, posixpath.join(root, CARD_NAME), card)
-    else:  # overwrite on an object store: the old dataset stays until the new one is complete
-        staging = f"{out.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}"
-        _, staging_root = resolve(staging)
-        try:
-            write_shards(staging)
-            card = _finish_card(fs, staging_root, card)
-        except BaseException:
-            with contextlib.suppress(OSError):  # nothing may have been written there
-                fs.delete_dir(staging_root)
-            raise
-        fs.delete_dir_contents(root, missing_dir_ok=True)
-        pafs.copy_files(staging_root, root, source_filesystem=fs, destination_filesystem=fs, use_threads=False)
-        fs.delete_dir(staging_root)
-        _write_json(fs, posixpath.join(root, CARD_NAME), card)  # last: the dataset is complete
+    check_out_free(out, overwrite)
+
+    def fill(staging: str) -> None:
+        write_shards(staging)
+        fs, root = resolve(staging)
+        write_json(join(staging, CARD_NAME), _finish_card(fs, root, card))
+
+    publish_dir(out, fill, marker=CARD_NAME)
     return out
 
 

@@ -402,34 +402,27 @@ def _read_metrics_rows(out: str) -> list[dict]:
     """The rows of ``out``/metrics.csv (local or URI); [] when there is none."""
     import io
 
-    import pyarrow.fs as pafs
+    from crnn.storage import join, read_text
 
-    from crnn.shards import resolve
-
-    fs, root = resolve(out)
-    path = posixpath.join(root, "metrics.csv")
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    try:
+        text = read_text(join(out, "metrics.csv"))
+    except FileNotFoundError:
         return []
-    with fs.open_input_stream(path) as f:
-        return list(csv.DictReader(io.StringIO(f.read().decode())))
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def write_metrics_csv(out: str, rows: list[dict]) -> str:
-    from crnn.shards import resolve
-
-    fs, root = resolve(out)
-    fs.create_dir(root, recursive=True)
-    path = posixpath.join(root, "metrics.csv")
+    """Write ``out``/metrics.csv (local or URI; replaced whole, :func:`crnn.storage.write_text`)."""
     import io
+
+    from crnn.storage import join, write_text
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(METRIC_FIELDS) + ["best_val_loss", "start_epoch", "setup_s"],
                        extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    with fs.open_output_stream(path) as f:
-        f.write(buf.getvalue().encode())
-    return path
+    return write_text(join(out, "metrics.csv"), buf.getvalue())
 
 
 def _user_callback(out: str):
@@ -467,15 +460,15 @@ def check_config(cfg: Config) -> None:
 def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
     returns the number of training series. No Ray: jobs call it before starting Ray."""
+    from crnn.inference import check_image_size
     from crnn.shards import SPLITS
 
     need = cfg.data.in_frames + 1
     if len(card["ages"]) < need:
         raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
-    if (card["height"], card["width"], card["channels"]) != (cfg.model.height, cfg.model.width, cfg.model.channels):
-        raise ValueError(
-            f"{cfg.data.path}: images are {card['height']}x{card['width']}x{card['channels']} but the model "
-            f"expects {cfg.model.height}x{cfg.model.width}x{cfg.model.channels} (set model.height/width)")
+    check_image_size((cfg.model.height, cfg.model.width, cfg.model.channels),
+                     (card["height"], card["width"], card["channels"]), cfg.data.path,
+                     hint="set model.height/width/channels")
     bad = [s for s in (*cfg.data.train_splits, cfg.data.val_split, cfg.data.test_split) if s not in SPLITS]
     if bad:
         raise ValueError(f"data splits {bad}: expected some of {SPLITS}")
@@ -505,7 +498,7 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
     import yaml
 
     from crnn.config import _flatten
-    from crnn.shards import resolve
+    from crnn.storage import resolve
 
     fs, root = resolve(out)
     info = fs.get_file_info(root)
@@ -540,7 +533,7 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
 
 def clear_run_dir(out: str) -> None:
     """Delete a run directory's contents (``--overwrite``), so no file of the old run remains."""
-    from crnn.shards import is_local, resolve
+    from crnn.storage import is_local, resolve
 
     fs, root = resolve(out)
     if is_local(out):
@@ -569,7 +562,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
     from ray.train.torch import TorchTrainer
 
     from crnn.runtime import check_shared_storage
-    from crnn.shards import is_local, resolve
+    from crnn.storage import is_local, resolve
 
     check_config(cfg)
     check_shared_storage({"data.path": cfg.data.path, "out": out}, use_gpu=cfg.train.use_gpu)
@@ -608,27 +601,21 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
 
 
 def finish_run(out: str, cfg: Config, result) -> None:
-    """Copy the best checkpoint to ``out/model``; write TensorBoard logs and the learning curve."""
-    import pyarrow.fs as pafs
-
-    from crnn.shards import is_local, resolve
+    """Publish the best checkpoint, without its optimizer state, as ``out/model``
+    (:func:`crnn.storage.publish_dir`: readers see the previous model or the whole new one); write
+    TensorBoard logs and the learning curve."""
+    from crnn.checkpoint import MODEL_FILE, OPTIM_FILE
+    from crnn.storage import copy_dir, is_local, join, publish_dir, resolve
 
     best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
     if best is None:
         raise RuntimeError("training reported no checkpoint")
-    fs, root = resolve(out)
-    model_dir = posixpath.join(root, "model")
-    if fs.get_file_info(model_dir).type != pafs.FileType.NotFound:
-        fs.delete_dir(model_dir)
     with best.as_directory() as d:
-        if is_local(out):
-            shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns("optimizer.pt"))
-        else:
-            # single-threaded upload, as Ray Train does for S3 (apache/arrow#32372)
-            pafs.copy_files(d, model_dir, destination_filesystem=fs, use_threads=False)
-            fs.delete_file(posixpath.join(model_dir, "optimizer.pt"))
+        publish_dir(join(out, "model"), lambda staging: copy_dir(d, staging, ignore=(OPTIM_FILE,)),
+                    marker=MODEL_FILE)
     if not is_local(out):
         return
+    _, root = resolve(out)
     rows = read_metrics_csv(os.path.join(root, "metrics.csv"))
     shutil.rmtree(os.path.join(root, "tb"), ignore_errors=True)  # rebuilt from the whole history
     write_tensorboard(os.path.join(root, "tb"), rows)

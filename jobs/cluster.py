@@ -125,8 +125,10 @@ def up(a) -> int:
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     state = {"pid": proc.pid, "port": a.port, "gcs": gcs, "dashboard": dashboard, "log": log, "address_file_before": before}
-    with open(os.path.join(d, "head.json"), "w") as f:
-        json.dump(state, f)
+    import _bootstrap  # noqa: F401  (crnn importable from the checkout)
+    from crnn.storage import write_json
+
+    write_json(os.path.join(d, "head.json"), state)  # whole or not at all: `down` reads it
     deadline = time.time() + a.timeout
     while not (_dashboard_up(dashboard) and _job_agent_up(gcs)):
         if proc.poll() is not None or time.time() > deadline:

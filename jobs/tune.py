@@ -96,7 +96,7 @@ def check_search_dir(out: str, name: str, resume: bool = True) -> None:
 
     import pyarrow.fs as pafs
 
-    from crnn.shards import resolve
+    from crnn.storage import resolve
     from crnn.train import RunDirError
 
     fs, root = resolve(out)

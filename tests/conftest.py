@@ -41,6 +41,26 @@ def ray_local():
         ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A local S3 server (moto's: cluster_utils.S3Server) per test module: (server, bucket URI),
+    with the AWS variables set in this process (restored afterwards)."""
+    from cluster_utils import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server, server.create_bucket("crnn-test")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """80 simulated series (ages 10..30, 32x16) published as shards: 68 train / 4 val / 8 test.

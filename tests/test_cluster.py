@@ -203,7 +203,7 @@ def test_two_node_training_on_s3(two_nodes, tmp_path, monkeypatch):
 
     import pyarrow.fs as pafs
 
-    from crnn.shards import resolve
+    from crnn.storage import resolve
 
     for k, v in env.items():  # this process reads the results from S3 too
         if k.startswith("AWS_"):

@@ -10,10 +10,12 @@ from PIL import Image
 
 from crnn.checkpoint import save_model_dir
 from crnn.config import Config, DataConfig
-from crnn.evaluate import json_safe, evaluate, format_table, predict, to_uint8_frames
+from crnn.evaluate import evaluate, format_table
+from crnn.inference import forecast_window, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.model import ModelConfig, build_model
 from crnn.shards import base_card, publish, read_numpy, rows_to_batch, write_ray_dataset
+from crnn.storage import json_safe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGES = (10, 15, 20, 25, 30)
@@ -82,21 +84,21 @@ def _test_frames(dataset) -> np.ndarray:
 def test_predict_shapes_range_and_persistence():
     frames = np.stack([_series(i) for i in range(5)])
     pers = build_model(ModelConfig(kind="persistence"))
-    p = predict(pers, frames, in_frames=4, batch_size=2)
+    p = forecast_window(pers, frames, in_frames=4, batch_size=2)
     assert p.shape == (5, 4, C, H, W) and p.dtype == np.float32
     np.testing.assert_allclose(p, frames[:, :4].transpose(0, 1, 4, 2, 3) / 255.0, atol=1e-7)
-    np.testing.assert_array_equal(to_uint8_frames(p), frames[:, :4])
+    np.testing.assert_array_equal(to_uint8(p), frames[:, :4])
 
     torch.manual_seed(0)
     crnn = build_model(_tiny_cfg().model)
     crnn.train()
-    a = predict(crnn, frames, batch_size=256)
-    b = predict(crnn, frames, batch_size=2)  # eval mode: no dropout, batching does not matter
+    a = forecast_window(crnn, frames, batch_size=256)
+    b = forecast_window(crnn, frames, batch_size=2)  # eval mode: no dropout, batching does not matter
     assert crnn.training  # mode restored
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert a.min() >= 0.0 and a.max() <= 1.0
     with pytest.raises(ValueError, match="in_frames=6"):
-        predict(pers, frames, in_frames=6)
+        forecast_window(pers, frames, in_frames=6)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -153,11 +155,11 @@ def test_field_convention_mse(result):
 
 
 def test_model_metrics_and_improvement(result, dataset, model_dir):
-    from crnn.checkpoint import load_model
+    from crnn.inference import load_model
 
     model, cfg, _ = load_model(model_dir)
     frames = read_numpy(dataset, split="test", columns=["frames"])["frames"]
-    pred = predict(model, frames, cfg.data.in_frames)
+    pred = forecast_window(model, frames, cfg.data.in_frames)
     target = frames[:, 1:5].transpose(0, 1, 4, 2, 3)
     want = per_age_metrics(pred.astype(np.float64) * 255, target.astype(np.float64), [15, 20, 25, 30], scale=1.0)
     for k in ("mae", "mse", "ssim"):

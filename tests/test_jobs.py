@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_config
-from crnn.checkpoint import MODEL_FILE, ModelError, check_model_dir, load_model, read_model_file, save_model_dir
+from crnn.checkpoint import MODEL_FILE, ModelError, check_model_dir, read_model_file, save_model_dir
+from crnn.inference import load_model
 from crnn.config import save as save_config
 from crnn.model import build_model
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from crnn.checkpoint import load_model
-from crnn.evaluate import predict as eval_predict, to_uint8_frames
+from crnn.inference import forecast_window, load_model, to_uint8
 from crnn.model import rollout
 from crnn.predict import predict_dataset
 from crnn.shards import (
@@ -83,7 +82,7 @@ def test_window_forecasts_match_the_model(dataset, model_dir, tmp_path):
     assert got["frames"].shape == (N, 4, H, W, C) and got["frames"].dtype == np.uint8
     assert (got["ages"] == [15, 20, 25, 30]).all()
     model, cfg, _ = load_model(model_dir)
-    want = to_uint8_frames(eval_predict(model, src["frames"], 4))
+    want = to_uint8(forecast_window(model, src["frames"], 4))
     assert np.abs(got["frames"].astype(int) - want).max() <= 1 and (got["frames"] == want).mean() > 0.99
 
 
@@ -149,7 +148,7 @@ def test_job_cli_rollout_on_one_split_with_preview(dataset, model_dir, tmp_path,
     src = _by_id(read_numpy(dataset, split="test"))
     model, _, _ = load_model(model_dir)
     with torch.no_grad():
-        want = to_uint8_frames(rollout(model, torch_frames(src["frames"][:, :4]), 3).numpy())
+        want = to_uint8(rollout(model, torch_frames(src["frames"][:, :4]), 3).numpy())
     assert np.abs(got["frames"].astype(int) - want).max() <= 1
     # checked before Ray: a usage error (status 2) naming the path
     assert job.main(["--model", model_dir, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
@@ -196,7 +195,7 @@ def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tm
     model, loaded, _ = load_model(model_path)
     assert loaded.model.kind == kind and type(model).__name__ in ("ConvLSTMForecaster", "SimVP")
     src = _by_id(read_numpy(dataset))
-    want = to_uint8_frames(eval_predict(model, src["frames"], 4))
+    want = to_uint8(forecast_window(model, src["frames"], 4))
     assert not (want == src["frames"][:, :4]).all()  # trained: not persistence any more
 
     out = str(tmp_path / "fc")
@@ -210,5 +209,5 @@ def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tm
     engine = ForecastEngine.load(model_path, device="cpu")
     served = engine.forecast(src["frames"][:3, :4], [2, 2, 2])
     with torch.no_grad():
-        ref = to_uint8_frames(rollout(model, torch_frames(src["frames"][:3, :4]), 2).numpy())
+        ref = to_uint8(rollout(model, torch_frames(src["frames"][:3, :4]), 2).numpy())
     assert np.abs(np.stack(served).astype(int) - ref).max() <= 1

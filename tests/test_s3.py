@@ -12,27 +12,10 @@ import os
 import numpy as np
 import pytest
 
-from cluster_utils import ROOT, S3Server
+from cluster_utils import ROOT
 from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """(server, bucket URI) with the AWS variables set in this process (restored afterwards)."""
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    try:
-        yield server, server.create_bucket("crnn-test")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +36,7 @@ def _files(uri: str) -> dict[str, int]:
     """{path relative to ``uri``: size} of every object under ``uri``."""
     import pyarrow.fs as pafs
 
-    from crnn.shards import resolve
+    from crnn.storage import resolve
 
     fs, root = resolve(uri)
     return {i.path[len(root) + 1:]: i.size for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -63,7 +46,7 @@ def _files(uri: str) -> dict[str, int]:
 def test_generate_train_checkpoint_load_on_s3(s3, ray_s3):
     import torch
 
-    from crnn.checkpoint import load_model
+    from crnn.inference import load_model
     from crnn.evaluate import evaluate
     from crnn.generate import generate
     from crnn.shards import read_numpy, validate
@@ -95,7 +78,7 @@ def test_generate_train_checkpoint_load_on_s3(s3, ray_s3):
 
     res = evaluate(f"{run}/model", data, out=f"{run}/eval", num_examples=2)
     assert res["files"]["metrics"] == f"{run}/eval/metrics.json"
-    from crnn.shards import resolve
+    from crnn.storage import resolve
 
     fs, root = resolve(f"{run}/eval/metrics.json")
     with fs.open_input_stream(root) as f:
@@ -110,7 +93,8 @@ def test_failed_overwrite_on_s3_keeps_the_old_dataset(s3):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from crnn.shards import base_card, publish, read_card, resolve
+    from crnn.shards import base_card, publish, read_card
+    from crnn.storage import resolve
 
     bucket = s3[0].create_bucket("crnn-overwrite")
     out = f"{bucket}/ds"

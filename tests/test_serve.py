@@ -13,8 +13,7 @@ import requests
 import torch
 from PIL import Image
 
-from crnn.checkpoint import load_model
-from crnn.evaluate import to_uint8_frames
+from crnn.inference import load_model, to_uint8
 from crnn.model import rollout
 from crnn.serve import (
     ActorOptions, Limits, ServeSettings, build_app, load_serve_config, parse_forecast_request, RequestError, Spec,
@@ -57,7 +56,7 @@ def local_model(model_dir):
 
 def _expected(model, frames: np.ndarray, horizon: int) -> np.ndarray:
     with torch.no_grad():
-        return to_uint8_frames(rollout(model, torch_frames(frames), horizon).numpy())
+        return to_uint8(rollout(model, torch_frames(frames), horizon).numpy())
 
 
 def _free_port() -> int:
@@ -194,8 +193,9 @@ def test_bad_inputs_get_4xx_and_replica_survives(url):
     cases = [
         (_frames(1, 4, 3)[0].tolist(), 422, "expected 4 frames"),
         (_frames(1, 4, 5)[0].tolist(), 422, "expected 4 frames"),
-        (np.zeros((T, 16, 16, C), int).tolist(), 422, "16x16 pixels"),
-        (np.zeros((T, H, W, 4), int).tolist(), 422, "4 channels"),
+        (np.zeros((T, 16, 16, C), int).tolist(), 422,
+         "series[0].frames: images are 16x16x3 but the model expects 32x16x3 (height x width x channels)"),
+        (np.zeros((T, H, W, 4), int).tolist(), 422, "images are 32x16x4 but the model expects 32x16x3"),
         (np.zeros((T, H, W), int).tolist(), 422, "32x16x3"),
         (np.zeros((T, C, H, W), int).tolist(), 422, "channels-first"),
         ((good.astype(int) + 100).tolist(), 422, "0-255"),

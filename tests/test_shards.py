@@ -513,7 +513,8 @@ def plain_copy(tiny_dataset, tmp_path):
 
 def _ray_path_read(path: str, split=None):
     """What each Ray Data task of read_ray runs for shards in a variant layout (crnn.shards._read_shards)."""
-    from crnn.shards import _read_shards, resolve
+    from crnn.shards import _read_shards
+    from crnn.storage import resolve
 
     card = read_card(path)
     fs, _ = resolve(path)

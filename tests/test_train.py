@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from crnn.checkpoint import load_model, read_model_file
+from crnn.checkpoint import read_model_file
+from crnn.inference import load_model
 from crnn.config import load_config
 from crnn.shards import read_numpy, torch_frames
 from crnn.train import (eval_step, fit, fit_plain, make_optimizer, make_scheduler, read_metrics_csv,

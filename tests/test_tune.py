@@ -239,8 +239,7 @@ def test_outputs_curves_and_best_config(search):
 
 
 def test_published_best_model_loads_and_predicts(search, dataset):
-    from crnn.checkpoint import load_model
-    from crnn.evaluate import predict
+    from crnn.inference import forecast_window, load_model
     from crnn.shards import read_numpy
 
     for d in (os.path.join(search["out"], "best"), os.path.join(search["models"], "tune")):
@@ -254,5 +253,5 @@ def test_published_best_model_loads_and_predicts(search, dataset):
     model, cfg, meta = load_model(os.path.join(search["out"], "best"))
     assert cfg.train.lr == pytest.approx(3e-3) and meta["epoch"] in (0, 1)
     frames = read_numpy(dataset, split="test")["frames"]
-    pred = predict(model, frames, cfg.data.in_frames)
+    pred = forecast_window(model, frames, cfg.data.in_frames)
     assert pred.shape == (len(frames), 4, 3, 32, 16) and np.isfinite(pred).all()
