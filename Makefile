@@ -14,7 +14,7 @@ CLUSTER_PORT ?= 6379
 CLUSTER_DASHBOARD_PORT ?= 8265
 CLUSTER_ARGS ?=
 
-.PHONY: venv run test bench clean cluster-up cluster-down
+.PHONY: venv run test test-fast bench clean cluster-up cluster-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# the unit tests alone (no Ray, no jobs): well under a minute; `make test` runs everything (CI)
+test-fast: venv
+	$(PY) -m pytest -q -m unit tests
 
 # builds .venv only when it has no Ray yet (a rebuild under a running cluster would change its Python)
 cluster-up: $(if $(wildcard $(VENV)/bin/ray),,venv)

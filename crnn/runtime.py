@@ -33,7 +33,7 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     _pinned = None
     given = dict(kwargs)
     if API_SERVER_ENV not in os.environ and kwargs.get("include_dashboard", True) is not False:
-        kwargs.setdefault("dashboard_port", _free_port())
+        kwargs.setdefault("dashboard_port", free_port())
         kwargs.setdefault("dashboard_host", "127.0.0.1")
         kwargs["include_dashboard"] = True
         url = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
@@ -67,12 +67,25 @@ API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 _pinned: str | None = None
 
 
-def _free_port() -> int:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1. All sockets stay bound until every port is
+    picked: one at a time, the OS may hand the same port out twice, and `ray start` refuses two
+    components on one port. (A port can still be taken between this call and its use.)"""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    """One free TCP port on 127.0.0.1 (:func:`free_ports`)."""
+    return free_ports(1)[0]
 
 
 ALLOW_LOCAL_STORAGE_ENV = "CRNN_ALLOW_LOCAL_STORAGE"

@@ -300,16 +300,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if cache:  # (streaming both shards at once in threads was slower on 2 cores: BENCHMARKS.md)
         train_data, val_data = _materialize(train_shard, device), _materialize(val_shard, device)
         gen = torch.Generator(device=device).manual_seed(cfg.train.seed + rank)
-    fault = loop_config.get("fault_injection") or {}
+    hooks = loop_config.get("hooks") or ()  # test seam (fit's ``hooks``); none in normal runs
     last_write = -math.inf  # monotonic time of rank 0's last checkpoint
     pending = None          # rank 0: (row, weights) of the best epoch while it is not checkpointed
 
     for epoch in range(start_epoch, cfg.train.epochs):
-        if fault.get("crash_at_epoch") == epoch and rank == fault.get("rank", 0):
-            if not os.path.exists(fault["marker"]):  # die once; the restarted group must resume here
-                ray.train.get_all_reported_checkpoints()  # wait until Ray Train has the last checkpoint
-                open(fault["marker"], "w").close()
-                os._exit(1)
+        for h in hooks:
+            getattr(h, "on_epoch_start", _no_hook)(epoch, rank)
         if cache:
             batches = _array_batches(train_data, per_worker, device, True, gen, drop_last=True)
             val_batches = _array_batches(val_data, 512, device, False)
@@ -326,8 +323,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # validation runs eager: compiled, its other batch shapes would each cost a recompile
         err, count = _all_reduce(*run_eval(model, val_batches, cfg), device=device)
         row["val_loss"] = err / count if count else float("nan")
-        if "val_losses" in fault:  # tests: a scripted validation curve
-            row["val_loss"] = float(fault["val_losses"][epoch])
+        for h in hooks:
+            getattr(h, "on_validation", _no_hook)(epoch, row)
         row["val_mse_255"] = row["val_loss"] * 255**2
         improved = row["val_loss"] < best
         best = min(best, row["val_loss"])
@@ -542,16 +539,21 @@ def clear_run_dir(out: str) -> None:
         fs.delete_dir_contents(root, missing_dir_ok=True)
 
 
-def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict | None = None,
+def _no_hook(*_args) -> None:
+    return None
+
+
+def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = None,
         name: str | None = None, callbacks: list | None = None, overwrite: bool = False):
     """Train with Ray Train (needs a running Ray). Writes the run directory ``out``::
 
         config.yaml  metrics.csv  model/ (best checkpoint)  curve.png  tb/  ray/ (Train storage)
 
     Returns the ``ray.train.Result``. ``cache`` overrides ``train.cache`` (each worker's shard
-    streamed once, then kept in device memory); ``fault_injection`` is for tests:
-    ``{"crash_at_epoch": k, "marker": path}`` kills worker 0 once at the start of epoch k, and
-    ``{"val_losses": [...]}`` scripts the validation loss per epoch. ``callbacks`` are extra Train
+    streamed once, then kept in device memory); ``hooks`` is a seam for tests (picklable objects
+    with ``on_epoch_start(epoch, rank)`` and/or ``on_validation(epoch, row)``, called in every
+    worker; e.g. ``tests.helpers.CrashOnce`` kills a worker, ``ScriptedValidation`` scripts the
+    validation curve). ``callbacks`` are extra Train
     ``UserCallback``s (e.g. Tune's ``TuneReportCallback`` when this runs inside a Tune trial).
 
     Rerunning into the same ``out`` with the same config resumes from its last checkpoint and
@@ -582,7 +584,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, fault_injection: dict 
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "num_train": n_train,
                            "cache": cache,
-                           "fault_injection": fault_injection},
+                           "hooks": list(hooks or ())},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}),

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,16 +31,6 @@ INTERNAL_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "m
                   "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (all held until every one is picked)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _alive(pid: int) -> bool:
@@ -118,15 +107,18 @@ def up(a) -> int:
         cmd.append(f"--num-cpus={a.num_cpus}")
     given = {arg[2:].split("=")[0] for arg in a.ray_start_args if arg.startswith("--")}
     internal = [name for name in INTERNAL_PORTS if name not in given]
-    cmd += [f"--{name}={port}" for name, port in zip(internal, _free_ports(len(internal)))]
+    if not __package__:  # run as a script: make crnn importable from the checkout
+        import _bootstrap  # noqa: F401
+    from crnn.runtime import free_ports
+    from crnn.storage import write_json
+
+    cmd += [f"--{name}={port}" for name, port in zip(internal, free_ports(len(internal)))]
     cmd += a.ray_start_args
     log = os.path.join(d, "head.log")
     before = _read(ADDRESS_FILE)
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     state = {"pid": proc.pid, "port": a.port, "gcs": gcs, "dashboard": dashboard, "log": log, "address_file_before": before}
-    import _bootstrap  # noqa: F401  (crnn importable from the checkout)
-    from crnn.storage import write_json
 
     write_json(os.path.join(d, "head.json"), state)  # whole or not at all: `down` reads it
     deadline = time.time() + a.timeout

@@ -8,7 +8,8 @@ writes metrics.json and predictions.png (real vs forecast frames, the paper's Fi
 
 import sys
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:

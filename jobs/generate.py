@@ -7,7 +7,8 @@
 import sys
 import time
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,8 @@ crnn/images.py, the decoder Serve uses (EXIF orientation, 16-bit scaled, transpa
 import os
 import sys
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:

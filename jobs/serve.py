@@ -14,7 +14,10 @@ import signal
 import sys
 import threading
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None) -> int:
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
 
     kwargs = {}
     if not os.environ.get("RAY_ADDRESS"):  # replicas of an embedded Ray import crnn from this checkout
-        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _bootstrap.ROOT}}
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": ROOT}}
     init_ray(num_cpus=a.ray_num_cpus, **kwargs)
     serve.start(http_options={"host": host, "port": int(port)})
     serve.run(build_app(settings), name=a.name, route_prefix="/")

@@ -15,7 +15,8 @@ one line on stderr, exit status 2, before Ray starts.
 
 import sys
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:

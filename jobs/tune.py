@@ -18,7 +18,8 @@ Base config: --preset, then --config YAML, then section.field=value overrides.
 import math
 import sys
 
-import _bootstrap  # noqa: F401
+if not __package__:  # run as a script (python jobs/x.py): make crnn importable from the checkout
+    import _bootstrap  # noqa: F401
 
 
 def main(argv=None) -> int:

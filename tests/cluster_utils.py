@@ -15,29 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from crnn.runtime import free_port, free_ports  # noqa: F401  (one implementation, re-exported)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 S3_KEY = "crnn-test-key"  # moto accepts any credentials
 S3_REGION = "us-east-1"
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports: all sockets stay bound until every port is picked (one at a time,
-    the OS may hand the same port out twice, and `ray start` refuses two components on one port)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def base_env(**extra: str) -> dict[str, str]:

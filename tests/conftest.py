@@ -1,3 +1,14 @@
+"""Fixtures, and the tests' cost classes (markers, `make test-fast`):
+
+- ``unit``: no Ray, no subprocess jobs; seconds. Every test without another mark is one, and an
+  autouse guard fails a unit test that starts Ray (mark it ``ray``).
+- ``ray``: starts an embedded Ray (via a fixture of :data:`RAY_FIXTURES`, or marked by hand).
+- ``e2e``: whole jobs, ``ray start`` clusters, S3 servers, subprocess pipelines (marked by hand).
+
+``make test`` runs all of them; ``make test-fast`` (``pytest -m unit``) the unit tests alone.
+Helpers to import are in tests/helpers.py, never here.
+"""
+
 import os
 import subprocess
 import sys
@@ -8,15 +19,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# fixtures that start Ray (or a process that does): a test using one, even indirectly, is a `ray` test
+RAY_FIXTURES = {"ray_local", "ray_dashboard", "ray_s3", "two_nodes", "tiny_dataset", "s3"}
+COST_MARKS = ("unit", "ray", "e2e")
 
-def load_benchmark(name: str):
-    """A script of benchmarks/ as a module (they are scripts, not a package)."""
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(m) for m in COST_MARKS):
+            continue
+        item.add_marker(pytest.mark.ray if RAY_FIXTURES & set(item.fixturenames) else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request, monkeypatch):
+    """A test marked ``unit`` that reaches ``ray.init`` is mis-classified: fail it, naming the mark."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import ray
+
+    def refuse(*_a, **_k):
+        raise AssertionError(f"{request.node.nodeid} is a unit test but starts Ray: mark it "
+                             "@pytest.mark.ray (or use a Ray fixture)")
+
+    monkeypatch.setattr(ray, "init", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +71,7 @@ def ray_local():
 def s3(tmp_path_factory):
     """A local S3 server (moto's: cluster_utils.S3Server) per test module: (server, bucket URI),
     with the AWS variables set in this process (restored afterwards)."""
-    from cluster_utils import S3Server
+    from tests.cluster_utils import S3Server
 
     server = S3Server(tmp_path_factory.mktemp("moto"))
     saved = {k: os.environ.get(k) for k in server.env}
@@ -74,12 +100,3 @@ def tiny_dataset(tmp_path_factory):
                        env=dict(os.environ, RAY_AUTH_MODE="disabled"))
     assert r.returncode == 0, r.stderr[-3000:]
     return out
-
-def tiny_config(data_path, **overrides):
-    """A small, fast CRNN config for tests."""
-    from crnn.config import load_config
-
-    base = {"data.path": data_path, "model.conv_filters": [4, 8], "model.lstm_units": 16,
-            "train.epochs": 2, "train.batch_size": 8, "train.cpus_per_worker": 0.5}
-    base.update(overrides)
-    return load_config("quick", overrides=base)

@@ -12,7 +12,7 @@ import tempfile
 import pytest
 import yaml
 
-from cluster_utils import (BIN, ROOT, S3Server, base_env, start_node, stop, submit, wait_for_head,
+from tests.cluster_utils import (BIN, ROOT, S3Server, base_env, start_node, stop, submit, wait_for_head,
                            wait_for_nodes, wait_job)
 
 CLUSTER_YAML = os.path.join(ROOT, "cluster.yaml")
@@ -166,7 +166,7 @@ def two_nodes(tmp_path_factory):
         shutil.rmtree(node_tmp, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_node_training_on_s3(two_nodes, tmp_path, monkeypatch):
     dashboard, env, ids, bucket = two_nodes
     data, run = f"{bucket}/pines", f"{bucket}/runs/two-nodes"

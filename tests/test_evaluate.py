@@ -1,5 +1,4 @@
 import copy
-import importlib.util
 import json
 import os
 
@@ -17,7 +16,6 @@ from crnn.model import ModelConfig, build_model
 from crnn.shards import base_card, publish, read_numpy, rows_to_batch, write_ray_dataset
 from crnn.storage import json_safe
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGES = (10, 15, 20, 25, 30)
 H, W, C = 32, 16, 3
 N_SERIES = 12
@@ -235,16 +233,9 @@ def test_baseline_model_dir_takes_any_size(dataset, tmp_path):
 
 
 # ----------------------------------------------------------------------------- job
-def _load_job(monkeypatch):
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "jobs"))
-    spec = importlib.util.spec_from_file_location("evaluate_job", os.path.join(ROOT, "jobs", "evaluate.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def test_job_main(dataset, model_dir, tmp_path, capsys):
+    from jobs import evaluate as job
 
-
-def test_job_main(dataset, model_dir, tmp_path, monkeypatch, capsys):
-    job = _load_job(monkeypatch)
     out = str(tmp_path / "job-out")
     assert job.main(["--model", model_dir, "--data", dataset, "--out", out, "--num-examples", "2"]) == 0
     text = capsys.readouterr().out

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from conftest import load_benchmark
+from benchmarks import floor
 from crnn import pine
 from crnn.shards import series_seed, split_for_index
 
-floor = load_benchmark("floor")
 AGES = tuple(range(5, 51, 5))
 
 

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from cluster_utils import ROOT, free_ports, read_address_file, restore_address_file
+from tests.cluster_utils import ROOT, free_ports, read_address_file, restore_address_file
 
 MARKER = "<!-- newcomer-job -->"
 SHIMMED = ("python", "python3", "ray", "serve")
@@ -61,6 +61,7 @@ def checkout(tmp_path_factory):
     return dst, str(shims)
 
 
+@pytest.mark.e2e
 def test_readme_ray_job_path_as_written(checkout):
     dst, shims = checkout
     lines = readme_block()

@@ -6,16 +6,15 @@ No Ray here: every job is called in-process through ``main(argv)`` and must fail
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, tiny_config
+from tests.helpers import ROOT, tiny_config
 from crnn.checkpoint import MODEL_FILE, ModelError, check_model_dir, read_model_file, save_model_dir
 from crnn.inference import load_model
 from crnn.config import save as save_config
@@ -23,12 +22,8 @@ from crnn.model import build_model
 
 
 def _job(name: str):
-    if os.path.join(ROOT, "jobs") not in sys.path:
-        sys.path.insert(0, os.path.join(ROOT, "jobs"))
-    spec = importlib.util.spec_from_file_location(f"{name}_job", os.path.join(ROOT, "jobs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The job ``jobs/<name>.py`` as a module (``jobs`` is a package)."""
+    return importlib.import_module(f"jobs.{name}")
 
 
 class RayStarted(Exception):

@@ -211,9 +211,8 @@ def test_analog_refuses_inputs_it_cannot_answer():
 def test_zoo_benchmark_tables():
     """benchmarks/zoo.py: the cost rows come from the real models (parameters as count_parameters,
     FLOPs as count_flops) and the quality table lists models, baselines and the floor per age."""
-    from tests.conftest import load_benchmark
+    from benchmarks import zoo
 
-    zoo = load_benchmark("zoo")
     rows = zoo.measure_cost(["quick", "convlstm"], [(32, 16)], rounds=1, steps=1, batch=2, infer_batch=4)
     assert [r["preset"] for r in rows] == ["quick", "convlstm"]
     conv = load_config("convlstm").model

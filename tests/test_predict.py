@@ -1,9 +1,7 @@
 """crnn.predict / jobs/predict.py: offline forecasting over Parquet shards with a Ray Data actor pool."""
 
-import importlib.util
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -17,9 +15,8 @@ from crnn.shards import (
     write_ray_dataset,
 )
 from crnn.train import fit_plain
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGES = (10, 15, 20, 25, 30)
 H, W, C = 32, 16, 3
 N = 20
@@ -130,10 +127,8 @@ def test_bad_arguments(dataset, model_dir, tmp_path):
 
 
 def test_job_cli_rollout_on_one_split_with_preview(dataset, model_dir, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("predict_job", os.path.join(ROOT, "jobs", "predict.py"))
-    job = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.join(ROOT, "jobs"))
-    spec.loader.exec_module(job)
+    from jobs import predict as job
+
     out, png = str(tmp_path / "fc"), str(tmp_path / "preview.png")
     rc = job.main(["--model", model_dir, "--data", dataset, "--out", out, "--split", "test", "--horizon", "3",
                    "--preview", png, "--batch-size", "4"])

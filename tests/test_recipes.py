@@ -4,12 +4,13 @@ import json
 
 import pytest
 
-from conftest import load_benchmark
 from crnn.config import load_config
 
 
 def _recipes():
-    return load_benchmark("recipes")
+    from benchmarks import recipes
+
+    return recipes
 
 
 def test_every_recipe_is_a_valid_config():

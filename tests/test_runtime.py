@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
-from cluster_utils import RAY_ADDRESS_FILE, ROOT, base_env, read_address_file, restore_address_file
+import pytest
+
+from tests.cluster_utils import RAY_ADDRESS_FILE, ROOT, base_env, read_address_file, restore_address_file
+
+pytestmark = pytest.mark.ray  # every test starts Ray in a subprocess
 
 PROBE = r"""
 import json, os, ray
@@ -58,7 +62,7 @@ FALLBACK = r"""
 import os, socket, warnings, ray
 import crnn.runtime as R
 busy = socket.socket(); busy.bind(("127.0.0.1", 0)); busy.listen(1)
-R._free_port = lambda: busy.getsockname()[1]  # the dashboard cannot start there
+R.free_port = lambda: busy.getsockname()[1]  # the dashboard cannot start there
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
     R.init_ray(num_cpus=1, log_to_driver=False)

@@ -12,10 +12,10 @@ import os
 import numpy as np
 import pytest
 
-from cluster_utils import ROOT
-from conftest import tiny_config
+from tests.cluster_utils import ROOT
+from tests.helpers import tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

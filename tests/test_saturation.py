@@ -4,7 +4,7 @@ import re
 
 import torch
 
-from conftest import load_benchmark
+from benchmarks import saturation
 from crnn.checkpoint import save_model_dir
 from crnn.config import load_config
 from crnn.model import build_model
@@ -22,7 +22,7 @@ def test_dead_gates_and_constant_forecasts_are_reported(tiny_dataset, tmp_path, 
         dead.lstm.bias.fill_(50.0)
     save_model_dir(str(tmp_path / "alive"), alive, cfg, epoch=0)
     save_model_dir(str(tmp_path / "dead"), dead, cfg, epoch=0)
-    load_benchmark("saturation").main(["--data", tiny_dataset, str(tmp_path / "alive"), str(tmp_path / "dead")])
+    saturation.main(["--data", tiny_dataset, str(tmp_path / "alive"), str(tmp_path / "dead")])
     out = capsys.readouterr().out
     alive_part, dead_part = out.split(str(tmp_path / "dead"))
     assert re.search(r"i: 100% dead, mean 1\.00; f: 100% dead, mean 1\.00; o: 100% dead, mean 1\.00", dead_part)

@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,7 +19,7 @@ from crnn.serve import (
 )
 from crnn.shards import torch_frames
 from crnn.train import fit_plain
-from tests.conftest import tiny_config
+from tests.helpers import free_port, tiny_config
 from tests.image_utils import bomb_png, exif_png, mask_of, pil_bytes, variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,17 +58,11 @@ def _expected(model, frames: np.ndarray, horizon: int) -> np.ndarray:
         return to_uint8(rollout(model, torch_frames(frames), horizon).numpy())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(ray_local, model_dir):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(model=model_dir, num_replicas=1, max_ongoing_requests=32,
                              ray_actor_options=ActorOptions(num_cpus=0.5), user_config=LIMITS)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 from crnn import shapes
 
 # sha256 of make_series(123)[1].tobytes() for GENERATOR_VERSION "shapes-1".
@@ -166,6 +166,7 @@ def test_generate_rejects_unknown_scene(tmp_path):
         generate_rows([0], base_seed=0, ages=(10, 15), height=8, width=8, scene="trees")
 
 
+@pytest.mark.ray  # the generate job, with its embedded Ray, in a subprocess
 def test_generate_job_scene_shapes_round_trip(tmp_path):
     from crnn.generate import generate_rows
     from crnn.shards import read_card, read_numpy, split_for_index
@@ -199,14 +200,14 @@ def test_generate_job_scene_shapes_round_trip(tmp_path):
 
 
 def test_scene_baselines_benchmark():
-    from conftest import load_benchmark
+    from benchmarks import scene_baselines
     from crnn.generate import generate_rows
 
-    res = load_benchmark("scene_baselines").baselines("shapes", 2)
+    res = scene_baselines.baselines("shapes", 2)
     assert sorted(res["persistence"]) == [15, 20, 25, 30] and sorted(res["linear"]) == [20, 25, 30]
     x = np.stack([r["frames"] for r in generate_rows([9, 19], base_seed=0, ages=shapes.DEFAULT_AGES,
                                                       height=32, width=16, scene="shapes")]).astype(float)
     assert res["persistence"][30] == pytest.approx(((x[:, 4] - x[:, 3]) ** 2).mean())
     assert all(v > 0 for per in res.values() for v in per.values())
     with pytest.raises(ValueError, match="trees"):
-        load_benchmark("scene_baselines").baselines("trees", 2)
+        scene_baselines.baselines("trees", 2)

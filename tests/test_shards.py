@@ -9,7 +9,6 @@ that touches Ray asks for ``ray_local`` (else Ray Data would start, or join, som
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -27,7 +26,6 @@ from crnn.shards import (
     validate,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_N, TINY_SEED = 80, 7          # what conftest.tiny_dataset generates
 SHAPE = (len(pine.DEFAULT_AGES), 32, 16, 3)
 
@@ -449,13 +447,11 @@ def test_generate_refuses_existing_without_overwrite(ray_local, tiny_dataset):
         generate(tiny_dataset + "-x", num_series=0)
 
 
-def test_generate_job_writes_preview(ray_local, tmp_path, monkeypatch, capsys):
+def test_generate_job_writes_preview(ray_local, tmp_path, capsys):
     from PIL import Image
 
-    monkeypatch.syspath_prepend(os.path.join(ROOT, "jobs"))
-    spec = importlib.util.spec_from_file_location("generate_job", os.path.join(ROOT, "jobs", "generate.py"))
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    from jobs import generate as job
+
     out, png = str(tmp_path / "job"), str(tmp_path / "preview.png")
     assert job.main(["--num-series", "4", "--seed", "3", "--shard-size", "2", "--out", out,
                      "--preview", png]) == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from tests.helpers import CrashOnce, ScriptedValidation, tiny_config
 from crnn.checkpoint import read_model_file
 from crnn.inference import load_model
 from crnn.config import load_config
@@ -152,7 +152,7 @@ def test_ray_train_resumes_after_worker_dies(ray_local, tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, **{"train.epochs": 3})
     out = str(tmp_path / "run")
     marker = str(tmp_path / "crashed")
-    result = fit(cfg, out, fault_injection={"crash_at_epoch": 1, "marker": marker})
+    result = fit(cfg, out, hooks=[CrashOnce(1, marker)])
     assert os.path.exists(marker)  # the worker really died once
     rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
@@ -198,7 +198,7 @@ def test_throttled_checkpoints_still_keep_the_best_epoch(ray_local, tiny_dataset
     cfg = tiny_config(tiny_dataset, **{"train.epochs": 4, "train.checkpoint_every": 0,
                                        "train.checkpoint_interval_s": 1e9})
     out = str(tmp_path / "run")
-    fit(cfg, out, fault_injection={"val_losses": [0.5, 0.1, 0.3, 0.4]})
+    fit(cfg, out, hooks=[ScriptedValidation([0.5, 0.1, 0.3, 0.4])])
     rows = read_metrics_csv(os.path.join(out, "metrics.csv"))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     assert [float(r["val_loss"]) for r in rows] == [0.5, 0.1, 0.3, 0.4]
@@ -288,7 +288,7 @@ def test_rerun_after_interruption_keeps_history_and_another_config_starts_over(r
                                        "train.checkpoint_interval_s": 0.0, "train.max_failures": 0})
     marker = str(tmp_path / "crashed")
     with pytest.raises(Exception):
-        fit(cfg, out, fault_injection={"crash_at_epoch": 2, "marker": marker})
+        fit(cfg, out, hooks=[CrashOnce(2, marker)])
     assert os.path.exists(marker)
     assert [int(r["epoch"]) for r in read_metrics_csv(os.path.join(out, "metrics.csv"))] == [0, 1]
     fit(cfg, out)  # the same command again

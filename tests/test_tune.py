@@ -5,20 +5,17 @@ it): first interrupted (SIGUSR1, as Tune handles Ctrl-C) right after its first t
 resumed through the CLI. Two trials, 2 epochs each, one at a time on 2 CPUs; ASHA stops the second.
 """
 
-import importlib.util
 import json
 import math
 import os
 import signal
-import socket
-import sys
 
 import numpy as np
 import pytest
 import yaml
 from ray.tune import Callback
 
-from conftest import ROOT, tiny_config
+from tests.helpers import ROOT, free_port, tiny_config
 from crnn.config import apply, load_config
 from crnn.tune import (SPACES, TPESearcher, load_space, plan_resources, prepare_space, validate_space)
 
@@ -113,18 +110,9 @@ def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- a real search
 def _load_job():
-    if os.path.join(ROOT, "jobs") not in sys.path:
-        sys.path.insert(0, os.path.join(ROOT, "jobs"))  # for `import _bootstrap`
-    spec = importlib.util.spec_from_file_location("tune_job", os.path.join(ROOT, "jobs", "tune.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from jobs import tune
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return tune
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +126,7 @@ def ray_dashboard():
 
     was_up = ray.is_initialized()
     ray.shutdown()
-    port = _free_port()
+    port = free_port()
     saved = {k: os.environ.get(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE")}
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     os.environ["RAY_AUTH_MODE"] = "disabled"

@@ -1,0 +1,1 @@
+"""Measurement scripts (`python benchmarks/zoo.py ...`), importable as modules too (`from benchmarks import zoo`)."""

@@ -1,0 +1,1 @@
+"""The entry scripts (`python jobs/train.py ...`), importable as modules too (`from jobs import train`)."""

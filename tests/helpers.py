@@ -1,0 +1,53 @@
+"""Helpers shared by the tests (import them: ``from tests.helpers import tiny_config``); fixtures
+live in conftest.py, helpers for tests that start processes in cluster_utils.py, image builders in
+image_utils.py.
+
+Training hooks: ``crnn.train.fit(..., hooks=[...])`` calls each hook's ``on_epoch_start(epoch,
+rank)`` before an epoch and ``on_validation(epoch, row)`` after its validation (``row`` is the
+metrics row, editable). The hooks travel to the Ray Train workers by pickle, so they are classes of
+this importable module, never closures.
+"""
+
+from __future__ import annotations
+
+import os
+
+from crnn.runtime import free_port, free_ports  # noqa: F401  (re-exported: one implementation)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_path, **overrides):
+    """A small, fast CRNN config for tests (the ``quick`` preset, 4/8 filters, 16 LSTM units)."""
+    from crnn.config import load_config
+
+    base = {"data.path": data_path, "model.conv_filters": [4, 8], "model.lstm_units": 16,
+            "train.epochs": 2, "train.batch_size": 8, "train.cpus_per_worker": 0.5}
+    base.update(overrides)
+    return load_config("quick", overrides=base)
+
+
+class CrashOnce:
+    """Kill the worker of ``rank`` at the start of ``epoch``, once: ``marker`` (a file) records the
+    crash, so the worker group Ray Train restarts from the last checkpoint goes on."""
+
+    def __init__(self, epoch: int, marker: str, rank: int = 0):
+        self.epoch, self.marker, self.rank = epoch, marker, rank
+
+    def on_epoch_start(self, epoch: int, rank: int) -> None:
+        if epoch == self.epoch and rank == self.rank and not os.path.exists(self.marker):
+            import ray.train
+
+            ray.train.get_all_reported_checkpoints()  # wait until Ray Train holds the last checkpoint
+            open(self.marker, "w").close()
+            os._exit(1)
+
+
+class ScriptedValidation:
+    """Replace each epoch's validation loss by ``losses[epoch]`` (a scripted validation curve)."""
+
+    def __init__(self, losses: list[float]):
+        self.losses = list(losses)
+
+    def on_validation(self, epoch: int, row: dict) -> None:
+        row["val_loss"] = float(self.losses[epoch])
