@@ -9,9 +9,9 @@ The search space is a dict of dotted config keys -> Tune domains, the same keys 
 config field can be searched without plumbing. Spaces are named (:data:`SPACES`), read from YAML
 (``train.lr: {loguniform: [1e-4, 3e-3]}``; a plain value, lists included, is a constant) or given as
 a dict; every key and every value the space can produce is checked against the Config before Ray is
-touched. Searchers: ``grid`` (categorical keys as a grid), ``random``, ``tpe`` (a model-based
-Tree-structured Parzen Estimator in this file, numpy only) and ``optuna``/``hyperopt`` when those
-packages are installed.
+touched. Searchers (:func:`make_searcher`): ``grid`` (categorical keys as a grid), ``random`` (both
+Tune's BasicVariantGenerator) and ``tpe`` (Optuna's Tree-structured Parzen Estimator through Ray's
+OptunaSearch; ``optuna`` is another name for it).
 
 Each trial is a Ray Train run: Tune runs :func:`crnn_trial` (the Train V2 driver pattern), which
 builds the config (``apply(base, trial config)``) and calls :func:`crnn.train.fit` with Tune's
@@ -56,14 +56,13 @@ import yaml
 from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import Searcher
 
 from crnn.config import Config, apply, from_dict, save as save_config, to_dict
 from crnn.model import FAMILIES
 
 __all__ = [
     "SPACES", "PAPER_FACTORS", "SEARCHERS", "load_space", "parse_space", "describe_space", "validate_space",
-    "prepare_space", "make_searcher", "TPESearcher", "ResourcePlan", "plan_resources", "crnn_trial",
+    "prepare_space", "check_searcher", "make_searcher", "ResourcePlan", "plan_resources", "crnn_trial",
     "run_search", "results_table", "write_results_csv", "plot_curves", "publish_model",
 ]
 
@@ -284,207 +283,43 @@ def _max_epochs(base: Config, space: dict[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- searchers
-SEARCHERS = ("grid", "random", "tpe", "optuna", "hyperopt")
+#: ``--searcher`` values: ``grid`` and ``random`` are Tune's BasicVariantGenerator, ``tpe`` is Optuna's
+#: Tree-structured Parzen Estimator through Ray's OptunaSearch; ``optuna`` is another name for ``tpe``.
+SEARCHERS = ("grid", "random", "tpe", "optuna")
 
 
-def make_searcher(kind: str, seed: int = 0, max_concurrent: int | None = None):
-    """The Tune search algorithm for ``kind`` (see :data:`SEARCHERS`)."""
-    if kind in ("grid", "random"):
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
-    if kind == "tpe":
-        return TPESearcher(seed=seed)
-    if kind == "optuna":
-        try:
-            import optuna  # noqa: F401
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError:
-            raise ValueError("--searcher optuna needs `pip install optuna`; or use --searcher tpe "
-                             "(built in, no extra packages)") from None
-        import optuna
-
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
-    if kind == "hyperopt":
-        try:
-            import hyperopt  # noqa: F401
-            from ray.tune.search.hyperopt import HyperOptSearch
-        except ImportError:
-            raise ValueError("--searcher hyperopt needs `pip install hyperopt`; or use --searcher tpe "
-                             "(built in, no extra packages)") from None
-        return HyperOptSearch(random_state_seed=seed)
-    raise ValueError(f"unknown searcher {kind!r}: choose from {SEARCHERS}")
-
-
-class TPESearcher(Searcher):
-    """Tree-structured Parzen Estimator (Bergstra et al., NeurIPS 2011), factorised over keys, numpy only.
-
-    The first ``n_startup`` trials are random. Afterwards the finished trials are split into the
-    best ``gamma`` fraction and the rest; for each key, ``n_candidates`` values are drawn from a
-    Parzen density fitted to the good trials (categorical: smoothed frequencies; ranges: Gaussian
-    kernels in the unit -- or log -- interval, mixed with the uniform prior) and the one with the
-    largest good/bad density ratio is suggested. Trials stopped by ASHA count with their last
-    ``val_loss``; failed trials (or NaN losses) count as worst. State survives ``Tuner.restore``.
-    """
-
-    def __init__(self, metric: str | None = None, mode: str | None = None, n_startup: int = 4,
-                 gamma: float = 0.25, n_candidates: int = 32, seed: int = 0):
-        super().__init__(metric=metric, mode=mode)
-        self.n_startup, self.gamma, self.n_candidates = max(2, n_startup), gamma, n_candidates
-        self._rng = np.random.default_rng(seed)
-        self._space: dict[str, Any] | None = None
-        self._consts: dict[str, Any] = {}
-        self._live: dict[str, dict] = {}
-        self._obs: list[tuple[dict, float]] = []  # (config, loss: lower is better)
-
-    # -- Tune protocol
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        from ray.tune.search.sample import Domain
-
-        if self._space is not None:
-            return False
-        if metric and not self._metric:
-            self._metric = metric
-        if mode and not self._mode:
-            self._mode = mode
-        self._space, self._consts = {}, {}
-        for key, value in (config or {}).items():
-            if _is_grid(value):
-                raise ValueError(f"TPESearcher: {key} is a grid; use a choice")
-            if isinstance(value, Domain):
-                self._space[key] = value
-            else:
-                self._consts[key] = value
-        return True
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if self._space is None:
-            raise RuntimeError("TPESearcher has no search space; pass param_space to the Tuner")
-        if len(self._obs) < self.n_startup:
-            cfg = {k: self._prior(d) for k, d in self._space.items()}
-        else:
-            cfg = self._tpe()
-        cfg.update(copy.deepcopy(self._consts))
-        self._live[trial_id] = cfg
-        return copy.deepcopy(cfg)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cfg = self._live.pop(trial_id, None)
-        if cfg is None:
-            return
-        loss = math.inf
-        if not error and result and self._metric in result:
-            v = float(result[self._metric])
-            loss = (v if self._mode != "max" else -v) if math.isfinite(v) else math.inf
-        self._obs.append((cfg, loss))
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-    # -- the estimator
-    def _prior(self, d):
-        return _plain(d.sample(random_state=self._rng))
-
-    def _tpe(self) -> dict:
-        obs = sorted(self._obs, key=lambda o: o[1])
-        n_good = max(1, int(math.ceil(self.gamma * len(obs))))
-        good, bad = [o[0] for o in obs[:n_good]], [o[0] for o in obs[n_good:]]
-        cfg = {}
-        for key, d in self._space.items():
-            model = _ParzenKey(d, [g[key] for g in good], [b[key] for b in bad])
-            if not model.ok:
-                cfg[key] = self._prior(d)
-                continue
-            cands = [model.sample(self._rng) for _ in range(self.n_candidates)]
-            scores = [model.score(c) for c in cands]
-            cfg[key] = cands[int(np.argmax(scores))]
-        return cfg
+def check_searcher(kind: str) -> str:
+    """The canonical name of searcher ``kind`` (``optuna`` -> ``tpe``); ValueError naming ``kind``
+    and the choices for anything else (``hyperopt`` included: it is not offered)."""
+    if kind not in SEARCHERS:
+        raise ValueError(f"unknown searcher {kind!r}: choose from grid, random, tpe (optuna is another name "
+                         f"for tpe)")
+    return "tpe" if kind == "optuna" else kind
 
 
 def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-class _ParzenKey:
-    """Good and bad densities of one key (see :class:`TPESearcher`)."""
+def make_searcher(kind: str, seed: int = 0, max_concurrent: int | None = None):
+    """The Tune search algorithm for ``kind`` (see :data:`SEARCHERS`), seeded with ``seed``.
 
-    def __init__(self, d, good: list, bad: list):
-        from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Normal, Quantized
+    ``grid``/``random``: ``BasicVariantGenerator(random_state=seed)``, which limits concurrency to
+    ``max_concurrent`` itself. ``tpe``: ``OptunaSearch`` with ``optuna.samplers.TPESampler(seed=seed)``
+    (Optuna's defaults: its first 10 trials are random, so give it ``num_samples`` well above 10);
+    its concurrency is limited by ``TuneConfig(max_concurrent_trials=...)``. Its state (the Optuna
+    study) is saved with the experiment and restored by ``Tuner.restore``. ASHA-stopped trials
+    count with their last ``val_loss``; failed ones as failed Optuna trials.
+    """
+    kind = check_searcher(kind)
+    if kind in ("grid", "random"):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        self.d, self.ok = d, True
-        if isinstance(d, Categorical):
-            self.kind = "cat"
-            self.cats = list(d.categories)
-            self.pg, self.pb = self._freq(good), self._freq(bad)
-            return
-        s = d.get_sampler() if isinstance(d, (Float, Integer)) else None
-        self.q = s.q if isinstance(s, Quantized) else None
-        base = s.get_sampler() if isinstance(s, Quantized) else s
-        if s is None or isinstance(base, Normal):
-            self.ok = False
-            return
-        self.kind, self.log = "num", isinstance(base, LogUniform)
-        self.is_int = isinstance(d, Integer)
-        self.lo = float(d.lower)
-        self.hi = float(d.upper) - (1.0 if self.is_int and self.q is None else 0.0)
-        if self.hi <= self.lo:
-            self.ok = False
-            return
-        self.ug, self.ub = np.array([self._unit(v) for v in good]), np.array([self._unit(v) for v in bad])
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
 
-    def _freq(self, values: list) -> np.ndarray:
-        counts = np.ones(len(self.cats))
-        for v in values:
-            if v in self.cats:
-                counts[self.cats.index(v)] += 1
-        return counts / counts.sum()
-
-    def _unit(self, v: float) -> float:
-        if self.log:
-            return (math.log(v) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
-        return (float(v) - self.lo) / (self.hi - self.lo)
-
-    def _value(self, u: float):
-        u = min(1.0, max(0.0, u))
-        v = math.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo))) if self.log \
-            else self.lo + u * (self.hi - self.lo)
-        if self.q is not None:
-            v = round(v / self.q) * self.q
-            v = min(max(v, math.ceil(self.lo / self.q - 1e-9) * self.q), math.floor(self.hi / self.q + 1e-9) * self.q)
-            v = round(v, 12)
-        if self.is_int:
-            return int(min(max(round(v), self.lo), self.hi))
-        return float(min(max(v, self.lo), self.hi))
-
-    @staticmethod
-    def _bw(u: np.ndarray) -> float:
-        n = max(1, len(u))
-        return float(np.clip(1.06 * (np.std(u) if len(u) > 1 else 0.3) * n ** -0.2, 0.05, 0.5))
-
-    def _density(self, x: float, u: np.ndarray) -> float:
-        """Gaussian kernels at ``u`` mixed with the uniform prior (weight 1 of n+1)."""
-        h = self._bw(u)
-        k = np.exp(-0.5 * ((x - u) / h) ** 2) / (h * math.sqrt(2 * math.pi)) if len(u) else np.zeros(0)
-        return float((k.sum() + 1.0) / (len(u) + 1))
-
-    def sample(self, rng: np.random.Generator):
-        if self.kind == "cat":
-            return copy.deepcopy(self.cats[int(rng.choice(len(self.cats), p=self.pg))])
-        j = int(rng.integers(len(self.ug) + 1))
-        u = rng.uniform() if j == len(self.ug) else rng.normal(self.ug[j], self._bw(self.ug))
-        return self._value(u)
-
-    def score(self, v) -> float:
-        if self.kind == "cat":
-            i = self.cats.index(v)
-            return math.log(self.pg[i]) - math.log(self.pb[i])
-        x = self._unit(v)
-        return math.log(self._density(x, self.ug)) - math.log(self._density(x, self.ub))
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
 
 
 # ----------------------------------------------------------------------------- resources
@@ -751,8 +586,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                              use_gpu=base.train.use_gpu)
     parsed = load_space(space)
     validate_space(base, parsed)
-    if searcher not in SEARCHERS:
-        raise ValueError(f"unknown searcher {searcher!r}: choose from {SEARCHERS}")
+    searcher = check_searcher(searcher)
     num_samples = num_samples or (1 if searcher == "grid" else 8)
     max_t = _max_epochs(base, parsed)
 

@@ -20,7 +20,8 @@ from ray.tune import Callback
 
 from conftest import ROOT, tiny_config
 from crnn.config import apply, load_config
-from crnn.tune import (SPACES, TPESearcher, load_space, plan_resources, prepare_space, validate_space)
+from crnn.tune import (SEARCHERS, SPACES, check_searcher, load_space, make_searcher, plan_resources,
+                       prepare_space, validate_space)
 
 
 # ----------------------------------------------------------------------------- no Ray
@@ -79,27 +80,39 @@ def test_resource_plan_two_cpus_and_gpu_cluster():
         plan_resources(gpu, {"CPU": 64, "GPU": 1})
 
 
-def test_tpe_searcher_concentrates_on_good_region_and_restores(tmp_path):
+def test_tpe_is_optunas_and_concentrates_on_the_good_region(tmp_path):
+    """--searcher tpe: Optuna's TPESampler behind Ray's OptunaSearch; after Optuna's 10 random start-up
+    trials its suggestions move to the good region; saved and restored it continues the same sequence."""
+    import optuna
     from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
 
     def loss(c):
         return (math.log10(c["train.lr"]) + 2.5) ** 2 + (0.0 if c["model.conv_activation"] == "relu" else 1.0)
 
-    s = TPESearcher(seed=3, n_startup=5)
-    assert s.set_search_properties("val_loss", "min", {
-        "train.lr": tune.loguniform(1e-5, 1e-1), "model.conv_activation": tune.choice(["tanh", "relu", "selu"]),
-        "train.epochs": 3})
+    space = {"train.lr": tune.loguniform(1e-5, 1e-1), "model.conv_activation": tune.choice(["tanh", "relu", "selu"])}
+    s = make_searcher("tpe", seed=3)
+    assert isinstance(s, OptunaSearch) and isinstance(s._sampler, optuna.samplers.TPESampler)
+    assert s.set_search_properties("val_loss", "min", space)
     losses = []
     for i in range(30):
         c = s.suggest(str(i))
-        assert c["train.epochs"] == 3 and 1e-5 <= c["train.lr"] <= 1e-1
+        assert 1e-5 <= c["train.lr"] <= 1e-1 and c["model.conv_activation"] in ("tanh", "relu", "selu")
         losses.append(loss(c))
         s.on_trial_complete(str(i), {"val_loss": losses[-1]})
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
     s.save(str(tmp_path / "s.pkl"))
-    s2 = TPESearcher()
+    s2 = make_searcher("tpe")
     s2.restore(str(tmp_path / "s.pkl"))
-    assert len(s2._obs) == 30 and s2.suggest("x")["train.epochs"] == 3
+    assert s2.suggest("a") == s.suggest("a")
+
+
+def test_searcher_choices():
+    assert SEARCHERS == ("grid", "random", "tpe", "optuna")
+    assert check_searcher("optuna") == "tpe" and check_searcher("grid") == "grid"
+    for bad in ("hyperopt", "TPE", "bayes"):
+        with pytest.raises(ValueError, match=f"unknown searcher '{bad}': choose from grid, random, tpe"):
+            make_searcher(bad)
 
 
 def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
@@ -109,6 +122,9 @@ def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
     assert job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--space", str(f)]) == 2
     err = capsys.readouterr().err
     assert "model.lstm_unitz" in err and len(err.strip().splitlines()) == 1  # one line, status 2
+    assert job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--searcher", "hyperopt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown searcher 'hyperopt': choose from grid, random, tpe" in err and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- a real search
