@@ -15,8 +15,10 @@ OptunaSearch; ``optuna`` is another name for it).
 
 Each trial is a Ray Train run: Tune runs :func:`crnn_trial` (the Train V2 driver pattern), which
 builds the config (``apply(base, trial config)``) and calls :func:`crnn.train.fit` with Tune's
-``TuneReportCallback``; per-epoch ``val_loss`` reaches Tune and ASHA stops poor trials at rungs
-of 1, 2, 4, ... epochs done (``max_t`` = epochs). Trials request a tenth of a CPU;
+``TuneReportCallback``; per-epoch ``val_loss`` reaches Tune and Tune's ``ASHAScheduler`` stops poor
+trials at rungs of 1, 2, 4, ... epochs done (``max_t`` = epochs), never on a trial's last epoch. The
+Ray bugs met on the way are worked around in :mod:`crnn.raycompat` (ASHA's state across
+``Tuner.restore``, placement groups of stopped trials). Trials request a tenth of a CPU;
 their Train workers are placed by Ray Train, so the number of concurrent trials is derived from the
 cluster (:func:`plan_resources`) such that trials, their workers and Ray Data's read tasks all fit.
 
@@ -40,11 +42,9 @@ import datetime
 import json
 import math
 import os
-import pickle
 import posixpath
 import shutil
 import tempfile
-import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -53,12 +53,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler
 
 from crnn.config import Config, apply, from_dict, save as save_config, to_dict
 from crnn.model import FAMILIES
+from crnn.raycompat import ReleaseOrphanedPlacementGroups, SchedulerState, check_ray_version, settle_placement_groups
 
 __all__ = [
     "SPACES", "PAPER_FACTORS", "SEARCHERS", "load_space", "parse_space", "describe_space", "validate_space",
@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 METRIC, MODE = "val_loss", "min"
+ASHA_TIME_ATTR = "epochs_done"  # epochs finished; absent from a trial's last report (see _TuneReport)
 
 # ----------------------------------------------------------------------------- search spaces
 # The paper's four comparisons (its Figs. 3-6): 3 x 2 x 2 x 2 x 4 = 96 grid points.
@@ -383,8 +384,14 @@ def plan_resources(cfg: Config, cluster: dict[str, float] | None = None, trial_c
 
 # ----------------------------------------------------------------------------- the trial
 class _TuneReport(TuneReportCallback):
-    """Tune's TuneReportCallback, plus: non-finite losses go to Tune as +inf (so ASHA stops NaN
-    trials) and ``final_epoch`` marks the last epoch's report (see :class:`_ASHA`)."""
+    """Tune's TuneReportCallback, plus ASHA's clock and two fixes for Train-in-Tune trials:
+
+    * ``epochs_done`` (epochs finished, right after a resume too) is ASHA's ``time_attr``; the last
+      epoch's report leaves it out, and ASHA skips a report without its ``time_attr`` (documented in
+      ``AsyncHyperBandScheduler``), so a trial is never stopped on its last epoch: it is done anyway,
+      and stopping it there would kill it before ``fit`` copies its best checkpoint to ``model/``;
+    * non-finite losses go to Tune as +inf, so ASHA stops NaN trials.
+    """
 
     def __init__(self, epochs: int):
         super().__init__()
@@ -397,52 +404,10 @@ class _TuneReport(TuneReportCallback):
         for k in ("val_loss", "train_loss", "best_val_loss"):
             if k in row and not math.isfinite(float(row[k])):
                 row[k] = math.inf
-        row["epochs_done"] = int(row.get("epoch", -1)) + 1  # ASHA's clock: right after resumes too
-        row["final_epoch"] = row["epochs_done"] >= self.epochs
+        epochs_done = int(row.get("epoch", -1)) + 1
+        if epochs_done < self.epochs:
+            row[ASHA_TIME_ATTR] = epochs_done
         super().after_report(run_context, [row, *metrics[1:]], checkpoint)
-
-
-class _ASHA(ASHAScheduler):
-    """ASHA on ``epochs_done`` with two changes for Train-in-Tune trials:
-
-    * it never stops a trial on its last epoch's report: such a trial is done anyway, and stopping
-      it there would kill it before ``fit`` copies its best checkpoint to ``model/``;
-    * its rungs survive ``Tuner.restore`` (Tune does not save scheduler state): they are written
-      to ``state_path`` after every decision and read back when the experiment is unpickled.
-    """
-
-    def __init__(self, *args, state_path: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state_path = state_path
-
-    def on_trial_result(self, tune_controller, trial, result):
-        action = super().on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and result.get("final_epoch"):
-            self._num_stopped -= 1
-            action = TrialScheduler.CONTINUE
-        self._save_rungs()
-        return action
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        super().on_trial_complete(tune_controller, trial, result)
-        self._save_rungs()
-
-    def _save_rungs(self) -> None:
-        if not self._state_path:
-            return
-        state = {"rungs": [[(m, dict(rec)) for m, rec in b._rungs] for b in self._brackets],
-                 "num_stopped": self._num_stopped}
-        _write_bytes(self._state_path, pickle.dumps(state))
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        path = state.get("_state_path")
-        if path and _exists(path):
-            saved = pickle.loads(_read_bytes(path))
-            for b, rungs in zip(self._brackets, saved["rungs"]):
-                if [m for m, _ in b._rungs] == [m for m, _ in rungs]:
-                    b._rungs = [(m, dict(rec)) for m, rec in rungs]
-            self._num_stopped = saved.get("num_stopped", 0)
 
 
 def crnn_trial(config: dict[str, Any], base: dict | None = None, runs: str = "", train_name: str = "train"):
@@ -463,83 +428,6 @@ def crnn_trial(config: dict[str, Any], base: dict | None = None, runs: str = "",
 
 def _trial_dirname(trial) -> str:
     return trial.trial_id
-
-
-def release_orphaned_placement_groups() -> int:
-    """Remove this job's placement groups whose creating actor is dead; returns how many.
-
-    When ASHA stops a trial, Tune kills the trial's actor and with it the Train controller it
-    owns; the Train worker group's placement group then outlives them (a placement group lives
-    until its creator actor *and* job are gone). Ray Train's own ``PlacementGroupCleaner`` removes
-    it through the State API, which needs the dashboard and resolves the cluster's address from
-    the environment -- with several Ray clusters on one machine it can query the wrong one and give
-    up. The leaked CPUs then starve Ray Data's read tasks of the next trial (a silent hang on a
-    2-CPU machine). This runs on the driver, which is connected to the right GCS.
-    """
-    import ray
-    import ray._private.state as ray_state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    job = ray.get_runtime_context().get_job_id()
-    removed = 0
-    accessor = ray_state.state._connect_and_get_accessor()
-    for raw in accessor.get_placement_group_table():
-        d = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if d.state == gcs_pb2.PlacementGroupTableData.REMOVED or d.is_detached or not d.creator_actor_dead:
-            continue
-        if d.creator_job_id.hex() != job or not d.creator_actor_id or set(d.creator_actor_id) <= {0, 255}:
-            continue  # another job's, or created by the driver itself (Tune's own trial groups)
-        try:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(d.placement_group_id)))
-            removed += 1
-        except Exception as e:  # noqa: BLE001 -- best effort, never fail the search for it
-            warnings.warn(f"could not remove orphaned placement group {d.placement_group_id.hex()}: {e}")
-    return removed
-
-
-def _settle_placement_groups(timeout_s: float = 10.0) -> None:
-    """After ``fit``: wait (briefly) for the Train runs of trials stopped last to die, and free their
-    placement groups, so that whatever runs next on this cluster gets the CPUs back."""
-    import ray
-    import ray._private.state as ray_state
-    from ray.core.generated import gcs_pb2
-
-    job = ray.get_runtime_context().get_job_id()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            release_orphaned_placement_groups()
-            live = [d for d in (gcs_pb2.PlacementGroupTableData.FromString(raw) for raw in
-                                ray_state.state._connect_and_get_accessor().get_placement_group_table())
-                    if d.state != gcs_pb2.PlacementGroupTableData.REMOVED and d.creator_job_id.hex() == job
-                    and not d.is_detached and d.creator_actor_id and not set(d.creator_actor_id) <= {0, 255}]
-            if not live or time.monotonic() > deadline:
-                return
-            time.sleep(0.5)
-    except Exception as e:  # noqa: BLE001 -- best effort
-        warnings.warn(f"placement group clean-up check failed: {e}")
-
-
-class _ReleaseOrphans(Callback):
-    """Tune callback: every few seconds, :func:`release_orphaned_placement_groups`."""
-
-    def __init__(self, every_s: float = 2.0):
-        self.every_s, self._last, self.released = every_s, 0.0, 0
-
-    def on_step_end(self, iteration, trials, **info):
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            try:
-                self.released += release_orphaned_placement_groups()
-            except Exception as e:  # noqa: BLE001
-                if not getattr(self, "_warned", False):
-                    self._warned = True
-                    warnings.warn(f"orphaned placement group check failed: {e}")
-
-    def __getstate__(self):  # pickled with the experiment; the clock is not state
-        return {"every_s": self.every_s, "_last": 0.0, "released": self.released}
 
 
 # ----------------------------------------------------------------------------- the search
@@ -570,20 +458,18 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
+    from crnn.runtime import check_shared_storage
     from crnn.shards import is_local
 
     if not ray.is_initialized():
         raise RuntimeError("run_search needs a running Ray (crnn.runtime.init_ray(include_dashboard=True))")
+    check_ray_version()
     out = _abs(out)
     base = apply(base, {"data.path": _abs(base.data.path)})  # trials run with another working directory
     check_config(base)
-    try:
-        from crnn.runtime import check_shared_storage
-    except ImportError:  # older crnn.runtime
-        check_shared_storage = None
-    if check_shared_storage is not None:  # on a multi-node cluster, trials run on other machines
-        check_shared_storage({"data.path": base.data.path, "out": out, **({"models": models} if models else {})},
-                             use_gpu=base.train.use_gpu)
+    # on a multi-node cluster, trials run on other machines
+    check_shared_storage({"data.path": base.data.path, "out": out, **({"models": models} if models else {})},
+                         use_gpu=base.train.use_gpu)
     parsed = load_space(space)
     validate_space(base, parsed)
     searcher = check_searcher(searcher)
@@ -597,7 +483,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     definition = {"base": to_dict(base), "space": describe_space(parsed), "searcher": searcher,
                   "num_samples": num_samples, "expected_trials": num_samples * grid_points, "name": name,
                   "seed": seed, "metric": METRIC, "mode": MODE,
-                  "asha": {"enabled": asha, "time_attr": "epochs_done", "grace_period": grace_period,
+                  "asha": {"enabled": asha, "time_attr": ASHA_TIME_ATTR, "grace_period": grace_period,
                            "reduction_factor": reduction_factor, "max_t": max_t}}
     restored = resume and tune.Tuner.can_restore(exp_path)
     if not restored and _exists(exp_path):
@@ -616,15 +502,19 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
         tune.with_parameters(crnn_trial, base=to_dict(base), runs=runs, train_name="train"), plan.trial)
     if restored:
         print(f"resuming the search in {exp_path}")
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=retry_errored)
+        try:
+            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=retry_errored)
+        except (AttributeError, ImportError) as e:  # tuner.pkl names a class this crnn no longer has
+            raise ValueError(f"{exp_path} was written by an older crnn and cannot be resumed by this one ({e}); "
+                             f"finish it with that version, or start a new search (another --out or --name)") from None
     else:
-        scheduler = (_ASHA(time_attr="epochs_done", max_t=max_t, grace_period=min(grace_period, max_t),
-                           reduction_factor=reduction_factor,
-                           state_path=_join(out, "asha_rungs.pkl"))
+        scheduler = (ASHAScheduler(time_attr=ASHA_TIME_ATTR, max_t=max_t, grace_period=min(grace_period, max_t),
+                                   reduction_factor=reduction_factor)
                      if asha else FIFOScheduler())
         alg = make_searcher(searcher, seed=seed, max_concurrent=plan.max_concurrent)
         basic = searcher in ("grid", "random")  # BasicVariantGenerator limits concurrency itself
+        workarounds = [ReleaseOrphanedPlacementGroups(), *([SchedulerState(scheduler)] if asha else [])]
         tuner = tune.Tuner(
             trainable,
             param_space=prepared,
@@ -633,10 +523,10 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                                         max_concurrent_trials=None if basic else plan.max_concurrent,
                                         trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=_join(out, "ray"), verbose=verbose,
-                                      callbacks=[_ReleaseOrphans(), *(tune_callbacks or [])]),
+                                      callbacks=[*workarounds, *(tune_callbacks or [])]),
         )
     grid = tuner.fit()
-    _settle_placement_groups()
+    settle_placement_groups()
 
     rows, histories = results_table(grid, base, runs)
     interrupted = (any(r["status"] == "unfinished" for r in rows)

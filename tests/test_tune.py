@@ -115,6 +115,38 @@ def test_searcher_choices():
             make_searcher(bad)
 
 
+def test_last_epoch_report_carries_no_asha_clock(monkeypatch):
+    """A trial's reports to Tune: epochs_done (ASHA's time_attr) on every epoch but the last, NaN as +inf,
+    the replayed best epoch not at all; and ASHA, which skips a report without its time_attr, never
+    stops a trial on its last epoch (with the clock on that report, it would)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from crnn.tune import ASHA_TIME_ATTR, _TuneReport
+
+    sent = []  # what would go to Tune (outside a Tune session: Tune's side replaced by a list)
+    monkeypatch.setattr(TuneReportCallback, "__init__", lambda self: None)
+    monkeypatch.setattr(TuneReportCallback, "after_report", lambda self, ctx, metrics, ckpt: sent.append(metrics[0]))
+    report = _TuneReport(epochs=2)
+    report.after_report(None, [{"epoch": 0, "val_loss": float("nan")}], None)
+    report.after_report(None, [{"epoch": 1, "val_loss": 0.5}], None)
+    report.after_report(None, [{"epoch": 1, "val_loss": 0.4, "best_replay": 1.0}], None)
+    assert sent == [{"epoch": 0, "val_loss": math.inf, ASHA_TIME_ATTR: 1}, {"epoch": 1, "val_loss": 0.5}]
+
+    from types import SimpleNamespace
+
+    asha = ASHAScheduler(time_attr=ASHA_TIME_ATTR, metric="val_loss", mode="min", max_t=2, grace_period=1,
+                         reduction_factor=2)
+    good, poor = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="poor")
+    for t in (good, poor):
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, good, {ASHA_TIME_ATTR: 1, "val_loss": 0.5}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, poor, {ASHA_TIME_ATTR: 1, "val_loss": 0.4}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, good, {"val_loss": 0.1}) == TrialScheduler.CONTINUE  # good's last epoch
+    assert asha.on_trial_result(None, poor, {"val_loss": 9.0}) == TrialScheduler.CONTINUE  # poor's last epoch
+    assert asha.on_trial_result(None, poor, {ASHA_TIME_ATTR: 2, "val_loss": 9.0}) == TrialScheduler.STOP
+
+
 def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
     job = _load_job()
     f = tmp_path / "bad.yaml"
@@ -272,3 +304,24 @@ def test_published_best_model_loads_and_predicts(search, dataset):
     frames = read_numpy(dataset, split="test")["frames"]
     pred = predict(model, frames, cfg.data.in_frames)
     assert pred.shape == (len(frames), 4, 3, 32, 16) and np.isfinite(pred).all()
+
+
+def test_search_of_an_older_crnn_is_refused_by_name(ray_dashboard, tmp_path, monkeypatch):
+    """A search directory whose tuner.pkl names a class this crnn no longer has (the old crnn.tune._ASHA)."""
+    import pickle
+
+    import crnn.tune
+    from crnn.tune import run_search
+
+    class _ASHA:  # pickled under the old name, then gone
+        pass
+
+    _ASHA.__module__, _ASHA.__qualname__ = "crnn.tune", "_ASHA"
+    monkeypatch.setattr(crnn.tune, "_ASHA", _ASHA, raising=False)
+    data = pickle.dumps({"scheduler": _ASHA()})
+    monkeypatch.delattr(crnn.tune, "_ASHA")
+    exp = tmp_path / "search" / "ray" / "tune"
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(data)
+    with pytest.raises(ValueError, match=f"{exp} was written by an older crnn .*_ASHA"):
+        run_search(tiny_config(str(tmp_path / "data")), str(tmp_path / "search"), space="small", evaluate=False)
