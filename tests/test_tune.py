@@ -1,4 +1,4 @@
-"""Ray Tune search (crnn/tune.py, jobs/tune.py): spaces, searchers, resources, and one tiny real search.
+"""Ray Tune search (crnn/tune/, jobs/tune.py): spaces, searchers, resources, and one tiny real search.
 
 The real search runs twice on a module-scoped Ray with the dashboard on (Train V2 inside Tune needs
 it): first interrupted (SIGUSR1, as Tune handles Ctrl-C) right after its first trial finishes, then
@@ -122,7 +122,7 @@ def test_last_epoch_report_carries_no_asha_clock(monkeypatch):
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-    from crnn.tune import ASHA_TIME_ATTR, _TuneReport
+    from crnn.tune.search import ASHA_TIME_ATTR, _TuneReport
 
     sent = []  # what would go to Tune (outside a Tune session: Tune's side replaced by a list)
     monkeypatch.setattr(TuneReportCallback, "__init__", lambda self: None)
