@@ -154,9 +154,11 @@ def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
     assert job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--space", str(f)]) == 2
     err = capsys.readouterr().err
     assert "model.lstm_unitz" in err and len(err.strip().splitlines()) == 1  # one line, status 2
-    assert job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--searcher", "hyperopt"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse's choices
+        job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--searcher", "hyperopt"])
     err = capsys.readouterr().err
-    assert "unknown searcher 'hyperopt': choose from grid, random, tpe" in err and len(err.strip().splitlines()) == 1
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert all(w in err for w in ("--searcher", "'hyperopt'", "grid", "random", "tpe", "optuna")), err
 
 
 # ----------------------------------------------------------------------------- a real search
