@@ -37,6 +37,7 @@ def check_searcher(kind: str) -> str:
                          f"for tpe)")
     return "tpe" if kind == "optuna" else kind
 
+
 def make_searcher(kind: str, seed: int = 0, max_concurrent: int | None = None):
     """The Tune search algorithm for ``kind`` (see :data:`SEARCHERS`), seeded with ``seed``.
 
@@ -176,9 +177,16 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     Needs a running Ray with the dashboard on (Train V2 inside Tune). ``out`` is local or a URI
     reachable from every node (``models`` too). If ``out/ray/<name>`` holds an experiment, it is
     resumed with ``Tuner.restore`` (finished and ASHA-stopped trials are kept; unfinished ones run
-    again, in the same run directory, where Ray Train finds their last checkpoint) unless ``resume=False``, which then refuses to
-    overwrite it. ``num_samples`` defaults to 1 for ``grid`` (one pass over the grid), else 8.
-    Returns ``{"best": row, "rows": [...], "files": {...}, "plan": ..., "restored": bool}``.
+    again, in the same run directory, where Ray Train finds their last checkpoint; the searcher's and
+    ASHA's state come back too) unless ``resume=False``, which then refuses to overwrite it.
+    ``num_samples`` defaults to 1 for ``grid`` (one pass over the grid), else 8. ``grace_period``
+    and ``max_t`` (the most epochs of any trial) are in epochs.
+    Returns ``{"best": row, "rows": [...], "files": {...}, "plan": ..., "restored": bool,
+    "interrupted": bool, "test_metrics": dict | None}`` (``best`` is None when no trial finished).
+
+    Raises RuntimeError without a running Ray; ValueError naming the bad input for a config, space
+    key or value, or searcher that cannot work, a trial that does not fit the cluster, an existing
+    experiment with ``resume=False``, or one written by an older crnn.
     """
     import ray
     from ray import tune
@@ -232,8 +240,9 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
             tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=retry_errored)
         except (AttributeError, ImportError) as e:  # tuner.pkl names a class this crnn no longer has
-            raise ValueError(f"{exp_path} was written by an older crnn and cannot be resumed by this one ({e}); "
-                             f"finish it with that version, or start a new search (another --out or --name)") from None
+            raise ValueError(f"{exp_path} was written by an older crnn and cannot be resumed by this one "
+                             f"({e}); finish it with that version, or start a new search (another --out or "
+                             f"--name)") from None
     else:
         scheduler = (ASHAScheduler(time_attr=ASHA_TIME_ATTR, max_t=max_t, grace_period=min(grace_period, max_t),
                                    reduction_factor=reduction_factor)
