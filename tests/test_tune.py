@@ -3,6 +3,7 @@
 The real search runs twice on a module-scoped Ray with the dashboard on (Train V2 inside Tune needs
 it): first interrupted (SIGUSR1, as Tune handles Ctrl-C) right after its first trial finishes, then
 resumed through the CLI. Two trials, 2 epochs each, one at a time on 2 CPUs; ASHA stops the second.
+All of it once with the grid searcher and once with Optuna's TPE.
 """
 
 import importlib.util
@@ -230,31 +231,39 @@ def dataset(ray_dashboard, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def search(dataset, tmp_path_factory):
+# The same search with each kind of searcher: Tune's grid, and Optuna's TPE (whose seed 10 draws the
+# good learning rate first and the hopeless one second, as the grid does; the space's grid is its choice).
+SEARCH_ARGS = {"grid": {}, "tpe": {"num_samples": 2, "seed": 10}}
+
+
+@pytest.fixture(scope="module", params=sorted(SEARCH_ARGS))
+def search(request, dataset, tmp_path_factory):
     """Interrupted after trial 1 finished, then resumed by `jobs/tune.py` with the same arguments."""
     from crnn.tune import run_search
 
-    root = tmp_path_factory.mktemp("tune")
+    searcher, kw = request.param, SEARCH_ARGS[request.param]
+    root = tmp_path_factory.mktemp(f"tune-{searcher}")
     out, models = str(root / "search"), str(root / "models")
     space = root / "space.yaml"
     space.write_text("train.lr: {grid: [3.0e-3, 1.0e-6]}\n")  # a good and a hopeless learning rate
     cfg = tiny_config(dataset)
     interrupt = _InterruptAfterFirstTrial(str(root / "interrupted"))
-    first = run_search(cfg, out, space=str(space), searcher="grid", tune_callbacks=[interrupt], verbose=0,
-                       evaluate=False)
+    first = run_search(cfg, out, space=str(space), searcher=searcher, tune_callbacks=[interrupt], verbose=0,
+                       evaluate=False, **kw)
     done = [r for r in first["rows"] if r["status"] == "done"]
     assert first["interrupted"] and len(done) == 1, [(r["trial_id"], r["status"]) for r in first["rows"]]
+    assert done[0]["config"] == {"train.lr": 3e-3}
     model_pt = os.path.join(done[0]["model"], "model.pt")
     before = os.stat(model_pt).st_mtime_ns
 
-    args = ["--data", dataset, "--out", out, "--space", str(space), "--searcher", "grid", "--models", models,
+    args = ["--data", dataset, "--out", out, "--space", str(space), "--searcher", searcher, "--models", models,
             "--preset", "quick", "model.conv_filters=[4,8]", "model.lstm_units=16", "train.epochs=2",
             "train.batch_size=8"]
+    args += [a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     rc = _load_job().main(args)
     assert rc == 0
     return {"out": out, "models": models, "first": first, "done_id": done[0]["trial_id"],
-            "model_pt": model_pt, "mtime_before": before}
+            "model_pt": model_pt, "mtime_before": before, "searcher": searcher}
 
 
 def _rows(out):
@@ -285,7 +294,7 @@ def test_outputs_curves_and_best_config(search):
     best_cfg = yaml.safe_load(open(os.path.join(out, "best_config.yaml")))
     assert best_cfg["train"]["lr"] == pytest.approx(3e-3) and best_cfg["model"]["conv_filters"] == [4, 8]
     definition = json.load(open(os.path.join(out, "search.json")))
-    assert definition["resources"]["max_concurrent"] == 1 and definition["searcher"] == "grid"
+    assert definition["resources"]["max_concurrent"] == 1 and definition["searcher"] == search["searcher"]
 
 
 def test_published_best_model_loads_and_predicts(search, dataset):
