@@ -24,12 +24,14 @@ if not __package__:  # run as a script (python jobs/x.py): make crnn importable 
 
 def main(argv=None) -> int:
     from crnn.config import USAGE_ERRORS, JobArgumentParser, add_job_args, from_job_args, parse_job_args, usage_error
+    from crnn.tune import SEARCHERS
 
     p = JobArgumentParser(description=__doc__)
     # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
     add_job_args(p, out_help="search directory (local path, or a URI on a cluster): new, empty or an earlier search")
     p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")
-    p.add_argument("--searcher", default="random", help="grid | random | tpe | optuna | hyperopt")
+    p.add_argument("--searcher", default="random", choices=SEARCHERS,
+                   help="grid | random (Tune's own) | tpe (Optuna's TPE; optuna is another name for it)")
     p.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid); default 8, grid 1")
     p.add_argument("--name", default="tune", help="experiment name (and the models/<name>/ folder)")
     p.add_argument("--models", help="also publish the best model to MODELS/<name>/")
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     # checked before Ray starts: config, search space, searcher, dataset (card, every shard's schema)
     from crnn.shards import validate
     from crnn.train import check_data
-    from crnn.tune import SEARCHERS, check_config, load_space, validate_space
+    from crnn.tune import check_config, load_space, validate_space
 
     try:
         cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
@@ -64,8 +66,6 @@ def main(argv=None) -> int:
             if not ok:
                 raise ValueError(f"{flag} must be {'> 1' if flag == '--reduction-factor' else '>= 0' if 'cpus' in flag else '>= 1'}, "
                                  f"got {value}")
-        if a.searcher not in SEARCHERS:
-            raise ValueError(f"unknown searcher {a.searcher!r}: choose from {SEARCHERS}")
         check_data(cfg, validate(cfg.data.path))
         check_search_dir(a.out, a.name, resume=not a.no_resume)
     except USAGE_ERRORS as e:

@@ -1,8 +1,9 @@
-"""Ray Tune search (crnn/tune.py, jobs/tune.py): spaces, searchers, resources, and one tiny real search.
+"""Ray Tune search (crnn/tune/, jobs/tune.py): spaces, searchers, resources, and one tiny real search.
 
 The real search runs twice on a module-scoped Ray with the dashboard on (Train V2 inside Tune needs
 it): first interrupted (SIGUSR1, as Tune handles Ctrl-C) right after its first trial finishes, then
 resumed through the CLI. Two trials, 2 epochs each, one at a time on 2 CPUs; ASHA stops the second.
+All of it once with the grid searcher and once with Optuna's TPE.
 """
 
 import json
@@ -17,7 +18,8 @@ from ray.tune import Callback
 
 from tests.helpers import ROOT, free_port, tiny_config
 from crnn.config import apply, load_config
-from crnn.tune import (SPACES, TPESearcher, load_space, plan_resources, prepare_space, validate_space)
+from crnn.tune import (SEARCHERS, SPACES, check_searcher, load_space, make_searcher, plan_resources,
+                       prepare_space, validate_space)
 
 
 # ----------------------------------------------------------------------------- no Ray
@@ -76,27 +78,71 @@ def test_resource_plan_two_cpus_and_gpu_cluster():
         plan_resources(gpu, {"CPU": 64, "GPU": 1})
 
 
-def test_tpe_searcher_concentrates_on_good_region_and_restores(tmp_path):
+def test_tpe_is_optunas_and_concentrates_on_the_good_region(tmp_path):
+    """--searcher tpe: Optuna's TPESampler behind Ray's OptunaSearch; after Optuna's 10 random start-up
+    trials its suggestions move to the good region; saved and restored it continues the same sequence."""
+    import optuna
     from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
 
     def loss(c):
         return (math.log10(c["train.lr"]) + 2.5) ** 2 + (0.0 if c["model.conv_activation"] == "relu" else 1.0)
 
-    s = TPESearcher(seed=3, n_startup=5)
-    assert s.set_search_properties("val_loss", "min", {
-        "train.lr": tune.loguniform(1e-5, 1e-1), "model.conv_activation": tune.choice(["tanh", "relu", "selu"]),
-        "train.epochs": 3})
+    space = {"train.lr": tune.loguniform(1e-5, 1e-1), "model.conv_activation": tune.choice(["tanh", "relu", "selu"])}
+    s = make_searcher("tpe", seed=3)
+    assert isinstance(s, OptunaSearch) and isinstance(s._sampler, optuna.samplers.TPESampler)
+    assert s.set_search_properties("val_loss", "min", space)
     losses = []
     for i in range(30):
         c = s.suggest(str(i))
-        assert c["train.epochs"] == 3 and 1e-5 <= c["train.lr"] <= 1e-1
+        assert 1e-5 <= c["train.lr"] <= 1e-1 and c["model.conv_activation"] in ("tanh", "relu", "selu")
         losses.append(loss(c))
         s.on_trial_complete(str(i), {"val_loss": losses[-1]})
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
     s.save(str(tmp_path / "s.pkl"))
-    s2 = TPESearcher()
+    s2 = make_searcher("tpe")
     s2.restore(str(tmp_path / "s.pkl"))
-    assert len(s2._obs) == 30 and s2.suggest("x")["train.epochs"] == 3
+    assert s2.suggest("a") == s.suggest("a")
+
+
+def test_searcher_choices():
+    assert SEARCHERS == ("grid", "random", "tpe", "optuna")
+    assert check_searcher("optuna") == "tpe" and check_searcher("grid") == "grid"
+    for bad in ("hyperopt", "TPE", "bayes"):
+        with pytest.raises(ValueError, match=f"unknown searcher '{bad}': choose from grid, random, tpe"):
+            make_searcher(bad)
+
+
+def test_last_epoch_report_carries_no_asha_clock(monkeypatch):
+    """A trial's reports to Tune: epochs_done (ASHA's time_attr) on every epoch but the last, NaN as +inf,
+    the replayed best epoch not at all; and ASHA, which skips a report without its time_attr, never
+    stops a trial on its last epoch (with the clock on that report, it would)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from crnn.tune.search import ASHA_TIME_ATTR, _TuneReport
+
+    sent = []  # what would go to Tune (outside a Tune session: Tune's side replaced by a list)
+    monkeypatch.setattr(TuneReportCallback, "__init__", lambda self: None)
+    monkeypatch.setattr(TuneReportCallback, "after_report", lambda self, ctx, metrics, ckpt: sent.append(metrics[0]))
+    report = _TuneReport(epochs=2)
+    report.after_report(None, [{"epoch": 0, "val_loss": float("nan")}], None)
+    report.after_report(None, [{"epoch": 1, "val_loss": 0.5}], None)
+    report.after_report(None, [{"epoch": 1, "val_loss": 0.4, "best_replay": 1.0}], None)
+    assert sent == [{"epoch": 0, "val_loss": math.inf, ASHA_TIME_ATTR: 1}, {"epoch": 1, "val_loss": 0.5}]
+
+    from types import SimpleNamespace
+
+    asha = ASHAScheduler(time_attr=ASHA_TIME_ATTR, metric="val_loss", mode="min", max_t=2, grace_period=1,
+                         reduction_factor=2)
+    good, poor = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="poor")
+    for t in (good, poor):
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, good, {ASHA_TIME_ATTR: 1, "val_loss": 0.5}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, poor, {ASHA_TIME_ATTR: 1, "val_loss": 0.4}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, good, {"val_loss": 0.1}) == TrialScheduler.CONTINUE  # good's last epoch
+    assert asha.on_trial_result(None, poor, {"val_loss": 9.0}) == TrialScheduler.CONTINUE  # poor's last epoch
+    assert asha.on_trial_result(None, poor, {ASHA_TIME_ATTR: 2, "val_loss": 9.0}) == TrialScheduler.STOP
 
 
 def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
@@ -106,6 +152,11 @@ def test_cli_rejects_bad_space_before_starting_ray(tmp_path, capsys):
     assert job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--space", str(f)]) == 2
     err = capsys.readouterr().err
     assert "model.lstm_unitz" in err and len(err.strip().splitlines()) == 1  # one line, status 2
+    with pytest.raises(SystemExit) as e:  # argparse's choices
+        job.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--searcher", "hyperopt"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert all(w in err for w in ("--searcher", "'hyperopt'", "grid", "random", "tpe", "optuna")), err
 
 
 # ----------------------------------------------------------------------------- a real search
@@ -168,31 +219,39 @@ def dataset(ray_dashboard, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def search(dataset, tmp_path_factory):
+# The same search with each kind of searcher: Tune's grid, and Optuna's TPE (whose seed 10 draws the
+# good learning rate first and the hopeless one second, as the grid does; the space's grid is its choice).
+SEARCH_ARGS = {"grid": {}, "tpe": {"num_samples": 2, "seed": 10}}
+
+
+@pytest.fixture(scope="module", params=sorted(SEARCH_ARGS))
+def search(request, dataset, tmp_path_factory):
     """Interrupted after trial 1 finished, then resumed by `jobs/tune.py` with the same arguments."""
     from crnn.tune import run_search
 
-    root = tmp_path_factory.mktemp("tune")
+    searcher, kw = request.param, SEARCH_ARGS[request.param]
+    root = tmp_path_factory.mktemp(f"tune-{searcher}")
     out, models = str(root / "search"), str(root / "models")
     space = root / "space.yaml"
     space.write_text("train.lr: {grid: [3.0e-3, 1.0e-6]}\n")  # a good and a hopeless learning rate
     cfg = tiny_config(dataset)
     interrupt = _InterruptAfterFirstTrial(str(root / "interrupted"))
-    first = run_search(cfg, out, space=str(space), searcher="grid", tune_callbacks=[interrupt], verbose=0,
-                       evaluate=False)
+    first = run_search(cfg, out, space=str(space), searcher=searcher, tune_callbacks=[interrupt], verbose=0,
+                       evaluate=False, **kw)
     done = [r for r in first["rows"] if r["status"] == "done"]
     assert first["interrupted"] and len(done) == 1, [(r["trial_id"], r["status"]) for r in first["rows"]]
+    assert done[0]["config"] == {"train.lr": 3e-3}
     model_pt = os.path.join(done[0]["model"], "model.pt")
     before = os.stat(model_pt).st_mtime_ns
 
-    args = ["--data", dataset, "--out", out, "--space", str(space), "--searcher", "grid", "--models", models,
+    args = ["--data", dataset, "--out", out, "--space", str(space), "--searcher", searcher, "--models", models,
             "--preset", "quick", "model.conv_filters=[4,8]", "model.lstm_units=16", "train.epochs=2",
             "train.batch_size=8"]
+    args += [a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     rc = _load_job().main(args)
     assert rc == 0
     return {"out": out, "models": models, "first": first, "done_id": done[0]["trial_id"],
-            "model_pt": model_pt, "mtime_before": before}
+            "model_pt": model_pt, "mtime_before": before, "searcher": searcher}
 
 
 def _rows(out):
@@ -223,7 +282,7 @@ def test_outputs_curves_and_best_config(search):
     best_cfg = yaml.safe_load(open(os.path.join(out, "best_config.yaml")))
     assert best_cfg["train"]["lr"] == pytest.approx(3e-3) and best_cfg["model"]["conv_filters"] == [4, 8]
     definition = json.load(open(os.path.join(out, "search.json")))
-    assert definition["resources"]["max_concurrent"] == 1 and definition["searcher"] == "grid"
+    assert definition["resources"]["max_concurrent"] == 1 and definition["searcher"] == search["searcher"]
 
 
 def test_published_best_model_loads_and_predicts(search, dataset):
@@ -243,3 +302,24 @@ def test_published_best_model_loads_and_predicts(search, dataset):
     frames = read_numpy(dataset, split="test")["frames"]
     pred = forecast_window(model, frames, cfg.data.in_frames)
     assert pred.shape == (len(frames), 4, 3, 32, 16) and np.isfinite(pred).all()
+
+
+def test_search_of_an_older_crnn_is_refused_by_name(ray_dashboard, tmp_path, monkeypatch):
+    """A search directory whose tuner.pkl names a class this crnn no longer has (the old crnn.tune._ASHA)."""
+    import pickle
+
+    import crnn.tune
+    from crnn.tune import run_search
+
+    class _ASHA:  # pickled under the old name, then gone
+        pass
+
+    _ASHA.__module__, _ASHA.__qualname__ = "crnn.tune", "_ASHA"
+    monkeypatch.setattr(crnn.tune, "_ASHA", _ASHA, raising=False)
+    data = pickle.dumps({"scheduler": _ASHA()})
+    monkeypatch.delattr(crnn.tune, "_ASHA")
+    exp = tmp_path / "search" / "ray" / "tune"
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(data)
+    with pytest.raises(ValueError, match=f"{exp} was written by an older crnn .*_ASHA"):
+        run_search(tiny_config(str(tmp_path / "data")), str(tmp_path / "search"), space="small", evaluate=False)

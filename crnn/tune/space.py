@@ -1,0 +1,238 @@
+"""Search spaces: dotted config keys -> Tune domains, the named spaces, and their checks against the config.
+
+    space = load_space("paper")                 # or a YAML file, or a dict
+    validate_space(cfg, space)                  # ValueError naming the key and value that breaks the config
+    prepare_space(space, "grid")                # categorical keys as grid axes (or grids as choices for tpe)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import numpy as np
+import yaml
+
+from crnn.config import Config, apply
+from crnn.model import FAMILIES
+
+#: The objective every searcher and ASHA optimise: the validation loss reported after each epoch.
+METRIC, MODE = "val_loss", "min"
+
+# The paper's four comparisons (its Figs. 3-6): 3 x 2 x 2 x 2 x 4 = 96 grid points.
+_PAPER_FACTORS: dict[str, Any] = {
+    "model.conv_activation": {"choice": ["tanh", "relu", "selu"]},
+    "model.lstm_activation": {"choice": ["tanh", "selu"]},
+    "model.recurrent_activation": {"choice": ["tanh", "hard_sigmoid"]},
+    "train.optimizer": {"choice": ["adam", "nadam"]},
+    "train.batch_size": {"choice": [8, 16, 32, 64]},
+}
+#: Named spaces, written like the YAML files: ``{kind: args}`` is a Tune domain, anything else a constant.
+SPACES: dict[str, dict[str, Any]] = {
+    # What the paper varied plus learning rate, filters, LSTM units and dropout.
+    # Epochs are ASHA's max_t (train.epochs of the preset: 95 for "paper").
+    "paper": {
+        **_PAPER_FACTORS,
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+        "model.conv_filters": {"choice": [[16, 32], [32, 64], [64, 128]]},
+        "model.lstm_units": {"choice": [64, 128, 256, 384]},
+        "model.dropout": {"quniform": [0.0, 0.5, 0.1]},
+        "model.recurrent_dropout": {"quniform": [0.0, 0.5, 0.1]},
+    },
+    # Only the paper's four comparisons.
+    "factors": dict(_PAPER_FACTORS),
+    # Which forecaster family, and each family's main widths (a field of a family not picked is
+    # carried along unused); start from the `simvp` preset's training recipe.
+    "families": {
+        "model.kind": {"choice": ["crnn", "convlstm", "simvp"]},
+        "model.residual": True,
+        "model.simvp.hid_s": {"choice": [16, 32, 64]},
+        "model.simvp.hid_t": {"choice": [64, 128, 256]},
+        "model.simvp.n_t": {"choice": [2, 4, 6]},
+        "model.convlstm.hidden": {"choice": [[32, 32], [64, 64], [64, 64, 64]]},
+        "train.lr": {"loguniform": [3e-4, 3e-3]},
+    },
+    # Tests and smoke tests of a cluster.
+    "small": {
+        "model.conv_activation": {"choice": ["tanh", "relu"]},
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+    },
+}
+
+#: The paper's comparisons, one curve figure each: name -> the config keys that make a group.
+PAPER_FACTORS: dict[str, tuple[str, ...]] = {
+    "conv_activation": ("model.conv_activation",),
+    "lstm_x_recurrent_activation": ("model.lstm_activation", "model.recurrent_activation"),
+    "optimizer": ("train.optimizer",),
+    "batch_size": ("train.batch_size",),
+}
+
+_DOMAIN_KINDS = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguniform", "randint",
+                 "qrandint", "lograndint", "qlograndint")
+
+
+def _domain(kind: str, args: Any, key: str):
+    from ray import tune
+
+    if kind in ("choice", "grid"):
+        if not isinstance(args, (list, tuple)) or not args:
+            raise ValueError(f"search space {key}: {kind} needs a non-empty list, got {args!r}")
+        return tune.choice(list(args)) if kind == "choice" else tune.grid_search(list(args))
+    if not isinstance(args, (list, tuple)) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                      for a in args):
+        raise ValueError(f"search space {key}: {kind} needs a list of numbers, got {args!r}")
+    fn = getattr(tune, kind)
+    try:
+        return fn(*args)
+    except TypeError as e:
+        raise ValueError(f"search space {key}: {kind}{tuple(args)}: {e}") from None
+
+
+def parse_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{key: {kind: args} | constant | Tune domain}`` -> ``{key: Tune domain | grid_search | constant}``.
+
+    Kinds: choice, grid, uniform, quniform, loguniform, qloguniform, randint (upper exclusive),
+    qrandint, lograndint, qlograndint -- the ``ray.tune`` functions of the same names. Keys are
+    dotted config keys; a nested ``{section: {field: ...}}`` mapping is flattened first.
+    """
+    from ray.tune.search.sample import Domain
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"search space: expected a mapping of config keys, got {type(spec).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in _flatten_space(spec).items():
+        if isinstance(value, Domain) or is_grid(value):
+            out[key] = value
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _DOMAIN_KINDS:
+            kind, args = next(iter(value.items()))
+            out[key] = _domain(kind, args, key)
+        elif isinstance(value, dict):
+            raise ValueError(f"search space {key}: {value!r} is not one of {{kind: args}} with kind in "
+                             f"{_DOMAIN_KINDS}")
+        else:
+            out[key] = value  # a constant (a list is a constant: e.g. model.conv_filters: [16, 32])
+    if not out:
+        raise ValueError("search space is empty")
+    return out
+
+
+def _flatten_space(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        if "." not in k and isinstance(v, dict) and not (len(v) == 1 and next(iter(v)) in _DOMAIN_KINDS) \
+                and "grid_search" not in v:
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    return out
+
+
+def is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def load_space(space: str | dict[str, Any]) -> dict[str, Any]:
+    """A named space (:data:`SPACES`), a YAML file (``*.yaml``/``*.yml``) or a dict -> parsed space."""
+    if isinstance(space, dict):
+        return parse_space(space)
+    if space in SPACES:
+        return parse_space(copy.deepcopy(SPACES[space]))
+    if os.path.exists(space):
+        with open(space) as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            return parse_space(data)
+        except ValueError as e:
+            raise ValueError(f"{space}: {e}") from None
+    raise ValueError(f"unknown search space {space!r}: use one of {sorted(SPACES)} or a YAML file")
+
+
+def describe_space(space: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-able description of a parsed space (for search.json and people)."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized
+
+    out = {}
+    for key, d in space.items():
+        if is_grid(d):
+            out[key] = {"grid": d["grid_search"]}
+        elif isinstance(d, Categorical):
+            out[key] = {"choice": d.categories}
+        elif isinstance(d, (Float, Integer)):
+            s = d.get_sampler()
+            q = s.q if isinstance(s, Quantized) else None
+            base = s.get_sampler() if isinstance(s, Quantized) else s
+            kind = ("log" if isinstance(base, LogUniform) else "") + ("uniform" if isinstance(d, Float) else "randint")
+            out[key] = {("q" + kind) if q else kind: [d.lower, d.upper] + ([q] if q else [])}
+        elif isinstance(d, Domain):
+            out[key] = {"domain": repr(d)}
+        else:
+            out[key] = d
+    return json.loads(json.dumps(out, default=repr))
+
+
+def _candidate_values(d: Any) -> list[Any]:
+    """Values a domain can produce that are worth checking against the config: all or the bounds."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized
+
+    if is_grid(d):
+        return list(d["grid_search"])
+    if isinstance(d, Categorical):
+        return list(d.categories)
+    if isinstance(d, Float):  # the bounds and a random draw (catches a float range on an int field)
+        return [d.lower, d.upper, _plain(d.sample())]
+    if isinstance(d, Integer):
+        s = d.get_sampler()
+        return [d.lower, d.upper if isinstance(s, Quantized) else d.upper - 1, _plain(d.sample())]
+    if isinstance(d, Domain):
+        return [d.sample()]
+    return [d]
+
+
+def check_config(cfg: Config) -> None:
+    """Everything about a config that fails only once training starts, checked now (ValueError)."""
+    cfg.model.validate()
+    if cfg.model.kind not in FAMILIES:
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
+    cfg.train.validate()
+
+
+def validate_space(base: Config, space: dict[str, Any]) -> None:
+    """Raise ValueError naming the key if a space key is not a config field or one of its values
+    (each category, each grid value, the bounds of a range) makes an invalid config."""
+    for key, d in space.items():
+        for value in _candidate_values(d):
+            try:
+                check_config(apply(base, {key: value}))
+            except (KeyError, TypeError, ValueError) as e:
+                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+                raise ValueError(f"search space {key}={value!r}: {msg}") from None
+
+
+def prepare_space(space: dict[str, Any], searcher: str) -> dict[str, Any]:
+    """The space as the searcher wants it: ``grid`` turns categorical keys into grid axes (ranges stay
+    sampled, ``num_samples`` per grid point); model-based searchers take no grid (grid -> choice)."""
+    from ray import tune
+    from ray.tune.search.sample import Categorical
+
+    out = {}
+    for key, d in space.items():
+        if searcher == "grid" and isinstance(d, Categorical):
+            out[key] = tune.grid_search(list(d.categories))
+        elif searcher not in ("grid", "random") and is_grid(d):
+            out[key] = tune.choice(list(d["grid_search"]))
+        else:
+            out[key] = d
+    return out
+
+
+def max_epochs(base: Config, space: dict[str, Any]) -> int:
+    if "train.epochs" in space:
+        return int(max(_candidate_values(space["train.epochs"])))
+    return base.train.epochs
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v

@@ -1,0 +1,90 @@
+"""crnn/raycompat.py: the Ray-bug workarounds' version check, the scheduler state carried through Tune's
+callback state (ray#30838), and the release of orphaned placement groups (ray#54305) on a local Ray."""
+
+import pickle
+import time
+import warnings
+from types import SimpleNamespace
+
+import pytest
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from crnn import raycompat
+from crnn.raycompat import CHECKED_RAY, ISSUES, SchedulerState, check_ray_version
+
+
+def test_workarounds_were_checked_on_the_installed_ray():
+    """Fails on a Ray upgrade until CHECKED_RAY moves: re-check ISSUES on the new Ray first."""
+    import ray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_ray_version(), f"Ray {ray.__version__}: re-check crnn/raycompat.py (checked on {CHECKED_RAY})"
+
+
+def test_another_ray_warns_once_naming_the_issues(monkeypatch):
+    monkeypatch.setattr(raycompat, "_warned", set())
+    assert check_ray_version(CHECKED_RAY + ".9")  # any patch release of the checked one
+    with pytest.warns(UserWarning, match=r"checked on Ray \d+\.\d+, not 99\.1\.0") as rec:
+        assert not check_ray_version("99.1.0")
+    assert all(url in str(rec[0].message) for url in ISSUES.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not check_ray_version("99.1.0")  # once per version
+    with pytest.raises(ValueError, match="'nightly'"):
+        check_ray_version("nightly")
+
+
+def _asha():
+    return ASHAScheduler(time_attr="epochs_done", metric="val_loss", mode="min", max_t=4, grace_period=1,
+                         reduction_factor=2)
+
+
+def test_scheduler_state_survives_a_restore():
+    """The rungs of a running ASHA, carried through Tune's callback state into a scheduler rebuilt
+    from scratch (as Tuner.restore rebuilds it): a poor new trial is stopped at the first rung, as
+    the original would stop it; the rebuilt scheduler without the state lets it run on."""
+    good, poor = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="poor")
+    original = _asha()
+    original.on_trial_add(None, good)
+    assert original.on_trial_result(None, good, {"epochs_done": 1, "val_loss": 0.1}) == TrialScheduler.CONTINUE
+    state = pickle.loads(pickle.dumps(SchedulerState(original).get_state()))  # Tune pickles it to disk
+
+    for restore, expected in ((True, TrialScheduler.STOP), (False, TrialScheduler.CONTINUE)):
+        rebuilt = _asha()
+        if restore:
+            SchedulerState(rebuilt).set_state(state)
+        rebuilt.on_trial_add(None, poor)
+        assert rebuilt.on_trial_result(None, poor, {"epochs_done": 1, "val_loss": 5.0}) == expected
+
+
+def test_orphaned_placement_group_is_released(ray_local):
+    """A placement group whose creating actor died (as a Train worker group's, when Tune kills a stopped
+    trial) is removed; the driver's own groups (Tune's trial groups) are left alone."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    @ray.remote(num_cpus=0)
+    class Creator:
+        def make(self):
+            pg = placement_group([{"CPU": 0.5}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    own = placement_group([{"CPU": 0.1}])
+    ray.get(own.ready())
+    creator = Creator.remote()
+    orphan = ray.get(creator.make.remote())
+    assert raycompat.release_orphaned_placement_groups() == 0  # its creator lives
+    ray.kill(creator)
+    released = 0
+    for _ in range(50):  # the GCS learns of the actor's death shortly after
+        released += raycompat.release_orphaned_placement_groups()
+        if released:
+            break
+        time.sleep(0.2)
+    table = placement_group_table()
+    assert released == 1 and table[orphan]["state"] == "REMOVED"  # Ray itself left it in place
+    assert table[own.id.hex()]["state"] == "CREATED"
+    raycompat.settle_placement_groups(timeout_s=1)  # nothing left to wait for
+    remove_placement_group(own)
