@@ -35,9 +35,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# is_local is imported for crnn/tune.py, which still imports it (and resolve) from here until it
-# switches to crnn.storage.
-from crnn.storage import is_local, join, publish_dir, read_text, resolve, write_json  # noqa: F401
+from crnn.storage import join, publish_dir, read_text, resolve, write_json
 
 CARD_NAME = "dataset.json"
 FORMAT_NAME = "crnn-forecast-shards"

@@ -35,7 +35,7 @@ The search directory ``out``::
 
 Modules: :mod:`~crnn.tune.space` (spaces and their checks), :mod:`~crnn.tune.search` (searchers,
 resources, the trial, :func:`run_search`), :mod:`~crnn.tune.results` (results.csv, curves, the
-published model), ``_files`` (small file helpers). This package re-exports their public names.
+published model). This package re-exports their public names.
 """
 
 from crnn.tune.results import plot_curves, publish_model, results_table, write_results_csv

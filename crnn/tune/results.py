@@ -12,14 +12,12 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from crnn.config import Config, apply
-from crnn.tune._files import _exists, _join, _write_text
+from crnn.storage import copy_dir, exists, join, publish_dir, write_json, write_text
 from crnn.tune.space import METRIC, PAPER_FACTORS
 
 
@@ -54,8 +52,8 @@ def results_table(grid, base: Config, runs: str) -> tuple[list[dict], dict[str, 
             status = "done"
         else:
             status = "stopped"  # by ASHA
-        run_dir = _join(runs, trial_id)
-        model = _join(run_dir, "model")
+        run_dir = join(runs, trial_id)
+        model = join(run_dir, "model")
         best_i = int(np.argmin(vals)) if vals else None
         rows.append({
             "trial_id": trial_id, "status": status, "epochs": epochs_run,
@@ -65,7 +63,7 @@ def results_table(grid, base: Config, runs: str) -> tuple[list[dict], dict[str, 
             "train_loss": float((res.metrics or {}).get("train_loss", math.nan)),
             "time_s": float((res.metrics or {}).get("time_total_s", math.nan)),
             "config": config, "run_dir": run_dir,
-            "model": model if status == "done" and _exists(_join(model, "model.pt")) else None,
+            "model": model if status == "done" and exists(join(model, "model.pt")) else None,
             "error": _short_error(res.error),
         })
     # best first by the lowest val_loss reached (what model/ holds); stopped trials rank by the loss they
@@ -104,8 +102,8 @@ def write_results_csv(rows: list[dict], out: str) -> str:
     w.writerow(cols)
     for r in rows:
         w.writerow([_fmt(r["config"].get(c)) if c in keys else _fmt(r.get(c)) for c in cols])
-    path = _join(out, "results.csv")
-    _write_text(path, buf.getvalue())
+    path = join(out, "results.csv")
+    write_text(path, buf.getvalue())
     return path
 
 
@@ -171,46 +169,14 @@ def plot_curves(rows: list[dict], histories: dict[str, list[tuple[int, float]]],
 
 
 def publish_model(model_dir: str, dest: str, info: dict, test_metrics: dict | None) -> str:
-    """Copy a model directory to ``dest`` with ``tune_result.json`` (and ``test_metrics.json``).
+    """Copy a model directory (local path or URI; without ``optimizer.pt``) to ``dest`` with
+    ``tune_result.json`` (and ``test_metrics.json``), published with :func:`crnn.storage.publish_dir`:
+    readers see the old model or the whole new one (on object stores: ``model.pt`` is written last)."""
 
-    Local ``dest``: assembled in a temporary sibling and renamed into place, so readers see the old
-    or the new model, never half of one. URI ``dest``: uploaded file by file.
-    """
-    from crnn.shards import is_local, resolve
-
-    parent = None
-    if is_local(dest):
-        dest = os.path.abspath(dest.removeprefix("file://"))
-        parent = os.path.dirname(dest)
-        os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".publish-", dir=parent)  # same filesystem: rename is atomic
-    try:
-        content = os.path.join(stage, "model")
-        if is_local(model_dir):
-            shutil.copytree(model_dir.removeprefix("file://"), content,
-                            ignore=shutil.ignore_patterns("optimizer.pt"))
-        else:
-            import pyarrow.fs as pafs
-
-            pafs.copy_files(model_dir, content)
-        with open(os.path.join(content, "tune_result.json"), "w") as f:
-            json.dump(info, f, indent=2, default=repr)
-            f.write("\n")
+    def fill(staging: str) -> None:
+        copy_dir(model_dir, staging, ignore=("optimizer.pt",))
+        write_json(join(staging, "tune_result.json"), info, default=repr)
         if test_metrics is not None:
-            with open(os.path.join(content, "test_metrics.json"), "w") as f:
-                json.dump(test_metrics, f, indent=2, allow_nan=False, default=repr)
-                f.write("\n")
-        if is_local(dest):
-            if os.path.exists(dest):  # the previous model steps aside, then the new one steps in
-                os.rename(dest, os.path.join(stage, "previous"))
-            os.rename(content, dest)
-        else:
-            import pyarrow.fs as pafs
+            write_json(join(staging, "test_metrics.json"), test_metrics, default=repr)
 
-            fs, root = resolve(dest)
-            if fs.get_file_info(root).type != pafs.FileType.NotFound:
-                fs.delete_dir(root)
-            pafs.copy_files(content, root, destination_filesystem=fs)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return dest
+    return publish_dir(dest, fill, marker="model.pt")

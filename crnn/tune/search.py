@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
-import posixpath
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from crnn.config import Config, apply, from_dict, save as save_config, to_dict
 from crnn.raycompat import ReleaseOrphanedPlacementGroups, SchedulerState, check_ray_version, settle_placement_groups
-from crnn.tune._files import _abs, _exists, _join, _read_json, _write_text
+from crnn.storage import absolute, exists, join, read_json, write_json
 from crnn.tune.results import plot_curves, publish_model, results_table, write_results_csv
 from crnn.tune.space import (METRIC, MODE, is_grid, max_epochs, check_config, describe_space, load_space,
                              prepare_space, validate_space)
@@ -158,7 +156,7 @@ def crnn_trial(config: dict[str, Any], base: dict | None = None, runs: str = "",
 
     cfg = apply(from_dict(base), config)
     trial_id = tune.get_context().get_trial_id()
-    out = posixpath.join(runs, trial_id) if "://" in runs else os.path.join(runs, trial_id)
+    out = join(runs, trial_id)
     fit(cfg, out, name=train_name, callbacks=[_TuneReport(cfg.train.epochs)])
 
 
@@ -193,13 +191,13 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     from ray.tune.schedulers import FIFOScheduler
 
     from crnn.runtime import check_shared_storage
-    from crnn.shards import is_local
+    from crnn.storage import is_local
 
     if not ray.is_initialized():
         raise RuntimeError("run_search needs a running Ray (crnn.runtime.init_ray(include_dashboard=True))")
     check_ray_version()
-    out = _abs(out)
-    base = apply(base, {"data.path": _abs(base.data.path)})  # trials run with another working directory
+    out = absolute(out)
+    base = apply(base, {"data.path": absolute(base.data.path)})  # trials run with another working directory
     check_config(base)
     # on a multi-node cluster, trials run on other machines
     check_shared_storage({"data.path": base.data.path, "out": out, **({"models": models} if models else {})},
@@ -210,8 +208,8 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
     num_samples = num_samples or (1 if searcher == "grid" else 8)
     max_t = max_epochs(base, parsed)
 
-    exp_path = _join(out, "ray", name)
-    runs = _join(out, "trials")
+    exp_path = join(out, "ray", name)
+    runs = join(out, "trials")
     prepared = prepare_space(parsed, searcher)
     grid_points = math.prod(len(v["grid_search"]) for v in prepared.values() if is_grid(v))
     definition = {"base": to_dict(base), "space": describe_space(parsed), "searcher": searcher,
@@ -220,17 +218,17 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                   "asha": {"enabled": asha, "time_attr": ASHA_TIME_ATTR, "grace_period": grace_period,
                            "reduction_factor": reduction_factor, "max_t": max_t}}
     restored = resume and tune.Tuner.can_restore(exp_path)
-    if not restored and _exists(exp_path):
+    if not restored and exists(exp_path):
         raise ValueError(f"{exp_path} holds a search already; resume it or choose another --out/--name")
     if restored:
-        stored = _read_json(_join(out, "search.json"))
+        stored = read_json(join(out, "search.json"), default=None)
         if stored and stored.get("base") and stored["base"] != definition["base"]:
             warnings.warn(f"resuming {exp_path}: using the base config stored in search.json, not this one")
         base = from_dict(stored["base"]) if stored and stored.get("base") else base
         definition = {**definition, **(stored or {})}
     plan = plan_resources(base, trial_cpus=trial_cpus, data_cpus=data_cpus, max_concurrent=max_concurrent)
     definition["resources"] = asdict(plan)
-    _write_text(_join(out, "search.json"), json.dumps(definition, indent=2, default=repr) + "\n")
+    write_json(join(out, "search.json"), definition, default=repr)
 
     trainable = tune.with_resources(
         tune.with_parameters(crnn_trial, base=to_dict(base), runs=runs, train_name="train"), plan.trial)
@@ -257,7 +255,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                                         num_samples=num_samples,
                                         max_concurrent_trials=None if basic else plan.max_concurrent,
                                         trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=name, storage_path=_join(out, "ray"), verbose=verbose,
+            run_config=tune.RunConfig(name=name, storage_path=join(out, "ray"), verbose=verbose,
                                       callbacks=[*workarounds, *(tune_callbacks or [])]),
         )
     grid = tuner.fit()
@@ -268,7 +266,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                    or len(rows) < int(definition.get("expected_trials") or 0))
     if interrupted:
         warnings.warn(f"the search was interrupted; run it again to resume ({exp_path})")
-    files = {"results": write_results_csv(rows, out), "search": _join(out, "search.json")}
+    files = {"results": write_results_csv(rows, out), "search": join(out, "search.json")}
     if is_local(out):
         files["curves"] = plot_curves(rows, histories, os.path.join(out, "curves"), keys=list(parsed))
     best = next((r for r in rows if r["status"] == "done" and r.get("model")), None)
@@ -277,7 +275,7 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
         return {"best": None, "rows": rows, "files": files, "plan": asdict(plan), "restored": restored,
                 "interrupted": interrupted}
     best_cfg = apply(base, {k: v for k, v in best["config"].items()})
-    cfg_path = _join(out, "best_config.yaml")
+    cfg_path = join(out, "best_config.yaml")
     save_config(best_cfg, cfg_path)
     files["best_config"] = cfg_path
     info = {"trial_id": best["trial_id"], "metric": METRIC, "mode": MODE, "val_loss": best["val_loss"],
@@ -294,8 +292,8 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
         except (ValueError, FileNotFoundError) as e:
             warnings.warn(f"test evaluation of the best model failed: {e}")
             test_metrics = {"error": str(e)}
-    files["best"] = publish_model(best["model"], _join(out, "best"), info, test_metrics)
+    files["best"] = publish_model(best["model"], join(out, "best"), info, test_metrics)
     if models:
-        files["models"] = publish_model(best["model"], _join(_abs(models), name), info, test_metrics)
+        files["models"] = publish_model(best["model"], join(absolute(models), name), info, test_metrics)
     return {"best": best, "rows": rows, "files": files, "plan": asdict(plan), "restored": restored,
             "interrupted": interrupted, "test_metrics": test_metrics}
