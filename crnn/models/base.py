@@ -10,7 +10,21 @@ DEFAULT_WINDOW = 4
 
 
 class Forecaster(nn.Module):
-    """Common interface: forward((B, T, C, H, W)) -> (B, T, C, H, W) next-frame forecasts."""
+    """Common interface: forward((B, T, C, H, W)) -> (B, T, C, H, W) next-frame forecasts.
+
+    ``Forecaster(cfg, section)`` (a family's constructor calls it first): checks the family's typed
+    config ``cfg.<section>`` against the image size (``validate``: ValueError naming the field) and
+    records ``shape`` = (C, H, W) and the section's ``residual``. Without ``cfg``: a plain module.
+    """
+
+    def __init__(self, cfg=None, section: str | None = None) -> None:
+        super().__init__()
+        if cfg is not None:
+            self.shape = (cfg.channels, cfg.height, cfg.width)
+        if section is not None:
+            sub = getattr(cfg, section)
+            sub.validate(cfg.height, cfg.width)
+            self.residual = sub.residual
 
     def rollout(self, x: torch.Tensor, horizon: int, window: int = DEFAULT_WINDOW) -> torch.Tensor:
         """See :func:`crnn.model.rollout`."""

@@ -95,11 +95,8 @@ class ConvLSTMForecaster(Forecaster):
     """
 
     def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="convlstm"
-        super().__init__()
+        super().__init__(cfg, "convlstm")
         cc: ConvLSTMConfig = cfg.convlstm
-        cc.validate(cfg.height, cfg.width)
-        self.shape = (cfg.channels, cfg.height, cfg.width)
-        self.residual = cc.residual
         p = cc.patch
         self.unshuffle, self.shuffle = nn.PixelUnshuffle(p), nn.PixelShuffle(p)
         in_ch = cfg.channels * p * p

@@ -206,11 +206,9 @@ class SimVP(Forecaster):
     """
 
     def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="simvp"
-        super().__init__()
+        super().__init__(cfg, "simvp")
         sc: SimVPConfig = cfg.simvp
-        sc.validate(cfg.height, cfg.width)
-        self.shape = (cfg.channels, cfg.height, cfg.width)
-        self.window, self.residual, self.hid_s = sc.window, sc.residual, sc.hid_s
+        self.window, self.hid_s = sc.window, sc.hid_s
         self.encoder = Encoder(cfg.channels, sc.hid_s, sc.n_s, sc.spatio_kernel)
         # each window slot: hid_s latent channels + 1 channel "real frame (1) or padding (0)"
         self.translator = Translator(sc.window * (sc.hid_s + 1), sc.hid_s, sc.hid_t, sc.n_t, sc.mlp_ratio,
