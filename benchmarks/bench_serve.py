@@ -4,7 +4,9 @@ Starts the Serve app (crnn.serve) on a local Ray on a free 127.0.0.1 port -- or 
 with --url -- and sweeps a load generator (aiohttp, pre-encoded bodies, closed loop) over
 series-per-request x concurrent clients, for both request formats. Prints p50/p99 latency, requests/s,
 series/s and the ratio to the direct call: the same series through ``ForecastEngine.forecast`` (the
-code the replica runs) in this process, at batch --batch, with the replica's thread count / device.
+code the replica runs) in this process, at batch --batch, with the replica's thread count / device,
+measured again after every level; each ratio is to the mean of the direct series/s just before and
+just after its level (column "direct"), as load on a shared machine drifts.
 
     python benchmarks/bench_serve.py                                   # paper-size CRNN, random weights, CPU
     python benchmarks/bench_serve.py --model runs/x/model --num-cpus 2 --duration 5
@@ -193,18 +195,22 @@ def main() -> int:
     try:
         levels = [tuple(int(v) for v in lv.split("x")) for lv in a.sweep.split(",")]
         print(f"{'format':7s} {'series/req':>10s} {'clients':>7s} {'requests':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-              f"{'req/s':>8s} {'series/s':>9s} {'vs direct':>9s}")
+              f"{'req/s':>8s} {'series/s':>9s} {'vs direct':>9s} {'direct':>7s}")
+        # The machine is shared and noisy: the direct call is measured again after every level, and
+        # each level's ratio uses the mean of the direct measurements just before and just after it.
+        before = d_batch["series_s"]
         for fmt in a.formats.split(","):
             for per_req, conc in levels:
                 bodies = make_bodies(frames, fmt, per_req, max(8, min(64, a.series // per_req)))
                 r = asyncio.run(load(url, bodies, conc, a.duration))
+                after = direct(engine, frames, a.batch, a.duration)["series_s"]
                 sps = r["rps"] * per_req
+                ref = (before + after) / 2
                 print(f"{fmt:7s} {per_req:10d} {conc:7d} {r['requests']:8d} {r['p50']:8.1f} {r['p99']:8.1f} "
-                      f"{r['rps']:8.1f} {sps:9.0f} {sps / d_batch['series_s']:8.2f}x"
+                      f"{r['rps']:8.1f} {sps:9.0f} {sps / ref:8.2f}x {ref:7.0f}"
                       f"{'  (' + str(r['errors']) + ' errors)' if r['errors'] else ''}", flush=True)
-        again = direct(engine, frames, a.batch, a.duration)
-        print(f"direct again after the sweep: batch {a.batch}: {again['series_s']:.0f} series/s "
-              f"(ratios above use the first measurement); load average {os.getloadavg()[0]:.1f}")
+                before = after
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         if started:
             from ray import serve
