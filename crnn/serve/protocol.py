@@ -95,7 +95,7 @@ Ages = Annotated[Optional[list[Annotated[int, Field(strict=True)]]], AfterValida
 class FramesSeries(BaseModel):
     """One series as nested arrays: ``in_frames`` images (4 for the paper's model), oldest first."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     frames: Frames = Field(
         description="T images, each H x W x C nested arrays of integers 0-255 (T = in_frames, e.g. 4; "

@@ -72,7 +72,7 @@ class ServeSettings(BaseModel):
     ``ValidationError`` (a ``ValueError``) naming the bad field.
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="model directory (local path or URI) or the published model location")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda iff the model replica has a GPU")
