@@ -4,11 +4,14 @@ Starts the Serve app (crnn.serve) on a local Ray on a free 127.0.0.1 port -- or 
 with --url -- and sweeps a load generator (aiohttp, pre-encoded bodies, closed loop) over
 series-per-request x concurrent clients, for both request formats. Prints p50/p99 latency, requests/s,
 series/s and the ratio to the direct call: the same series through ``ForecastEngine.forecast`` (the
-code the replica runs) in this process, at batch --batch, with the replica's thread count / device.
+code the model replica runs) in this process, at batch --batch, with the model replica's thread
+count / device, measured again after every level; each ratio is to the mean of the direct series/s
+just before and just after its level (column "direct"), as load on a shared machine drifts.
 
     python benchmarks/bench_serve.py                                   # paper-size CRNN, random weights, CPU
     python benchmarks/bench_serve.py --model runs/x/model --num-cpus 2 --duration 5
     python benchmarks/bench_serve.py --num-gpus 1 --replicas 2 --sweep 1x1,64x4,64x16 --formats png
+    python benchmarks/bench_serve.py --num-gpus 1 --ingress-replicas 8 --ingress-cpus 1 --sweep 64x16
     python benchmarks/bench_serve.py --url http://127.0.0.1:8000 --model runs/x/model   # a running app
 
 Goals (issue #5): on CPU, Serve series/s >= 0.7x the direct call at batch 64; on a GPU replica
@@ -141,8 +144,13 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per level (and per direct measurement)")
     ap.add_argument("--batch", type=int, default=64, help="max_batch_size of the app and the direct call's batch")
     ap.add_argument("--wait", type=float, default=0.002, help="batch_wait_timeout_s")
-    ap.add_argument("--replicas", type=int, default=1)
-    ap.add_argument("--num-cpus", type=float, default=None, help="CPUs per replica (default: all CPUs / replicas)")
+    ap.add_argument("--replicas", type=int, default=1, help="model replicas")
+    ap.add_argument("--num-cpus", type=float, default=None,
+                    help="CPUs per model replica (default: the CPUs the ingress replicas leave, / replicas)")
+    ap.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (request parsing)")
+    ap.add_argument("--ingress-cpus", type=float, default=0.5,
+                    help="CPUs per ingress replica (Ray's logical CPUs: fractions let a 2-core machine hold "
+                         "an ingress and a model replica that uses both cores)")
     ap.add_argument("--num-gpus", type=float, default=0.0, help="GPUs in all (split over the replicas)")
     ap.add_argument("--series", type=int, default=256, help="distinct random series to send")
     a = ap.parse_args()
@@ -153,7 +161,8 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-serve-")
     model = a.model or make_model(a.size, os.path.join(tmp, "model"))
     cpus = os.cpu_count() or 1
-    per_cpu = a.num_cpus if a.num_cpus is not None else max(1.0, cpus // a.replicas)
+    per_cpu = a.num_cpus if a.num_cpus is not None else \
+        max(0.5, (cpus - a.ingress_cpus * a.ingress_replicas) / a.replicas)
     device = pick_device("auto", a.num_gpus)
     threads = max(1, int(np.ceil(per_cpu)))
     engine = ForecastEngine.load(model, device, threads)
@@ -184,27 +193,33 @@ def main() -> int:
             model=model, num_replicas=a.replicas, max_ongoing_requests=max(256, a.batch),
             ray_actor_options=ActorOptions(num_cpus=per_cpu, num_gpus=a.num_gpus / a.replicas),
             torch_threads=threads,
+            ingress={"num_replicas": a.ingress_replicas, "ray_actor_options": {"num_cpus": a.ingress_cpus}},
             user_config=Limits(max_batch_size=a.batch, batch_wait_timeout_s=a.wait, max_series_per_request=1024,
                                max_body_bytes=256 * 2**20))
         serve.run(build_app(settings), name="bench", route_prefix="/")
         url, started = f"http://127.0.0.1:{port}", True
-        print(f"Serve app at {url}: {a.replicas} replica(s), {per_cpu:g} CPUs and {a.num_gpus / a.replicas:g} GPUs "
+        print(f"Serve app at {url}: {a.ingress_replicas} ingress replica(s) with {a.ingress_cpus:g} CPUs each; "
+              f"{a.replicas} model replica(s), {per_cpu:g} CPUs and {a.num_gpus / a.replicas:g} GPUs "
               f"each, max_batch_size {a.batch}, batch_wait_timeout_s {a.wait}")
     try:
         levels = [tuple(int(v) for v in lv.split("x")) for lv in a.sweep.split(",")]
         print(f"{'format':7s} {'series/req':>10s} {'clients':>7s} {'requests':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
-              f"{'req/s':>8s} {'series/s':>9s} {'vs direct':>9s}")
+              f"{'req/s':>8s} {'series/s':>9s} {'vs direct':>9s} {'direct':>7s}")
+        # The machine is shared and noisy: the direct call is measured again after every level, and
+        # each level's ratio uses the mean of the direct measurements just before and just after it.
+        before = d_batch["series_s"]
         for fmt in a.formats.split(","):
             for per_req, conc in levels:
                 bodies = make_bodies(frames, fmt, per_req, max(8, min(64, a.series // per_req)))
                 r = asyncio.run(load(url, bodies, conc, a.duration))
+                after = direct(engine, frames, a.batch, a.duration)["series_s"]
                 sps = r["rps"] * per_req
+                ref = (before + after) / 2
                 print(f"{fmt:7s} {per_req:10d} {conc:7d} {r['requests']:8d} {r['p50']:8.1f} {r['p99']:8.1f} "
-                      f"{r['rps']:8.1f} {sps:9.0f} {sps / d_batch['series_s']:8.2f}x"
+                      f"{r['rps']:8.1f} {sps:9.0f} {sps / ref:8.2f}x {ref:7.0f}"
                       f"{'  (' + str(r['errors']) + ' errors)' if r['errors'] else ''}", flush=True)
-        again = direct(engine, frames, a.batch, a.duration)
-        print(f"direct again after the sweep: batch {a.batch}: {again['series_s']:.0f} series/s "
-              f"(ratios above use the first measurement); load average {os.getloadavg()[0]:.1f}")
+                before = after
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         if started:
             from ray import serve

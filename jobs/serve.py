@@ -6,7 +6,8 @@
 Then: http://127.0.0.1:8000/docs (OpenAPI), POST /forecast, GET /healthz, GET /model. Listens on
 127.0.0.1 unless --host says otherwise. Runs on an embedded local Ray unless RAY_ADDRESS points at a
 cluster. The model directory carries its config; --config (a Serve config file such as serve.yaml)
-sets replicas/autoscaling, CPUs/GPUs per replica, batching and request limits.
+sets replicas/autoscaling, CPUs/GPUs per replica, batching and request limits of both deployments:
+the ingress (request parsing, CPU) and the model (forward pass, CPU or GPU); the flags override it.
 """
 
 import os
@@ -29,9 +30,11 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, help="HTTP port (default: the config's http_options.port, else 8000)")
     p.add_argument("--config", help="Serve config YAML (e.g. serve.yaml): args, deployments, http_options")
     p.add_argument("--name", default="crnn", help="Serve application name")
-    p.add_argument("--num-replicas", type=int, help="fixed number of replicas (instead of autoscaling)")
-    p.add_argument("--num-gpus", type=float, help="GPUs per replica (ray_actor_options.num_gpus)")
-    p.add_argument("--num-cpus", type=float, help="CPUs per replica (ray_actor_options.num_cpus)")
+    p.add_argument("--num-replicas", type=int, help="fixed number of model replicas (instead of autoscaling)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per model replica (ray_actor_options.num_gpus)")
+    p.add_argument("--num-cpus", type=float, help="CPUs per model replica (ray_actor_options.num_cpus)")
+    p.add_argument("--ingress-replicas", type=int, help="ingress replicas (HTTP parsing on CPUs; default 1)")
+    p.add_argument("--ingress-num-cpus", type=float, help="CPUs per ingress replica (default 1)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
 
     a = parse_job_args(p, argv)
@@ -56,6 +59,13 @@ def main(argv=None) -> int:
             actor["num_cpus"] = a.num_cpus
         if actor:
             args["ray_actor_options"] = actor
+        ingress = dict(args.get("ingress") or {})
+        if a.ingress_replicas is not None:
+            ingress["num_replicas"] = a.ingress_replicas
+        if a.ingress_num_cpus is not None:
+            ingress["ray_actor_options"] = {**ingress.get("ray_actor_options", {}), "num_cpus": a.ingress_num_cpus}
+        if ingress:
+            args["ingress"] = ingress
         settings = ServeSettings.model_validate(args)
     except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
         return usage_error(p.prog, ValueError(f"bad settings: {_brief(e)}"))

@@ -111,14 +111,31 @@ def test_settings_and_serve_yaml(tmp_path):
     opts = s.deployment_options()
     assert opts["name"] == "CRNNForecaster" and opts["max_ongoing_requests"] >= opts["user_config"]["max_batch_size"]
     assert "autoscaling_config" in opts and opts["ray_actor_options"]["num_cpus"] == 1
-    assert s.replica_args() == {"model": "somewhere", "device": "cpu", "torch_threads": 1,
+    # device "auto" and torch_threads 0 are resolved in the model replica from the resources Ray gave
+    # it (so serve.yaml's deployments overrides count); test_health_model_and_docs checks the result
+    assert s.replica_args() == {"model": "somewhere", "device": "auto", "torch_threads": 0,
                                 "background": [255, 255, 255]}  # white by default, as jobs/ingest.py
+    ing = s.ingress_options()
+    assert ing["name"] == "CRNNIngress" and ing["num_replicas"] == 1 and ing["ray_actor_options"]["num_cpus"] == 1
+    assert ing["user_config"] == {"max_series_per_request": 256, "max_body_bytes": 16777216, "max_horizon": 10}
+    assert set(opts["user_config"]) == {"max_batch_size", "batch_wait_timeout_s"}
+    with pytest.raises(ValueError, match="unknown ray_actor_options"):
+        ServeSettings(model="m", ray_actor_options={"num_cpu": 1})
+    with pytest.raises(ValueError, match="two names"):
+        ServeSettings(model="m", ingress={"name": "CRNNForecaster"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(os.path.join(ROOT, "serve.yaml")).read().replace("name: CRNNIngress", "name: Other"))
+    with pytest.raises(ValueError, match="unknown deployment 'Other'"):
+        load_serve_config(str(bad))
+    bad.write_text(open(os.path.join(ROOT, "serve.yaml")).read().replace("port: 8000", "port: http"))
+    with pytest.raises(ValueError, match="port"):  # Ray's ServeDeploySchema checks the whole file
+        load_serve_config(str(bad))
     assert ServeSettings(model="m", background="236,240,244").replica_args()["background"] == [236, 240, 244]
     with pytest.raises(ValueError, match="background colour 'nope'"):
         ServeSettings(model="m", background="nope")
     fixed = ServeSettings(model="m", num_replicas=2, ray_actor_options={"num_gpus": 0.5})
     assert fixed.deployment_options()["num_replicas"] == 2 and "autoscaling_config" not in fixed.deployment_options()
-    assert fixed.replica_args()["device"] == "cuda"
+    assert fixed.deployment_options()["ray_actor_options"] == {"num_gpus": 0.5}
 
 
 def test_parse_request_unit():
@@ -143,13 +160,43 @@ def test_health_model_and_docs(url, model_dir):
     assert info["in_frames"] == T and info["image"] == {"height": H, "width": W, "channels": C}
     assert info["config"]["model"]["lstm_units"] == 16 and "train_loss" in info["metrics"]
     assert len(info["version"]) == 12 and info["input_ages"] == [10, 15, 20, 25]
-    assert info["limits"]["max_batch_size"] == 8  # user_config reached the replica
+    assert info["limits"]["max_batch_size"] == 8  # user_config reached the model replica
+    assert info["limits"]["max_horizon"] == 6  # ... and the ingress replica
+    assert info["device"] == "cpu" and info["torch_threads"] == 1  # from num_cpus=0.5, no GPU
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
     body = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/ForecastRequest")
     schemas = spec["components"]["schemas"]
     assert {"ForecastRequest", "FramesSeries", "PngSeries", "ForecastResponse", "ErrorResponse"} <= set(schemas)
     assert requests.get(f"{url}/docs", timeout=30).status_code == 200
+
+
+def test_openapi_request_schema_is_what_is_accepted(url):
+    """The published request schema and the validation are one model: every field the schema shows
+    is accepted (a request using all of them gets 200), a field it does not show gets 422 naming it."""
+    doc = requests.get(f"{url}/openapi.json", timeout=30).json()
+    schemas = doc["components"]["schemas"]
+    req = schemas["ForecastRequest"]
+    good = _frames(1, 7, T)[0]
+    minimal = {"FramesSeries": {"frames": good.tolist()}, "PngSeries": {"png": [_png(x) for x in good]}}
+    values = {"ages": [20, 25, 30, 35], "horizon": 2}  # a new field in the schema must be added here
+    series_refs = [o["$ref"].rsplit("/", 1)[1] for o in req["properties"]["series"]["items"]["oneOf"]]
+    assert sorted(series_refs) == sorted(minimal)
+    top = {"series": [minimal["FramesSeries"]], **{k: values[k] for k in req["properties"] if k != "series"}}
+    assert set(top) == set(req["properties"]) and req["additionalProperties"] is False
+    r = _post(url, top)
+    assert r.status_code == 200 and r.json()["forecasts"][0]["ages"] == [40, 45], r.text[:300]
+    r = _post(url, {**top, "model": "other"})
+    assert r.status_code == 422 and "unknown field(s) ['model']" in r.json()["detail"], r.text[:300]
+    for name, series in minimal.items():
+        props = schemas[name]["properties"]
+        full = {**series, **{k: values[k] for k in props if k not in series}}
+        assert set(full) == set(props) and schemas[name]["additionalProperties"] is False
+        r = _post(url, {"series": [minimal["FramesSeries"], full]})
+        assert r.status_code == 200 and r.json()["forecasts"][1]["ages"] == [40], (name, r.text[:300])
+        r = _post(url, {"series": [minimal["FramesSeries"], {**full, "colour": "red"}]})
+        assert r.status_code == 422, (name, r.text[:300])
+        assert "series[1]: unknown field(s) ['colour']" in r.json()["detail"], r.text[:300]
 
 
 def test_forecast_frames_equals_model(url, local_model):

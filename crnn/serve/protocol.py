@@ -1,0 +1,282 @@
+"""The HTTP request and response of ``POST /forecast``: pydantic models that both validate requests
+and document them in the OpenAPI schema, so what ``/openapi.json`` shows is what is accepted.
+
+Every model forbids unknown fields (``extra="forbid"``, ``additionalProperties: false`` in the
+schema). What depends on the served model (frame count, image size, channels, default ages) and on
+the limits (``max_horizon``) comes from the validation context
+``{"spec": Spec, "limits": RequestLimits}``, given by :func:`parse_forecast_request`. With a
+``spec`` in the context, validating turns ``frames`` and ``png`` into uint8 (in_frames, H, W, C)
+arrays (:mod:`crnn.serve.codec`) with one numpy pass rather than one pydantic check per pixel;
+without one, only the schema's own checks run and the values stay JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional, Union
+
+import numpy as np
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
+                      ValidationError, ValidationInfo, WrapValidator, field_validator)
+from pydantic_core import PydanticCustomError
+
+from crnn.serve.codec import RequestError, Spec, check_count, decode_png, frames_from_arrays, gc_paused
+from crnn.serve.settings import RequestLimits
+
+_MALFORMED = "malformed"  # error type of base64/PNG that cannot be read: HTTP 400, not 422
+_NAMED = "named"  # error type whose message names its field itself
+
+
+def _ctx(info: ValidationInfo, key: str):
+    return (info.context or {}).get(key)
+
+
+def _as_error(e: RequestError) -> PydanticCustomError:
+    return PydanticCustomError(_MALFORMED if e.status == 400 else "invalid_image", e.message)
+
+
+def _frames(v: Any, handler, info: ValidationInfo):
+    spec = _ctx(info, "spec")
+    if spec is None:
+        return handler(v)  # the schema's own checks: nested lists of integers 0-255
+    try:
+        return frames_from_arrays(v, None, spec)
+    except RequestError as e:
+        raise _as_error(e) from None
+
+
+def _png_count(v: Any, info: ValidationInfo):
+    spec = _ctx(info, "spec")
+    if spec is not None and isinstance(v, list):
+        try:
+            check_count(v, None, spec, "base64 PNG strings")
+        except RequestError as e:
+            raise _as_error(e) from None
+    return v
+
+
+def _png_frame(v: str, info: ValidationInfo):
+    spec = _ctx(info, "spec")
+    if spec is None:
+        return v
+    try:
+        return decode_png(v, None, spec)
+    except RequestError as e:
+        raise _as_error(e) from None
+
+
+def _png_stack(v: list, info: ValidationInfo):
+    return np.stack(v) if _ctx(info, "spec") is not None else v
+
+
+def _ages(v: Optional[list[int]], info: ValidationInfo) -> Optional[list[int]]:
+    spec = _ctx(info, "spec")
+    if v is None or spec is None:
+        return v
+    if len(v) != spec.in_frames:
+        raise PydanticCustomError("ages", f"expected a list of {spec.in_frames} ages (one per input frame), "
+                                          f"got {len(v)} values")
+    steps = {b - a for a, b in zip(v, v[1:])}
+    if any(s <= 0 for s in steps) or len(steps) > 1:
+        raise PydanticCustomError("ages", f"must be strictly ascending and evenly spaced, got {v!r}")
+    return v
+
+
+Pixel = Annotated[int, Field(ge=0, le=255)]
+Frames = Annotated[list[list[list[list[Pixel]]]], WrapValidator(_frames)]
+PngFrames = Annotated[list[Annotated[str, AfterValidator(_png_frame)]],
+                      BeforeValidator(_png_count), AfterValidator(_png_stack)]
+Ages = Annotated[Optional[list[Annotated[int, Field(strict=True)]]], AfterValidator(_ages), Field(
+    None, description="ages of the input frames, evenly spaced (default: the model's training ages, e.g. "
+                      "[10, 15, 20, 25]); the forecast ages continue the spacing")]
+
+
+class FramesSeries(BaseModel):
+    """One series as nested arrays: ``in_frames`` images (4 for the paper's model), oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: Frames = Field(
+        description="T images, each H x W x C nested arrays of integers 0-255 (T = in_frames, e.g. 4; "
+                    "H x W x C = 32 x 16 x 3 for the paper's model; see GET /model)")
+    ages: Ages
+
+
+class PngSeries(BaseModel):
+    """One series as base64-encoded PNG images, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    png: PngFrames = Field(
+        description="T base64 PNG strings, width x height = 16 x 32 for the paper's model (after EXIF "
+                    "orientation; never resized). Any colour type and bit depth: 16-bit is scaled to 8, "
+                    "transparency composited over the server's background (default white). Line-wrapped "
+                    "base64 and a data: URL prefix are accepted")
+    ages: Ages
+
+
+def _series_kind(v: Any) -> Optional[str]:
+    if isinstance(v, dict) and ("frames" in v) != ("png" in v):
+        return "FramesSeries" if "frames" in v else "PngSeries"
+    return None  # -> the custom error below
+
+
+Series = Annotated[
+    Union[Annotated[FramesSeries, Tag("FramesSeries")], Annotated[PngSeries, Tag("PngSeries")]],
+    Discriminator(_series_kind, custom_error_type="series_format", custom_error_message=(
+        "expected an object with exactly one of 'frames' (nested arrays) or 'png' (base64 PNG strings)"))]
+
+
+class ForecastRequest(BaseModel):
+    """Body of POST /forecast."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"series": [{"png": ["iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo..."]}],
+         "horizon": 3, "ages": [10, 15, 20, 25]}]})
+
+    series: list[Series] = Field(
+        min_length=1, description="the batch: one entry per subject (at most max_series_per_request)")
+    horizon: Optional[int] = Field(1, ge=1, description="future frames to forecast per series (at most "
+                                                        "max_horizon; null: 1); beyond 1 the model's own "
+                                                        "forecasts are fed back (rollout)")
+    ages: Ages
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if v == []:
+            raise PydanticCustomError(_NAMED, "'series' is empty: send at least one series")
+        return v
+
+    @field_validator("horizon", mode="wrap")
+    @classmethod
+    def _horizon(cls, v: Any, handler, info: ValidationInfo) -> int:
+        if v is None:
+            return 1
+        limits = _ctx(info, "limits")
+        top = limits.max_horizon if limits is not None else None
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (top is not None and v > top):
+            raise PydanticCustomError(_NAMED, f"'horizon' must be an integer from 1 to {top or 'max_horizon'} "
+                                              f"(max_horizon), got {v!r}")
+        return handler(v)
+
+
+class FramesForecast(BaseModel):
+    ages: list[int] = Field(description="ages of the forecast frames")
+    frames: list[list[list[list[Pixel]]]] = Field(description="horizon images, H x W x C integers 0-255")
+
+
+class PngForecast(BaseModel):
+    ages: list[int] = Field(description="ages of the forecast frames")
+    png: list[str] = Field(description="horizon base64 PNG images")
+
+
+class ForecastResponse(BaseModel):
+    """Body of a 200 answer to POST /forecast (written by :func:`crnn.serve.codec.render_forecasts`)."""
+
+    forecasts: list[Union[FramesForecast, PngForecast]] = Field(
+        description="one per input series, in order, in the format that series used")
+    horizon: int
+    model_version: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what is wrong with the request, naming the field")
+
+
+# ----------------------------------------------------------------------------- decoded request
+@dataclass
+class SeriesIn:
+    frames: np.ndarray  # uint8 (in_frames, H, W, C)
+    fmt: str  # "frames" | "png"
+    ages: list[int]  # ages of the input frames
+
+
+@dataclass
+class ForecastIn:
+    series: list[SeriesIn]
+    horizon: int
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed (JSON has no NaN/Infinity; pixels are integers 0-255)")
+
+
+def parse_forecast_request(body: bytes, spec: Spec, limits: RequestLimits) -> ForecastIn:
+    """Check and decode a ``POST /forecast`` body with :class:`ForecastRequest`.
+
+    Raises :class:`RequestError` naming the problem: 400 for a body that is not JSON (NaN/Infinity
+    included) or malformed base64/PNG; 413 for more than ``max_body_bytes`` bytes or
+    ``max_series_per_request`` series (checked before any series is validated); 422 for anything
+    else the model rejects (field, series and frame named, e.g. ``series[0].frames: ...``).
+    """
+    with gc_paused():
+        if len(body) > limits.max_body_bytes:
+            raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of "
+                                    f"{limits.max_body_bytes} bytes (max_body_bytes)")
+        # json.loads rather than pydantic's own JSON parser: a body that is not JSON is a 400, not a
+        # 422, and NaN/Infinity (which pydantic's parser accepts) are refused.
+        try:
+            doc = json.loads(body, parse_constant=_reject_constant)
+        except RecursionError:
+            raise RequestError(400, "request body is not valid JSON: nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise RequestError(400, f"request body is not valid JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise RequestError(422, "request body must be a JSON object with a 'series' list, got "
+                                    f"{type(doc).__name__}")
+        n = len(doc["series"]) if isinstance(doc.get("series"), list) else 0
+        if n > limits.max_series_per_request:
+            raise RequestError(413, f"{n} series in one request; the limit is "
+                                    f"{limits.max_series_per_request} (max_series_per_request)")
+        try:
+            req = ForecastRequest.model_validate(doc, context={"spec": spec, "limits": limits})
+        except ValidationError as e:
+            raise error_of(e) from None
+        default_ages = req.ages if req.ages is not None else spec.input_ages
+        out = [SeriesIn(s.frames, "frames", s.ages or default_ages) if isinstance(s, FramesSeries)
+               else SeriesIn(s.png, "png", s.ages or default_ages) for s in req.series]
+        return ForecastIn(out, req.horizon)
+
+
+_TAGS = {"FramesSeries": FramesSeries, "PngSeries": PngSeries}
+_SHOWN = 5  # errors spelled out in one answer
+
+
+def _path(loc) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def error_of(e: ValidationError) -> RequestError:
+    """A :class:`ForecastRequest` ValidationError as one RequestError: the first few errors, each
+    naming its field (``series[1].png[2]: ...``); unknown fields grouped with the allowed ones. 400
+    when the first error is malformed base64/PNG, else 422."""
+    parts, unknown = [], {}
+    status = None
+    for err in e.errors(include_url=False):
+        loc = list(err["loc"])
+        model = next((_TAGS[p] for p in loc if p in _TAGS), ForecastRequest)
+        loc = [p for p in loc if p not in _TAGS]
+        if status is None:
+            status = 400 if err["type"] == _MALFORMED else 422
+        if err["type"] == "extra_forbidden":
+            key = _path(loc[:-1])
+            if key not in unknown:
+                parts.append((key, model))
+                unknown[key] = []
+            unknown[key].append(loc[-1])
+            continue
+        parts.append(err["msg"] if err["type"] == _NAMED else f"{_path(loc)}: {err['msg']}")
+    lines = []
+    for p in parts:
+        if isinstance(p, tuple):
+            key, model = p
+            allowed = ", ".join(repr(f) for f in model.model_fields)
+            p = f"{key + ': ' if key else ''}unknown field(s) {unknown[key]}; expected {allowed}"
+        lines.append(p)
+    more = f"; and {len(lines) - _SHOWN} more" if len(lines) > _SHOWN else ""
+    return RequestError(status or 422, "; ".join(lines[:_SHOWN]) + more)
