@@ -25,7 +25,6 @@ import base64
 import io
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -35,12 +34,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model(size: str, path: str) -> str:
@@ -187,7 +180,9 @@ def main() -> int:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        port = _free_port()
+        from crnn.runtime import free_port
+
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         settings = ServeSettings(
             model=model, num_replicas=a.replicas, max_ongoing_requests=max(256, a.batch),
