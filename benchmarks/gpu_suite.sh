@@ -111,8 +111,8 @@ import csv; r=list(csv.DictReader(open('$R/overhead/metrics.csv')))
 print('overhead: epochs_s', round(sum(float(x['epoch_s']) for x in r),2), 'worker setup_s', round(float(r[0]['setup_s']),2))" \
     2>&1 | tee -a "$OUT/log.txt"
 fi
-# Serve: one model replica on the GPU (the app as it is: decode and forward pass in one deployment)
-if [ "$DEVICE" != cpu ]; then SERVE_GPU="--num-gpus 1"; else SERVE_GPU=""; fi
+# Serve: one model replica on the GPU fed by CPU ingress replicas that decode the requests
+if [ "$DEVICE" != cpu ]; then SERVE_GPU="--num-gpus 1 --ingress-replicas 4 --ingress-cpus 2"; else SERVE_GPU=""; fi
 run_until $BUDGET serve $PY benchmarks/bench_serve.py --size paper --formats png --sweep 1x1,64x4 \
   --duration 3 $SERVE_GPU || true
 grep -vE "^\(|INFO|WARN" "$L/serve.log" | tail -12 | tee -a "$OUT/log.txt"
