@@ -458,7 +458,7 @@ def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
     returns the number of training series. No Ray: jobs call it before starting Ray."""
     from crnn.inference import check_image_size
-    from crnn.shards import SPLITS
+    from crnn.shardcheck import SPLITS
 
     need = cfg.data.in_frames + 1
     if len(card["ages"]) < need:
