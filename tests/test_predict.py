@@ -15,7 +15,7 @@ from crnn.shards import (
     base_card, list_shards, publish, read_card, read_numpy, rows_to_batch, torch_frames, validate,
     write_ray_dataset,
 )
-from crnn.train import fit_plain
+from crnn.loop import fit_plain
 from tests.helpers import tiny_config
 
 AGES = (10, 15, 20, 25, 30)
