@@ -37,7 +37,7 @@ def main(argv=None):
 
     import ray
 
-    from crnn import train as T
+    from crnn import rundir, train as T
     from crnn.config import load_config
     from crnn.runtime import init_ray
 
@@ -47,7 +47,7 @@ def main(argv=None):
     init_ray(log_to_driver=False, **({"include_dashboard": False} if a.no_dashboard else {}))
     t2 = time.perf_counter()
     finish = {}
-    orig = T.finish_run
+    orig = rundir.finish_run
 
     def timed_finish(out, *args, **kw):
         finish["teardown"] = time.time() - os.path.getmtime(os.path.join(out, "metrics.csv"))
@@ -55,15 +55,15 @@ def main(argv=None):
         orig(out, *args, **kw)
         finish["s"] = time.perf_counter() - s
 
-    T.finish_run = timed_finish
+    T.finish_run = timed_finish  # where fit looks it up
     with tempfile.TemporaryDirectory() as out:
         T.fit(cfg, out)
         t3 = time.perf_counter()
-        rows = T.read_metrics_csv(os.path.join(out, "metrics.csv"))
+        rows = rundir.read_metrics_csv(os.path.join(out, "metrics.csv"))
     ray.shutdown()
     t4 = time.perf_counter()
     print(f"imports {t1 - t0:.1f} s | ray.init {t2 - t1:.1f} s | fit {t3 - t2:.1f} s "
-          f"(worker setup_s {float(rows[0]['setup_s']):.1f}, epochs {T.epoch_summary(rows)['epochs_s']:.1f}, "
+          f"(worker setup_s {float(rows[0]['setup_s']):.1f}, epochs {rundir.epoch_summary(rows)['epochs_s']:.1f}, "
           f"teardown {finish.get('teardown', 0):.1f}, finish_run {finish.get('s', 0):.1f}) | "
           f"ray.shutdown {t4 - t3:.1f} s")
 

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_step.py [--batch 16] [--steps 60] [--device cpu] [--compile] [--bf16]
 
-Measures ``crnn.train.train_step`` (forward, MSE, backward, optimizer step) on random data with
+Measures ``crnn.loop.train_step`` (forward, MSE, backward, optimizer step) on random data with
 the paper preset's model, for torch's Adam as a per-parameter loop (torch's CPU default), the
-multi-tensor ``foreach`` path, and the ``fused`` kernel that ``crnn.train.make_optimizer`` uses.
+multi-tensor ``foreach`` path, and the ``fused`` kernel that ``crnn.loop.make_optimizer`` uses.
 With ``--bf16`` the fused variant also runs under bf16 autocast (``train.precision=bf16``; fast on
 CPUs with AVX512-BF16 or AMX, slow on those without). The variants take turns (``--rounds``) so a
 noisy machine affects them alike; the ratio to the loop variant is the number to read.
@@ -34,7 +34,7 @@ def main(argv=None):
 
     from crnn.config import load_config
     from crnn.model import build_model
-    from crnn.train import make_optimizer, train_step
+    from crnn.loop import make_optimizer, train_step
 
     if a.threads:
         torch.set_num_threads(a.threads)

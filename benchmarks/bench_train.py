@@ -42,7 +42,9 @@ def main(argv=None):
     from crnn.runtime import init_ray
     from crnn.shards import read_numpy
     from crnn.storage import write_json
-    from crnn.train import epoch_summary, fit, fit_plain, read_metrics_csv
+    from crnn.loop import fit_plain
+    from crnn.rundir import epoch_summary, read_metrics_csv
+    from crnn.train import fit
 
     gpu = a.device.startswith("cuda")
     cfg = load_config(a.preset, overrides={

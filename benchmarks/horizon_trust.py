@@ -14,7 +14,7 @@ from crnn.generate import generate_rows
 from crnn.model import ModelConfig, build_model, rollout
 from crnn.shards import torch_frames
 from crnn.storage import write_json
-from crnn.train import fit_plain
+from crnn.loop import fit_plain
 
 AGES = (10, 15, 20, 25, 30, 35, 40, 45, 50)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 900

@@ -87,7 +87,8 @@ def main(argv=None):
     from crnn.evaluate import evaluate
     from crnn.runtime import init_ray
     from crnn.storage import write_json
-    from crnn.train import epoch_summary, fit, read_metrics_csv
+    from crnn.rundir import epoch_summary, read_metrics_csv
+    from crnn.train import fit
 
     summary = {}
     if a.resume and a.json and os.path.exists(a.json):

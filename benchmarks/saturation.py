@@ -35,7 +35,7 @@ def main(argv=None):
     from crnn.inference import load_model
     from crnn.model import CRNN
     from crnn.shards import read_numpy, torch_frames
-    from crnn.train import split_io
+    from crnn.loop import split_io
 
     frames = read_numpy(a.data, split=a.split)["frames"][: a.n]
     x = torch_frames(frames)

@@ -98,7 +98,7 @@ def measure_cost(presets, sizes, rounds: int = 3, steps: int = 3, batch: int = 3
             e["train_s"].append(_time(step, steps, dev) / batch)
             if cuda:
                 e["train_peak"] = max(e["train_peak"], torch.cuda.max_memory_allocated(dev))
-            del opt
+            opt = None  # its state freed: the next model's peak is its own
             xi = torch.rand(infer_batch, 4, c.channels, c.height, c.width, device=dev)
             m.eval()
             with torch.inference_mode(), autocast():

@@ -41,7 +41,7 @@ import numpy as np
 
 from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, image_size, load_model,
                             model_version, pick_device, setup_torch)
-from crnn.shards import ShardError
+from crnn.shardcheck import ShardError
 
 __all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard"]
 
@@ -121,10 +121,11 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
                  device: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Every check of :func:`predict_dataset`, without Ray and before any work: arguments, the model
     directory (:class:`crnn.checkpoint.ModelError`), the dataset's card and shard footers
-    (:class:`crnn.shards.ShardError`), data the model cannot take, an existing ``out``. Returns
+    (:class:`crnn.shardcheck.ShardError`), data the model cannot take, an existing ``out``. Returns
     what the run needs (config, model payload, card, splits, ages)."""
     from crnn.checkpoint import check_model_dir
-    from crnn.shards import SPLITS, check_out_free, validate
+    from crnn.shardcheck import SPLITS
+    from crnn.shards import check_out_free, validate
 
     if inputs not in INPUTS:
         raise ValueError(f"inputs={inputs!r}: expected one of {INPUTS}")
@@ -170,10 +171,11 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     ``model_path`` and publish the forecasts at ``out``; returns the output's card. Needs Ray.
 
     Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
-    size), :class:`crnn.shards.ShardError` naming the shard for a corrupt input, FileExistsError
+    size), :class:`crnn.shardcheck.ShardError` naming the shard for a corrupt input, FileExistsError
     when ``out`` exists without ``overwrite``.
     """
-    from crnn.shards import SPLITS, base_card, publish, read_card, read_ray, write_ray_dataset
+    from crnn.shardcheck import SPLITS
+    from crnn.shards import base_card, publish, read_card, read_ray, write_ray_dataset
 
     plan = plan_predict(model_path, data_path, out, split=split, horizon=horizon, inputs=inputs,
                         batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite)

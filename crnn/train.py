@@ -1,241 +1,32 @@
-"""Training: shared step functions, the Ray Train worker loop, its driver, and a plain loop.
+"""Training with Ray Train: the worker loop, its driver :func:`fit`, and the checks jobs run first.
 
     cfg = load_config("quick", overrides=["data.path=data/pines"])
     result = fit(cfg, out="runs/quick")            # Ray Train (TorchTrainer, DDP), needs Ray
-    history = fit_plain(cfg, train_frames, val_frames)   # no Ray: tests and benchmarks
 
-Both loops run the same ``train_step``/``eval_step``; the model sees frames 0..T-2 (ages 10..25)
-and is scored on frames 1..T-1 (ages 15..30), as in the paper.
+Each worker streams its shards with Ray Data and runs the plain-PyTorch steps and epochs of
+:mod:`crnn.loop` (which also has ``fit_plain``, the same training without Ray); the run directory
+``out`` (config, metrics.csv, the best model, curves) is :mod:`crnn.rundir`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import math
-import os
 import posixpath
-import shutil
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from crnn.checkpoint import load_training_state, read_model_file, save_model_dir, unwrap
 from crnn.config import Config, from_dict, save as save_config, to_dict
+from crnn.loop import (
+    _all_reduce, _array_batches, _epoch_row, make_optimizer, make_scheduler, maybe_compile, run_epoch, run_eval,
+)
 from crnn.model import FAMILIES, build_model
+from crnn.rundir import _user_callback, check_run_dir, clear_run_dir, finish_run
 from crnn.shards import torch_frames
-
-METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_mse_255", "lr", "epoch_s",
-                 "train_series_per_s", "series_seen")
-
-
-# ----------------------------------------------------------------------------- step functions
-def split_io(x: torch.Tensor, in_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, C, H, W) -> inputs (B, in, C, H, W) frames 0..in-1, targets frames 1..in."""
-    if x.shape[1] < in_frames + 1:
-        raise ValueError(f"series have {x.shape[1]} frames; need in_frames+1 = {in_frames + 1}")
-    return x[:, :in_frames], x[:, 1:in_frames + 1]
-
-
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    if kind == "mse":
-        return F.mse_loss(pred.float(), target.float())
-    if kind == "l1":
-        return F.l1_loss(pred.float(), target.float())
-    raise ValueError(f"train.loss={kind!r}: expected mse or l1")
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"train.precision={precision!r}: expected fp32 or bf16")
-
-
-def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """One optimisation step on a float batch (B, T, C, H, W); returns the loss (detached, no sync)."""
-    inputs, targets = split_io(x, cfg.data.in_frames)
-    if _cudagraphs(cfg):  # a new iteration: the graphs may reuse the previous step's output memory
-        torch.compiler.cudagraph_mark_step_begin()
-    with autocast(x.device, cfg.train.precision):
-        pred = model(inputs)
-    loss = loss_fn(pred, targets, cfg.train.loss)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.detach()
-
-
-@torch.no_grad()
-def eval_step(model, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, int]:
-    """Sum of squared errors over a batch (pixels in [0,1], predictions clamped) and its element count."""
-    inputs, targets = split_io(x, cfg.data.in_frames)
-    with autocast(x.device, cfg.train.precision):
-        pred = model(inputs)
-    err = (pred.float().clamp(0, 1) - targets.float()).pow(2).sum()
-    return err, targets.numel()
-
-
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """The configured optimizer; Adam/AdamW use torch's fused kernels (same update rule, one
-    kernel for all parameters: 1.38x the paper recipe's steps/s on a 2-core CPU, see BENCHMARKS.md)."""
-    t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return None  # baselines have nothing to train
-    fused = {"fused": True} if _fused_ok(params) else {}
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
-    if t.optimizer == "nadam":  # no fused NAdam in torch: the multi-tensor (foreach) path
-        return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
-    raise ValueError(f"train.optimizer={t.optimizer!r}: expected adam, nadam or adamw")
-
-
-def _fused_ok(params: list[torch.Tensor]) -> bool:
-    """Fused Adam wants floating-point parameters on one CPU or CUDA device."""
-    devices = {p.device for p in params}
-    return (len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda")
-            and all(p.is_floating_point() for p in params))
-
-
-def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
-    """Per-step LR factor: linear warm-up over ``warmup_epochs``, then constant or cosine to 0."""
-    t = cfg.train
-    if t.schedule not in ("constant", "cosine"):
-        raise ValueError(f"train.schedule={t.schedule!r}: expected constant or cosine")
-    warm = max(0, int(round(t.warmup_epochs * steps_per_epoch)))
-    total = max(1, t.epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if t.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _cudagraphs(cfg: Config) -> bool:
-    return cfg.train.compile and cfg.train.compile_mode in ("reduce-overhead", "max-autotune")
-
-
-def maybe_compile(model, cfg: Config):
-    """``torch.compile(model, mode=train.compile_mode)`` when ``train.compile``. The CUDA-graph modes
-    replay each step's kernels in one launch: for a GPU step of a few milliseconds the Python launch
-    overhead otherwise bounds the rate (on CPU, torch skips the graphs)."""
-    if not cfg.train.compile:
-        return model
-    mode = cfg.train.compile_mode
-    return torch.compile(model, mode=None if mode == "default" else mode)
-
-
-def _all_reduce(*values: float | torch.Tensor, device) -> list[float]:
-    """Sum scalars over workers (identity without torch.distributed)."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-# ----------------------------------------------------------------------------- epoch loops
-def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg: Config,
-              log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Train over ``batches`` of float (B, T, C, H, W) on the model's device; returns sums."""
-    model.train()
-    loss_sum, n_series, n_steps = None, 0, 0
-    t0 = time.perf_counter()
-    for x in batches:
-        loss = train_step(model, optimizer, scheduler, x, cfg)
-        loss_sum = loss * x.shape[0] if loss_sum is None else loss_sum + loss * x.shape[0]
-        n_series += x.shape[0]
-        n_steps += 1
-        if log and cfg.train.log_every and n_steps % cfg.train.log_every == 0:
-            log(f"step {n_steps} loss {loss.item():.5f}")
-    loss_total = float(loss_sum) if loss_sum is not None else 0.0  # one device sync per epoch
-    return {"loss_sum": loss_total, "series": n_series, "seconds": time.perf_counter() - t0}
-
-
-def run_eval(model, batches: Iterable[torch.Tensor], cfg: Config) -> tuple[float, int]:
-    model.eval()
-    err, count = 0.0, 0
-    for x in batches:
-        e, n = eval_step(model, x, cfg)
-        err, count = err + e, count + n
-    return float(err), count
-
-
-def _array_batches(data: torch.Tensor, batch_size: int, device, shuffle: bool, generator=None,
-                   drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """Batches of float (B, T, C, H, W) from a uint8 (N, T, H, W, C) tensor (CPU or device)."""
-    n = data.shape[0]
-    order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu") \
-        if shuffle else torch.arange(n)
-    order = order.to(data.device)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for i in range(0, stop, batch_size):
-        yield torch_frames(data[order[i:i + batch_size]], device)
-
-
-# ----------------------------------------------------------------------------- plain loop
-def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | None = None,
-              device: str | torch.device = "cpu", out: str | None = None,
-              epoch_callback: Callable[[dict], None] | None = None):
-    """Train without Ray on in-memory uint8 frames (N, T, H, W, C). Returns (model, history)."""
-    device = torch.device(device)
-    cfg.train.validate()
-    torch.manual_seed(cfg.train.seed)
-    if cfg.train.torch_threads:
-        torch.set_num_threads(cfg.train.torch_threads)
-    model = build_model(cfg.model).to(device)
-    opt = make_optimizer(model, cfg)
-    if opt is None:
-        raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
-    train = torch.as_tensor(train_frames).to(device)  # uint8 on the device: batches never cross PCIe
-    steps = max(1, len(train) // cfg.train.batch_size)
-    sched = make_scheduler(opt, cfg, steps)
-    cmodel = maybe_compile(model, cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    history = []
-    for epoch in range(cfg.train.epochs):
-        batches = _array_batches(train, cfg.train.batch_size, device, True, gen, drop_last=True)
-        stats = run_epoch(cmodel, opt, sched, batches, cfg)
-        row = _epoch_row(epoch, stats, opt)
-        if val_frames is not None and len(val_frames):
-            # validation runs eager: compiled, its other batch shapes would each cost a recompile
-            err, count = run_eval(model, _array_batches(torch.as_tensor(val_frames).to(device), 512, device,
-                                                        False), cfg)
-            row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
-        history.append(row)
-        if epoch_callback:
-            epoch_callback(row)
-    if out:
-        save_model_dir(out, model, cfg, epoch=cfg.train.epochs - 1, metrics=history[-1] if history else {})
-    return model, history
-
-
-def _epoch_row(epoch: int, stats: dict, opt, world_loss_sum=None, world_series=None) -> dict:
-    loss_sum = stats["loss_sum"] if world_loss_sum is None else world_loss_sum
-    series = stats["series"] if world_series is None else world_series
-    return {
-        "epoch": epoch,
-        "train_loss": loss_sum / max(1, series),
-        "lr": opt.param_groups[0]["lr"] if opt is not None else 0.0,
-        "epoch_s": stats["seconds"],
-        "train_series_per_s": series / max(1e-9, stats["seconds"]),
-        "series_seen": series,
-    }
 
 
 # ----------------------------------------------------------------------------- Ray Train worker
@@ -375,62 +166,6 @@ def _report_pending_best(pending, model, cfg: Config, device) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-class _MetricsWriter:
-    """Train V2 callback on the controller: keeps ``metrics.csv`` in the run directory current."""
-
-    def __init__(self, out: str):
-        self.out = out
-        self.rows: dict[int, dict] = {}
-        # A rerun of an interrupted run resumes from its checkpoint: the rows of the epochs before
-        # it come from the metrics.csv that run wrote, so the file keeps the whole history.
-        self.earlier = {int(r["epoch"]): r for r in _read_metrics_rows(out)}
-
-    def after_report(self, run_context, metrics, checkpoint):
-        row = metrics[0]
-        if row.get("best_replay"):  # the best epoch's checkpoint, reported again: its row is in
-            return
-        self.rows[int(row["epoch"])] = row  # keyed by epoch: a resumed epoch replaces the old row
-        start = int(row.get("start_epoch", 0))  # epochs >= start are (re)run by this run
-        merged = {**{k: r for k, r in self.earlier.items() if k < start}, **self.rows}
-        write_metrics_csv(self.out, [merged[k] for k in sorted(merged)])
-
-
-def _read_metrics_rows(out: str) -> list[dict]:
-    """The rows of ``out``/metrics.csv (local or URI); [] when there is none."""
-    import io
-
-    from crnn.storage import join, read_text
-
-    try:
-        text = read_text(join(out, "metrics.csv"))
-    except FileNotFoundError:
-        return []
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def write_metrics_csv(out: str, rows: list[dict]) -> str:
-    """Write ``out``/metrics.csv (local or URI; replaced whole, :func:`crnn.storage.write_text`)."""
-    import io
-
-    from crnn.storage import join, write_text
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(METRIC_FIELDS) + ["best_val_loss", "start_epoch", "setup_s"],
-                       extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    return write_text(join(out, "metrics.csv"), buf.getvalue())
-
-
-def _user_callback(out: str):
-    from ray.train import UserCallback
-
-    class MetricsCallback(_MetricsWriter, UserCallback):
-        pass
-
-    return MetricsCallback(out)
-
-
 def load_datasets(cfg: Config):
     """Ray Datasets for training and validation, streamed from the Parquet shards."""
     from crnn.shards import read_card, read_ray
@@ -458,7 +193,7 @@ def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
     returns the number of training series. No Ray: jobs call it before starting Ray."""
     from crnn.inference import check_image_size
-    from crnn.shards import SPLITS
+    from crnn.shardcheck import SPLITS
 
     need = cfg.data.in_frames + 1
     if len(card["ages"]) < need:
@@ -473,70 +208,6 @@ def check_data(cfg: Config, card: dict) -> int:
     if n_train == 0:
         raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
     return min(n_train, cfg.data.max_train_series) if cfg.data.max_train_series else n_train
-
-
-# ----------------------------------------------------------------------------- run directories
-class RunDirError(ValueError):
-    """A run directory that belongs to another configuration (or is not a run directory)."""
-
-
-# Fields that say how a run is executed, not what it trains: a rerun may change them and resume.
-RUNTIME_FIELDS = frozenset(f"train.{k}" for k in (
-    "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker", "compile", "compile_mode", "cache",
-    "max_failures", "checkpoint_every", "checkpoint_interval_s", "log_every", "torch_threads"))
-
-
-def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
-    """Whether ``out`` must be cleared before training: a run directory belongs to the configuration
-    in its config.yaml. A rerun with the same one (runtime fields aside) resumes; another one is
-    refused with a :class:`RunDirError` naming the differing fields, unless ``overwrite`` (then True:
-    start over). A non-empty directory without config.yaml is never taken, nor cleared."""
-    import pyarrow.fs as pafs
-    import yaml
-
-    from crnn.config import _flatten
-    from crnn.storage import resolve
-
-    fs, root = resolve(out)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        return False
-    if info.type != pafs.FileType.Directory:
-        raise RunDirError(f"--out {out} is a file, not a run directory")
-    entries = fs.get_file_info(pafs.FileSelector(root))
-    if not entries:
-        return False
-    saved_path = posixpath.join(root, "config.yaml")
-    if not any(e.path.rstrip("/").endswith("/config.yaml") and e.type == pafs.FileType.File for e in entries):
-        raise RunDirError(f"--out {out} is not empty and has no config.yaml: not a run directory of this "
-                          f"project; choose another --out")
-    if overwrite:
-        return True
-    try:
-        with fs.open_input_stream(saved_path) as f:
-            saved = yaml.safe_load(f.read().decode())
-        saved = {k: v for k, v in _flatten(saved).items() if k.partition(".")[0] in ("model", "data", "train")}
-    except Exception as e:  # corrupt YAML, not a mapping
-        raise RunDirError(f"{out}/config.yaml cannot be read ({e}); pass --overwrite to start over") from None
-    new = _flatten(to_dict(cfg))
-    diff = [k for k in sorted(set(saved) | set(new)) if k not in RUNTIME_FIELDS and saved.get(k) != new.get(k)]
-    if diff:
-        shown = ", ".join(f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in diff[:6])
-        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-        raise RunDirError(f"--out {out} holds a run of another configuration ({shown}{more}); pass --overwrite "
-                          f"to delete it and start over, or choose another --out")
-    return False
-
-
-def clear_run_dir(out: str) -> None:
-    """Delete a run directory's contents (``--overwrite``), so no file of the old run remains."""
-    from crnn.storage import is_local, resolve
-
-    fs, root = resolve(out)
-    if is_local(out):
-        shutil.rmtree(root)
-    else:
-        fs.delete_dir_contents(root, missing_dir_ok=True)
 
 
 def _no_hook(*_args) -> None:
@@ -600,52 +271,3 @@ def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = N
     result = trainer.fit()
     finish_run(out, cfg, result)
     return result
-
-
-def finish_run(out: str, cfg: Config, result) -> None:
-    """Publish the best checkpoint, without its optimizer state, as ``out/model``
-    (:func:`crnn.storage.publish_dir`: readers see the previous model or the whole new one); write
-    TensorBoard logs and the learning curve."""
-    from crnn.checkpoint import MODEL_FILE, OPTIM_FILE
-    from crnn.storage import copy_dir, is_local, join, publish_dir, resolve
-
-    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
-    if best is None:
-        raise RuntimeError("training reported no checkpoint")
-    with best.as_directory() as d:
-        publish_dir(join(out, "model"), lambda staging: copy_dir(d, staging, ignore=(OPTIM_FILE,)),
-                    marker=MODEL_FILE)
-    if not is_local(out):
-        return
-    _, root = resolve(out)
-    rows = read_metrics_csv(os.path.join(root, "metrics.csv"))
-    shutil.rmtree(os.path.join(root, "tb"), ignore_errors=True)  # rebuilt from the whole history
-    write_tensorboard(os.path.join(root, "tb"), rows)
-    from crnn.plots import learning_curves
-
-    learning_curves(rows, os.path.join(root, "curve.png"), title=f"{cfg.model.kind} (best epoch "
-                    f"{min(rows, key=lambda r: float(r['val_loss']))['epoch'] if rows else '?'})")
-
-
-def epoch_summary(rows: list[dict]) -> dict[str, float]:
-    """From metrics.csv rows: time inside epochs and the steady-state training rate (median of the
-    epochs after the first, which pays for compilation and warm-up)."""
-    rates = [float(r["train_series_per_s"]) for r in rows]
-    steady = rates[1:] or rates
-    return {"epochs_s": sum(float(r["epoch_s"]) for r in rows),
-            "steady_series_per_s": float(np.median(steady)) if steady else 0.0}
-
-
-def read_metrics_csv(path: str) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def write_tensorboard(logdir: str, rows: list[dict]) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(logdir) as w:
-        for r in rows:
-            for k, v in r.items():
-                if k != "epoch" and v not in ("", None):
-                    w.add_scalar(k, float(v), int(r["epoch"]))

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     a = parse_job_args(p, argv)
 
     from crnn.predict import plan_predict, predict_dataset
-    from crnn.shards import ShardError
+    from crnn.shardcheck import ShardError
 
     # checked before Ray starts: arguments, model directory, dataset (card, every shard's schema),
     # that the model takes the data, and that --out is free (or --overwrite)

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
 
     from crnn import pine
     from crnn.generate import check_generate
-    from crnn.train import check_config, check_run_dir
+    from crnn.rundir import check_run_dir
+    from crnn.train import check_config
 
     data, run, ev = (os.path.join(a.out, d) for d in ("data", "train", "eval"))
     try:  # before Ray starts (the dataset is made here: its fit to the model is checked by fit)

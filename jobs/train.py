@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     # Everything is checked before Ray starts: config, dataset (card and every shard's schema),
     # that the data fits the model, and that --out is free or holds a run of this same config.
     from crnn.shards import validate
-    from crnn.train import check_config, check_data, check_run_dir
+    from crnn.rundir import check_run_dir
+    from crnn.train import check_config, check_data
 
     try:
         cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,

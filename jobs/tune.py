@@ -98,7 +98,7 @@ def check_search_dir(out: str, name: str, resume: bool = True) -> None:
     import pyarrow.fs as pafs
 
     from crnn.storage import resolve
-    from crnn.train import RunDirError
+    from crnn.rundir import RunDirError
 
     fs, root = resolve(out)
     info = fs.get_file_info(root)

@@ -7,7 +7,8 @@ from PIL import Image
 
 from crnn import images
 from crnn import ingest as ing
-from crnn.shards import ShardError, read_card, read_numpy
+from crnn.shardcheck import ShardError
+from crnn.shards import read_card, read_numpy
 from tests.image_utils import WHITE, bomb_png, mask_of, pil_bytes, variants
 
 JUNK = {"Thumbs.db": b"\xd0\xcf\x11\xe0 thumbnail cache", "desktop.ini": b"[.ShellClassInfo]\r\n",

@@ -220,16 +220,16 @@ def test_broken_shard_refused_before_ray(tiny_dataset, tmp_path, capsys):
 def test_overrides_anywhere_on_the_command_line(tiny_dataset, tmp_path, monkeypatch, capsys):
     """``--data D train.epochs=1 --out O train.seed=1``: both overrides reach the config (the job
     gets as far as starting Ray, which this test stops)."""
-    import crnn.train
+    import crnn.rundir
 
     seen = {}
-    real = crnn.train.check_run_dir
+    real = crnn.rundir.check_run_dir
 
     def spy(out, cfg, overwrite=False):
         seen["cfg"], seen["out"] = cfg, out
         return real(out, cfg, overwrite)
 
-    monkeypatch.setattr(crnn.train, "check_run_dir", spy)
+    monkeypatch.setattr(crnn.rundir, "check_run_dir", spy)
     out = str(tmp_path / "O")
     with pytest.raises(RayStarted):
         _job("train").main(["--data", tiny_dataset, "train.epochs=1", "--out", out, "train.seed=1",
@@ -242,10 +242,10 @@ def test_overrides_anywhere_on_the_command_line(tiny_dataset, tmp_path, monkeypa
 
 
 def test_run_all_overrides_anywhere(tmp_path, monkeypatch):
-    import crnn.train
+    import crnn.rundir
 
     seen = {}
-    monkeypatch.setattr(crnn.train, "check_run_dir", lambda out, cfg, overwrite=False: seen.update(cfg=cfg))
+    monkeypatch.setattr(crnn.rundir, "check_run_dir", lambda out, cfg, overwrite=False: seen.update(cfg=cfg))
     with pytest.raises(RayStarted):
         _job("run_all").main(["train.epochs=1", "--out", str(tmp_path / "R"), "train.seed=3", "--preset", "quick"])
     assert (seen["cfg"].train.epochs, seen["cfg"].train.seed) == (1, 3)

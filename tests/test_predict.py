@@ -10,11 +10,12 @@ import torch
 from crnn.inference import forecast_window, load_model, to_uint8
 from crnn.model import rollout
 from crnn.predict import predict_dataset
+from crnn.shardcheck import ShardError
 from crnn.shards import (
-    ShardError, base_card, list_shards, publish, read_card, read_numpy, rows_to_batch, torch_frames, validate,
+    base_card, list_shards, publish, read_card, read_numpy, rows_to_batch, torch_frames, validate,
     write_ray_dataset,
 )
-from crnn.train import fit_plain
+from crnn.loop import fit_plain
 from tests.helpers import tiny_config
 
 AGES = (10, 15, 20, 25, 30)

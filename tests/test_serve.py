@@ -18,7 +18,7 @@ from crnn.serve import (
     ActorOptions, Limits, ServeSettings, build_app, load_serve_config, parse_forecast_request, RequestError, Spec,
 )
 from crnn.shards import torch_frames
-from crnn.train import fit_plain
+from crnn.loop import fit_plain
 from tests.helpers import free_port, tiny_config
 from tests.image_utils import bomb_png, exif_png, mask_of, pil_bytes, variants
 

@@ -20,10 +20,10 @@ import pytest
 
 from crnn import pine
 from crnn.generate import generate, generate_rows
+from crnn.shardcheck import CARD_NAME, ShardError, check_shard_schema
 from crnn.shards import (
-    CARD_NAME, PAPER_TEST_SERIES, ShardError, check_shard_schema, list_shards, publish, read_card,
-    read_numpy, read_ray, series_seed, split_counts, split_for_id, split_for_index, torch_frames,
-    validate,
+    PAPER_TEST_SERIES, list_shards, publish, read_card, read_numpy, read_ray, series_seed, split_counts,
+    split_for_id, split_for_index, torch_frames, validate,
 )
 
 TINY_N, TINY_SEED = 80, 7          # what conftest.tiny_dataset generates

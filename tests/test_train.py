@@ -10,8 +10,9 @@ from crnn.checkpoint import read_model_file
 from crnn.inference import load_model
 from crnn.config import load_config
 from crnn.shards import read_numpy, torch_frames
-from crnn.train import (eval_step, fit, fit_plain, make_optimizer, make_scheduler, read_metrics_csv,
-                        split_io, train_step)
+from crnn.loop import eval_step, fit_plain, make_optimizer, make_scheduler, split_io, train_step
+from crnn.rundir import read_metrics_csv
+from crnn.train import fit
 
 
 def _frames(n=24, t=5, seed=0):
@@ -99,7 +100,7 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    from crnn.train import maybe_compile
+    from crnn.loop import maybe_compile
 
     m = torch.nn.Linear(2, 2)
     assert maybe_compile(m, load_config("quick")) is m and seen == {}  # compile off: untouched
@@ -224,7 +225,7 @@ def _row(epoch, start, loss):
 def test_metrics_writer_keeps_earlier_epochs_on_resume(tmp_path):
     """A rerun resumes at the checkpoint's epoch: metrics.csv keeps the rows before it and replaces
     the rest (an interrupted run may have logged epochs past its last checkpoint)."""
-    from crnn.train import _MetricsWriter, write_metrics_csv
+    from crnn.rundir import _MetricsWriter, write_metrics_csv
 
     out = str(tmp_path)
     write_metrics_csv(out, [_row(e, 0, 1.0 - e / 10) for e in range(5)])  # epochs 0..4, then killed
@@ -247,7 +248,7 @@ def test_metrics_writer_keeps_earlier_epochs_on_resume(tmp_path):
 
 def test_check_run_dir_owner_config(tmp_path):
     from crnn.config import save as save_config
-    from crnn.train import RunDirError, check_run_dir
+    from crnn.rundir import RunDirError, check_run_dir
 
     cfg = tiny_config("data/x")
     out = tmp_path / "run"
@@ -281,7 +282,7 @@ def test_rerun_after_interruption_keeps_history_and_another_config_starts_over(r
     overwrite starts over in a clean directory."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from crnn.train import RunDirError
+    from crnn.rundir import RunDirError
 
     out = str(tmp_path / "run")
     cfg = tiny_config(tiny_dataset, **{"train.epochs": 3, "train.checkpoint_every": 1,
