@@ -86,7 +86,7 @@ def check_generate(num_series: int, shard_size: int, ages: Sequence[int], height
         grid = irregular.grid()
         if scene == "pines" and not all(float(a).is_integer() for a in grid):
             raise ValueError(f"pines render whole years only: the age grid {irregular.age_min:g}..{irregular.age_max:g} "
-                             f"step {irregular.age_step:g} has fractional ages (use an integer --age-min/--age-step)")
+                             f"step {irregular.age_step:g} has fractional ages (use integer --age-range and --age-step)")
         ages = (grid[0], grid[-1])
         if scene == "pines":
             ages = tuple(int(a) for a in ages)

@@ -224,3 +224,40 @@ def test_ingest_irregular_when_all_agree_is_the_regular_dataset(ray_local, tmp_p
     card = read_card(out)
     assert "layout" not in card and card["ages"] == [1, 2, 3]
     assert read_numpy(out)["ages"].dtype == np.int32
+
+
+# ----------------------------------------------------------------------------- jobs
+def test_jobs_refuse_bad_irregular_options_before_ray(tmp_path, capsys):
+    from jobs import generate as gen_job
+    from jobs import ingest as ing_job
+
+    assert gen_job.main(["--irregular", "--age-step", "0.5", "--out", str(tmp_path / "g")]) == 2
+    assert "whole years" in capsys.readouterr().err
+    assert gen_job.main(["--irregular", "--inputs", "3,2", "--out", str(tmp_path / "g")]) == 2
+    assert "min_inputs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        gen_job.main(["--irregular", "--targets", "1", "--out", str(tmp_path / "g")])
+    assert e.value.code == 2 and "--targets must be MIN,MAX" in capsys.readouterr().err
+    (tmp_path / "p").mkdir()
+    assert ing_job.main(["--src", str(tmp_path / "p"), "--out", str(tmp_path / "i"), "--irregular",
+                         "--ages", "1,2"]) == 2
+    assert "do not give --ages" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists() and not (tmp_path / "i").exists()
+
+
+def test_generate_job_irregular_shapes_with_fractional_ages(ray_local, tmp_path):
+    from jobs import generate as gen_job
+
+    out = str(tmp_path / "shapes-irr")
+    assert gen_job.main(["--scene", "shapes", "--irregular", "--inputs", "2,3", "--targets", "1,1",
+                         "--age-range", "0,10", "--age-step", "0.5", "--num-series", "5", "--seed", "9",
+                         "--height", "8", "--width", "4", "--out", out]) == 0
+    card = read_card(out)
+    assert card["max_frames"] == 4 and card["age_range"] == [0.0, 10.0] and card["scene"] == "shapes"
+    data = read_numpy(out)
+    spec = irr.IrregularSpec(2, 3, 1, 1, 0.0, 10.0, 0.5)
+    for i in range(5):
+        ages, n_in = spec.sample(9, i)
+        assert data["ages"][i, :data["num_frames"][i]].tolist() == list(ages)
+        assert data["num_inputs"][i] == n_in and data["num_frames"][i] == n_in + 1
+    assert (data["ages"] % 1 != 0).any()                      # real (half-year) ages, stored exactly
