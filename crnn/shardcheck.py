@@ -38,9 +38,10 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     """The card's fields that readers rely on, type by type: ``num_series`` (int >= 0), ``ages`` (a
     non-empty list of distinct ints), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
     -> count, summing to ``num_series``), ``shards`` (``{"file", "rows"}`` objects, rows summing to
-    ``num_series``), ``params`` (objects with a ``name``). An irregular card (``"layout": "irregular"``) has no ``ages``
-    but the fields :func:`crnn.irregular.check_card` checks; another ``layout`` is refused. A ShardError names the card and the field
-    (``"300"`` for ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
+    ``num_series``), ``params`` (objects with a ``name``). An irregular card (``"layout":
+    "irregular"``) has no ``ages`` but the fields :func:`crnn.irregular.check_card` checks; another
+    ``layout`` is refused. A ShardError names the card and the field (``"300"`` for
+    ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
     def bad(name: str, why: str):
         raise ShardError(f"{card_path}: field {name!r} {why}")
 
