@@ -19,7 +19,12 @@ Only image files count (:func:`crnn.images.is_image_file`: an image extension su
 .tif, .webp in any case, not hidden): ``Thumbs.db``, ``desktop.ini``, ``.DS_Store``, notes and the
 like are ignored and listed (``IngestReport.ignored``, ``"ignored"`` in ``dataset.json``).
 
-Every series must have the same ages (given, or the most common set found). Images are decoded by
+Every series must have the same ages (given, or the most common set found), unless ``irregular``
+(``jobs/ingest.py --irregular``): then each series keeps its own ages (at least 2) and, when the
+folders hold different sets of ages, the dataset is written in the irregular layout
+(:mod:`crnn.irregular`: frames padded to the longest series, ``num_frames`` per series,
+``num_inputs`` 0 as the dataset does not say which frames are inputs, ``age_unit`` in the card);
+when every folder holds the same ages it is the regular dataset, exactly as without the option. Images are decoded by
 :mod:`crnn.images`, the decoder Serve uses too (EXIF orientation, 16-bit scaled to 8, transparency
 composited over ``background``, white by default, a pixel limit checked from the header), then
 resized to the configured size (``fit``: ``crop`` centre-crops to the target aspect first, ``pad``
@@ -44,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from crnn import images
+from crnn import irregular as irr
 from crnn.shards import base_card, publish, rows_to_batch, split_for_id, write_ray_dataset
 
 IMAGE_EXTS = images.IMAGE_EXTENSIONS
@@ -59,9 +65,20 @@ class IngestReport:
     ages: tuple[int, ...] = ()
     ignored: list[str] = field(default_factory=list)  # paths relative to the root, not image files
     unclear: dict[str, str] = field(default_factory=dict)  # images (relative path) with an ambiguous age -> why
+    series_ages: dict[str, tuple[int, ...]] = field(default_factory=dict)  # irregular: series -> its ages
+
+    @property
+    def irregular(self) -> bool:
+        """Whether the ingested series hold different sets of ages (the irregular layout)."""
+        return len(set(self.series_ages.values())) > 1
 
     def summary(self) -> str:
-        lines = [f"ingested {len(self.ingested)} series at ages {list(self.ages)}"]
+        if self.irregular:
+            sizes = [len(a) for a in self.series_ages.values()]
+            lines = [f"ingested {len(self.ingested)} series at their own ages (irregular: {min(sizes)}.."
+                     f"{max(sizes)} frames)"]
+        else:
+            lines = [f"ingested {len(self.ingested)} series at ages {list(self.ages)}"]
         if self.problems:
             lines.append(f"left out {len(self.problems)} series:")
             lines += [f"  {name}: {why}" for name, why in sorted(self.problems.items())]
@@ -175,7 +192,7 @@ def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...])
 
 def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] | None = None,
             fit: str = "crop", threads: int = 8, background: tuple[int, int, int] = images.BACKGROUND,
-            max_pixels: int | None = None) -> tuple[list[dict], IngestReport]:
+            max_pixels: int | None = None, irregular: bool = False) -> tuple[list[dict], IngestReport]:
     """Load every good series under ``root``; returns (rows, report).
 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
@@ -184,7 +201,14 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     ``report.ignored``, images whose age is ambiguous in ``report.unclear`` (with the reason). ``background``: anything :func:`crnn.images.parse_color` takes. Raises
     FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
     ``fit``, ``background`` or ``max_pixels``.
+
+    ``irregular``: every series keeps its own ages (``ages`` must then be None, else ValueError);
+    a series with fewer than 2 ages is left out. Each row's ``ages`` are its own, and
+    ``report.series_ages`` maps each ingested series to them; when they all agree,
+    ``report.ages`` is that set (a regular dataset), else ``report.ages`` is ().
     """
+    if irregular and ages is not None:
+        raise ValueError("irregular ingest keeps each series' own ages: do not give ages too")
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
@@ -192,6 +216,8 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     series, ignored, unclear = scan(root)
     if not series:
         raise ValueError(f"{root}: no series sub-folders found")
+    if irregular:
+        return _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels)
     if ages is None:  # the most common age set among series that have one
         sets = collections.Counter(tuple(sorted(a for a in f if a >= 0)) for f in series.values())
         ages = max(sets.items(), key=lambda kv: (kv[1], len(kv[0])))[0]
@@ -227,27 +253,70 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     return rows, report
 
 
+def _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels):
+    """:func:`collect` with ``irregular``: (rows, report); each series at its own ages."""
+    report = IngestReport(ignored=ignored, unclear=unclear)
+    good = {}
+    for name, files in series.items():
+        found = tuple(sorted(a for a in files if a >= 0))
+        problem = _check_series(name, files, found)
+        if problem is None and len(found) < 2:
+            problem = f"only {len(found)} age(s) {list(found)}; a series needs at least 2"
+        if problem:
+            report.problems[name] = problem
+        else:
+            good[name] = found
+    rows = []
+
+    def load(item):
+        name, found = item
+        try:
+            paths = [series[name][a][0] for a in found]
+            return name, np.stack([load_image(p, height, width, fit, background, max_pixels) for p in paths]), None
+        except images.ImageError as e:
+            return name, None, str(e)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for name, frames, err in pool.map(load, good.items()):
+            if err:
+                report.problems[name] = err
+                continue
+            rows.append({"series_id": name, "seed": -1, "split": split_for_id(name),
+                         "ages": list(good[name]), "frames": frames, "params": {}, "num_inputs": 0})
+            report.ingested.append(name)
+            report.series_ages[name] = good[name]
+    if not report.irregular and rows:
+        report.ages = tuple(rows[0]["ages"])
+    return rows, report
+
+
 def ingest(root: str, out: str, height: int = 32, width: int = 16,
            ages: tuple[int, ...] | None = None, fit: str = "crop", shard_size: int = 256,
            strict: bool = False, overwrite: bool = False,
            background: tuple[int, int, int] = images.BACKGROUND,
-           max_pixels: int | None = None) -> IngestReport:
+           max_pixels: int | None = None, irregular: bool = False, age_unit: str = "years") -> IngestReport:
     """Ingest ``root`` and publish shards at ``out`` (needs Ray). The card (``dataset.json``) lists
     the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``),
     the images whose age is ambiguous (``unclear_ages``: path -> reason) and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
-    nothing is written), or if no series was usable."""
+    nothing is written), or if no series was usable.
+
+    ``irregular``: see :func:`collect`; folders with different sets of ages give a dataset in the
+    irregular layout (:mod:`crnn.irregular`) whose card records ``age_unit`` (the unit of the ages
+    in the file names); folders that all agree give the regular dataset."""
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
-    rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels)
+    rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels,
+                           irregular=irregular)
     if strict and report.problems:
         raise ValueError("strict ingest refused, nothing written:\n" + report.summary())
     if not rows:
         raise ValueError("no usable series:\n" + report.summary())
     import ray.data
 
-    batch = rows_to_batch(rows, ())
     n = len(rows)
+    t_max = max(len(r["ages"]) for r in rows)
+    batch = irr.rows_to_batch(rows, t_max, ()) if report.irregular else rows_to_batch(rows, ())
     num_shards = max(1, -(-n // shard_size))
     ds = ray.data.from_items(
         [{k: v[i] for k, v in batch.items()} for i in range(n)], override_num_blocks=num_shards
@@ -260,5 +329,9 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
         left_out=report.problems, ignored=report.ignored, unclear_ages=report.unclear,
         background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
     )
+    if report.irregular:
+        found = [a for r in rows for a in r["ages"]]
+        card = irr.finish_card({**card, **irr.card_fields(max_frames=t_max, age_unit=age_unit,
+                                                          age_range=(min(found), max(found)))})
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)
     return report

@@ -38,12 +38,17 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     """The card's fields that readers rely on, type by type: ``num_series`` (int >= 0), ``ages`` (a
     non-empty list of distinct ints), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
     -> count, summing to ``num_series``), ``shards`` (``{"file", "rows"}`` objects, rows summing to
-    ``num_series``), ``params`` (objects with a ``name``). A ShardError names the card and the field
-    (``"300"`` for ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
+    ``num_series``), ``params`` (objects with a ``name``). An irregular card (``"layout":
+    "irregular"``) has no ``ages`` but the fields :func:`crnn.irregular.check_card` checks; another
+    ``layout`` is refused. A ShardError names the card and the field (``"300"`` for
+    ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
     def bad(name: str, why: str):
         raise ShardError(f"{card_path}: field {name!r} {why}")
 
-    for name in ("num_series", "ages", "height", "width", "channels", "splits", "shards"):
+    layout = card.get("layout")
+    if layout is not None and layout != "irregular":
+        bad("layout", f"is {layout!r}; expected 'irregular' or no layout field (the regular grid)")
+    for name in ("num_series", "height", "width", "channels", "splits", "shards") + (() if layout else ("ages",)):
         if name not in card:
             bad(name, "is missing")
     n = card["num_series"]
@@ -52,11 +57,16 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     for name in ("height", "width", "channels"):
         if not _is_int(card[name]) or card[name] < 1:
             bad(name, f"is {card[name]!r}; expected an integer >= 1")
-    ages = card["ages"]
-    if not isinstance(ages, list) or not ages or not all(_is_int(a) for a in ages):
-        bad("ages", f"is {ages!r}; expected a list of integer ages")
-    if len(set(ages)) != len(ages):
-        bad("ages", f"is {ages!r}; an age appears twice")
+    if layout:  # the irregular layout: its own fields instead of one ``ages`` list
+        from crnn import irregular
+
+        irregular.check_card(card, card_path)
+    else:
+        ages = card["ages"]
+        if not isinstance(ages, list) or not ages or not all(_is_int(a) for a in ages):
+            bad("ages", f"is {ages!r}; expected a list of integer ages")
+        if len(set(ages)) != len(ages):
+            bad("ages", f"is {ages!r}; an age appears twice")
     splits = card["splits"]
     if not isinstance(splits, dict) or not all(_is_int(v) and v >= 0 for v in splits.values()):
         bad("splits", f"is {splits!r}; expected an object of series counts per split, e.g. "
@@ -260,9 +270,11 @@ def _check_footer_values(md: pq.FileMetaData, where: str, card: dict[str, Any], 
 
 
 # ----------------------------------------------------------------------------- values
-def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int, ...], where: str,
+                   dtype: np.dtype | None = None) -> np.ndarray:
     """(N,) + shape numpy array from a tensor column: Ray's tensor type (one flat list per row) or
-    plain lists, flat or nested one level per dimension; every row's lengths are checked."""
+    plain lists, flat or nested one level per dimension; every row's lengths are checked. ``dtype``:
+    the result's (default the contract's for ``name``; a float dtype is taken as stored)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if isinstance(arr, pa.ExtensionArray):
         arr = arr.storage
@@ -283,8 +295,10 @@ def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int,
     if arr.null_count:  # to_numpy would turn them into floats (NaN), then into garbage integers
         raise ShardError(f"{where}: column {name!r} has {arr.null_count} null values inside its lists")
     values = arr.to_numpy(zero_copy_only=False)
-    want_dtype = _TENSOR_DTYPES[name]
-    if values.dtype != want_dtype:
+    want_dtype = np.dtype(dtype) if dtype is not None else _TENSOR_DTYPES[name]
+    if values.dtype != want_dtype and want_dtype.kind == "f":
+        values = values.astype(want_dtype)
+    elif values.dtype != want_dtype:
         info = np.iinfo(want_dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise ShardError(f"{where}: column {name!r} has values outside the range of {want_dtype}")

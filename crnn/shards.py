@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from crnn.shardcheck import (
     CARD_NAME, SPLITS, ShardError, ShardLayout, _check_footer_values, check_card, normalize_table, shard_layout,
 )
+from crnn import irregular
 from crnn.storage import join, publish_dir, read_text, resolve, write_json
 
 FORMAT_NAME = "crnn-forecast-shards"
@@ -143,8 +144,12 @@ def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
                 schema, rows[shard] = pf.schema_arrow, pf.metadata.num_rows
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
             raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
-        layouts[shard] = shard_layout(schema, shard, card)
-        _check_footer_values(pf.metadata, shard, card, layouts[shard])
+        if irregular.is_irregular(card):
+            layouts[shard] = irregular.shard_layout(schema, shard, card)
+            irregular.check_footer(pf.metadata, shard, card)
+        else:
+            layouts[shard] = shard_layout(schema, shard, card)
+            _check_footer_values(pf.metadata, shard, card, layouts[shard])
     listed = card.get("shards")
     if isinstance(listed, list) and listed and fs.get_file_info(root).type == pafs.FileType.Directory:
         want = {posixpath.join(root, s["file"]): s.get("rows") for s in listed if isinstance(s, dict) and "file" in s}
@@ -357,6 +362,9 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
     layouts = _shard_layouts(path, card)
     splits = _splits_arg(split)
     fs, _ = resolve(path)
+    if irregular.is_irregular(card):  # ages float32 (T_max,), num_frames, num_inputs: crnn.irregular
+        return irregular.read_ray(list(layouts), fs, card, splits, None if columns is None else list(columns),
+                                  **read_args)
     read_cols = None if columns is None else list(dict.fromkeys(list(columns) + (["split"] if splits else [])))
     variants = sorted({c for lay in layouts.values() for c in lay.needs_cast})
     if variants:
@@ -391,20 +399,27 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
     splits = _splits_arg(split)
     columns = None if columns is None else list(columns)
     parts: dict[str, list[np.ndarray]] = {}
-    want = None if columns is None else list(dict.fromkeys(columns + _CHECKED_COLUMNS))
+    checked = _CHECKED_COLUMNS + (irregular._CHECKED if irregular.is_irregular(card) else [])
+    want = None if columns is None else list(dict.fromkeys(columns + checked))
     counts: dict[str, int] = {}
     for shard in _shard_layouts(path, card):  # every footer and the card's shard list first
         try:
             with fs.open_input_file(shard) as f:
                 pf = pq.ParquetFile(f)
-                layout = shard_layout(pf.schema_arrow, shard, card)
+                layout = (irregular.shard_layout if irregular.is_irregular(card) else shard_layout)(
+                    pf.schema_arrow, shard, card)
                 table = pf.read(columns=want)
         except ShardError:
             raise
         except Exception as e:  # truncated file, bad page, foreign file
             raise ShardError(f"{shard}: corrupt or unreadable shard ({e})") from None
-        for name, arr in normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns,
-                                         card_ages=card["ages"], counts=counts).items():
+        if irregular.is_irregular(card):
+            arrays = irregular.normalize_table(table, layout, shard, card, splits=splits, columns=columns,
+                                               counts=counts)
+        else:
+            arrays = normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns,
+                                     card_ages=card["ages"], counts=counts)
+        for name, arr in arrays.items():
             parts.setdefault(name, []).append(arr)
     listed = {k: v for k, v in card["splits"].items() if v}
     if {k: v for k, v in counts.items() if v} != listed:

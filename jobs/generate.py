@@ -2,6 +2,12 @@
 
     python jobs/generate.py --num-series 3847 --seed 0 --out data/pines --preview data/pines.png
     python jobs/generate.py --scene shapes --num-series 3847 --out data/shapes
+    python jobs/generate.py --irregular --inputs 2,6 --targets 1,3 --age-range 1,50 --out data/pines-irr
+
+--irregular: each series gets its own random input ages and target ages after them (the irregular
+shard layout: frames padded to --inputs max + --targets max, with num_frames and num_inputs columns;
+see README "Data"). Ages are drawn from the grid --age-range lo..hi step --age-step (years; pines
+render whole years, so the grid must be integers there; shapes take any real step).
 """
 
 import sys
@@ -24,6 +30,15 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=32)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--ages", default="10,15,20,25,30", help="comma-separated ages to snapshot")
+    g = p.add_argument_group("irregular series (issue #14)")
+    g.add_argument("--irregular", action="store_true",
+                   help="per-series random input and target ages instead of --ages (irregular layout)")
+    g.add_argument("--inputs", default="2,6", help="MIN,MAX input frames per series (with --irregular)")
+    g.add_argument("--targets", default="1,3",
+                   help="MIN,MAX target frames per series, all after the last input (with --irregular)")
+    g.add_argument("--age-range", default="1,50", help="LO,HI: ages are drawn from LO..HI (years; with --irregular)")
+    g.add_argument("--age-step", type=float, default=1.0,
+                   help="spacing of the age grid (years; pines need whole numbers; with --irregular)")
     p.add_argument("--shard-size", type=int, default=256, help="series per Parquet shard")
     p.add_argument("--preview", help="write a contact sheet PNG of a few test series")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -34,6 +49,21 @@ def main(argv=None) -> int:
         ages = tuple(int(x) for x in a.ages.split(","))
     except ValueError:
         p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
+    irregular = None
+    if a.irregular:
+        from crnn.irregular import IrregularSpec
+
+        def pair(opt, text, kind):
+            try:
+                lo, hi = (kind(x) for x in text.split(","))
+            except ValueError:
+                p.error(f"{opt} must be MIN,MAX ({kind.__name__}s), got {text!r}")
+            return lo, hi
+
+        (i0, i1), (t0, t1) = pair("--inputs", a.inputs, int), pair("--targets", a.targets, int)
+        lo, hi = pair("--age-range", a.age_range, float)
+        irregular = IrregularSpec(min_inputs=i0, max_inputs=i1, min_targets=t0, max_targets=t1,
+                                  age_min=lo, age_max=hi, age_step=a.age_step)
 
     from crnn.generate import check_generate, generate
     from crnn.shards import check_out_free
@@ -41,7 +71,7 @@ def main(argv=None) -> int:
     try:  # before Ray starts
         if a.num_cpus is not None and a.num_cpus < 1:
             raise ValueError(f"--num-cpus must be >= 1, got {a.num_cpus}")
-        check_generate(a.num_series, a.shard_size, ages, a.height, a.width, a.scene)
+        check_generate(a.num_series, a.shard_size, ages, a.height, a.width, a.scene, irregular)
         check_out_free(a.out, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
@@ -50,12 +80,15 @@ def main(argv=None) -> int:
     init_ray(num_cpus=a.num_cpus)
     t0 = time.perf_counter()
     card = generate(a.out, num_series=a.num_series, seed=a.seed, ages=ages, height=a.height,
-                    width=a.width, shard_size=a.shard_size, overwrite=a.overwrite, scene=a.scene)
+                    width=a.width, shard_size=a.shard_size, overwrite=a.overwrite, scene=a.scene,
+                    irregular=irregular)
     dt = time.perf_counter() - t0
     print(f"wrote {card['num_series']} series ({card['splits']}) in {len(card['shards'])} shards "
           f"to {a.out} in {dt:.1f} s ({card['num_series'] / dt:.0f} series/s)")
     print(f"dataset card: {a.out.rstrip('/')}/dataset.json")
-    if a.preview:
+    if a.preview and irregular is not None:
+        print("--preview: not drawn for an irregular dataset (no common ages)")
+    elif a.preview:
         from crnn.plots import save_preview
         from crnn.shards import read_numpy
 

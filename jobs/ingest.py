@@ -26,6 +26,10 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=32)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--ages", help="comma-separated ages every series must have (default: most common set)")
+    p.add_argument("--irregular", action="store_true",
+                   help="keep each series' own ages (>= 2): folders with different sets of ages give an "
+                        "irregular dataset (padded frames + num_frames); excludes --ages")
+    p.add_argument("--age-unit", default="years", help="unit of the ages in the file names (irregular card)")
     p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop")
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad")
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
         if a.height < 1 or a.width < 1 or a.shard_size < 1:
             raise ValueError(f"--height, --width and --shard-size must be >= 1, got {a.height}, {a.width}, "
                              f"{a.shard_size}")
+        if a.irregular and ages is not None:
+            raise ValueError("--irregular keeps each series' own ages: do not give --ages too")
         check_out_free(a.out, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
@@ -70,13 +76,16 @@ def main(argv=None) -> int:
     try:
         report = ingest(a.src, a.out, height=a.height, width=a.width, ages=ages, fit=a.fit,
                         shard_size=a.shard_size, strict=a.strict, overwrite=a.overwrite,
-                        background=background, max_pixels=a.max_pixels)
+                        background=background, max_pixels=a.max_pixels, irregular=a.irregular,
+                        age_unit=a.age_unit)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"ingest failed: {e}", file=sys.stderr)
         return 1
     print(report.summary())
     print(f"wrote {a.out}")
-    if a.preview:
+    if a.preview and report.irregular:
+        print("--preview: not drawn for an irregular dataset (no common ages)")
+    elif a.preview:
         from crnn.plots import save_preview
         from crnn.shards import read_numpy
 

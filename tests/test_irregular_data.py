@@ -1,0 +1,263 @@
+"""Irregular series (issue #14, data layer): generation with per-series ages, the padded layout,
+its checks, the readers and ingest of folders holding different sets of ages."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from crnn import irregular as irr
+from crnn.shardcheck import ShardError
+from crnn.shards import read_card, read_numpy
+
+SPEC = irr.IrregularSpec(min_inputs=2, max_inputs=4, min_targets=1, max_targets=2, age_min=1, age_max=30)
+
+
+# ----------------------------------------------------------------------------- unit (no Ray)
+def test_sample_is_seeded_sorted_and_within_the_spec():
+    seen = set()
+    for i in range(200):
+        ages, n_in = SPEC.sample(7, i)
+        assert (ages, n_in) == SPEC.sample(7, i)               # reproducible
+        assert 2 <= n_in <= 4 and 1 <= len(ages) - n_in <= 2
+        assert all(b > a for a, b in zip(ages, ages[1:]))      # strictly increasing: targets after inputs
+        assert 1 <= ages[0] and ages[-1] <= 30 and all(float(a).is_integer() for a in ages)
+        seen.add(ages)
+    assert len(seen) > 150                                     # really irregular
+    assert SPEC.sample(8, 0) != SPEC.sample(7, 0) or SPEC.sample(8, 1) != SPEC.sample(7, 1)
+
+
+def test_spec_refuses_bad_options():
+    with pytest.raises(ValueError, match="min_inputs"):
+        irr.IrregularSpec(min_inputs=0).check(50)
+    with pytest.raises(ValueError, match="MAX_AGE"):
+        irr.IrregularSpec(age_max=60).check(50)
+    with pytest.raises(ValueError, match="fewer than max_inputs"):
+        irr.IrregularSpec(age_min=1, age_max=5).check(50)
+    from crnn.generate import check_generate
+
+    with pytest.raises(ValueError, match="whole years"):
+        check_generate(4, 4, (10,), 16, 8, "pines", irr.IrregularSpec(age_step=0.5))
+    check_generate(4, 4, (10,), 16, 8, "shapes", irr.IrregularSpec(age_step=0.5))  # shapes: real ages
+
+
+def _batch():
+    rows = [{"series_id": f"s{i}", "seed": i, "split": "train", "ages": ages, "num_inputs": 1,
+             "frames": np.full((len(ages), 4, 2, 3), 7 + i, np.uint8)}
+            for i, ages in enumerate([[1.0, 2.5], [3.0, 4.0, 9.0]])]
+    return irr.rows_to_batch(rows, 4, ())
+
+
+CARD = {"max_frames": 4, "age_range": [0.0, 10.0]}
+
+
+def test_rows_to_batch_pads_and_check_values_accepts_it():
+    b = _batch()
+    assert b["frames"].shape == (2, 4, 4, 2, 3) and b["ages"].dtype == np.float32
+    assert b["ages"].tolist() == [[1.0, 2.5, 0, 0], [3.0, 4.0, 9.0, 0]]
+    assert b["num_frames"].tolist() == [2, 3] and not b["frames"][0, 2:].any()
+    assert irr.frame_mask(b["num_frames"], 4).tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+    irr.check_values(b, "x.parquet", CARD)
+
+
+@pytest.mark.parametrize("change, column", [
+    (lambda b: b["ages"].__setitem__((1, 1), 2.0), "ages"),          # decreasing
+    (lambda b: b["ages"].__setitem__((1, 0), 11.0), "ages"),         # outside age_range
+    (lambda b: b["ages"].__setitem__((0, 3), 5.0), "ages"),          # padding not 0
+    (lambda b: b["frames"].__setitem__((0, 2), 1), "frames"),        # an image where the mask says none
+    (lambda b: b["num_frames"].__setitem__(0, 5), "num_frames"),     # more than max_frames
+    (lambda b: b["num_inputs"].__setitem__(1, 3), "num_inputs"),     # no target left
+])
+def test_check_values_names_the_file_and_column(change, column):
+    b = _batch()
+    change(b)
+    with pytest.raises(ShardError, match=rf"x\.parquet: column '{column}'"):
+        irr.check_values(b, "x.parquet", CARD)
+
+
+def test_card_checks():
+    from crnn.shardcheck import check_card
+
+    card = {"num_series": 0, "height": 1, "width": 1, "channels": 3, "splits": {}, "shards": [],
+            "layout": "irregular", "max_frames": 4, "age_unit": "years", "age_range": [1.0, 9.0]}
+    check_card(card, "c.json")  # no ``ages`` list needed
+    with pytest.raises(ShardError, match="c.json: field 'age_range'"):
+        check_card({**card, "age_range": [9, 1]}, "c.json")
+    with pytest.raises(ShardError, match="c.json: field 'layout'"):
+        check_card({**card, "layout": "ragged"}, "c.json")
+
+
+# ----------------------------------------------------------------------------- with Ray
+@pytest.fixture(scope="module")
+def irr_dataset(ray_local, tmp_path_factory):
+    from crnn.generate import generate
+
+    out = str(tmp_path_factory.mktemp("irr") / "pines-irr")
+    card = generate(out, num_series=12, seed=3, height=16, width=8, shard_size=12, irregular=SPEC)
+    return out, card
+
+
+def test_generate_irregular_round_trip(irr_dataset):
+    out, card = irr_dataset
+    assert card["layout"] == "irregular" and "ages" not in card and card["max_frames"] == 6
+    assert card["age_unit"] == "years" and card["age_range"] == [1.0, 30.0]
+    assert card["irregular"]["min_inputs"] == 2 and "num_frames" in card["columns"]
+    data = read_numpy(out)
+    n = data["num_frames"]
+    assert data["ages"].shape == (12, 6) and data["ages"].dtype == np.float32
+    assert data["frames"].shape == (12, 6, 16, 8, 3)
+    for i in range(12):
+        ages, n_in = SPEC.sample(3, i)                         # the seed decides the ages
+        assert data["ages"][i, :n[i]].tolist() == list(ages) and data["num_inputs"][i] == n_in
+        assert not data["ages"][i, n[i]:].any() and not data["frames"][i, n[i]:].any()
+        assert data["frames"][i, :n[i]].reshape(n[i], -1).any(axis=1).all()
+    assert len(set(n.tolist())) > 1                            # a variable number of frames
+    # the pixels are the simulator's at those ages
+    from crnn import pine
+
+    _, frames = pine.make_series(int(data["seed"][0]), ages=[int(a) for a in data["ages"][0, :n[0]]],
+                                 height=16, width=8)
+    np.testing.assert_array_equal(data["frames"][0, :n[0]], frames)
+
+
+def test_read_ray_streams_irregular(irr_dataset):
+    from crnn.shards import read_ray
+
+    out, _ = irr_dataset
+    ref = read_numpy(out)
+    rows = sorted(read_ray(out).take_all(), key=lambda r: r["series_id"])
+    assert [r["series_id"] for r in rows] == sorted(ref["series_id"].tolist())
+    order = np.argsort(ref["series_id"])
+    np.testing.assert_array_equal(np.stack([r["ages"] for r in rows]), ref["ages"][order])
+    np.testing.assert_array_equal(np.stack([r["frames"] for r in rows]), ref["frames"][order])
+    assert [r["num_frames"] for r in rows] == ref["num_frames"][order].tolist()
+    # a split and a projection: the columns asked for, rows of that split only
+    ds = read_ray(out, split="train", columns=["series_id", "ages", "num_frames", "num_inputs", "frames"])
+    batch = next(iter(ds.iter_batches(batch_size=4, batch_format="numpy")))
+    assert set(batch) == {"series_id", "ages", "num_frames", "num_inputs", "frames"}
+    assert batch["ages"].shape == (len(batch["series_id"]), 6)
+    t = irr.torch_series(batch)
+    assert t["frames"].shape == (len(batch["series_id"]), 6, 3, 16, 8) and float(t["frames"].max()) <= 1.0
+    assert t["mask"].sum(1).tolist() == batch["num_frames"].tolist()
+    assert t["ages"].dtype.is_floating_point and t["num_inputs"].tolist() == batch["num_inputs"].tolist()
+
+
+def _rewrite(out, tmp_path, change):
+    """A copy of the dataset whose only shard has ``change`` applied to its columns."""
+    import ray.data
+
+    from crnn.shards import list_shards, write_ray_dataset
+
+    bad = str(tmp_path / "bad")
+    shutil.copytree(out, bad)
+    data = read_numpy(bad)
+    change(data)
+    ds = ray.data.from_items([{k: v[i] for k, v in data.items()} for i in range(len(data["seed"]))],
+                             override_num_blocks=1)
+    write_ray_dataset(ds, str(tmp_path / "w"))
+    (shard,) = list_shards(bad)
+    shutil.copy(os.path.join(tmp_path / "w", os.path.basename(shard)), shard)
+    return bad, shard
+
+
+def _decreasing(d):
+    d["ages"][0, :2] = d["ages"][0, 1::-1]
+
+
+def _frames_beyond_mask(d):
+    d["num_frames"][0] -= 1
+    d["num_inputs"][0] = min(d["num_inputs"][0], d["num_frames"][0] - 1)
+    d["ages"][0, d["num_frames"][0]] = 0
+
+
+@pytest.mark.parametrize("change, column", [(_decreasing, "ages"), (_frames_beyond_mask, "frames")])
+def test_bad_irregular_shard_names_file_and_column(irr_dataset, tmp_path, change, column):
+    from crnn.shards import read_ray
+
+    bad, shard = _rewrite(irr_dataset[0], tmp_path, change)
+    with pytest.raises(ShardError, match=rf"{shard}: column '{column}'"):
+        read_numpy(bad)
+    with pytest.raises(Exception, match=rf"column '{column}'") as e:
+        read_ray(bad).take_all()
+    assert shard in str(e.value)
+
+
+# ----------------------------------------------------------------------------- ingest
+def _photos(root, ages_per_series):
+    from PIL import Image
+
+    for k, (name, ages) in enumerate(ages_per_series.items()):
+        d = root / name
+        d.mkdir(parents=True)
+        for a in ages:
+            rng = np.random.default_rng(10 * k + a)
+            Image.fromarray(rng.integers(1, 256, (20, 10, 3), dtype=np.uint8)).save(d / f"age_{a}.png")
+
+
+def test_ingest_folders_with_different_ages(ray_local, tmp_path):
+    from crnn.ingest import ingest
+
+    _photos(tmp_path / "p", {"cat": (2, 5, 9), "dog": (1, 3, 6, 12, 18), "fern": (4, 8), "lone": (7,)})
+    out = str(tmp_path / "ds")
+    report = ingest(str(tmp_path / "p"), out, height=8, width=4, irregular=True, age_unit="months")
+    assert report.irregular and "lone" in report.problems and "at least 2" in report.problems["lone"]
+    card = read_card(out)
+    assert card["layout"] == "irregular" and card["max_frames"] == 5 and card["age_unit"] == "months"
+    assert card["age_range"] == [1.0, 18.0]
+    data = read_numpy(out)
+    got = {sid: data["ages"][i, :data["num_frames"][i]].tolist() for i, sid in enumerate(data["series_id"])}
+    assert got == {"cat": [2, 5, 9], "dog": [1, 3, 6, 12, 18], "fern": [4, 8]}
+    assert (data["num_inputs"] == 0).all()                     # ingest does not say: training chooses
+    with open(os.path.join(out, "dataset.json")) as f:
+        assert json.load(f)["columns"]["num_frames"].startswith("int32")
+
+
+def test_ingest_irregular_when_all_agree_is_the_regular_dataset(ray_local, tmp_path):
+    from crnn.ingest import ingest
+
+    _photos(tmp_path / "p", {"a": (1, 2, 3), "b": (1, 2, 3)})
+    out = str(tmp_path / "ds")
+    report = ingest(str(tmp_path / "p"), out, height=8, width=4, irregular=True)
+    assert not report.irregular and report.ages == (1, 2, 3)
+    card = read_card(out)
+    assert "layout" not in card and card["ages"] == [1, 2, 3]
+    assert read_numpy(out)["ages"].dtype == np.int32
+
+
+# ----------------------------------------------------------------------------- jobs
+def test_jobs_refuse_bad_irregular_options_before_ray(tmp_path, capsys):
+    from jobs import generate as gen_job
+    from jobs import ingest as ing_job
+
+    assert gen_job.main(["--irregular", "--age-step", "0.5", "--out", str(tmp_path / "g")]) == 2
+    assert "whole years" in capsys.readouterr().err
+    assert gen_job.main(["--irregular", "--inputs", "3,2", "--out", str(tmp_path / "g")]) == 2
+    assert "min_inputs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        gen_job.main(["--irregular", "--targets", "1", "--out", str(tmp_path / "g")])
+    assert e.value.code == 2 and "--targets must be MIN,MAX" in capsys.readouterr().err
+    (tmp_path / "p").mkdir()
+    assert ing_job.main(["--src", str(tmp_path / "p"), "--out", str(tmp_path / "i"), "--irregular",
+                         "--ages", "1,2"]) == 2
+    assert "do not give --ages" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists() and not (tmp_path / "i").exists()
+
+
+def test_generate_job_irregular_shapes_with_fractional_ages(ray_local, tmp_path):
+    from jobs import generate as gen_job
+
+    out = str(tmp_path / "shapes-irr")
+    assert gen_job.main(["--scene", "shapes", "--irregular", "--inputs", "2,3", "--targets", "1,1",
+                         "--age-range", "0,10", "--age-step", "0.5", "--num-series", "5", "--seed", "9",
+                         "--height", "8", "--width", "4", "--out", out]) == 0
+    card = read_card(out)
+    assert card["max_frames"] == 4 and card["age_range"] == [0.0, 10.0] and card["scene"] == "shapes"
+    data = read_numpy(out)
+    spec = irr.IrregularSpec(2, 3, 1, 1, 0.0, 10.0, 0.5)
+    for i in range(5):
+        ages, n_in = spec.sample(9, i)
+        assert data["ages"][i, :data["num_frames"][i]].tolist() == list(ages)
+        assert data["num_inputs"][i] == n_in and data["num_frames"][i] == n_in + 1
+    assert (data["ages"] % 1 != 0).any()                      # real (half-year) ages, stored exactly
