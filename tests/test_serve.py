@@ -152,6 +152,27 @@ def test_parse_request_unit():
         parse_forecast_request(json.dumps({"series": [{"frames": f[0, :3].tolist()}]}).encode(), spec, LIMITS)
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last", "all"])
+def test_booleans_among_pixel_integers_are_refused(where):
+    """A JSON true/false among the pixel integers (numpy would read it as 1/0) is a 422 naming the
+    series, wherever it stands; a valid series next to it does not hide it."""
+    spec = Spec(T, H, W, C, [10, 15, 20, 25])
+    good = _frames(1, 1, T)[0].tolist()
+    bad = _frames(1, 1, T)[0].tolist()
+    if where == "all":
+        bad = [[[[True] * C for _ in range(W)] for _ in range(H)] for _ in range(T)]
+    else:
+        t, y = {"first": (0, 0), "middle": (T // 2, H // 2), "last": (T - 1, H - 1)}[where]
+        bad[t][y][-1][-1] = where != "middle"  # True, or False in the middle
+    body = json.dumps({"series": [{"frames": good}, {"frames": bad}]}).encode()
+    with pytest.raises(RequestError, match=r"series\[1\].*integers 0-255 \(found booleans\)") as e:
+        parse_forecast_request(body, spec, LIMITS)
+    assert e.value.status == 422
+    # integers only: no look per value needed, and the frames decode
+    ok = parse_forecast_request(json.dumps({"series": [{"frames": good}]}).encode(), spec, LIMITS)
+    np.testing.assert_array_equal(ok.series[0].frames, np.asarray(good, np.uint8))
+
+
 # ----------------------------------------------------------------------------- over HTTP
 def test_health_model_and_docs(url, model_dir):
     r = requests.get(f"{url}/healthz", timeout=30)

@@ -81,10 +81,19 @@ def check_count(obj: Any, where: Optional[str], spec: Spec, what: str) -> None:
                                 f"got {len(obj)}")
 
 
-def frames_from_arrays(obj: Any, where: Optional[str], spec: Spec) -> np.ndarray:
+def _holds_bool(obj: Any) -> bool:
+    """Whether nested lists hold a bool anywhere (numpy turns [True, 0] into integers)."""
+    if isinstance(obj, bool):
+        return True
+    return isinstance(obj, list) and any(_holds_bool(v) for v in obj)
+
+
+def frames_from_arrays(obj: Any, where: Optional[str], spec: Spec, exact_bools: bool = True) -> np.ndarray:
     """JSON nested arrays -> uint8 (in_frames, H, W, C). RequestError 422 naming ``where`` for a wrong
     frame count, ragged or non-numeric nesting, a wrong image size, channels-first images, values
-    that are not integers 0-255 (booleans, fractions, NaN included)."""
+    that are not integers 0-255 (booleans, fractions, NaN included). ``exact_bools=False`` skips the
+    per-value look for booleans mixed among integers (the caller knows there are none: Serve checks
+    the request body for a true/false token first)."""
     check_count(obj, where, spec, "images")
     want = f"{spec.height}x{spec.width}x{spec.channels} (HxWxC)"
     try:
@@ -92,9 +101,10 @@ def frames_from_arrays(obj: Any, where: Optional[str], spec: Spec) -> np.ndarray
     except (ValueError, TypeError, RecursionError, OverflowError):
         raise _fail(422, where, f"images must be {want} nested arrays of integers 0-255 "
                                 "(got ragged or non-numeric nesting)") from None
+    if a.dtype.kind == "b" or (a.dtype.kind in "iu" and exact_bools and _holds_bool(obj)):
+        raise _fail(422, where, "values must be integers 0-255 (found booleans)")
     if a.dtype.kind not in "iuf":
-        raise _fail(422, where, "values must be integers 0-255 (found "
-                                f"{'booleans' if a.dtype.kind == 'b' else 'non-numeric or oversized values'})")
+        raise _fail(422, where, "values must be integers 0-255 (found non-numeric or oversized values)")
     if a.ndim != 4:
         raise _fail(422, where, f"each frame must be a {want} nested array; got frames of shape "
                                 f"{'x'.join(map(str, a.shape[1:])) or 'scalar'}")

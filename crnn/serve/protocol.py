@@ -41,7 +41,7 @@ def _frames(v: Any, handler, info: ValidationInfo):
     if spec is None:
         return handler(v)  # the schema's own checks: nested lists of integers 0-255
     try:
-        return frames_from_arrays(v, None, spec)
+        return frames_from_arrays(v, None, spec, exact_bools=_ctx(info, "maybe_bools") is not False)
     except RequestError as e:
         raise _as_error(e) from None
 
@@ -231,7 +231,11 @@ def parse_forecast_request(body: bytes, spec: Spec, limits: RequestLimits) -> Fo
             raise RequestError(413, f"{n} series in one request; the limit is "
                                     f"{limits.max_series_per_request} (max_series_per_request)")
         try:
-            req = ForecastRequest.model_validate(doc, context={"spec": spec, "limits": limits})
+            # a JSON true/false among pixel integers becomes 1/0 in numpy's array; the exact (slow,
+            # per value) look for booleans runs only when the body holds a true/false token at all
+            maybe_bools = b"true" in body or b"false" in body
+            req = ForecastRequest.model_validate(doc, context={"spec": spec, "limits": limits,
+                                                              "maybe_bools": maybe_bools})
         except ValidationError as e:
             raise error_of(e) from None
         default_ages = req.ages if req.ages is not None else spec.input_ages
