@@ -279,8 +279,9 @@ def load_config(preset: str | None = None, yaml_path: str | None = None,
             raise KeyError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         cfg = apply(cfg, PRESETS[preset])
     if yaml_path:
-        with open(yaml_path) as f:
-            data = yaml.safe_load(f) or {}
+        from crnn.storage import read_text  # a local path or a URI (file://, s3://, ...)
+
+        data = yaml.safe_load(read_text(yaml_path)) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of sections, got {type(data).__name__}")
         cfg = apply(cfg, data)

@@ -63,7 +63,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     split (default: the model config's ``data.test_split``) is one the card counts series in, and
     that the frames fit the model. Returns the split; raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir
-    from crnn.shards import validate
+    from crnn.shards import require_regular, validate
 
     if num_examples < 0 or batch_size < 1:
         raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {num_examples}, {batch_size}")
@@ -76,6 +76,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
         raise ValueError(f"{data_path}: no split {split!r}; its splits are {counts}")
     if not counts[split]:
         raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
+    require_regular(card, data_path, "evaluation")
     in_frames = cfg.data.in_frames
     if len(card["ages"]) < in_frames + 1:
         raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "

@@ -125,7 +125,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     what the run needs (config, model payload, card, splits, ages)."""
     from crnn.checkpoint import check_model_dir
     from crnn.shardcheck import SPLITS
-    from crnn.shards import check_out_free, validate
+    from crnn.shards import check_out_free, require_regular, validate
 
     if inputs not in INPUTS:
         raise ValueError(f"inputs={inputs!r}: expected one of {INPUTS}")
@@ -137,6 +137,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     cfg, payload = check_model_dir(model_path)  # ModelError names a bad model directory
     in_frames = cfg.data.in_frames
     card = validate(data_path)
+    require_regular(card, data_path, "prediction")
     src_ages = [int(a) for a in card["ages"]]
     if len(src_ages) < in_frames:
         raise ValueError(f"{data_path}: {len(src_ages)} frames per series (ages {src_ages}); the model "

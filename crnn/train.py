@@ -195,6 +195,9 @@ def check_data(cfg: Config, card: dict) -> int:
     from crnn.inference import check_image_size
     from crnn.shardcheck import SPLITS
 
+    from crnn.shards import require_regular
+
+    require_regular(card, cfg.data.path, "training")
     need = cfg.data.in_frames + 1
     if len(card["ages"]) < need:
         raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")

@@ -282,3 +282,24 @@ def test_s3_publish_interrupted_while_copying_is_never_half_published(s3, monkey
     assert _s3_tree(dest) == {"a": b"new"}  # no card: not a published directory
     (staging,) = {k.split("/")[0] for k in _s3_tree(f"{bucket}/halfway") if ".staging-" in k}
     assert _s3_tree(f"{bucket}/halfway/{staging}") == {"card.json": b"new", "a": b"new", "b": b"new"}
+
+
+def test_user_files_read_through_storage_accept_uris(tmp_path):
+    """--config (train/evaluate/...), --space (tune) and the Serve config file are read through
+    crnn.storage: a file:// URI works like a path, and a missing one is named."""
+    from crnn.config import load_config
+    from crnn.serve import load_serve_config
+    from crnn.tune import load_space
+    from tests.helpers import ROOT
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  epochs: 3\n")
+    assert load_config("quick", yaml_path=f"file://{cfg_file}").train.epochs == 3
+    with pytest.raises(FileNotFoundError, match="none.yaml"):
+        load_config("quick", yaml_path=f"file://{tmp_path}/none.yaml")
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text("train.lr: {loguniform: [0.0001, 0.003]}\n")
+    assert list(load_space(f"file://{space_file}")) == ["train.lr"]
+    serve_file = tmp_path / "serve.yaml"
+    serve_file.write_text(open(os.path.join(ROOT, "serve.yaml")).read())
+    assert load_serve_config(f"file://{serve_file}") == load_serve_config(os.path.join(ROOT, "serve.yaml"))

@@ -168,8 +168,9 @@ def load_serve_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     import yaml
 
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+    from crnn.storage import read_text  # a local path or a URI (file://, s3://, ...)
+
+    doc = yaml.safe_load(read_text(path)) or {}
     if not isinstance(doc, dict) or not doc.get("applications"):
         raise ValueError(f"{path}: no 'applications' list (expected a Serve config file)")
     config = ServeDeploySchema.model_validate(doc)

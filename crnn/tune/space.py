@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -140,9 +139,10 @@ def load_space(space: str | dict[str, Any]) -> dict[str, Any]:
         return parse_space(space)
     if space in SPACES:
         return parse_space(copy.deepcopy(SPACES[space]))
-    if os.path.exists(space):
-        with open(space) as f:
-            data = yaml.safe_load(f) or {}
+    from crnn.storage import exists, read_text  # a local path or a URI (file://, s3://, ...)
+
+    if exists(space):
+        data = yaml.safe_load(read_text(space)) or {}
         try:
             return parse_space(data)
         except ValueError as e:
