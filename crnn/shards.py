@@ -319,6 +319,8 @@ def torch_frames(frames, device=None, dtype=None):
     """
     import torch
 
+    if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+        frames = frames.copy()  # Arrow-backed arrays are read-only; torch warns on (and may not) share them
     x = torch.as_tensor(frames)
     if device is not None:
         x = x.to(device, non_blocking=True)

@@ -16,13 +16,13 @@ if not __package__:  # run as a script (python jobs/x.py): make crnn importable 
 
 
 def main(argv=None) -> int:
-    from crnn.config import JobArgumentParser, USAGE_ERRORS, apply, load_config, parse_job_args, usage_error
+    from crnn.config import PRESETS, JobArgumentParser, USAGE_ERRORS, apply, load_config, parse_job_args, usage_error
 
     p = JobArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/make-run", help="folder for data/, train/ and eval/")
     p.add_argument("--num-series", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="demo", help="demo (default) | quick | paper | fast | strong")
+    p.add_argument("--preset", default="demo", help=f"config preset (default demo): {' | '.join(PRESETS)}")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true", help="start the training run in OUT/train over "
                    "(needed when its config differs from the one there)")

@@ -11,7 +11,7 @@ directory: `--model` for evaluate, predict and serve; with test_metrics.json and
 search.json and the Tune experiment ray/<name>/. Running the same command again resumes an
 interrupted search (finished trials are not redone). Search spaces: paper (the paper's factors plus
 lr, filters, LSTM units, dropout), factors (only the paper's four comparisons: 96 grid points), small,
-or a YAML file of `section.field: {choice|grid|uniform|loguniform|quniform|randint|...: [args]}`.
+families (model.kind and each forecaster family's fields), or a YAML file of `section.field: {choice|grid|uniform|loguniform|quniform|randint|...: [args]}`.
 Base config: --preset, then --config YAML, then section.field=value overrides.
 """
 
@@ -24,12 +24,12 @@ if not __package__:  # run as a script (python jobs/x.py): make crnn importable 
 
 def main(argv=None) -> int:
     from crnn.config import USAGE_ERRORS, JobArgumentParser, add_job_args, from_job_args, parse_job_args, usage_error
-    from crnn.tune import SEARCHERS
+    from crnn.tune import SEARCHERS, SPACES
 
     p = JobArgumentParser(description=__doc__)
     # --workers, --use-gpu and --epochs apply to every trial; --epochs is ASHA's max_t
     add_job_args(p, out_help="search directory (local path, or a URI on a cluster): new, empty or an earlier search")
-    p.add_argument("--space", default="paper", help="search space: paper | factors | small | FILE.yaml")
+    p.add_argument("--space", default="paper", help=f"search space: {' | '.join(SPACES)} | FILE.yaml (a path or URI)")
     p.add_argument("--searcher", default="random", choices=SEARCHERS,
                    help="grid | random (Tune's own) | tpe (Optuna's TPE; optuna is another name for it)")
     p.add_argument("--num-samples", type=int, help="trials (grid: passes over the grid); default 8, grid 1")

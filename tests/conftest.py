@@ -16,7 +16,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # before anything imports crnn, jobs, benchmarks or tests.helpers
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # fixtures that start Ray (or a process that does): a test using one, even indirectly, is a `ray` test

@@ -247,13 +247,9 @@ def test_pixel_limit_per_series(tmp_path):
         in report.problems["large"]
 
 
-def test_job_refuses_a_bad_background_before_starting_ray(tmp_path):
-    import subprocess
-    import sys
+def test_job_refuses_a_bad_background_before_starting_ray(tmp_path, capsys):
+    from jobs import ingest as job
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, os.path.join(root, "jobs", "ingest.py"), "--src", str(tmp_path),
-                        "--out", str(tmp_path / "ds"), "--background", "nope"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--background: background colour 'nope': not a colour" in r.stderr
+    assert job.main(["--src", str(tmp_path), "--out", str(tmp_path / "ds"), "--background", "nope"]) == 2
+    assert "--background: background colour 'nope': not a colour" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "ds")

@@ -261,3 +261,26 @@ def test_generate_job_irregular_shapes_with_fractional_ages(ray_local, tmp_path)
         assert data["ages"][i, :data["num_frames"][i]].tolist() == list(ages)
         assert data["num_inputs"][i] == n_in and data["num_frames"][i] == n_in + 1
     assert (data["ages"] % 1 != 0).any()                      # real (half-year) ages, stored exactly
+
+
+def test_regular_only_stages_refuse_an_irregular_dataset_by_name(irr_dataset, tmp_path):
+    """Training, evaluation and prediction read the regular grid only: an irregular dataset is a
+    ValueError naming the dataset and what it is, before any work (not a KeyError on 'ages')."""
+    from crnn.config import load_config
+    from crnn.evaluate import evaluate
+    from crnn.model import build_model
+    from crnn.checkpoint import save_model_dir
+    from crnn.predict import predict_dataset
+    from crnn.shards import read_card
+    from crnn.train import check_data
+
+    card = read_card(irr_dataset)
+    cfg = load_config("quick", overrides={"data.path": irr_dataset, "model.height": 16, "model.width": 8})
+    with pytest.raises(ValueError, match=r"irregular dataset .*training takes a regular dataset"):
+        check_data(cfg, card)
+    model = str(tmp_path / "model")
+    save_model_dir(model, build_model(cfg.model), cfg)
+    with pytest.raises(ValueError, match=r"irregular dataset .*evaluation takes a regular dataset"):
+        evaluate(model, irr_dataset)
+    with pytest.raises(ValueError, match=r"irregular dataset .*prediction takes a regular dataset"):
+        predict_dataset(model, irr_dataset, str(tmp_path / "fc"))

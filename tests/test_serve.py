@@ -19,10 +19,9 @@ from crnn.serve import (
 )
 from crnn.shards import torch_frames
 from crnn.loop import fit_plain
-from tests.helpers import free_port, tiny_config
+from tests.helpers import ROOT, free_port, tiny_config
 from tests.image_utils import bomb_png, exif_png, mask_of, pil_bytes, variants
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W, C, T = 32, 16, 3, 4
 LIMITS = Limits(max_batch_size=8, batch_wait_timeout_s=0.02, max_series_per_request=16,
                 max_body_bytes=600_000, max_horizon=6)

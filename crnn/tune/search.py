@@ -217,6 +217,9 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
                   "seed": seed, "metric": METRIC, "mode": MODE,
                   "asha": {"enabled": asha, "time_attr": ASHA_TIME_ATTR, "grace_period": grace_period,
                            "reduction_factor": reduction_factor, "max_t": max_t}}
+    # said before anything starts: a grid of the paper space is 1,152 points per sample
+    print(f"search {name}: {definition['expected_trials']} trials ({searcher}: {num_samples} sample(s)"
+          f"{f' x {grid_points} grid points' if grid_points > 1 else ''}), up to {max_t} epochs each", flush=True)
     restored = resume and tune.Tuner.can_restore(exp_path)
     if not restored and exists(exp_path):
         raise ValueError(f"{exp_path} holds a search already; resume it or choose another --out/--name")
