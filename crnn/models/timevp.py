@@ -221,7 +221,8 @@ class TimeVP(Forecaster):
         # right-align the last `w` real frames: slot = w - 1 - (real frames after this one)
         after = mask.flip(1).long().cumsum(1).flip(1) - mask.long()       # (B, N)
         slot = w - 1 - after
-        pick = (mask & (slot >= 0))[:, None, :] & (slot[:, None, :] == torch.arange(w, device=mask.device)[None, :, None])
+        slots = torch.arange(w, device=mask.device)[None, :, None]
+        pick = (mask & (slot >= 0))[:, None, :] & (slot[:, None, :] == slots)  # (B, W, N) one-hot rows (or none)
         real = pick.any(-1)                                               # (B, W) slot holds a real frame
         src = (pick.long() * torch.arange(n, device=mask.device)).sum(-1)  # (B, W) its index in N (0 if none)
         rows = torch.arange(b, device=mask.device)[:, None]
@@ -230,7 +231,10 @@ class TimeVP(Forecaster):
         real = real.to(frames.dtype)
         z, skip = self.encoder(sel.flatten(0, 1))                         # (B*W, hid_s, h, w), (B*W, hid_s, H, W)
         z, skip = z.unflatten(0, (b, w)), skip.unflatten(0, (b, w))[:, -1]
-        rep = lambda t: t.repeat_interleave(m, dim=0)                     # noqa: E731  (B, ...) -> (B*M, ...)
+
+        def rep(t: torch.Tensor) -> torch.Tensor:                         # (B, ...) -> (B*M, ...), one per target
+            return t.repeat_interleave(m, dim=0)
+
         out = self._translate(rep(z), rep(sel_ages), rep(real), target_ages.reshape(-1).to(frames.dtype),
                               rep(skip), rep(sel[:, -1]))
         return out.unflatten(0, (b, m))
