@@ -159,6 +159,10 @@ _FAMILY_RECIPE = {
 # SimVP with the gSTA translator (crnn/models/simvp.py), causal, residual.
 PRESETS["simvp"] = {**_FAMILY_RECIPE, "model.kind": "simvp"}
 PRESETS["simvp-fast"] = {**PRESETS["simvp"], "train.epochs": 10}
+# TimeVP (crnn/models/timevp.py): SimVP conditioned on real-valued ages (issue #14); on the regular
+# grid (model.timevp.grid_start/grid_step: ages 10, 15, ...) it trains with today's pipeline.
+PRESETS["timevp"] = {**_FAMILY_RECIPE, "model.kind": "timevp"}
+PRESETS["timevp-fast"] = {**PRESETS["timevp"], "train.epochs": 10}
 # ConvLSTM (crnn/models/convlstm.py), residual, 3 x 64 channels at half resolution.
 PRESETS["convlstm"] = {**_FAMILY_RECIPE, "model.kind": "convlstm", "model.convlstm.hidden": [64, 64, 64],
                        "train.lr": 2e-3}

@@ -52,6 +52,7 @@ from torch.nn import functional as F
 from crnn.models.base import DEFAULT_WINDOW, Forecaster, check_input as _check_input
 from crnn.models.convlstm import ConvLSTMConfig, ConvLSTMForecaster
 from crnn.models.simvp import SimVP, SimVPConfig
+from crnn.models.timevp import TimeVP, TimeVPConfig
 
 __all__ = [
     "ModelConfig",
@@ -63,6 +64,7 @@ __all__ = [
     "CRNN",
     "ConvLSTMForecaster",
     "SimVP",
+    "TimeVP",
     "KerasLSTM",
     "FAMILIES",
     "PersistenceBaseline",
@@ -82,9 +84,10 @@ class ModelConfig:
     """Everything needed to build a model; the defaults are the paper's CRNN."""
 
     # Which model: "crnn" (the paper's network), "convlstm" (crnn.models.convlstm), "simvp"
-    # (crnn.models.simvp), "persistence" (repeat the last frame) or "linear" (per-pixel linear
-    # extrapolation of the last two frames). The fields below `kind`'s section are the paper
-    # CRNN's; every other family has its own section (model.convlstm.*, model.simvp.*).
+    # (crnn.models.simvp), "timevp" (crnn.models.timevp: time-aware, any ages), "persistence"
+    # (repeat the last frame) or "linear" (per-pixel linear extrapolation of the last two frames).
+    # The fields below `kind`'s section are the paper CRNN's; every other family has its own
+    # section (model.convlstm.*, model.simvp.*, model.timevp.*).
     kind: str = "crnn"
     # Image size in pixels (rows, columns) and number of colour channels.
     height: int = 32
@@ -114,6 +117,7 @@ class ModelConfig:
     # The other families' sections, each used only when `kind` names it.
     convlstm: ConvLSTMConfig = field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = field(default_factory=SimVPConfig)
+    timevp: TimeVPConfig = field(default_factory=TimeVPConfig)
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from YAML/JSON) for the tuple field.
@@ -144,7 +148,7 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.kind={self.kind!r}: expected one of {kinds}")
         for name in ("height", "width", "channels"):
             _check_pos_int(name, getattr(self, name))
-        if self.kind in ("convlstm", "simvp"):
+        if self.kind in ("convlstm", "simvp", "timevp"):
             getattr(self, self.kind).validate(self.height, self.width)
         if self.kind != "crnn":
             return self
@@ -382,7 +386,8 @@ class CRNN(Forecaster):
 
 
 #: Trainable families (``model.kind``) -> their class; each is built from the whole ModelConfig.
-FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "simvp": SimVP}
+FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "simvp": SimVP,
+                                         "timevp": TimeVP}
 
 
 # ---- public helpers --------------------------------------------------------------

@@ -14,15 +14,17 @@ from crnn.models.analog import AnalogForecaster
 from crnn.models.base import causal_windows
 from crnn.models.convlstm import ConvLSTMConfig
 from crnn.models.simvp import SimVPConfig
+from crnn.models.timevp import TimeVPConfig
 
-NEW = ("convlstm", "simvp")
+NEW = ("convlstm", "simvp", "timevp")  # timevp: its regular-grid call (tests/test_timeaware.py: the rest)
 SIZES = [(32, 16), (64, 64), (128, 128)]
 
 
 def small(kind: str, height: int = 32, width: int = 16) -> ModelConfig:
     return ModelConfig(kind=kind, height=height, width=width,
                        convlstm=ConvLSTMConfig(hidden=(8, 8)),
-                       simvp=SimVPConfig(hid_s=8, hid_t=16, n_t=2))
+                       simvp=SimVPConfig(hid_s=8, hid_t=16, n_t=2),
+                       timevp=TimeVPConfig(hid_s=8, hid_t=16, n_t=2, window=4))
 
 
 @pytest.mark.parametrize("kind", NEW)

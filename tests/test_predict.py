@@ -177,7 +177,7 @@ def test_plain_list_ages_forecast_like_the_contract(dataset, model_dir, tmp_path
     np.testing.assert_array_equal(got["frames"], want["frames"])
 
 
-@pytest.mark.parametrize("kind", ["convlstm", "simvp"])
+@pytest.mark.parametrize("kind", ["convlstm", "simvp", "timevp"])
 def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tmp_path, kind):
     """A model directory of each new family, trained one epoch by fit_plain, is rebuilt from the
     directory alone by offline prediction, evaluation and Serve's engine, which all agree."""
@@ -185,11 +185,12 @@ def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tm
     from crnn.serve import ForecastEngine
 
     cfg = tiny_config("unused", **{"train.epochs": 1, "model.kind": kind, "model.simvp.hid_s": 8,
-                                   "model.simvp.hid_t": 16, "model.simvp.n_t": 2, "model.convlstm.hidden": [8]})
+                                   "model.simvp.hid_t": 16, "model.simvp.n_t": 2, "model.convlstm.hidden": [8],
+                                   "model.timevp.hid_s": 8, "model.timevp.hid_t": 16, "model.timevp.n_t": 2})
     model_path = str(tmp_path / "model")
     fit_plain(cfg, _frames(16, 2), out=model_path)
     model, loaded, _ = load_model(model_path)
-    assert loaded.model.kind == kind and type(model).__name__ in ("ConvLSTMForecaster", "SimVP")
+    assert loaded.model.kind == kind and type(model).__name__ in ("ConvLSTMForecaster", "SimVP", "TimeVP")
     src = _by_id(read_numpy(dataset))
     want = to_uint8(forecast_window(model, src["frames"], 4))
     assert not (want == src["frames"][:, :4]).all()  # trained: not persistence any more

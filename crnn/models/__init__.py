@@ -11,6 +11,9 @@ family (ages 15..30 from inputs 10..25) are honest forecasts, never copies of a 
 * :mod:`crnn.models.convlstm` -- ConvLSTM (Shi et al., NeurIPS 2015);
 * :mod:`crnn.models.simvp` -- SimVP with the gSTA translator (Gao et al., CVPR 2022; Tan et al.,
   SimVP v2 / TAU, CVPR 2023);
+* :mod:`crnn.models.timevp` -- TimeVP, SimVP conditioned on real-valued ages (FiLM from sinusoidal
+  time embeddings): also ``forward(frames, ages, mask, target_ages)`` for irregular histories and
+  any later target ages (issue #14);
 * :mod:`crnn.models.analog` -- the training-free analog forecast (nearest neighbours in a bank);
 * the paper's CRNN and the persistence / linear baselines live in :mod:`crnn.model`, whose
   :func:`crnn.model.build_model` builds any family from a ``ModelConfig`` (``model.kind``).
