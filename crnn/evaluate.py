@@ -34,7 +34,7 @@ from crnn.config import to_dict
 from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.model import ModelConfig, build_model
-from crnn.shards import read_card, read_numpy
+from crnn.shards import read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
@@ -63,7 +63,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     split (default: the model config's ``data.test_split``) is one the card counts series in, and
     that the frames fit the model. Returns the split; raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir
-    from crnn.shards import require_regular, validate
+    from crnn.shards import validate
 
     if num_examples < 0 or batch_size < 1:
         raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {num_examples}, {batch_size}")
@@ -106,6 +106,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     split = split or cfg.data.test_split
 
     card = read_card(data_path)
+    require_regular(card, data_path, "evaluation")
     ages_all = [int(a) for a in card["ages"]]
     if len(ages_all) < in_frames + 1:
         raise ValueError(

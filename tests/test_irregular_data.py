@@ -274,12 +274,13 @@ def test_regular_only_stages_refuse_an_irregular_dataset_by_name(irr_dataset, tm
     from crnn.shards import read_card
     from crnn.train import check_data
 
-    card = read_card(irr_dataset)
+    irr_dataset, card = irr_dataset
+    assert read_card(irr_dataset) == card
     cfg = load_config("quick", overrides={"data.path": irr_dataset, "model.height": 16, "model.width": 8})
     with pytest.raises(ValueError, match=r"irregular dataset .*training takes a regular dataset"):
         check_data(cfg, card)
     model = str(tmp_path / "model")
-    save_model_dir(model, build_model(cfg.model), cfg)
+    save_model_dir(model, build_model(cfg.model), cfg, epoch=0)
     with pytest.raises(ValueError, match=r"irregular dataset .*evaluation takes a regular dataset"):
         evaluate(model, irr_dataset)
     with pytest.raises(ValueError, match=r"irregular dataset .*prediction takes a regular dataset"):
