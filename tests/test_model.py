@@ -11,10 +11,10 @@ from crnn.model import (
     PersistenceBaseline,
     build_model,
     count_parameters,
-    _paper_parameter_count,
     hard_sigmoid,
     rollout,
 )
+from crnn.models.crnn import _paper_parameter_count
 
 PAPER_PARAMS = 1_792 + 73_856 + 4 * 384 * (10_752 + 384 + 1) + 591_360  # 17,773,440
 
