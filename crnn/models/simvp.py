@@ -36,8 +36,9 @@ from crnn.models.base import Forecaster, causal_windows, check_input, check_posi
 
 
 @dataclass
-class SimVPConfig:
-    """``model.simvp.*``: the SimVP family's fields (used when ``model.kind=simvp``)."""
+class SimVPBackbone:
+    """The encoder / gSTA translator / decoder fields that SimVP and TimeVP (crnn.models.timevp)
+    share; each family's section adds its own."""
 
     # Encoder/decoder channels (SimVP's hid_S).
     hid_s: int = 32
@@ -51,6 +52,31 @@ class SimVPConfig:
     spatio_kernel: int = 3
     # Hidden channels of each translator block's MLP, as a multiple of hid_t.
     mlp_ratio: float = 4.0
+
+    def downsample(self) -> int:
+        return 2 ** (self.n_s // 2)
+
+    def validate_backbone(self, s: str, height: int, width: int) -> None:
+        """ValueError naming ``<s>.<field>`` for a bad backbone field or an image size the encoder's
+        strides do not divide."""
+        for name in ("hid_s", "hid_t", "n_s", "spatio_kernel"):
+            check_positive_int(s, name, getattr(self, name))
+        if self.n_t < 2 or isinstance(self.n_t, bool) or not isinstance(self.n_t, int):
+            raise ValueError(f"{s}.n_t={self.n_t!r}: expected an int >= 2 (in and out blocks)")
+        if self.spatio_kernel % 2 == 0:
+            raise ValueError(f"{s}.spatio_kernel={self.spatio_kernel}: expected an odd size")
+        if isinstance(self.mlp_ratio, bool) or not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
+            raise ValueError(f"{s}.mlp_ratio={self.mlp_ratio!r}: expected a number > 0")
+        d = self.downsample()
+        if height % d or width % d:
+            raise ValueError(f"{s}.n_s={self.n_s}: downsamples by {d}, but the image {height}x{width} "
+                             f"is not divisible by {d}")
+
+
+@dataclass
+class SimVPConfig(SimVPBackbone):
+    """``model.simvp.*``: the SimVP family's fields (used when ``model.kind=simvp``)."""
+
     # Stochastic depth of the translator blocks (0 = off).
     drop_path: float = 0.0
     # Latent frames the translator sees per forecast (frames before the first input are padding).
@@ -58,25 +84,12 @@ class SimVPConfig:
     # Output = last seen frame + predicted change (True) or the predicted frame itself.
     residual: bool = True
 
-    def downsample(self) -> int:
-        return 2 ** (self.n_s // 2)
-
     def validate(self, height: int, width: int) -> None:
         s = "model.simvp"
-        for name in ("hid_s", "hid_t", "n_s", "spatio_kernel", "window"):
-            check_positive_int(s, name, getattr(self, name))
-        if self.n_t < 2 or isinstance(self.n_t, bool) or not isinstance(self.n_t, int):
-            raise ValueError(f"{s}.n_t={self.n_t!r}: expected an int >= 2 (in and out blocks)")
-        if self.spatio_kernel % 2 == 0:
-            raise ValueError(f"{s}.spatio_kernel={self.spatio_kernel}: expected an odd size")
-        if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
-            raise ValueError(f"{s}.mlp_ratio={self.mlp_ratio!r}: expected a number > 0")
+        self.validate_backbone(s, height, width)
+        check_positive_int(s, "window", self.window)
         if not (isinstance(self.drop_path, (int, float)) and 0 <= self.drop_path < 1):
             raise ValueError(f"{s}.drop_path={self.drop_path!r}: expected a number in [0, 1)")
-        d = self.downsample()
-        if height % d or width % d:
-            raise ValueError(f"{s}.n_s={self.n_s}: downsamples by {d}, but the image {height}x{width} "
-                             f"is not divisible by {d}")
         if not isinstance(self.residual, bool):
             raise ValueError(f"{s}.residual={self.residual!r}: expected a bool")
 

@@ -50,25 +50,14 @@ import torch
 from torch import nn
 
 from crnn.models.base import Forecaster, causal_windows, check_input, check_positive_int
-from crnn.models.simvp import Decoder, Encoder, GSTABlock
+from crnn.models.simvp import Decoder, Encoder, GSTABlock, SimVPBackbone
 
 
 @dataclass
-class TimeVPConfig:
-    """``model.timevp.*``: the time-aware family's fields (used when ``model.kind=timevp``)."""
+class TimeVPConfig(SimVPBackbone):
+    """``model.timevp.*``: the time-aware family's fields (used when ``model.kind=timevp``): SimVP's
+    backbone fields (hid_s, hid_t, n_s, n_t, spatio_kernel, mlp_ratio) and these."""
 
-    # Encoder/decoder channels (SimVP's hid_S).
-    hid_s: int = 32
-    # Translator channels (SimVP's hid_T).
-    hid_t: int = 128
-    # Encoder (and decoder) conv layers (N_S); every second one strides 2: n_s=4 -> 1/4 resolution.
-    n_s: int = 4
-    # gSTA translator blocks (N_T).
-    n_t: int = 4
-    # Kernel of the encoder/decoder convs (odd).
-    spatio_kernel: int = 3
-    # Hidden channels of each translator block's MLP, as a multiple of hid_t.
-    mlp_ratio: float = 4.0
     # Most recent real frames the translator sees (older ones are ignored; fewer are zero slots).
     window: int = 6
     # Sinusoidal time features per embedded time value (even; plus one linear term).
@@ -82,32 +71,20 @@ class TimeVPConfig:
     # Output = last real frame + predicted change (True) or the predicted frame itself.
     residual: bool = True
 
-    def downsample(self) -> int:
-        return 2 ** (self.n_s // 2)
-
     def validate(self, height: int, width: int) -> None:
         s = "model.timevp"
-        for name in ("hid_s", "hid_t", "n_s", "spatio_kernel", "window", "time_dim"):
+        self.validate_backbone(s, height, width)
+        for name in ("window", "time_dim"):
             check_positive_int(s, name, getattr(self, name))
-        if self.n_t < 2 or isinstance(self.n_t, bool) or not isinstance(self.n_t, int):
-            raise ValueError(f"{s}.n_t={self.n_t!r}: expected an int >= 2 (in and out blocks)")
-        if self.spatio_kernel % 2 == 0:
-            raise ValueError(f"{s}.spatio_kernel={self.spatio_kernel}: expected an odd size")
         if self.time_dim % 2:
             raise ValueError(f"{s}.time_dim={self.time_dim}: expected an even number (sin and cos pairs)")
-        for name in ("mlp_ratio", "grid_step"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{s}.{name}={v!r}: expected a number > 0")
+        if isinstance(self.grid_step, bool) or not isinstance(self.grid_step, (int, float)) or not self.grid_step > 0:
+            raise ValueError(f"{s}.grid_step={self.grid_step!r}: expected a number > 0")
         if isinstance(self.max_period, bool) or not isinstance(self.max_period, (int, float)) or self.max_period < 1:
             raise ValueError(f"{s}.max_period={self.max_period!r}: expected a number >= 1 (grid steps)")
         if isinstance(self.grid_start, bool) or not isinstance(self.grid_start, (int, float)) \
                 or not math.isfinite(self.grid_start):
             raise ValueError(f"{s}.grid_start={self.grid_start!r}: expected a finite number")
-        d = self.downsample()
-        if height % d or width % d:
-            raise ValueError(f"{s}.n_s={self.n_s}: downsamples by {d}, but the image {height}x{width} "
-                             f"is not divisible by {d}")
         if not isinstance(self.residual, bool):
             raise ValueError(f"{s}.residual={self.residual!r}: expected a bool")
 
