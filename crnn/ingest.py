@@ -231,26 +231,32 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         if problem:
             report.problems[name] = problem
         else:
-            good[name] = [files[a][0] for a in ages]
+            good[name] = (ages, [files[a][0] for a in ages])
+    rows = _load_rows(good, report, height, width, fit, background, max_pixels, threads)
+    return rows, report
+
+
+def _load_rows(good: dict, report, height, width, fit, background, max_pixels, threads, extra=None) -> list[dict]:
+    """Decode every series of ``good`` (name -> (ages, image paths)) in ``threads`` threads: rows
+    for the shards; a series with an undecodable image goes to ``report.problems`` instead."""
 
     def load(item):
-        name, paths = item
+        name, (ages_, paths) = item
         try:
-            frames = [load_image(p, height, width, fit, background, max_pixels) for p in paths]
-            return name, np.stack(frames), None
+            return name, ages_, np.stack([load_image(p, height, width, fit, background, max_pixels) for p in paths]), None
         except images.ImageError as e:
-            return name, None, str(e)
+            return name, ages_, None, str(e)
 
     rows = []
     with ThreadPoolExecutor(threads) as pool:
-        for name, frames, err in pool.map(load, good.items()):
+        for name, ages_, frames, err in pool.map(load, good.items()):
             if err:
                 report.problems[name] = err
                 continue
             rows.append({"series_id": name, "seed": -1, "split": split_for_id(name),
-                         "ages": list(ages), "frames": frames, "params": {}})
+                         "ages": list(ages_), "frames": frames, "params": {}, **(extra or {})})
             report.ingested.append(name)
-    return rows, report
+    return rows
 
 
 def _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels):
@@ -266,25 +272,10 @@ def _collect_irregular(series, ignored, unclear, height, width, fit, threads, ba
             report.problems[name] = problem
         else:
             good[name] = found
-    rows = []
-
-    def load(item):
-        name, found = item
-        try:
-            paths = [series[name][a][0] for a in found]
-            return name, np.stack([load_image(p, height, width, fit, background, max_pixels) for p in paths]), None
-        except images.ImageError as e:
-            return name, None, str(e)
-
-    with ThreadPoolExecutor(threads) as pool:
-        for name, frames, err in pool.map(load, good.items()):
-            if err:
-                report.problems[name] = err
-                continue
-            rows.append({"series_id": name, "seed": -1, "split": split_for_id(name),
-                         "ages": list(good[name]), "frames": frames, "params": {}, "num_inputs": 0})
-            report.ingested.append(name)
-            report.series_ages[name] = good[name]
+    rows = _load_rows({name: (found, [series[name][a][0] for a in found]) for name, found in good.items()},
+                      report, height, width, fit, background, max_pixels, threads, extra={"num_inputs": 0})
+    for r in rows:
+        report.series_ages[r["series_id"]] = good[r["series_id"]]
     if not report.irregular and rows:
         report.ages = tuple(rows[0]["ages"])
     return rows, report
