@@ -42,6 +42,8 @@ RUNS = {
     # the forecaster families (crnn/models/), 10 epochs in bf16 like strong-fast: the same budget
     "convlstm-fast": ("convlstm-fast", {"train.precision": "bf16"}),
     "simvp-fast": ("simvp-fast", {"train.precision": "bf16"}),
+    # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
+    "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
                                "train.epochs": 40}),
 }
