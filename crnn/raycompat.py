@@ -17,8 +17,6 @@ import tempfile
 import time
 import warnings
 
-from ray.tune import Callback
-
 #: The Ray release (major.minor) these workarounds were checked on.
 CHECKED_RAY = "2.60"
 
@@ -55,7 +53,7 @@ def check_ray_version(version: str | None = None) -> bool:
 
 
 # ----------------------------------------------------------------------------- ray#30838
-class SchedulerState(Callback):
+class _SchedulerState:  # a ray.tune Callback: see __getattr__ at the end
     """Tune callback that saves ``scheduler`` with the experiment and puts it back on ``Tuner.restore``.
 
     Tune rebuilds the scheduler from ``tuner.pkl``, written when the search started, and never saves its
@@ -153,7 +151,7 @@ def settle_placement_groups(timeout_s: float = 10.0) -> None:
         warnings.warn(f"placement group clean-up check failed: {e}")
 
 
-class ReleaseOrphanedPlacementGroups(Callback):
+class _ReleaseOrphanedPlacementGroups:  # a ray.tune Callback: see __getattr__ at the end
     """Tune callback: every ``every_s`` seconds, :func:`release_orphaned_placement_groups`."""
 
     def __init__(self, every_s: float = 2.0):
@@ -172,3 +170,20 @@ class ReleaseOrphanedPlacementGroups(Callback):
 
     def __getstate__(self):  # pickled with the experiment; the clock is not state
         return {"every_s": self.every_s, "_last": 0.0, "released": self.released}
+
+
+# ----------------------------------------------------------------------------- (no Ray bug)
+_TUNE_CALLBACKS = {"SchedulerState": _SchedulerState, "ReleaseOrphanedPlacementGroups": _ReleaseOrphanedPlacementGroups}
+
+
+def __getattr__(name: str):
+    """The Tune callbacks, made (subclassing ``ray.tune.Callback``) on first use: importing ray.tune
+    takes a second, and ``crnn.runtime.init_ray`` and jobs/cluster.py import this module too. They
+    keep their module-level names, so pickle finds them."""
+    if name not in _TUNE_CALLBACKS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ray.tune import Callback
+
+    mixin = _TUNE_CALLBACKS[name]
+    cls = globals()[name] = type(name, (mixin, Callback), {"__module__": __name__, "__doc__": mixin.__doc__})
+    return cls

@@ -35,6 +35,21 @@ def test_another_ray_warns_once_naming_the_issues(monkeypatch):
         check_ray_version("nightly")
 
 
+def test_tune_callbacks_are_made_on_first_use_and_pickle():
+    """Importing raycompat does not import ray.tune (init_ray and jobs/cluster.py import it); the
+    callbacks are ray.tune Callbacks under their own names, so Tune can pickle them."""
+    import subprocess
+    import sys
+
+    code = "import sys, crnn.raycompat; print('ray.tune' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from ray.tune import Callback
+
+    cb = pickle.loads(pickle.dumps(raycompat.ReleaseOrphanedPlacementGroups(every_s=3.0)))
+    assert type(cb) is raycompat.ReleaseOrphanedPlacementGroups and isinstance(cb, Callback) and cb.every_s == 3.0
+    assert isinstance(SchedulerState(_asha()), Callback)
+
+
 def _asha():
     return ASHAScheduler(time_attr="epochs_done", metric="val_loss", mode="min", max_t=4, grace_period=1,
                          reduction_factor=2)
