@@ -5,6 +5,9 @@ the Ray release :data:`CHECKED_RAY` (pyproject pins Ray), so removing one is one
     SchedulerState(scheduler)             # ray#30838: Tuner.restore forgets the scheduler's state
     ReleaseOrphanedPlacementGroups()      # ray#54305: a stopped trial's Train placement group leaks
     settle_placement_groups()             #   (the same, once Tuner.fit returns)
+    pin_state_api(url)                    # no issue found: Ray's state API looks for "the" local cluster
+    job_agent_ready(gcs_address)          # no issue found: the dashboard answers before the job agent
+    restore_address_file(port, before)    # ray#45771 (kin): a stopped `ray start --block` leaves its address
 
 On a Ray upgrade, ``tests/test_raycompat.py`` fails until :data:`CHECKED_RAY` is moved: re-check each
 issue in :data:`ISSUES` on the new Ray and delete the workarounds it made unnecessary.
@@ -12,12 +15,11 @@ issue in :data:`ISSUES` on the new Ray and delete the workarounds it made unnece
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 import warnings
-
-from ray.tune import Callback
 
 #: The Ray release (major.minor) these workarounds were checked on.
 CHECKED_RAY = "2.60"
@@ -26,6 +28,9 @@ CHECKED_RAY = "2.60"
 ISSUES = {
     "SchedulerState": "https://github.com/ray-project/ray/issues/30838",
     "ReleaseOrphanedPlacementGroups": "https://github.com/ray-project/ray/issues/54305",
+    "pin_state_api": "no upstream issue found",
+    "job_agent_ready": "no upstream issue found",
+    "restore_address_file": "no upstream issue found (kin: https://github.com/ray-project/ray/issues/45771)",
 }
 
 _warned: set[str] = set()
@@ -50,12 +55,12 @@ def check_ray_version(version: str | None = None) -> bool:
     if version not in _warned:
         _warned.add(version)
         warnings.warn(f"crnn/raycompat.py's workarounds were checked on Ray {CHECKED_RAY}, not {version}; they "
-                      f"still run. Re-check whether Ray fixed {', '.join(ISSUES.values())}")
+                      f"still run. Re-check whether Ray fixed {'; '.join(f'{k}: {v}' for k, v in ISSUES.items())}")
     return False
 
 
 # ----------------------------------------------------------------------------- ray#30838
-class SchedulerState(Callback):
+class _SchedulerState:  # a ray.tune Callback: see __getattr__ at the end
     """Tune callback that saves ``scheduler`` with the experiment and puts it back on ``Tuner.restore``.
 
     Tune rebuilds the scheduler from ``tuner.pkl``, written when the search started, and never saves its
@@ -153,7 +158,7 @@ def settle_placement_groups(timeout_s: float = 10.0) -> None:
         warnings.warn(f"placement group clean-up check failed: {e}")
 
 
-class ReleaseOrphanedPlacementGroups(Callback):
+class _ReleaseOrphanedPlacementGroups:  # a ray.tune Callback: see __getattr__ at the end
     """Tune callback: every ``every_s`` seconds, :func:`release_orphaned_placement_groups`."""
 
     def __init__(self, every_s: float = 2.0):
@@ -172,3 +177,108 @@ class ReleaseOrphanedPlacementGroups(Callback):
 
     def __getstate__(self):  # pickled with the experiment; the clock is not state
         return {"every_s": self.every_s, "_last": 0.0, "released": self.released}
+
+
+# ----------------------------------------------------------------------------- no upstream issue found
+#: Pins Ray's state API (``ray.util.state``) to one dashboard, whatever else runs on the machine.
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def state_api_pinned() -> bool:
+    """Whether this process's environment pins Ray's state API already (the user's pin wins)."""
+    return API_SERVER_ENV in os.environ
+
+
+@contextlib.contextmanager
+def pin_state_api(dashboard_url: str):
+    """``with pin_state_api(url): ray.init(...)``: every process the embedded Ray starts (raylet,
+    dashboard, and the workers the raylet spawns later) inherits ``RAY_API_SERVER_ADDRESS=url``; this
+    process's environment is as before afterwards, so nothing it runs after ``ray.shutdown()`` chases
+    a dead dashboard.
+
+    Ray's state API, which Ray Train's placement-group cleaner polls, otherwise looks for "the" local
+    cluster: seen on Ray 2.60, it fails when several Rays run on the machine and hangs for 40 s on a
+    stale /tmp/ray/ray_current_cluster left by a killed ``ray start``, and Train's teardown then waits
+    up to 12 s for the stuck cleaner (BENCHMARKS.md, start-up and teardown). No upstream issue found
+    (searched 2026: the nearest, ray#55244 and ray#45771, are about ``ray.init`` and ``ray stop``).
+    """
+    os.environ[API_SERVER_ENV] = dashboard_url
+    try:
+        yield
+    finally:
+        os.environ.pop(API_SERVER_ENV, None)
+
+
+def job_agent_ready(gcs_address: str) -> bool:
+    """Whether the head's job agent has registered with the GCS at ``gcs_address`` (HOST:PORT).
+
+    ``ray start --head`` returns, and the dashboard answers ``/api/version``, before the dashboard
+    agent (which runs submitted jobs) has registered; Ray 2.60's job head then answers a submission
+    with HTTP 500 "No available agent to submit job, please try again later." Ray has no public
+    readiness check, so this reads the key the agent writes to the GCS through private APIs
+    (``ray._raylet.GcsClient``, ``ray._private.ray_constants``). No upstream issue found (searched
+    2026). When Ray has moved those internals: True (the dashboard answering has to do).
+    """
+    try:
+        from ray._private.ray_constants import KV_NAMESPACE_DASHBOARD
+        from ray._raylet import GcsClient
+        from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX
+
+        keys = GcsClient(address=gcs_address).internal_kv_keys(DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX.encode(),
+                                                               namespace=KV_NAMESPACE_DASHBOARD, timeout=5)
+        return bool(keys)
+    except ImportError:
+        return True
+    except Exception:  # noqa: BLE001 -- not up (yet)
+        return False
+
+
+# ----------------------------------------------------------------------------- ray#45771 (kin)
+#: Where ``ray start`` records the local cluster's address (NODE_IP:PORT); ``ray.init()``,
+#: ``ray.init("auto")`` and Ray's state API read it.
+ADDRESS_FILE = "/tmp/ray/ray_current_cluster"
+
+
+def read_address_file(path: str = ADDRESS_FILE) -> str | None:
+    """The address file's text (None: absent), to give :func:`restore_address_file` later."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def restore_address_file(port: int, before: str | None, path: str = ADDRESS_FILE) -> None:
+    """After stopping the ``ray start`` whose GCS listened on ``port``: if the address file still
+    names it, put the file back as :func:`read_address_file` found it (remove it when it was absent).
+
+    Only ``ray stop`` removes the file, and it stops every Ray of the user on the machine; a
+    ``ray start --block`` ended with SIGTERM (how jobs/cluster.py stops its own head) leaves its
+    address behind on Ray 2.60, and later local Rays (and the state API) chase the dead cluster.
+    ray#45771 reported the file left behind by ``ray stop`` (closed as fixed); no upstream issue
+    found for ``--block`` (searched 2026).
+    """
+    if not (read_address_file(path) or "").strip().endswith(f":{port}"):
+        return  # another Ray's address, or none: not ours to touch
+    if before is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    else:
+        with open(path, "w") as f:
+            f.write(before)
+
+# ----------------------------------------------------------------------------- (no Ray bug)
+_TUNE_CALLBACKS = {"SchedulerState": _SchedulerState, "ReleaseOrphanedPlacementGroups": _ReleaseOrphanedPlacementGroups}
+
+
+def __getattr__(name: str):
+    """The Tune callbacks, made (subclassing ``ray.tune.Callback``) on first use: importing ray.tune
+    takes a second, and ``crnn.runtime.init_ray`` and jobs/cluster.py import this module too. They
+    keep their module-level names, so pickle finds them."""
+    if name not in _TUNE_CALLBACKS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ray.tune import Callback
+
+    mixin = _TUNE_CALLBACKS[name]
+    cls = globals()[name] = type(name, (mixin, Callback), {"__module__": __name__, "__doc__": mixin.__doc__})
+    return cls

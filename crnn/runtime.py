@@ -11,17 +11,14 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     when some other Ray runs on the machine. Usage stats are off unless the user turned them on.
     Idempotent inside one process.
 
-    An embedded Ray gets its dashboard on a free port, and ``RAY_API_SERVER_ADDRESS`` pointing at
-    it in the environment of every Ray process it starts (set only during ``ray.init``: this
-    process's environment stays as it was, so nothing it runs later chases a dead dashboard;
-    ``pinned_state_api()`` tells the URL). Without it Ray's state API, which Ray Train's
-    placement-group cleaner polls, looks for "the" local cluster:
-    it fails when several run on the machine and hangs for 40 s on a stale
-    /tmp/ray/ray_current_cluster left by a killed ``ray start`` -- and Train's teardown then waits
-    up to 12 s for the stuck cleaner (BENCHMARKS.md, start-up and teardown).
+    An embedded Ray gets its dashboard on a free port, and Ray's state API in every Ray process it
+    starts pinned to that dashboard (``raycompat.pin_state_api``, a Ray workaround; this process's
+    environment stays as it was); ``pinned_state_api()`` tells the URL.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
+
+    from crnn import raycompat
 
     if ray.is_initialized():
         return ray
@@ -32,16 +29,14 @@ def init_ray(num_cpus: int | None = None, **kwargs):
     global _pinned
     _pinned = None
     given = dict(kwargs)
-    if API_SERVER_ENV not in os.environ and kwargs.get("include_dashboard", True) is not False:
+    if not raycompat.state_api_pinned() and kwargs.get("include_dashboard", True) is not False:
         kwargs.setdefault("dashboard_port", free_port())
         kwargs.setdefault("dashboard_host", "127.0.0.1")
         kwargs["include_dashboard"] = True
         url = f"http://{kwargs['dashboard_host']}:{kwargs['dashboard_port']}"
-        # set only while Ray starts: its processes (raylet, dashboard, and the workers the raylet
-        # spawns later) inherit it; this process, and whatever it runs after ray.shutdown(), do not
-        os.environ[API_SERVER_ENV] = url
         try:
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            with raycompat.pin_state_api(url):
+                ray.init(address="local", num_cpus=num_cpus, **kwargs)
             _pinned = url
             return ray
         except Exception as e:
@@ -52,8 +47,6 @@ def init_ray(num_cpus: int | None = None, **kwargs):
 
             warnings.warn(f"embedded Ray with a dashboard failed ({e}); starting it without the state-API pin")
             ray.shutdown()
-        finally:
-            os.environ.pop(API_SERVER_ENV, None)
     ray.init(address="local", num_cpus=num_cpus, **given)
     return ray
 
@@ -63,7 +56,6 @@ def pinned_state_api() -> str | None:
     return _pinned
 
 
-API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 _pinned: str | None = None
 
 

@@ -24,7 +24,6 @@ import sys
 import time
 import urllib.request
 
-ADDRESS_FILE = "/tmp/ray/ray_current_cluster"  # where `ray start` records the local cluster
 # `ray start` flags for ports that only Ray's own processes use: Ray's fixed defaults (52365, 10001,
 # ...) fail or stall a second Ray on the machine, so `up` gives each a free port unless told one
 INTERNAL_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
@@ -64,20 +63,14 @@ def _dashboard_up(url: str) -> bool:
         return False
 
 
-def _job_agent_up(gcs: str) -> bool:
-    """Whether the head's job agent has registered (job submissions before that may be refused)."""
-    try:
-        from ray._raylet import GcsClient
-        from ray._private.ray_constants import KV_NAMESPACE_DASHBOARD
-        from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX
+def _crnn():
+    """``crnn.raycompat`` and ``crnn.runtime``, imported late: run as a script, this makes ``crnn``
+    importable from the checkout first."""
+    if not __package__:
+        import _bootstrap  # noqa: F401
+    from crnn import raycompat, runtime
 
-        keys = GcsClient(address=gcs).internal_kv_keys(DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX.encode(),
-                                                       namespace=KV_NAMESPACE_DASHBOARD, timeout=5)
-        return bool(keys)
-    except ImportError:  # Ray moved its internals: the dashboard answering has to do
-        return True
-    except Exception:
-        return False
+    return raycompat, runtime
 
 
 def up(a) -> int:
@@ -107,22 +100,20 @@ def up(a) -> int:
         cmd.append(f"--num-cpus={a.num_cpus}")
     given = {arg[2:].split("=")[0] for arg in a.ray_start_args if arg.startswith("--")}
     internal = [name for name in INTERNAL_PORTS if name not in given]
-    if not __package__:  # run as a script: make crnn importable from the checkout
-        import _bootstrap  # noqa: F401
-    from crnn.runtime import free_ports
+    raycompat, runtime = _crnn()
     from crnn.storage import write_json
 
-    cmd += [f"--{name}={port}" for name, port in zip(internal, free_ports(len(internal)))]
+    cmd += [f"--{name}={port}" for name, port in zip(internal, runtime.free_ports(len(internal)))]
     cmd += a.ray_start_args
     log = os.path.join(d, "head.log")
-    before = _read(ADDRESS_FILE)
+    before = raycompat.read_address_file()  # `down` puts it back (raycompat.restore_address_file)
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     state = {"pid": proc.pid, "port": a.port, "gcs": gcs, "dashboard": dashboard, "log": log, "address_file_before": before}
 
     write_json(os.path.join(d, "head.json"), state)  # whole or not at all: `down` reads it
     deadline = time.time() + a.timeout
-    while not (_dashboard_up(dashboard) and _job_agent_up(gcs)):
+    while not (_dashboard_up(dashboard) and raycompat.job_agent_ready(gcs)):
         if proc.poll() is not None or time.time() > deadline:
             why = ("exited" if proc.poll() is not None else
                    f"did not take jobs within {a.timeout:.0f} s (dashboard {'up' if _dashboard_up(dashboard) else 'down'}"
@@ -152,18 +143,9 @@ def _stop(d: str, state: dict) -> None:
         os.killpg(pid, signal.SIGKILL)  # leftovers of its process group only
     except (ProcessLookupError, PermissionError):
         pass
-    # a terminated `ray start --block` leaves its address (NODE_IP:PORT) behind, and later local
-    # Rays chase it
-    if (_read(ADDRESS_FILE) or "").strip().endswith(f":{state['port']}"):
-        before = state.get("address_file_before")
-        if before is None:
-            try:
-                os.unlink(ADDRESS_FILE)
-            except FileNotFoundError:
-                pass
-        else:
-            with open(ADDRESS_FILE, "w") as f:
-                f.write(before)
+    # a terminated `ray start --block` leaves its address behind, and later local Rays chase it
+    raycompat, _ = _crnn()
+    raycompat.restore_address_file(state["port"], state.get("address_file_before"))
     os.unlink(os.path.join(d, "head.json"))
 
 

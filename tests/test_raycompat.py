@@ -1,6 +1,7 @@
 """crnn/raycompat.py: the Ray-bug workarounds' version check, the scheduler state carried through Tune's
 callback state (ray#30838), and the release of orphaned placement groups (ray#54305) on a local Ray."""
 
+import os
 import pickle
 import time
 import warnings
@@ -33,6 +34,21 @@ def test_another_ray_warns_once_naming_the_issues(monkeypatch):
         assert not check_ray_version("99.1.0")  # once per version
     with pytest.raises(ValueError, match="'nightly'"):
         check_ray_version("nightly")
+
+
+def test_tune_callbacks_are_made_on_first_use_and_pickle():
+    """Importing raycompat does not import ray.tune (init_ray and jobs/cluster.py import it); the
+    callbacks are ray.tune Callbacks under their own names, so Tune can pickle them."""
+    import subprocess
+    import sys
+
+    code = "import sys, crnn.raycompat; print('ray.tune' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from ray.tune import Callback
+
+    cb = pickle.loads(pickle.dumps(raycompat.ReleaseOrphanedPlacementGroups(every_s=3.0)))
+    assert type(cb) is raycompat.ReleaseOrphanedPlacementGroups and isinstance(cb, Callback) and cb.every_s == 3.0
+    assert isinstance(SchedulerState(_asha()), Callback)
 
 
 def _asha():
@@ -88,3 +104,32 @@ def test_orphaned_placement_group_is_released(ray_local):
     assert table[own.id.hex()]["state"] == "CREATED"
     raycompat.settle_placement_groups(timeout_s=1)  # nothing left to wait for
     remove_placement_group(own)
+
+
+def test_every_workaround_names_its_issue():
+    """Each workaround in ISSUES exists here; on a Ray upgrade the version check names them all."""
+    assert {"pin_state_api", "job_agent_ready", "restore_address_file"} <= set(ISSUES)
+    assert all(callable(getattr(raycompat, name)) for name in ISSUES)
+
+
+def test_pin_state_api_only_while_ray_starts(monkeypatch):
+    monkeypatch.delenv(raycompat.API_SERVER_ENV, raising=False)
+    assert not raycompat.state_api_pinned()
+    with raycompat.pin_state_api("http://127.0.0.1:1"):
+        assert os.environ[raycompat.API_SERVER_ENV] == "http://127.0.0.1:1" and raycompat.state_api_pinned()
+    assert not raycompat.state_api_pinned()
+
+
+def test_restore_address_file_touches_only_its_own_cluster(tmp_path):
+    path = str(tmp_path / "ray_current_cluster")
+    assert raycompat.read_address_file(path) is None
+    with open(path, "w") as f:
+        f.write("127.0.0.1:6379")  # what `ray start --port=6379` left behind; absent before it
+    raycompat.restore_address_file(7000, None, path)  # another cluster's address: left alone
+    assert raycompat.read_address_file(path) == "127.0.0.1:6379"
+    raycompat.restore_address_file(6379, None, path)
+    assert raycompat.read_address_file(path) is None
+    with open(path, "w") as f:
+        f.write("127.0.0.1:6379\n")
+    raycompat.restore_address_file(6379, "10.0.0.1:6380", path)  # put back what was there before
+    assert raycompat.read_address_file(path) == "10.0.0.1:6380"
