@@ -18,7 +18,7 @@ machine slows them alike; the median round is reported. Compare ratios within on
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import os
 import platform
@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from crnn.config import load_config  # noqa: E402
+from crnn.loop import autocast as loop_autocast  # noqa: E402
 from crnn.model import build_model, count_flops, count_parameters  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
@@ -67,7 +68,7 @@ def measure_cost(presets, sizes, rounds: int = 3, steps: int = 3, batch: int = 3
         torch.set_num_threads(threads)
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    autocast = functools.partial(loop_autocast, dev, precision)  # as train.precision does
     entries = []
     for preset in presets:
         for h, w in sizes:

@@ -97,7 +97,7 @@ def read_model_file(path: str) -> dict[str, Any]:
     """
     with contextlib.ExitStack() as stack:
         try:
-            local = stack.enter_context(local_copy(path))
+            local = stack.enter_context(local_copy(path, ignore=(OPTIM_FILE,)))  # the weights only
         except (OSError, ValueError) as e:  # a URI that cannot be listed or copied
             raise ModelError(f"{path}: cannot read the model directory ({e})") from None
         if not os.path.isdir(local):
@@ -172,7 +172,7 @@ def check_model_dir(path: str) -> tuple[Config, dict[str, Any]]:
 
 def load_training_state(path: str) -> dict[str, Any] | None:
     """The ``optimizer.pt`` payload of a model directory (local or URI), or None when it has none."""
-    with local_copy(path) as local:
+    with local_copy(path, ignore=(MODEL_FILE,)) as local:  # the optimizer state only
         f = os.path.join(local, OPTIM_FILE)
         if not os.path.exists(f):
             return None

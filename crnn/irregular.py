@@ -44,7 +44,6 @@ from crnn.shardcheck import (
 
 LAYOUT = "irregular"
 COLUMNS = REQUIRED_COLUMNS + ("num_frames", "num_inputs")
-_COUNT_COLUMNS = ("num_frames", "num_inputs")
 
 
 def is_irregular(card: dict[str, Any]) -> bool:
@@ -251,7 +250,7 @@ def check_values(batch: dict[str, np.ndarray], where: str, card: dict[str, Any])
     bad = np.flatnonzero((n < 2) | (n > t_max))
     if len(bad):
         raise ShardError(f"{where}: column 'num_frames' is {int(n[bad[0]])} in row {int(bad[0])}; expected 2..{t_max}")
-    valid = np.arange(t_max)[None, :] < n[:, None]                      # (N, T_max) the mask
+    valid = frame_mask(n, t_max)                                        # (N, T_max) the mask
     if "num_inputs" in batch:
         k = np.asarray(batch["num_inputs"])
         bad = np.flatnonzero((k < 0) | (k >= n))
@@ -329,7 +328,7 @@ def torch_series(batch: dict[str, Any], device=None, dtype=None) -> dict[str, An
     out = {
         "frames": frames,
         "ages": torch.tensor(np.asarray(batch["ages"], np.float32)),
-        "mask": torch.arange(t_max)[None, :] < n[:, None],
+        "mask": torch.from_numpy(frame_mask(n.numpy(), t_max)),
         "num_frames": n,
         "num_inputs": torch.tensor(np.asarray(batch["num_inputs"]), dtype=torch.int64),
     }

@@ -120,7 +120,7 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.kind={self.kind!r}: expected one of {kinds}")
         for name in ("height", "width", "channels"):
             _check_pos_int(name, getattr(self, name))
-        if self.kind in ("convlstm", "simvp", "timevp"):
+        if self.kind in FAMILIES and self.kind != "crnn":  # a family with its own typed section
             getattr(self, self.kind).validate(self.height, self.width)
         if self.kind != "crnn":
             return self

@@ -413,13 +413,11 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
     checked = _CHECKED_COLUMNS + (irregular._CHECKED if irregular.is_irregular(card) else [])
     want = None if columns is None else list(dict.fromkeys(columns + checked))
     counts: dict[str, int] = {}
-    for shard in _shard_layouts(path, card):  # every footer and the card's shard list first
+    # every footer and the card's shard list checked first; each shard's layout comes from there
+    for shard, layout in _shard_layouts(path, card).items():
         try:
             with fs.open_input_file(shard) as f:
-                pf = pq.ParquetFile(f)
-                layout = (irregular.shard_layout if irregular.is_irregular(card) else shard_layout)(
-                    pf.schema_arrow, shard, card)
-                table = pf.read(columns=want)
+                table = pq.ParquetFile(f).read(columns=want)
         except ShardError:
             raise
         except Exception as e:  # truncated file, bad page, foreign file

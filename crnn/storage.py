@@ -206,16 +206,17 @@ def copy_dir(src: str, dst: str, ignore: tuple[str, ...] = ()) -> str:
 
 
 @contextlib.contextmanager
-def local_copy(path: str) -> Iterator[str]:
+def local_copy(path: str, ignore: tuple[str, ...] = ()) -> Iterator[str]:
     """A local path with the contents of the directory ``path``: the path itself when it is local
-    (absolute; it may not exist), else a temporary copy (:func:`copy_dir`), deleted on exit."""
+    (absolute; it may not exist), else a temporary copy (:func:`copy_dir`, without the file names
+    in ``ignore``), deleted on exit."""
     fs, p = resolve(path)
     if _is_local_fs(fs):
         yield p
         return
     tmp = tempfile.mkdtemp(prefix="crnn-copy-")
     try:
-        copy_dir(path, tmp)
+        copy_dir(path, tmp, ignore=ignore)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -103,6 +103,7 @@ def test_orphaned_placement_group_is_released(ray_local):
     assert released == 1 and table[orphan]["state"] == "REMOVED"  # Ray itself left it in place
     assert table[own.id.hex()]["state"] == "CREATED"
     raycompat.settle_placement_groups(timeout_s=1)  # nothing left to wait for
+    assert raycompat._orphaned_placement_groups(include_alive_creators=True) == []
     remove_placement_group(own)
 
 

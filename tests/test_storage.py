@@ -224,6 +224,8 @@ def test_s3_copy_dir_both_ways(s3, tmp_path):
         assert {k.replace(os.sep, "/"): v for k, v in _tree(d).items()} == want
         kept = d
     assert not os.path.exists(kept)  # the temporary copy is gone
+    with local_copy(f"{bucket}/copy/m", ignore=("model.pt",)) as d:  # only what the reader needs
+        assert "model.pt" not in _tree(d) and set(_tree(d)) == {k.replace("/", os.sep) for k in want} - {"model.pt"}
 
 
 def test_s3_publish_replaces_and_a_failed_one_keeps_the_old(s3):
