@@ -3,7 +3,9 @@
 A model directory (also the layout of every Ray Train checkpoint this project writes)::
 
     model.pt       {"format": "crnn-forecast-model", "version": 1, "config": Config dict,
-                    "state_dict": ..., "epoch": int, "metrics": {...}}
+                    "state_dict": ..., "epoch": int, "metrics": {...},
+                    "data": {...} (optional: the training data's layout, age unit and age range,
+                    crnn.timeaware.data_summary)}
     optimizer.pt   optimizer state and epoch, for resuming (absent in published models)
     config.yaml    the same config, for people
 
@@ -46,15 +48,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def save_model_dir(directory: str, model: torch.nn.Module, cfg: Config, *, epoch: int,
                    metrics: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
                    scheduler: Any = None, state_dict: dict[str, torch.Tensor] | None = None,
-                   done: bool = False) -> str:
+                   done: bool = False, data: dict[str, Any] | None = None) -> str:
     """Write a model directory: ``model.pt`` (weights -- ``model``'s, or ``state_dict`` when given --
     config, epoch, metrics), ``config.yaml`` and, with an ``optimizer``, ``optimizer.pt`` for resuming.
-    ``done`` writes a training state without optimizer that tells a resumed run nothing is left."""
+    ``done`` writes a training state without optimizer that tells a resumed run nothing is left.
+    ``data``: the training data's summary (:func:`crnn.timeaware.data_summary`: layout, age unit and
+    range), kept as the payload's optional ``data`` key -- what ages the model answers."""
     os.makedirs(directory, exist_ok=True)
     src = state_dict if state_dict is not None else unwrap(model).state_dict()
     state = {k: v.detach().cpu() for k, v in src.items()}
     torch.save({"format": FORMAT, "version": 1, "config": to_dict(cfg), "state_dict": state,
-                "epoch": int(epoch), "metrics": dict(metrics or {})},
+                "epoch": int(epoch), "metrics": dict(metrics or {}),
+                **({"data": dict(data)} if data else {})},
                os.path.join(directory, MODEL_FILE))
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
@@ -128,6 +133,8 @@ def read_model_file(path: str) -> dict[str, Any]:
     for key, tp in MODEL_KEYS.items():
         if not isinstance(payload[key], tp) or (tp is int and isinstance(payload[key], bool)):
             raise ModelError(f"{path}/{MODEL_FILE}: {key!r} is a {type(payload[key]).__name__}, expected {tp.__name__}")
+    if "data" in payload and not isinstance(payload["data"], dict):
+        raise ModelError(f"{path}/{MODEL_FILE}: 'data' is a {type(payload['data']).__name__}, expected dict")
     if payload["version"] != 1:
         raise ModelError(f"{path}/{MODEL_FILE}: format version {payload['version']} is not 1 (a newer crnn-forecast?)")
     return payload

@@ -79,7 +79,8 @@ def setup_torch(device: str, torch_threads: int = 0) -> None:
 def load_model(path: str, device: str | torch.device = "cpu",
                version: bool = False) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(model in eval mode on ``device``, its :class:`crnn.config.Config`, meta) from the model
-    directory ``path`` (local or URI). meta: ``epoch`` and ``metrics`` (as trained), and with
+    directory ``path`` (local or URI). meta: ``epoch`` and ``metrics`` (as trained), ``data`` (the
+    training data's summary, :func:`crnn.timeaware.data_summary`, or None), and with
     ``version`` the content hash :func:`model_version` (it reads every weight once). The model is
     built from the config the checkpoint carries, never from flags. Raises :class:`ModelError`
     naming the path for a missing, damaged or foreign directory
@@ -87,7 +88,7 @@ def load_model(path: str, device: str | torch.device = "cpu",
     payload = read_model_file(path)
     model, cfg = model_from_payload(payload, path)
     model.to(device).eval()
-    meta = {"epoch": payload["epoch"], "metrics": payload["metrics"]}
+    meta = {"epoch": payload["epoch"], "metrics": payload["metrics"], "data": payload.get("data")}
     if version:
         meta["version"] = model_version(payload)
     return model, cfg, meta

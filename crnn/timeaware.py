@@ -1,0 +1,238 @@
+"""Forecasts at requested ages: what a model accepts in time (:class:`TimeDomain`), the checks of a
+request's ages (:func:`check_ages`) and the forecast itself (:func:`forecast_at`) -- one path for
+Serve, ``jobs/predict.py --target-ages`` and the time-aware evaluation (issue #14).
+
+    model, cfg, meta = crnn.inference.load_model("runs/t/model")
+    domain = time_domain(cfg, meta.get("data"))                # what ages the model answers
+    check_ages(domain, [7, 11, 12, 19], [22.5, 40], where="series[0]")   # AgeError naming the problem
+    outs = forecast_at(model, domain, [frames], [[7, 11, 12, 19]], [[22.5, 40]])  # [uint8 (2, H, W, C)]
+
+Two kinds of model:
+
+* **time-aware** (``model.kind=timevp``, :class:`crnn.models.timevp.TimeVP`): 2..N input frames at
+  any strictly increasing ages (only the most recent ``window`` are read), forecasts at any ages
+  after the last input. Ages are real numbers in the training data's ``age_unit`` (years for the
+  simulated scenes). A request is refused when an age lies *far* outside the ages the model was
+  trained on: more than ``margin`` outside ``age_range`` (:data:`MARGIN_FRACTION` of the range's
+  width, at least one ``grid_step``).
+* **grid** models (every other family): exactly ``in_frames`` evenly spaced inputs (the spacing is
+  read as the training grid's step: the ages only label the frames), forecasts at whole steps after
+  the last input (``last + k * spacing``), answered by a rollout to the furthest requested step.
+
+The domain comes from the ``data`` summary the checkpoint carries (:func:`data_summary`, written at
+training from the dataset card); model directories written before it fall back to the model
+config's ages (the paper's grid 10, 15, 20, 25 -> 30).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
+           "is_time_aware", "MARGIN_FRACTION", "TIME_AWARE_KINDS"]
+
+#: Families conditioned on real-valued ages (forward(frames, ages, mask, target_ages)).
+TIME_AWARE_KINDS = ("timevp",)
+#: How far outside the training ages a request may reach, as a fraction of the range's width.
+MARGIN_FRACTION = 0.25
+
+
+class AgeError(ValueError):
+    """Ages a model cannot answer; the message names the series and the problem (Serve: HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class TimeDomain:
+    """What ages a model answers.
+
+    ``time_aware``: any ages (True) or its training grid only. ``age_unit``: the unit of every age
+    ("years"). ``age_range``: (lo, hi), the ages the model was trained on (inputs and targets).
+    ``margin``: how far outside ``age_range`` a request may reach. ``min_inputs``/``max_inputs``:
+    input frames per series (``max_inputs`` 0: any number; a time-aware model reads the last
+    ``window``). ``step``: the grid spacing (grid models; the time unit of a time-aware model's
+    embedding). ``default_ages``: the input ages assumed when a request gives none (the training
+    grid's first ``in_frames``)."""
+
+    time_aware: bool
+    age_unit: str
+    age_range: tuple[float, float]
+    margin: float
+    min_inputs: int
+    max_inputs: int
+    window: int
+    step: float
+    default_ages: tuple[float, ...]
+
+    @property
+    def accepted(self) -> tuple[float, float]:
+        """(lo, hi): every input and target age must lie in it."""
+        return self.age_range[0] - self.margin, self.age_range[1] + self.margin
+
+    def default_targets(self, ages: Sequence[float]) -> list[float]:
+        """The target ages when a request gives none: one step after the last input."""
+        return [float(ages[-1]) + self.step]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["age_range"] = list(self.age_range)
+        d["accepted_ages"] = list(self.accepted)
+        d["default_ages"] = list(self.default_ages)
+        return d
+
+
+def is_time_aware(cfg) -> bool:
+    """Whether the model of config ``cfg`` (a :class:`crnn.config.Config`) answers any ages."""
+    return cfg.model.kind in TIME_AWARE_KINDS
+
+
+def data_summary(card: dict[str, Any], in_frames: int) -> dict[str, Any]:
+    """The part of a dataset card (``dataset.json``) a model directory keeps (the checkpoint's
+    ``data``): ``layout`` ("regular" or "irregular"), ``age_unit``, ``age_range`` [lo, hi] of the
+    ages trained on and, on the regular grid, ``ages`` (the first ``in_frames + 1``)."""
+    if card.get("layout") == "irregular":
+        lo, hi = card["age_range"]
+        return {"layout": "irregular", "age_unit": str(card.get("age_unit", "years")),
+                "age_range": [float(lo), float(hi)]}
+    ages = [float(a) for a in card["ages"][:in_frames + 1]]
+    return {"layout": "regular", "age_unit": str(card.get("age_unit", "years")),
+            "age_range": [ages[0], ages[-1]], "ages": ages}
+
+
+def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:
+    """The :class:`TimeDomain` of a model from its config and the checkpoint's ``data`` summary
+    (:func:`data_summary`; None for model directories written before it: the grid of
+    :func:`crnn.inference.default_input_ages` is assumed)."""
+    from crnn.inference import default_input_ages
+
+    n = int(cfg.data.in_frames)
+    data = data or {}
+    if data.get("ages") and len(data["ages"]) >= 2:
+        grid = [float(a) for a in data["ages"]]
+    else:
+        grid = [float(a) for a in default_input_ages(cfg, metrics)]
+    step = grid[1] - grid[0] if len(grid) >= 2 else 5.0
+    if len(grid) < n + 1:
+        grid = grid + [grid[-1] + step * (i + 1) for i in range(n + 1 - len(grid))]
+    unit = str(data.get("age_unit", "years"))
+    if is_time_aware(cfg):
+        tc = cfg.model.timevp
+        lo, hi = data.get("age_range") or (grid[0], grid[n])
+        lo, hi = float(lo), float(hi)
+        margin = max(float(tc.grid_step), MARGIN_FRACTION * (hi - lo))
+        return TimeDomain(True, unit, (lo, hi), margin, 2, 0, int(tc.window), float(tc.grid_step),
+                          tuple(grid[:n]))
+    return TimeDomain(False, unit, (grid[0], grid[n]), math.inf, n, n, n, step, tuple(grid[:n]))
+
+
+def _fmt(v: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{float(a):g}" for a in v) + "]"
+
+
+def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[float], where: str = "",
+               num_frames: int | None = None) -> tuple[list[float], list[float]]:
+    """(ages, target_ages) as float lists, or :class:`AgeError` naming ``where`` and the problem:
+    too few or too many input frames (``num_frames``, default ``len(ages)``, must equal
+    ``len(ages)``), ages not finite or not strictly increasing, no target ages, a target age not after
+    the last input age, or not strictly increasing, an age outside what the model accepts
+    (:attr:`TimeDomain.accepted`), and for grid models inputs not evenly spaced or targets not whole
+    steps of that spacing after the last input."""
+    p = f"{where}: " if where else ""
+    try:
+        a = [float(v) for v in ages]
+        t = [float(v) for v in target_ages]
+    except (TypeError, ValueError):
+        raise AgeError(f"{p}ages and target_ages must be numbers, got {list(ages)!r} and {list(target_ages)!r}") from None
+    if num_frames is not None and num_frames != len(a):
+        raise AgeError(f"{p}{num_frames} frames but {len(a)} ages {_fmt(a)}; give one age per input frame")
+    if len(a) < domain.min_inputs:
+        raise AgeError(f"{p}{len(a)} input frame(s); the model needs at least {domain.min_inputs}")
+    if domain.max_inputs and len(a) > domain.max_inputs:
+        raise AgeError(f"{p}{len(a)} input frames; the model takes exactly {domain.max_inputs} "
+                       f"(a grid model; a time-aware model, model.kind=timevp, takes any number)")
+    if not all(math.isfinite(v) for v in a + t):
+        raise AgeError(f"{p}ages must be finite numbers, got {_fmt(a)} -> {_fmt(t)}")
+    if any(y <= x for x, y in zip(a, a[1:])):
+        raise AgeError(f"{p}ages {_fmt(a)} are not strictly increasing (oldest frame first)")
+    if not t:
+        raise AgeError(f"{p}target_ages is empty: ask for at least one age")
+    if t[0] <= a[-1]:
+        raise AgeError(f"{p}target age {t[0]:g} is not after the last input age {a[-1]:g}; forecasts are of "
+                       f"later ages")
+    if any(y <= x for x, y in zip(t, t[1:])):
+        raise AgeError(f"{p}target_ages {_fmt(t)} are not strictly increasing")
+    lo, hi = domain.accepted
+    out = [v for v in a + t if not lo <= v <= hi]
+    if out:
+        lo_t, hi_t = domain.age_range
+        raise AgeError(f"{p}age {out[0]:g} is far outside the ages the model was trained on "
+                       f"({lo_t:g}..{hi_t:g} {domain.age_unit}; accepted {lo:g}..{hi:g})")
+    if not domain.time_aware:
+        s = a[1] - a[0] if len(a) >= 2 else domain.step  # a grid model's ages label its fixed spacing
+        on_grid = all(abs((y - x) - s) <= 1e-6 * s for x, y in zip(a, a[1:])) and \
+            all(abs((v - a[-1]) / s - round((v - a[-1]) / s)) <= 1e-6 for v in t)
+        if not on_grid:
+            raise AgeError(f"{p}ages {_fmt(a)} -> {_fmt(t)} are off a grid model's grid: it takes evenly spaced "
+                           f"inputs and forecasts whole steps of that spacing after the last one (trained on "
+                           f"{domain.step:g} {domain.age_unit}; a time-aware model, model.kind=timevp, takes any "
+                           f"ages)")
+    return a, t
+
+
+def _spacing(ages: Sequence[float], domain: TimeDomain) -> float:
+    return ages[1] - ages[0] if len(ages) >= 2 else domain.step
+
+
+def forecast_at(model: torch.nn.Module, domain: TimeDomain, frames: Sequence[np.ndarray],
+                ages: Sequence[Sequence[float]], target_ages: Sequence[Sequence[float]],
+                device: str | torch.device = "cpu", batch_size: int = 64) -> list[np.ndarray]:
+    """Forecasts of each series at its ``target_ages``.
+
+    ``frames[i]``: uint8 (n_i, H, W, C), oldest first, at ``ages[i]`` (n_i values); ``target_ages[i]``:
+    m_i ages after the last one. Returns one uint8 (m_i, H, W, C) per series. Ages are checked first
+    (:func:`check_ages`: :class:`AgeError` naming ``series[i]``). A time-aware model answers all
+    targets of a batch in one forward pass (series padded to the batch's longest history and
+    target list, the padding masked); a grid model rolls out to the furthest grid step asked for
+    and returns the requested steps. The model must be in eval mode on ``device``.
+    """
+    from crnn.inference import to_uint8
+    from crnn.model import rollout
+    from crnn.shards import torch_frames
+
+    if not (len(frames) == len(ages) == len(target_ages)):
+        raise ValueError(f"forecast_at: {len(frames)} series, {len(ages)} age lists, {len(target_ages)} target lists")
+    checked = [check_ages(domain, a, t, f"series[{i}]", num_frames=len(f))
+               for i, (f, a, t) in enumerate(zip(frames, ages, target_ages))]
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for s in range(0, len(frames), batch_size):
+            part = range(s, min(s + batch_size, len(frames)))
+            if domain.time_aware:
+                n = max(len(frames[i]) for i in part)
+                m = max(len(checked[i][1]) for i in part)
+                h, w, c = frames[part[0]].shape[1:]
+                x = np.zeros((len(part), n, h, w, c), np.uint8)
+                a = np.zeros((len(part), n), np.float32)
+                mask = np.zeros((len(part), n), bool)
+                t = np.zeros((len(part), m), np.float32)
+                for j, i in enumerate(part):
+                    k = len(frames[i])
+                    x[j, :k], a[j, :k], mask[j, :k] = frames[i], checked[i][0], True
+                    ti = checked[i][1]
+                    t[j, :len(ti)], t[j, len(ti):] = ti, ti[-1]  # padding targets repeat the last one
+                pred = model(torch_frames(x, device=device), torch.from_numpy(a).to(device),
+                             torch.from_numpy(mask).to(device), torch.from_numpy(t).to(device))
+                u = to_uint8(pred.clamp(0, 1).float().cpu().numpy())
+                out.extend(u[j, :len(checked[i][1])] for j, i in enumerate(part))
+            else:
+                steps = [[int(round((v - checked[i][0][-1]) / _spacing(checked[i][0], domain))) for v in checked[i][1]]
+                         for i in part]
+                x = torch_frames(np.stack([frames[i] for i in part]), device=device)
+                pred = rollout(model, x, max(max(k) for k in steps), window=domain.window)
+                u = to_uint8(pred.clamp(0, 1).float().cpu().numpy())
+                out.extend(u[j, [k - 1 for k in ks]] for j, ks in enumerate(steps))
+    return out
