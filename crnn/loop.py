@@ -3,8 +3,14 @@
     history = fit_plain(cfg, train_frames, val_frames)   # no Ray: tests and benchmarks
 
 The Ray Train worker loop (:func:`crnn.train.train_loop_per_worker`) runs the same ``train_step``/
-``eval_step``, epochs and optimizer as :func:`fit_plain`; the model sees frames 0..T-2 (ages 10..25)
-and is scored on frames 1..T-1 (ages 15..30), as in the paper.
+``eval_step``, epochs and optimizer as :func:`fit_plain`. Two kinds of batch:
+
+* the regular grid, a float tensor (B, T, C, H, W): the model sees frames 0..T-2 (ages 10..25) and is
+  scored on frames 1..T-1 (ages 15..30), as in the paper;
+* an irregular batch (issue #14), a dict of :func:`crnn.irregular.torch_series` tensors (``frames``
+  (B, T_max, C, H, W), ``ages`` (B, T_max), ``num_frames``, ``num_inputs`` (B,)), for time-aware
+  models: the first ``num_inputs`` frames are the inputs, the following valid frames the targets at
+  their own ages (:func:`irregular_io`); the loss is the mean over the valid target frames only.
 """
 
 from __future__ import annotations
@@ -32,12 +38,70 @@ def split_io(x: torch.Tensor, in_frames: int) -> tuple[torch.Tensor, torch.Tenso
     return x[:, :in_frames], x[:, 1:in_frames + 1]
 
 
-def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    if kind == "mse":
-        return F.mse_loss(pred.float(), target.float())
-    if kind == "l1":
-        return F.l1_loss(pred.float(), target.float())
-    raise ValueError(f"train.loss={kind!r}: expected mse or l1")
+def irregular_io(batch: dict[str, torch.Tensor], training: bool) -> tuple[tuple, torch.Tensor, torch.Tensor]:
+    """An irregular batch -> (model args (frames, ages, input mask, target_ages), targets (B, M, C, H,
+    W), valid bool (B, M)): series i's inputs are its first k_i = ``num_inputs[i]`` frames and its
+    targets the next ``num_frames[i] - k_i`` (M = the batch's most); the padding targets repeat the
+    series' last frame and age and are not valid.
+
+    ``num_inputs == 0`` (the dataset does not mark inputs, e.g. ingested photos): k_i is drawn
+    uniformly from 2..num_frames-1 when ``training`` (every split of a history is a lesson), else
+    ceil(num_frames / 2) (deterministic validation). A series that cannot be a lesson (fewer than 2
+    inputs, or no frame after them) keeps its shape -- its first max(2, k_i) frames as inputs and a
+    target one age unit after them -- but no valid target, so batches and DDP steps stay aligned."""
+    frames, ages = batch["frames"], batch["ages"]
+    n, k = batch["num_frames"].to(ages.device), batch["num_inputs"].to(ages.device)
+    b, t = ages.shape
+    if training:
+        drawn = 2 + (torch.rand(b, device=ages.device) * (n - 2).clamp(min=0)).long()
+    else:
+        drawn = (n + 1) // 2
+    k = torch.where(k == 0, drawn.clamp(max=n - 1), k)
+    usable = (k >= 2) & (n > k)
+    k = torch.where(usable, k, torch.clamp(k, 2, t).minimum(n))
+    slots = torch.arange(t, device=ages.device)
+    in_mask = slots[None, :] < k[:, None]                                     # (B, T_max)
+    m = max(1, int((n - k).clamp(min=1).max()))
+    j = k[:, None] + torch.arange(m, device=ages.device)[None, :]            # (B, M) target slots
+    valid = (j < n[:, None]) & usable[:, None]
+    j = torch.minimum(j, n[:, None] - 1)
+    rows = torch.arange(b, device=ages.device)[:, None]
+    targets = frames[rows, j]                                                 # (B, M, C, H, W)
+    last_in = ages[rows[:, 0], k - 1]                                         # (B,)
+    target_ages = torch.where(valid, ages[rows, j], last_in[:, None] + 1.0)  # padding: after the inputs
+    return (frames, ages, in_mask, target_ages), targets, valid
+
+
+def batch_size_of(x) -> int:
+    """Series in a batch (a tensor or an irregular batch dict)."""
+    return (x["ages"] if isinstance(x, dict) else x).shape[0]
+
+
+def _model_io(x, in_frames: int, training: bool):
+    """(model args, targets, valid or None) of a regular tensor or an irregular dict batch."""
+    if isinstance(x, dict):
+        return irregular_io(x, training)
+    inputs, targets = split_io(x, in_frames)
+    return (inputs,), targets, None
+
+
+def _device_of(x) -> torch.device:
+    return (x["frames"] if isinstance(x, dict) else x).device
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse",
+            valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared (``mse``) or absolute (``l1``) error; with ``valid`` (bool, the leading dims of
+    ``pred``) the mean over the valid frames only (0 when none is)."""
+    if kind not in ("mse", "l1"):
+        raise ValueError(f"train.loss={kind!r}: expected mse or l1")
+    diff = pred.float() - target.float()
+    err = diff.pow(2) if kind == "mse" else diff.abs()
+    if valid is None:
+        return err.mean()
+    w = valid.to(err.dtype).reshape(*valid.shape, *([1] * (err.dim() - valid.dim())))
+    per_frame = err.numel() // max(1, valid.numel())  # values per frame (C*H*W)
+    return (err * w).sum() / (w.sum() * per_frame).clamp(min=1)
 
 
 def autocast(device: torch.device, precision: str):
@@ -49,13 +113,14 @@ def autocast(device: torch.device, precision: str):
 
 
 def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """One optimisation step on a float batch (B, T, C, H, W); returns the loss (detached, no sync)."""
-    inputs, targets = split_io(x, cfg.data.in_frames)
+    """One optimisation step on a batch (a float (B, T, C, H, W) tensor, or an irregular dict: see the
+    module docstring); returns the loss (detached, no sync)."""
+    args, targets, valid = _model_io(x, cfg.data.in_frames, training=True)
     if _cudagraphs(cfg):  # a new iteration: the graphs may reuse the previous step's output memory
         torch.compiler.cudagraph_mark_step_begin()
-    with autocast(x.device, cfg.train.precision):
-        pred = model(inputs)
-    loss = loss_fn(pred, targets, cfg.train.loss)
+    with autocast(_device_of(x), cfg.train.precision):
+        pred = model(*args)
+    loss = loss_fn(pred, targets, cfg.train.loss, valid)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.train.grad_clip > 0:
@@ -68,12 +133,16 @@ def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> tor
 
 @torch.no_grad()
 def eval_step(model, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, int]:
-    """Sum of squared errors over a batch (pixels in [0,1], predictions clamped) and its element count."""
-    inputs, targets = split_io(x, cfg.data.in_frames)
-    with autocast(x.device, cfg.train.precision):
-        pred = model(inputs)
-    err = (pred.float().clamp(0, 1) - targets.float()).pow(2).sum()
-    return err, targets.numel()
+    """Sum of squared errors over a batch (pixels in [0,1], predictions clamped) and its element count
+    (irregular batches: over the valid target frames)."""
+    args, targets, valid = _model_io(x, cfg.data.in_frames, training=False)
+    with autocast(_device_of(x), cfg.train.precision):
+        pred = model(*args)
+    err = (pred.float().clamp(0, 1) - targets.float()).pow(2)
+    if valid is None:
+        return err.sum(), targets.numel()
+    per_frame = targets[0, 0].numel()
+    return (err.flatten(2).sum(2) * valid).sum(), int(valid.sum()) * per_frame
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -143,14 +212,16 @@ def _all_reduce(*values: float | torch.Tensor, device) -> list[float]:
 # ----------------------------------------------------------------------------- epoch loops
 def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg: Config,
               log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Train over ``batches`` of float (B, T, C, H, W) on the model's device; returns sums."""
+    """Train over ``batches`` (float (B, T, C, H, W), or irregular dicts) on the model's device;
+    returns sums."""
     model.train()
     loss_sum, n_series, n_steps = None, 0, 0
     t0 = time.perf_counter()
     for x in batches:
         loss = train_step(model, optimizer, scheduler, x, cfg)
-        loss_sum = loss * x.shape[0] if loss_sum is None else loss_sum + loss * x.shape[0]
-        n_series += x.shape[0]
+        b = batch_size_of(x)
+        loss_sum = loss * b if loss_sum is None else loss_sum + loss * b
+        n_series += b
         n_steps += 1
         if log and cfg.train.log_every and n_steps % cfg.train.log_every == 0:
             log(f"step {n_steps} loss {loss.item():.5f}")
@@ -167,23 +238,54 @@ def run_eval(model, batches: Iterable[torch.Tensor], cfg: Config) -> tuple[float
     return float(err), count
 
 
-def _array_batches(data: torch.Tensor, batch_size: int, device, shuffle: bool, generator=None,
-                   drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """Batches of float (B, T, C, H, W) from a uint8 (N, T, H, W, C) tensor (CPU or device)."""
-    n = data.shape[0]
+def _array_batches(data: torch.Tensor | dict[str, torch.Tensor], batch_size: int, device, shuffle: bool,
+                   generator=None, drop_last: bool = False) -> Iterator[torch.Tensor | dict[str, torch.Tensor]]:
+    """Batches of float (B, T, C, H, W) from a uint8 (N, T, H, W, C) tensor (CPU or device); from an
+    irregular dict of tensors (``frames`` uint8 (N, T_max, H, W, C), ``ages``, ``num_frames``,
+    ``num_inputs``) batch dicts with ``frames`` float (B, T_max, C, H, W)."""
+    first = data["frames"] if isinstance(data, dict) else data
+    n = first.shape[0]
     order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu") \
         if shuffle else torch.arange(n)
-    order = order.to(data.device)
+    order = order.to(first.device)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
-        yield torch_frames(data[order[i:i + batch_size]], device)
+        pick = order[i:i + batch_size]
+        if isinstance(data, dict):
+            yield {k: (torch_frames(v[pick], device) if k == "frames" else v[pick].to(device))
+                   for k, v in data.items()}
+        else:
+            yield torch_frames(data[pick], device)
+
+
+def series_tensors(arrays: dict[str, np.ndarray] | np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Training data in memory as torch tensors: uint8 frames (N, T, H, W, C) as they are, or an
+    irregular dataset's numpy columns (:func:`crnn.shards.read_numpy`) as a dict of ``frames`` uint8,
+    ``ages`` float32, ``num_frames``/``num_inputs`` int64."""
+    if not isinstance(arrays, dict):
+        return torch.as_tensor(arrays)
+    return {"frames": torch.as_tensor(np.asarray(arrays["frames"])),
+            "ages": torch.as_tensor(np.asarray(arrays["ages"], np.float32)),
+            "num_frames": torch.as_tensor(np.asarray(arrays["num_frames"], np.int64)),
+            "num_inputs": torch.as_tensor(np.asarray(arrays["num_inputs"], np.int64))}
+
+
+def _to(data, device):
+    return {k: v.to(device) for k, v in data.items()} if isinstance(data, dict) else data.to(device)
+
+
+def _length(data) -> int:
+    return len(data["frames"]) if isinstance(data, dict) else len(data)
 
 
 # ----------------------------------------------------------------------------- plain loop
-def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | None = None,
+def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarray | dict | None = None,
               device: str | torch.device = "cpu", out: str | None = None,
-              epoch_callback: Callable[[dict], None] | None = None):
-    """Train without Ray on in-memory uint8 frames (N, T, H, W, C). Returns (model, history)."""
+              epoch_callback: Callable[[dict], None] | None = None, data: dict | None = None):
+    """Train without Ray on in-memory uint8 frames (N, T, H, W, C) -- or, for a time-aware model, an
+    irregular dataset's numpy columns (``frames``, ``ages``, ``num_frames``, ``num_inputs``:
+    :func:`crnn.shards.read_numpy`). Returns (model, history); ``out`` gets the model directory
+    (with ``data``, :func:`crnn.timeaware.data_summary` of the training set, when given)."""
     device = torch.device(device)
     cfg.train.validate()
     torch.manual_seed(cfg.train.seed)
@@ -193,8 +295,8 @@ def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | No
     opt = make_optimizer(model, cfg)
     if opt is None:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
-    train = torch.as_tensor(train_frames).to(device)  # uint8 on the device: batches never cross PCIe
-    steps = max(1, len(train) // cfg.train.batch_size)
+    train = _to(series_tensors(train_frames), device)  # uint8 on the device: batches never cross PCIe
+    steps = max(1, _length(train) // cfg.train.batch_size)
     sched = make_scheduler(opt, cfg, steps)
     cmodel = maybe_compile(model, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
@@ -203,16 +305,17 @@ def fit_plain(cfg: Config, train_frames: np.ndarray, val_frames: np.ndarray | No
         batches = _array_batches(train, cfg.train.batch_size, device, True, gen, drop_last=True)
         stats = run_epoch(cmodel, opt, sched, batches, cfg)
         row = _epoch_row(epoch, stats, opt)
-        if val_frames is not None and len(val_frames):
+        if val_frames is not None and _length(val_frames):
             # validation runs eager: compiled, its other batch shapes would each cost a recompile
-            err, count = run_eval(model, _array_batches(torch.as_tensor(val_frames).to(device), 512, device,
+            err, count = run_eval(model, _array_batches(_to(series_tensors(val_frames), device), 512, device,
                                                         False), cfg)
             row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
         history.append(row)
         if epoch_callback:
             epoch_callback(row)
     if out:
-        save_model_dir(out, model, cfg, epoch=cfg.train.epochs - 1, metrics=history[-1] if history else {})
+        save_model_dir(out, model, cfg, epoch=cfg.train.epochs - 1, metrics=history[-1] if history else {},
+                       data=data)
     return model, history
 
 

@@ -23,25 +23,47 @@ from crnn.checkpoint import load_training_state, read_model_file, save_model_dir
 from crnn.config import Config, from_dict, save as save_config, to_dict
 from crnn.loop import (
     _all_reduce, _array_batches, _epoch_row, make_optimizer, make_scheduler, maybe_compile, run_epoch, run_eval,
+    series_tensors,
 )
 from crnn.model import FAMILIES, build_model
+from crnn.timeaware import data_summary
 from crnn.rundir import _user_callback, check_run_dir, clear_run_dir, finish_run
+from crnn.irregular import is_irregular, torch_series
 from crnn.shards import torch_frames
 
 
 # ----------------------------------------------------------------------------- Ray Train worker
-def _collate(device):
+#: Columns training reads: the regular grid needs the frames only; the irregular layout (time-aware
+#: models) also each series' ages and frame counts (crnn.irregular).
+TRAIN_COLUMNS = {"regular": ["frames"], "irregular": ["frames", "ages", "num_frames", "num_inputs"]}
+
+
+def _collate(device, irregular: bool = False):
     def collate(batch: dict[str, np.ndarray]) -> torch.Tensor:
         return torch_frames(batch["frames"], device)  # uint8 (B,T,H,W,C) -> float (B,T,C,H,W)
-    return collate
+
+    def collate_series(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return torch_series(batch, device)            # + ages (B,T_max), mask, num_frames, num_inputs
+
+    return collate_series if irregular else collate
 
 
-def _materialize(shard, device) -> torch.Tensor:
-    """A worker's whole dataset shard as one uint8 (N, T, H, W, C) tensor on ``device``."""
-    parts = [torch.as_tensor(b["frames"]) for b in shard.iter_batches(batch_size=4096, batch_format="numpy")]
-    if not parts:
-        return torch.zeros((0,), dtype=torch.uint8, device=device)
-    return torch.cat(parts).to(device)
+def _materialize(shard, device, irregular: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A worker's whole dataset shard on ``device``: one uint8 (N, T, H, W, C) tensor, or for the
+    irregular layout a dict of ``frames`` uint8 (N, T_max, H, W, C), ``ages``, ``num_frames``,
+    ``num_inputs`` (:func:`crnn.loop.series_tensors`)."""
+    cols = TRAIN_COLUMNS["irregular" if irregular else "regular"]
+    parts = {c: [] for c in cols}
+    for b in shard.iter_batches(batch_size=4096, batch_format="numpy"):
+        for c in cols:
+            parts[c].append(b[c])
+    if not parts["frames"]:
+        empty = torch.zeros((0,), dtype=torch.uint8, device=device)
+        return {c: empty for c in cols} if irregular else empty
+    if not irregular:
+        return torch.as_tensor(np.concatenate(parts["frames"])).to(device)
+    data = series_tensors({c: np.concatenate(v) for c, v in parts.items()})
+    return {k: v.to(device) for k, v in data.items()}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -88,8 +110,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     cache = loop_config.get("cache", False)
+    irregular = loop_config.get("irregular", False)
+    data = loop_config.get("data")  # the training data's summary, kept in every checkpoint
     if cache:  # (streaming both shards at once in threads was slower on 2 cores: BENCHMARKS.md)
-        train_data, val_data = _materialize(train_shard, device), _materialize(val_shard, device)
+        train_data = _materialize(train_shard, device, irregular)
+        val_data = _materialize(val_shard, device, irregular)
         gen = torch.Generator(device=device).manual_seed(cfg.train.seed + rank)
     hooks = loop_config.get("hooks") or ()  # test seam (fit's ``hooks``); none in normal runs
     last_write = -math.inf  # monotonic time of rank 0's last checkpoint
@@ -103,10 +128,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             val_batches = _array_batches(val_data, 512, device, False)
         else:
             batches = train_shard.iter_torch_batches(
-                batch_size=per_worker, collate_fn=_collate(device), drop_last=True, prefetch_batches=2,
+                batch_size=per_worker, collate_fn=_collate(device, irregular), drop_last=True, prefetch_batches=2,
                 local_shuffle_buffer_size=min(4 * per_worker + 256, 2048),
                 local_shuffle_seed=cfg.train.seed * 1000 + epoch * 10 + rank)
-            val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device))
+            val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device, irregular))
         setup_s = time.perf_counter() - t_start if epoch == start_epoch else 0.0
         stats = run_epoch(cmodel, opt, sched, batches, cfg)
         loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
@@ -132,7 +157,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         write = rank == 0 and (last or (due and time.monotonic() - last_write >= cfg.train.checkpoint_interval_s))
         if write:
             with tempfile.TemporaryDirectory() as d:
-                save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched)
+                save_model_dir(d, model, cfg, epoch=epoch, metrics=row, optimizer=opt, scheduler=sched, data=data)
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
             last_write = time.monotonic()
         else:
@@ -141,10 +166,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             pending = None if write else (
                 dict(row), {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()})
 
-    _report_pending_best(pending, model, cfg, device)
+    _report_pending_best(pending, model, cfg, device, data)
 
 
-def _report_pending_best(pending, model, cfg: Config, device) -> None:
+def _report_pending_best(pending, model, cfg: Config, device, data: dict | None = None) -> None:
     """After the last epoch: if the best epoch was never checkpointed (improvements are throttled),
     report its weights and metrics once more, flagged ``best_replay``, so Ray Train's checkpoint
     ranking and ``model/`` get the true best. All workers call it (report is collective); the
@@ -161,7 +186,8 @@ def _report_pending_best(pending, model, cfg: Config, device) -> None:
     row, weights = pending
     row = {**row, "best_replay": 1.0}
     with tempfile.TemporaryDirectory() as d:
-        save_model_dir(d, model, cfg, epoch=int(row["epoch"]), metrics=row, state_dict=weights, done=True)
+        save_model_dir(d, model, cfg, epoch=int(row["epoch"]), metrics=row, state_dict=weights, done=True,
+                       data=data)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -172,8 +198,9 @@ def load_datasets(cfg: Config):
 
     card = read_card(cfg.data.path)
     n_train = check_data(cfg, card)
-    train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=["frames"])
-    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=["frames"])
+    cols = TRAIN_COLUMNS["irregular" if is_irregular(card) else "regular"]
+    train = read_ray(cfg.data.path, split=cfg.data.train_splits, columns=cols)
+    val = read_ray(cfg.data.path, split=cfg.data.val_split, columns=cols)
     if cfg.data.max_train_series:
         train = train.limit(cfg.data.max_train_series)
     if cfg.data.max_val_series:
@@ -191,16 +218,21 @@ def check_config(cfg: Config) -> None:
 
 def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
-    returns the number of training series. No Ray: jobs call it before starting Ray."""
+    returns the number of training series. An irregular dataset (per-series ages, crnn.irregular)
+    trains a time-aware model only (``model.kind=timevp``). No Ray: jobs call it before starting Ray."""
     from crnn.inference import check_image_size
     from crnn.shardcheck import SPLITS
+    from crnn.timeaware import TIME_AWARE_KINDS
 
-    from crnn.shards import require_regular
-
-    require_regular(card, cfg.data.path, "training")
-    need = cfg.data.in_frames + 1
-    if len(card["ages"]) < need:
-        raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
+    if is_irregular(card):
+        if cfg.model.kind not in TIME_AWARE_KINDS:
+            raise ValueError(f"{cfg.data.path}: an irregular dataset (per-series ages, up to {card['max_frames']} "
+                             f"frames) trains a time-aware model only: model.kind={cfg.model.kind!r} reads the "
+                             f"regular grid; use model.kind={TIME_AWARE_KINDS[0]} (preset {TIME_AWARE_KINDS[0]})")
+    else:
+        need = cfg.data.in_frames + 1
+        if len(card["ages"]) < need:
+            raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
     check_image_size((cfg.model.height, cfg.model.width, cfg.model.channels),
                      (card["height"], card["width"], card["channels"]), cfg.data.path,
                      hint="set model.height/width/channels")
@@ -252,12 +284,14 @@ def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = N
     storage = root if is_local(out) else out.rstrip("/")
     t = cfg.train
     if cache is None:
-        frame_bytes = len(card["ages"]) * card["height"] * card["width"] * card["channels"]
+        frames = card["max_frames"] if is_irregular(card) else len(card["ages"])
+        frame_bytes = frames * card["height"] * card["width"] * card["channels"]
         cache = t.cache == "always" or (t.cache == "auto" and n_train * frame_bytes / t.num_workers < 2**31)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "num_train": n_train,
-                           "cache": cache,
+                           "cache": cache, "irregular": is_irregular(card),
+                           "data": data_summary(card, cfg.data.in_frames),
                            "hooks": list(hooks or ())},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,

@@ -2,6 +2,7 @@
 its checks, the readers and ingest of folders holding different sets of ages."""
 
 import json
+import math
 import os
 import shutil
 
@@ -277,7 +278,7 @@ def test_regular_only_stages_refuse_an_irregular_dataset_by_name(irr_dataset, tm
     irr_dataset, card = irr_dataset
     assert read_card(irr_dataset) == card
     cfg = load_config("quick", overrides={"data.path": irr_dataset, "model.height": 16, "model.width": 8})
-    with pytest.raises(ValueError, match=r"irregular dataset .*training takes a regular dataset"):
+    with pytest.raises(ValueError, match=r"irregular dataset .*time-aware model only: model.kind='crnn' .*timevp"):
         check_data(cfg, card)
     model = str(tmp_path / "model")
     save_model_dir(model, build_model(cfg.model), cfg, epoch=0)
@@ -285,3 +286,32 @@ def test_regular_only_stages_refuse_an_irregular_dataset_by_name(irr_dataset, tm
         evaluate(model, irr_dataset)
     with pytest.raises(ValueError, match=r"irregular dataset .*prediction takes a regular dataset"):
         predict_dataset(model, irr_dataset, str(tmp_path / "fc"))
+
+
+def test_timevp_trains_on_an_irregular_dataset_with_ray_train(irr_dataset, tmp_path):
+    """The irregular training path end to end: Ray Data streams ages/num_frames/num_inputs with the
+    frames, Ray Train fits a time-aware model, and the model directory keeps the data summary that
+    says what ages it answers; its forecasts at off-grid ages come back labelled by shape."""
+    from crnn.config import load_config
+    from crnn.inference import load_model
+    from crnn.timeaware import forecast_at, time_domain
+    from crnn.train import check_data, fit
+
+    path, card = irr_dataset
+    cfg = load_config("timevp-fast", overrides={
+        "data.path": path, "model.height": 16, "model.width": 8, "model.timevp.hid_s": 8,
+        "model.timevp.hid_t": 16, "train.epochs": 2, "train.batch_size": 4, "train.cpus_per_worker": 0.5})
+    assert check_data(cfg, card) == card["splits"]["train"]
+    for cache in (True, False):
+        out = str(tmp_path / f"run-{cache}")
+        result = fit(cfg, out=out, cache=cache)
+        assert result.error is None
+        model, mcfg, meta = load_model(f"{out}/model")
+        assert meta["data"] == {"layout": "irregular", "age_unit": "years",
+                                "age_range": [float(v) for v in card["age_range"]]}
+        assert math.isfinite(meta["metrics"]["val_loss"])
+        domain = time_domain(mcfg, meta["data"])
+        assert domain.time_aware and domain.age_range == tuple(card["age_range"])
+        frames = np.zeros((3, 16, 8, 3), np.uint8)
+        (pred,) = forecast_at(model, domain, [frames], [[2.0, 3.5, 7.0]], [[8.25, 11.0]])
+        assert pred.shape == (2, 16, 8, 3) and pred.dtype == np.uint8

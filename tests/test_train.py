@@ -314,3 +314,91 @@ def test_rerun_after_interruption_keeps_history_and_another_config_starts_over(r
              if d.startswith("checkpoint_") and os.path.isdir(os.path.join(out, "ray", "train", d))]
     assert ckpts and all(read_model_file(os.path.join(out, "ray", "train", d))["config"]["model"]["lstm_units"] == 8
                for d in ckpts)
+
+
+# ----------------------------------------------------------------------------- irregular batches (#14)
+def _irregular(num_frames, num_inputs, t_max=6, h=8, w=4):
+    """An irregular batch dict: frame j of series i is the constant 10*i + j (/255), at age 3*j + 1."""
+    b = len(num_frames)
+    frames = torch.zeros(b, t_max, 3, h, w)
+    ages = torch.zeros(b, t_max)
+    for i, n in enumerate(num_frames):
+        for j in range(n):
+            frames[i, j] = (10 * i + j) / 255
+            ages[i, j] = 3 * j + 1
+    return {"frames": frames, "ages": ages, "num_frames": torch.tensor(num_frames),
+            "num_inputs": torch.tensor(num_inputs)}
+
+
+def test_irregular_io_splits_inputs_and_targets_and_masks_the_padding():
+    from crnn.loop import irregular_io
+
+    x = _irregular([5, 3, 6], [2, 2, 3])
+    (frames, ages, mask, target_ages), targets, valid = irregular_io(x, training=True)
+    assert mask.tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]
+    assert valid.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 1]]             # M = 3: the most targets
+    assert target_ages.tolist() == [[7, 10, 13], [7, 5, 5], [10, 13, 16]]  # padding: last input (4) + 1
+    assert torch.equal(targets[0, :, 0, 0, 0] * 255, torch.tensor([2.0, 3.0, 4.0]))
+    assert torch.equal(targets[2, :, 0, 0, 0] * 255, torch.tensor([23.0, 24.0, 25.0]))
+    assert frames is x["frames"] and ages is x["ages"]
+
+
+def test_irregular_io_chooses_inputs_when_unmarked_and_keeps_unusable_series_masked():
+    """num_inputs == 0: 2..n-1 inputs drawn in training, ceil(n/2) in validation; a series with too
+    few inputs or no target stays in the batch with no valid target (the batch keeps its size)."""
+    from crnn.loop import irregular_io
+
+    torch.manual_seed(0)
+    x = _irregular([6, 5, 2, 4], [0, 0, 0, 4])
+    seen = set()
+    for _ in range(200):
+        (_, _, mask, tage), _, valid = irregular_io(x, training=True)
+        k = mask.sum(1)
+        seen.add(int(k[0]))
+        assert 2 <= k[0] <= 5 and 2 <= k[1] <= 4
+        assert valid[2].sum() == 0 and valid[3].sum() == 0                  # unusable rows
+        assert (tage > torch.where(mask, x["ages"], -1e9).max(1).values[:, None]).all()  # targets after inputs
+    assert seen == {2, 3, 4, 5}
+    (_, _, mask, _), _, valid = irregular_io(x, training=False)
+    assert mask.sum(1).tolist() == [3, 3, 2, 4] and valid.sum(1).tolist() == [3, 2, 0, 0]
+
+
+def test_masked_loss_and_eval_count_only_valid_targets():
+    from crnn.loop import eval_step, loss_fn
+
+    pred, target = torch.zeros(2, 3, 1, 2, 2), torch.ones(2, 3, 1, 2, 2)
+    target[1, 2] = 100.0                                                     # a padding target
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    assert loss_fn(pred, target, "mse", valid).item() == pytest.approx(1.0)
+    assert loss_fn(pred, target, "l1", valid).item() == pytest.approx(1.0)
+    assert loss_fn(pred, target, "mse", torch.zeros_like(valid)).item() == 0.0
+
+    class Const(torch.nn.Module):  # forecasts 0 everywhere
+        def forward(self, frames, ages, mask, target_ages):
+            return torch.zeros(*target_ages.shape, *frames.shape[2:])
+
+    cfg = load_config("timevp-fast")
+    err, n = eval_step(Const(), _irregular([5, 3], [2, 2]), cfg)
+    # targets: series 0 frames 2, 3, 4; series 1 frame 2 -> sum of squares over 3*8*4 values each
+    assert n == 4 * 3 * 8 * 4
+    assert float(err) == pytest.approx(3 * 8 * 4 * sum(((v) / 255) ** 2 for v in (2, 3, 4, 12)), rel=1e-5)
+
+
+def test_fit_plain_trains_timevp_on_irregular_series_and_keeps_the_data_summary(tmp_path):
+    from crnn import pine
+    from crnn.irregular import IrregularSpec, rows_to_batch
+
+    spec = IrregularSpec(min_inputs=2, max_inputs=4, min_targets=1, max_targets=2, age_min=1, age_max=30)
+    rows = []
+    for i in range(24):
+        ages, k = spec.sample(0, i)
+        _, frames = pine.make_series(100 + i, ages=tuple(int(a) for a in ages), height=16, width=8)
+        rows.append({"series_id": f"s{i}", "seed": 100 + i, "split": "train", "ages": ages, "frames": frames,
+                     "num_inputs": k})
+    data = rows_to_batch(rows, spec.max_frames, [])
+    cfg = load_config("timevp-fast", overrides={"model.height": 16, "model.width": 8, "model.timevp.hid_s": 8,
+                                                "model.timevp.hid_t": 16, "train.epochs": 4, "train.batch_size": 8})
+    summary = {"layout": "irregular", "age_unit": "years", "age_range": [1.0, 30.0]}
+    _, history = fit_plain(cfg, data, data, out=str(tmp_path / "m"), data=summary)
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert read_model_file(str(tmp_path / "m"))["data"] == summary
