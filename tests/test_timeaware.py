@@ -252,3 +252,15 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(m(frames, ages, mask, targets), loaded(frames, ages, mask, targets))
         x = torch.rand(2, 4, 3, 32, 16)
         assert torch.equal(m(x), loaded(x))
+
+
+def test_untrained_film_is_the_identity():
+    """FiLM starts at zero (adaLN-Zero): an untrained model's translator sees the latents unmodulated,
+    so the output does not depend on the ages until training moves the FiLM layers."""
+    torch.manual_seed(0)
+    m = build_model(small(residual=False)).eval()
+    for film in (m.slot_film, m.target_film):
+        assert torch.count_nonzero(film[-1].weight) == 0 and torch.count_nonzero(film[-1].bias) == 0
+    frames, ages, mask, targets = series(n=3, m=2)
+    with torch.no_grad():
+        assert torch.allclose(m(frames, ages, mask, targets), m(frames, ages + 1.5, mask, targets + 4.0))
