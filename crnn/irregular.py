@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crnn.shardcheck import (
-    REQUIRED_COLUMNS, SPLITS, ShardError, ShardLayout, _check_tensor, _check_values, _is_int, _tensor_shape,
-    _tensor_values,
+    REQUIRED_COLUMNS, ShardError, ShardLayout, _check_tensor, _check_values, _is_int, _tensor_shape,
+    _tensor_values, check_footer as check_footer_values,
 )
 
 LAYOUT = "irregular"
@@ -215,24 +215,14 @@ def shard_layout(schema: pa.Schema, where: str, card: dict[str, Any]) -> ShardLa
     return ShardLayout(tuple(shape), (card["max_frames"],), ())
 
 
-def check_footer(md: pq.FileMetaData, where: str, card: dict[str, Any]) -> None:
-    """Footer statistics (free): ``split`` only train/val/test, ``num_frames`` in 2..max_frames,
-    ``ages`` inside the card's ``age_range`` (padding 0 allowed). ShardError naming file and column."""
+def check_footer(md: pq.FileMetaData, where: str, card: dict[str, Any], layout: ShardLayout) -> None:
+    """Footer statistics (free; :func:`crnn.shardcheck.check_footer`, the regular layout's checks):
+    ``split`` only train/val/test, sizes those of the frames, no nulls, ``num_frames`` in
+    2..max_frames, ``ages`` inside the card's ``age_range`` (padding 0 allowed). ShardError naming
+    file and column."""
     lo_age, hi_age = card["age_range"]
-    for g in (md.row_group(i) for i in range(md.num_row_groups)):
-        for j in range(g.num_columns):
-            c = g.column(j)
-            name, st = c.path_in_schema.split(".")[0], c.statistics
-            if st is None or not st.has_min_max or name not in ("split", "num_frames", "ages"):
-                continue
-            lo, hi = (v.decode(errors="replace") if isinstance(v, bytes) else v for v in (st.min, st.max))
-            if name == "split" and (lo not in SPLITS or hi not in SPLITS):
-                raise ShardError(f"{where}: column 'split' has values {lo!r}..{hi!r}; expected one of {SPLITS}")
-            if name == "num_frames" and not 2 <= lo <= hi <= card["max_frames"]:
-                raise ShardError(f"{where}: column 'num_frames' has values {lo}..{hi}; expected 2..{card['max_frames']}")
-            if name == "ages" and (lo < 0 or hi > hi_age):
-                raise ShardError(f"{where}: column 'ages' has values {lo}..{hi}, outside the card's age_range "
-                                 f"[{lo_age}, {hi_age}]")
+    check_footer_values(md, where, layout, (0, hi_age), f"the card's age_range is [{lo_age}, {hi_age}]",
+                        ranges={"num_frames": (2, card["max_frames"])})
 
 
 def check_values(batch: dict[str, np.ndarray], where: str, card: dict[str, Any]) -> None:

@@ -233,20 +233,30 @@ def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) 
 
 
 def _check_footer_values(md: pq.FileMetaData, where: str, card: dict[str, Any], layout: ShardLayout) -> None:
+    """Footer checks of a regular shard (:func:`check_footer` with the card's ages)."""
+    ages = [int(a) for a in card["ages"]]
+    check_footer(md, where, layout, (min(ages), max(ages)), f"{CARD_NAME} says the ages are {ages}")
+
+
+def check_footer(md: pq.FileMetaData, where: str, layout: ShardLayout, age_bounds: tuple[float, float],
+                 ages_said: str, ranges: dict[str, tuple[int, int]] | None = None) -> None:
     """Value checks from the footer's column statistics (min, max, nulls: free, where the writer kept
     them): ``split`` only train/val/test and no nulls (another value was dropped silently by every
-    split filter), ``height``/``width``/``channels`` those of the frames, ``ages`` within the card's.
+    split filter), ``height``/``width``/``channels`` those of the frames, ``ages`` within
+    ``age_bounds`` (``ages_said``: what the card says, for the message), and each column of ``ranges``
+    (e.g. the irregular layout's ``num_frames``) within its (lo, hi); no nulls in any of them but
+    ``ages`` (list nulls: the decoder names them). Shared by both layouts (:mod:`crnn.irregular`).
     The readers check every value as they decode (:func:`normalize_table`)."""
-    expect = dict(zip(("height", "width", "channels"), layout.frames_shape[1:]))
-    ages = [int(a) for a in card["ages"]]
+    expect = dict(zip(("height", "width", "channels"), layout.frames_shape[-3:]))
+    ranges = dict(ranges or {})
     nulls: dict[str, int] = {}
     for g in (md.row_group(i) for i in range(md.num_row_groups)):
         for j in range(g.num_columns):
             c = g.column(j)
             name, st = c.path_in_schema.split(".")[0], c.statistics
-            if st is None or name not in ("split", "ages", *expect):
+            if st is None or name not in ("split", "ages", *expect, *ranges):
                 continue
-            if st.has_null_count and name != "ages":  # (list nulls: the decoder names them)
+            if st.has_null_count and name != "ages":
                 nulls[name] = nulls.get(name, 0) + st.null_count
             if not st.has_min_max:
                 continue
@@ -257,12 +267,15 @@ def _check_footer_values(md: pq.FileMetaData, where: str, card: dict[str, Any], 
                         raise ShardError(f"{where}: column 'split' has the value {v!r}; expected one of {SPLITS} "
                                          f"(series of another split would be left out of every split)")
             elif name == "ages":
-                if lo < min(ages) or hi > max(ages):
-                    raise ShardError(f"{where}: column 'ages' has values {lo}..{hi}, but {CARD_NAME} says the "
-                                     f"ages are {ages}")
+                if lo < age_bounds[0] or hi > age_bounds[1]:
+                    raise ShardError(f"{where}: column 'ages' has values {lo}..{hi}, but {ages_said}")
+            elif name in ranges:
+                if not ranges[name][0] <= lo <= hi <= ranges[name][1]:
+                    raise ShardError(f"{where}: column {name!r} has values {lo}..{hi}; expected "
+                                     f"{ranges[name][0]}..{ranges[name][1]}")
             elif (lo, hi) != (expect[name], expect[name]):
                 raise ShardError(f"{where}: column {name!r} has values {lo}..{hi}, but the frames are "
-                                 f"{'x'.join(map(str, layout.frames_shape[1:]))} (HxWxC)")
+                                 f"{'x'.join(map(str, layout.frames_shape[-3:]))} (HxWxC)")
     for name, n in nulls.items():
         if n:
             raise ShardError(f"{where}: column {name!r} has {n} null values"

@@ -155,7 +155,7 @@ def _shard_layouts(path: str, card: dict[str, Any]) -> dict[str, ShardLayout]:
             raise ShardError(f"{shard}: corrupt or not a Parquet file ({e})") from None
         if irregular.is_irregular(card):
             layouts[shard] = irregular.shard_layout(schema, shard, card)
-            irregular.check_footer(pf.metadata, shard, card)
+            irregular.check_footer(pf.metadata, shard, card, layouts[shard])
         else:
             layouts[shard] = shard_layout(schema, shard, card)
             _check_footer_values(pf.metadata, shard, card, layouts[shard])

@@ -185,6 +185,38 @@ def test_bad_irregular_shard_names_file_and_column(irr_dataset, tmp_path, change
     assert shard in str(e.value)
 
 
+def _footer_case(column, values):
+    def change(t):
+        import pyarrow as pa
+
+        i = t.schema.get_field_index(column)
+        return t.set_column(i, t.schema.field(i), pa.array(values(t.num_rows), type=t.schema.field(i).type))
+    return change
+
+
+@pytest.mark.parametrize("column, values, match", [
+    ("height", lambda n: [99] * n, r"column 'height' has values 99\.\.99, but the frames are 16x8x3"),
+    ("width", lambda n: [8] * (n - 1) + [7], r"column 'width' has values 7\.\.8"),
+    ("split", lambda n: [None] + ["train"] * (n - 1), r"column 'split' has 1 null values"),
+    ("split", lambda n: ["train"] * (n - 1) + ["holdout"], r"column 'split' has the value 'holdout'"),
+    ("num_frames", lambda n: [None] * n, r"column 'num_frames' has \d+ null values"),
+    ("num_frames", lambda n: [12] + [3] * (n - 1), r"column 'num_frames' has values 3\.\.12; expected 2\.\.6"),
+])
+def test_irregular_footer_checks_name_file_and_column(irr_dataset, tmp_path, column, values, match):
+    """The footer statistics of an irregular shard get the regular layout's checks (sizes, nulls,
+    splits) plus num_frames' range: a ShardError naming the shard, before any frame is decoded."""
+    import pyarrow.parquet as pq
+
+    from crnn.shards import list_shards, validate
+
+    bad = str(tmp_path / "bad")
+    shutil.copytree(irr_dataset[0], bad)
+    (shard,) = list_shards(bad)
+    pq.write_table(_footer_case(column, values)(pq.read_table(shard)), shard)
+    with pytest.raises(ShardError, match=rf"{shard}: " + match):
+        validate(bad)
+
+
 # ----------------------------------------------------------------------------- ingest
 def _photos(root, ages_per_series):
     from PIL import Image
