@@ -35,6 +35,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from crnn.shardcheck import (
@@ -280,12 +281,19 @@ def normalize_table(table: pa.Table, layout: ShardLayout, where: str, card: dict
                     splits: list[str] | None = None, columns: Iterable[str] | None = None,
                     counts: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Numpy columns of an irregular shard's table (``frames`` uint8 (N, T_max, H, W, C), ``ages``
-    float32 (N, T_max), ``num_frames``/``num_inputs`` int32 (N,)), after every value check
-    (:func:`check_values` and the regular split/size checks); rows of ``splits`` only, ``columns``
-    only. ``counts`` (split -> series) is increased by this table's rows per split."""
+    float32 (N, T_max), ``num_frames``/``num_inputs`` int32 (N,)), after the value checks: the regular
+    split/size checks on every row, then :func:`check_values` on the rows of ``splits`` (the rows read,
+    as the Ray reader checks the rows it streams); ``columns`` only (the checked columns are decoded
+    for the check either way). ``counts`` (split -> series) is increased by this table's rows per
+    split. Rows of other splits are filtered out before any tensor is decoded."""
     _check_values(table, layout.frames_shape, where, None, counts)
+    if splits is not None:
+        table = table.filter(pa.compute.is_in(table.column("split"), pa.array(splits, pa.string())))
+    want = None if columns is None else set(columns) | set(_CHECKED)
     out = {}
     for name in table.column_names:
+        if want is not None and name not in want:
+            continue
         if name == "frames":
             out[name] = _tensor_values(table.column(name), "frames", layout.frames_shape, where)
         elif name == "ages":
@@ -293,8 +301,7 @@ def normalize_table(table: pa.Table, layout: ShardLayout, where: str, card: dict
         else:
             out[name] = table.column(name).to_numpy(zero_copy_only=False)
     check_values(out, where, card)
-    keep = np.ones(table.num_rows, bool) if splits is None else np.isin(out["split"], splits)
-    return {k: v[keep] for k, v in out.items() if columns is None or k in set(columns)}
+    return {k: v for k, v in out.items() if columns is None or k in set(columns)}
 
 
 # ----------------------------------------------------------------------------- batches
