@@ -116,7 +116,8 @@ def test_settings_and_serve_yaml(tmp_path):
                                 "background": [255, 255, 255]}  # white by default, as jobs/ingest.py
     ing = s.ingress_options()
     assert ing["name"] == "CRNNIngress" and ing["num_replicas"] == 1 and ing["ray_actor_options"]["num_cpus"] == 1
-    assert ing["user_config"] == {"max_series_per_request": 256, "max_body_bytes": 16777216, "max_horizon": 10}
+    assert ing["user_config"] == {"max_series_per_request": 256, "max_body_bytes": 16777216, "max_horizon": 10,
+                                  "max_targets": 16}
     assert set(opts["user_config"]) == {"max_batch_size", "batch_wait_timeout_s"}
     with pytest.raises(ValueError, match="unknown ray_actor_options"):
         ServeSettings(model="m", ray_actor_options={"num_cpu": 1})
@@ -199,7 +200,8 @@ def test_openapi_request_schema_is_what_is_accepted(url):
     req = schemas["ForecastRequest"]
     good = _frames(1, 7, T)[0]
     minimal = {"FramesSeries": {"frames": good.tolist()}, "PngSeries": {"png": [_png(x) for x in good]}}
-    values = {"ages": [20, 25, 30, 35], "horizon": 2}  # a new field in the schema must be added here
+    # a new field in the schema must be added here; horizon 1 (the default) is allowed with target_ages
+    values = {"ages": [20, 25, 30, 35], "horizon": 1, "target_ages": [40, 45]}
     series_refs = [o["$ref"].rsplit("/", 1)[1] for o in req["properties"]["series"]["items"]["oneOf"]]
     assert sorted(series_refs) == sorted(minimal)
     top = {"series": [minimal["FramesSeries"]], **{k: values[k] for k in req["properties"] if k != "series"}}
@@ -213,7 +215,7 @@ def test_openapi_request_schema_is_what_is_accepted(url):
         full = {**series, **{k: values[k] for k in props if k not in series}}
         assert set(full) == set(props) and schemas[name]["additionalProperties"] is False
         r = _post(url, {"series": [minimal["FramesSeries"], full]})
-        assert r.status_code == 200 and r.json()["forecasts"][1]["ages"] == [40], (name, r.text[:300])
+        assert r.status_code == 200 and r.json()["forecasts"][1]["ages"] == [40, 45], (name, r.text[:300])
         r = _post(url, {"series": [minimal["FramesSeries"], {**full, "colour": "red"}]})
         assert r.status_code == 422, (name, r.text[:300])
         assert "series[1]: unknown field(s) ['colour']" in r.json()["detail"], r.text[:300]
