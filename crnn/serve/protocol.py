@@ -288,8 +288,9 @@ def resolve_ages(req: ForecastRequest, spec: Spec, limits: RequestLimits) -> For
     horizon = req.horizon
     asked = req.target_ages is not None or any(s.target_ages is not None for s in req.series)
     if asked and horizon != 1:
-        where = "top-level 'target_ages'" if req.target_ages is not None else "'target_ages' of series[" + \
-            str(next(i for i, s in enumerate(req.series) if s.target_ages is not None)) + "]"
+        named = [f"series[{i}]" for i, s in enumerate(req.series) if s.target_ages is not None]
+        where = "top-level 'target_ages'" if req.target_ages is not None else \
+            f"'target_ages' of {', '.join(named[:_SHOWN])}{' and more' if len(named) > _SHOWN else ''}"
         raise RequestError(422, f"'horizon' is {horizon} and {where} is given: ask for target ages or a horizon, "
                                 f"not both")
     errors, out = [], []
