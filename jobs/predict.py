@@ -3,12 +3,18 @@
     python jobs/predict.py --model runs/x/model --data data/pines --out runs/x/forecasts
     python jobs/predict.py --model M --data D --out O --split test --horizon 3 --preview O.png
     python jobs/predict.py --model M --data D --out O --num-gpus 1 --concurrency 2    # GPU actors
+    python jobs/predict.py --model M --data D --out O --target-ages 30,35,40           # any ages (#14)
 
 Inputs are each series' first in_frames frames (ages 10..25), as in training; --inputs last uses
 the last ones. Without --horizon the output holds the model's next-frame forecast for every input
-step (ages 15..30); with --horizon H, H frames rolled out past the last input (ages 30, 35, ...).
-Output: Parquet shards (series_id = source id, ages, frames, split/source_split, ...) and a
-dataset.json card marked as forecasts, published atomically (a failed run leaves nothing at --out).
+step (ages 15..30); with --horizon H, H frames rolled out past the last input (ages 30, 35, ...);
+with --target-ages, the forecasts at those ages (a time-aware model: any later ages; a grid model:
+whole steps of its input spacing). --target-ages also takes an irregular dataset: each series'
+inputs are its first num_inputs frames at its own ages. Every series' ages are checked against the
+targets before Ray starts (a usage error naming the series id). Output: Parquet shards (series_id =
+source id, ages -- float32 when a target age is fractional, else int32 --, frames, split/source_split,
+...) and a dataset.json card marked as forecasts, published atomically (a failed run leaves nothing
+at --out).
 """
 
 import sys
@@ -26,7 +32,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="input dataset directory (local path or URI)")
     p.add_argument("--out", required=True, help="output dataset directory (local path or URI)")
     p.add_argument("--split", action="append", help="only these splits (repeatable); default: all")
-    p.add_argument("--horizon", type=int, help="roll out H frames past the inputs (default: window forecast)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--horizon", type=int, help="roll out H frames past the inputs (default: window forecast)")
+    what.add_argument("--target-ages", help="forecast at these ages, comma-separated (e.g. 30,35,40 or 32.5,40); "
+                                            "regular or irregular datasets")
     p.add_argument("--inputs", choices=("first", "last"), default="first", help="which in_frames frames are inputs")
     p.add_argument("--batch-size", type=int, default=256, help="series per model call")
     p.add_argument("--concurrency", type=int, default=1, help="forecasting actors")
@@ -50,7 +59,7 @@ def main(argv=None) -> int:
         if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
-                     batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite)
+                     batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite, target_ages=a.target_ages)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
@@ -61,7 +70,8 @@ def main(argv=None) -> int:
     try:
         card = predict_dataset(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                                batch_size=a.batch_size, concurrency=a.concurrency, num_cpus=a.num_cpus,
-                               num_gpus=a.num_gpus, overwrite=a.overwrite, preview=a.preview)
+                               num_gpus=a.num_gpus, overwrite=a.overwrite, preview=a.preview,
+                               target_ages=a.target_ages)
     except (ShardError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"predict failed: {e}", file=sys.stderr)
         return 1

@@ -208,3 +208,150 @@ def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tm
     with torch.no_grad():
         ref = to_uint8(rollout(model, torch_frames(src["frames"][:3, :4]), 2).numpy())
     assert np.abs(np.stack(served).astype(int) - ref).max() <= 1
+
+
+# ----------------------------------------------------------------------------- target ages (#14)
+TA_DATA = {"layout": "irregular", "age_unit": "years", "age_range": [1.0, 50.0]}
+
+
+@pytest.fixture(scope="module")
+def ta_model_dir(tmp_path_factory):
+    """A tiny time-aware model (random weights: its untrained residual head would be persistence at
+    every age) that answers ages 1..50 years."""
+    from crnn.checkpoint import save_model_dir
+    from crnn.config import load_config
+    from crnn.model import build_model
+
+    cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
+                                                "model.timevp.n_t": 2})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    out = str(tmp_path_factory.mktemp("pred") / "ta-model")
+    save_model_dir(out, model, cfg, epoch=0, data=TA_DATA)
+    return out
+
+
+@pytest.fixture(scope="module")
+def irregular_dataset(ray_local, tmp_path_factory):
+    """24 simulated series of 2..4 input frames and 1..2 targets at ages 1..30 (irregular layout)."""
+    from crnn.generate import generate
+    from crnn.irregular import IrregularSpec
+
+    out = str(tmp_path_factory.mktemp("pred") / "irr")
+    generate(out, num_series=24, seed=3, shard_size=12, irregular=IrregularSpec(
+        min_inputs=2, max_inputs=4, min_targets=1, max_targets=2, age_min=1, age_max=30, age_step=1))
+    return out
+
+
+def _forecast_at(model_path, frames, ages, targets):
+    from crnn.timeaware import forecast_at, time_domain
+
+    model, cfg, meta = load_model(model_path)
+    return np.stack(forecast_at(model, time_domain(cfg, meta["data"], meta["metrics"]), frames, ages,
+                                [targets] * len(frames)))
+
+
+def _parquet(out):
+    """An output dataset read with pyarrow (fractional ages: crnn.shards' readers take whole ages only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.concat_tables([pq.read_table(f, columns=["series_id", "ages", "frames"]) for f in list_shards(out)])
+    ids = np.array(t.column("series_id").to_pylist())
+    order = np.argsort(ids)
+    ages = np.array(t.column("ages").to_pylist())
+    frames = np.array(t.column("frames").to_pylist(), np.uint8)
+    return ids[order], ages[order], frames[order], t.schema.field("ages")
+
+
+def test_target_ages_on_a_regular_dataset_grid_model(dataset, model_dir, tmp_path):
+    out = str(tmp_path / "fc")
+    card = predict_dataset(model_dir, dataset, out, target_ages=[35, 40], split="test", batch_size=3)
+    assert card["ages"] == [35, 40] and card["forecast"]["mode"] == "ages"
+    assert card["forecast"]["target_ages"] == [35, 40] and card["columns"]["ages"].startswith("tensor int32")
+    got, src = _by_id(read_numpy(out)), _by_id(read_numpy(dataset, split="test"))
+    assert list(got["series_id"]) == list(src["series_id"]) and (got["ages"] == [35, 40]).all()
+    want = _forecast_at(model_dir, list(src["frames"][:, :4]), [[10, 15, 20, 25]] * len(src["frames"]), [35, 40])
+    assert got["frames"].shape == want.shape and np.abs(got["frames"].astype(int) - want).max() <= 1
+    with torch.no_grad():  # a grid model's target ages are steps of its rollout: steps 2 and 3 here
+        roll = to_uint8(rollout(load_model(model_dir)[0], torch_frames(src["frames"][:, :4]), 3).numpy())
+    assert np.abs(want.astype(int) - roll[:, 1:]).max() <= 1
+
+
+def test_fractional_target_ages_time_aware_model_float32_ages(dataset, ta_model_dir, tmp_path):
+    out = str(tmp_path / "fc")
+    card = predict_dataset(ta_model_dir, dataset, out, target_ages="32.5,40", inputs="last", batch_size=4)
+    assert card["ages"] == [32.5, 40.0] and card["ages_dtype"] == "float32"
+    assert card["columns"]["ages"].startswith("tensor float32 (K,)") and card["forecast"]["input_ages"] == [15, 20, 25, 30]
+    ids, ages, frames, field = _parquet(out)
+    assert "float" in str(field.type) and len(ids) == N
+    assert np.array_equal(ages, np.tile([32.5, 40.0], (N, 1)))
+    src = _by_id(read_numpy(dataset))
+    want = _forecast_at(ta_model_dir, list(src["frames"][:, 1:]), [[15, 20, 25, 30]] * N, [32.5, 40])
+    assert (want[:, 0] != want[:, 1]).mean() > 0.05  # each age answered differently: the order is visible
+    assert list(ids) == list(src["series_id"]) and np.abs(frames.astype(int) - want).max() <= 1
+
+
+def test_target_ages_on_an_irregular_dataset(irregular_dataset, ta_model_dir, tmp_path):
+    """Each series' inputs are its own first num_inputs frames at its own ages."""
+    out = str(tmp_path / "fc")
+    card = predict_dataset(ta_model_dir, irregular_dataset, out, target_ages=[31.5, 40], batch_size=5)
+    assert card["num_series"] == 24 and card["forecast"]["input_ages"] == "per series"
+    src = _by_id(read_numpy(irregular_dataset))
+    k = np.where(src["num_inputs"] > 0, src["num_inputs"], src["num_frames"])
+    assert len(set(k)) > 1  # ragged: series of several lengths
+    frames = [src["frames"][i, :k[i]] for i in range(24)]
+    ages = [list(src["ages"][i, :k[i]]) for i in range(24)]
+    want = _forecast_at(ta_model_dir, frames, ages, [31.5, 40])
+    ids, got_ages, got, _ = _parquet(out)
+    assert list(ids) == list(src["series_id"]) and np.array_equal(got_ages, np.tile([31.5, 40.0], (24, 1)))
+    assert np.abs(got.astype(int) - want).max() <= 1 and (got == want).mean() > 0.99
+
+
+def test_bad_target_ages_are_refused_naming_the_series_before_any_output(irregular_dataset, dataset, model_dir,
+                                                                         ta_model_dir, tmp_path, capsys):
+    from crnn.predict import plan_predict
+    from jobs import predict as job
+
+    src = _by_id(read_numpy(irregular_dataset))
+    k = np.where(src["num_inputs"] > 0, src["num_inputs"], src["num_frames"])
+    last = np.array([src["ages"][i, k[i] - 1] for i in range(24)])
+    target = float(np.sort(last)[-2])  # before or at the last input of some series
+    out = str(tmp_path / "fc")
+    with pytest.raises(ValueError, match=r"series \S+: target age .* is not after the last input age") as e:
+        plan_predict(ta_model_dir, irregular_dataset, out, target_ages=[target])
+    bad = e.value.args[0].split("series ")[1].split(":")[0]
+    assert bad in set(src["series_id"][last >= target])  # the id named is one that cannot be answered
+    with pytest.raises(ValueError, match="age 80 is far outside the ages the model was trained on"):
+        predict_dataset(ta_model_dir, irregular_dataset, out, target_ages=[40, 80])
+    with pytest.raises(ValueError, match=r"series toy-\d+ \(and 19 other series with these input ages\): ages "
+                                         r"\[10, 15, 20, 25\] -> \[37\] are off a grid model's grid"):
+        predict_dataset(model_dir, dataset, out, target_ages=[37])
+    with pytest.raises(ValueError, match="give one"):
+        predict_dataset(model_dir, dataset, out, target_ages=[35], horizon=2)
+    with pytest.raises(ValueError, match="irregular dataset.*target ages"):
+        predict_dataset(ta_model_dir, irregular_dataset, out)  # window/horizon: regular datasets only
+    assert not os.path.exists(out) and _no_leftovers(out)
+    # the job: a usage error (status 2) naming the series before Ray starts; flags that exclude each other
+    rc = job.main(["--model", ta_model_dir, "--data", irregular_dataset, "--out", out, "--target-ages", f"{target:g}"])
+    assert rc == 2 and f"series {bad}" in capsys.readouterr().err and not os.path.exists(out)
+    with pytest.raises(SystemExit) as e:
+        job.main(["--model", model_dir, "--data", dataset, "--out", out, "--target-ages", "35", "--horizon", "2"])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    rc = job.main(["--model", model_dir, "--data", dataset, "--out", out, "--target-ages", "35,x"])
+    assert rc == 2 and "expected numbers" in capsys.readouterr().err
+
+
+def test_job_cli_target_ages_with_preview(irregular_dataset, ta_model_dir, tmp_path, capsys):
+    from jobs import predict as job
+
+    out, png = str(tmp_path / "fc"), str(tmp_path / "preview.png")
+    rc = job.main(["--model", ta_model_dir, "--data", irregular_dataset, "--out", out, "--split", "train",
+                   "--target-ages", "33,45.5", "--preview", png, "--batch-size", "8"])
+    assert rc == 0 and os.path.getsize(png) > 0
+    assert "(ages [33.0, 45.5])" in capsys.readouterr().out
+    ids, ages, frames, _ = _parquet(out)
+    assert frames.shape[1:] == (2, H, W, C) and np.array_equal(ages[0], [33.0, 45.5])

@@ -116,7 +116,8 @@ def test_settings_and_serve_yaml(tmp_path):
                                 "background": [255, 255, 255]}  # white by default, as jobs/ingest.py
     ing = s.ingress_options()
     assert ing["name"] == "CRNNIngress" and ing["num_replicas"] == 1 and ing["ray_actor_options"]["num_cpus"] == 1
-    assert ing["user_config"] == {"max_series_per_request": 256, "max_body_bytes": 16777216, "max_horizon": 10}
+    assert ing["user_config"] == {"max_series_per_request": 256, "max_body_bytes": 16777216, "max_horizon": 10,
+                                  "max_targets": 16}
     assert set(opts["user_config"]) == {"max_batch_size", "batch_wait_timeout_s"}
     with pytest.raises(ValueError, match="unknown ray_actor_options"):
         ServeSettings(model="m", ray_actor_options={"num_cpu": 1})
@@ -199,7 +200,8 @@ def test_openapi_request_schema_is_what_is_accepted(url):
     req = schemas["ForecastRequest"]
     good = _frames(1, 7, T)[0]
     minimal = {"FramesSeries": {"frames": good.tolist()}, "PngSeries": {"png": [_png(x) for x in good]}}
-    values = {"ages": [20, 25, 30, 35], "horizon": 2}  # a new field in the schema must be added here
+    # a new field in the schema must be added here; horizon 1 (the default) is allowed with target_ages
+    values = {"ages": [20, 25, 30, 35], "horizon": 1, "target_ages": [40, 45]}
     series_refs = [o["$ref"].rsplit("/", 1)[1] for o in req["properties"]["series"]["items"]["oneOf"]]
     assert sorted(series_refs) == sorted(minimal)
     top = {"series": [minimal["FramesSeries"]], **{k: values[k] for k in req["properties"] if k != "series"}}
@@ -213,7 +215,7 @@ def test_openapi_request_schema_is_what_is_accepted(url):
         full = {**series, **{k: values[k] for k in props if k not in series}}
         assert set(full) == set(props) and schemas[name]["additionalProperties"] is False
         r = _post(url, {"series": [minimal["FramesSeries"], full]})
-        assert r.status_code == 200 and r.json()["forecasts"][1]["ages"] == [40], (name, r.text[:300])
+        assert r.status_code == 200 and r.json()["forecasts"][1]["ages"] == [40, 45], (name, r.text[:300])
         r = _post(url, {"series": [minimal["FramesSeries"], {**full, "colour": "red"}]})
         assert r.status_code == 422, (name, r.text[:300])
         assert "series[1]: unknown field(s) ['colour']" in r.json()["detail"], r.text[:300]
@@ -388,3 +390,32 @@ def test_png_variants_mean_the_same_pixels_as_ingest(url, local_model):
     for name, pixels in wrong.items():
         assert not np.array_equal(pixels, truth[k[name]]), name
         assert np.abs(_expected(local_model, np.ascontiguousarray(pixels[None]), 1)[0].astype(int) - want[k[name]]).max() > 1, name
+
+
+def test_grid_model_target_ages(url, local_model):
+    """Target ages on a grid model (issue #14): whole steps of the input spacing after the last input,
+    answered by the rollout and labelled by those ages (floats where fractional); GET /model says
+    it is a grid model and has no trust.json. Off-grid or too-far targets: 422 naming the series."""
+    f = _frames(2, 8, T)
+    r = _post(url, {"series": [{"frames": f[0].tolist(), "target_ages": [35, 40]},
+                               {"png": [_png(x) for x in f[1]], "ages": [2.5, 5, 7.5, 10], "target_ages": [12.5, 17.5]}]})
+    assert r.status_code == 200, r.text[:300]
+    doc = r.json()
+    out = doc["forecasts"]
+    assert out[0]["ages"] == [35, 40] and out[1]["ages"] == [12.5, 17.5] and doc["horizon"] is None
+    want = _expected(local_model, f, 3)  # steps 1, 2, 3 of the rollout
+    got0 = np.array(out[0]["frames"], np.uint8)
+    got1 = np.array([_unpng(p) for p in out[1]["png"]])
+    assert np.abs(got0.astype(int) - want[0, 1:3]).max() <= 1 and (got0 == want[0, 1:3]).mean() > 0.99
+    assert np.abs(got1.astype(int) - want[1, [0, 2]]).max() <= 1 and (got1 == want[1, [0, 2]]).mean() > 0.99
+    good = {"frames": f[0].tolist()}
+    for target, msg in [([37], "series[1]: ages [10, 15, 20, 25] -> [37] are off a grid model's grid"),
+                        ([30, 60], "series[1]: target age 60 is 7 steps of 5 after the last input age 25; a grid "
+                                   "model rolls out at most 6 steps (max_horizon)")]:
+        r = _post(url, {"series": [good, {**good, "target_ages": target}, good]})
+        assert r.status_code == 422 and msg in r.json()["detail"], (msg, r.text[:300])
+        assert "series[0]" not in r.json()["detail"] and "series[2]" not in r.json()["detail"]
+    info = requests.get(f"{url}/model", timeout=30).json()
+    assert info["time"]["time_aware"] is False and info["time"]["max_inputs"] == T
+    assert info["time"]["default_ages"] == [10, 15, 20, 25] and info["time"]["accepted_ages"] == [None, None]
+    assert info["trust"] is None and info["limits"]["max_targets"] == 16

@@ -23,10 +23,17 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
   frames (default 1: age 30), forecast by autoregressive rollout (:func:`crnn.model.rollout`):
   beyond one step the model's own forecasts are fed back as inputs. ``ages`` (top level, or per
   series) gives the ages of the input frames, evenly spaced; the forecast ages continue that
-  spacing. Default: the model's training ages (10, 15, 20, 25). Unknown fields are refused (422):
-  the request schema in ``/openapi.json`` is exactly what is accepted.
+  spacing. Default: the model's training ages (10, 15, 20, 25). ``target_ages`` (top level or per
+  series; not with a ``horizon`` other than 1) asks for forecasts at those ages instead: any later
+  ages for a time-aware model (``model.kind=timevp``, which also takes any number >= 2 of frames at
+  any increasing real ages), whole steps of the input spacing for a grid model
+  (:func:`crnn.timeaware.forecast_at`); each forecast is labelled with its ages. Ages a model
+  cannot answer get 422 naming the series (:func:`crnn.timeaware.check_ages`). Unknown fields are
+  refused (422): the request schema in ``/openapi.json`` is exactly what is accepted.
 * ``GET /healthz`` -- ``{"status": "ok"}`` once the model is loaded.
-* ``GET /model`` -- config, training metrics, epoch, version (content hash), input ages, limits.
+* ``GET /model`` -- config, training metrics, epoch, version (content hash), input ages, limits;
+  ``time`` (:meth:`crnn.timeaware.TimeDomain.as_dict`: the ages the model answers) and ``trust``
+  (the model directory's ``trust.json``, or null).
 
 Bad requests get a JSON error ``{"detail": "<what is wrong, naming the field>"}``: 400 for a body
 that is not JSON (NaN/Infinity included) or malformed base64/PNG (naming series and frame); 413 for a
@@ -45,7 +52,7 @@ on JSON or PNG.
 Settings (:class:`ServeSettings`): each deployment's options (replicas or autoscaling,
 ``ray_actor_options`` ``num_cpus``/``num_gpus``, ``max_ongoing_requests``) on Ray's own schemas, and
 the reconfigurable ``user_config`` (:class:`Limits`: batch size and wait for the model deployment;
-size limits and max horizon for the ingress), either as builder args or, for ``serve run``/``serve
+size limits, max horizon and max target ages for the ingress), either as builder args or, for ``serve run``/``serve
 deploy``, in the config file's ``deployments`` entries (see ``serve.yaml``).
 """
 

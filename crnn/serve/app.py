@@ -67,7 +67,8 @@ _ERRORS = {
                                                  "max_series_per_request"},
     422: {"model": ErrorResponse, "description": "not the ForecastRequest schema (an unknown field included), "
                                                  "or the wrong shape for the model: frame count, image size, "
-                                                 "channels, values outside 0-255, empty batch, bad horizon or ages"},
+                                                 "channels, values outside 0-255, empty batch, bad horizon; "
+                                                 "ages or target ages the model cannot answer (naming the series)"},
 }
 
 
@@ -112,7 +113,7 @@ class ForecastIngress:
             d = await self.model.describe.remote()
             self._version = d["version"]
             self._spec = Spec(d["in_frames"], d["height"], d["width"], d["channels"], d["input_ages"],
-                              self.background)
+                              self.background, d.get("domain"))
         return self._spec
 
     @api.get("/healthz", summary="Liveness: the model is loaded")
@@ -120,7 +121,8 @@ class ForecastIngress:
         await self.spec()
         return {"status": "ok", "model_version": self._version}
 
-    @api.get("/model", summary="The model: config, training metrics, version; limits; replica stats")
+    @api.get("/model", summary="The model: config, training metrics, version; the ages it answers (time), how "
+                               "far to trust it (trust); limits; replica stats")
     async def model_info(self) -> dict:
         info = await self.model.info.remote()
         return {**info, "limits": {**info["limits"], **self.limits.model_dump()},
@@ -138,8 +140,12 @@ class ForecastIngress:
         limits = self.limits
         body = await read_body(request, limits.max_body_bytes)
         req = parse_forecast_request(body, await self.spec(), limits)
-        frames = np.stack([s.frames for s in req.series])  # (n, in_frames, H, W, C) uint8
-        outs = await self.model.forecast.remote(frames, [req.horizon] * len(req.series))
+        if req.at_ages:  # a time-aware model, or target ages asked for: ragged series, ages and targets
+            outs = await self.model.forecast_at.remote([s.frames for s in req.series], [s.ages for s in req.series],
+                                                      [s.target_ages for s in req.series])
+        else:  # a grid model's horizon: one rollout, as before target ages existed
+            frames = np.stack([s.frames for s in req.series])  # (n, in_frames, H, W, C) uint8
+            outs = await self.model.forecast.remote(frames, [req.horizon] * len(req.series))
         return Response(render_forecasts(req, outs, self._version), media_type="application/json")
 
 

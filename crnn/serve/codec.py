@@ -24,6 +24,7 @@ import numpy as np
 
 from crnn import images
 from crnn.inference import ImageSizeError, check_image_size
+from crnn.timeaware import TimeDomain
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # model channels -> crnn.images mode
@@ -48,7 +49,10 @@ def _fail(status: int, where: Optional[str], message: str) -> RequestError:
 @dataclass
 class Spec:
     """What the model takes: ``in_frames`` images of ``height`` x ``width`` x ``channels`` uint8,
-    ``input_ages`` by default, and the colour (uint8 RGB) behind transparent PNG pixels."""
+    ``input_ages`` by default, the colour (uint8 RGB) behind transparent PNG pixels and the ages it
+    answers (``domain``, :class:`crnn.timeaware.TimeDomain`; None: a grid model on ``input_ages``,
+    as :attr:`time` builds it). A time-aware model takes any number of frames from
+    ``domain.min_inputs`` (2) up; a grid model exactly ``in_frames``."""
 
     in_frames: int
     height: int
@@ -56,6 +60,18 @@ class Spec:
     channels: int
     input_ages: list[int]
     background: tuple[int, int, int] = images.BACKGROUND
+    domain: Optional[TimeDomain] = None
+
+    @property
+    def time(self) -> TimeDomain:
+        """The model's :class:`TimeDomain`: ``domain``, or a grid model on ``input_ages`` (spacing
+        5 when there is one age) when the spec has none (older ingress code, unit tests)."""
+        if self.domain is not None:
+            return self.domain
+        ages = [float(a) for a in self.input_ages]
+        step = ages[1] - ages[0] if len(ages) >= 2 else 5.0
+        return TimeDomain(False, "years", (ages[0], ages[-1] + step), float("inf"), self.in_frames, self.in_frames,
+                          self.in_frames, step, tuple(ages))
 
 
 @contextlib.contextmanager
@@ -73,7 +89,16 @@ def gc_paused():
 
 
 def check_count(obj: Any, where: Optional[str], spec: Spec, what: str) -> None:
-    """RequestError 422 unless ``obj`` is a list of ``spec.in_frames`` items."""
+    """RequestError 422 unless ``obj`` is a list of as many items as the model takes: exactly
+    ``spec.in_frames`` (a grid model), or ``domain.min_inputs`` (2) or more (a time-aware model)."""
+    if spec.time.time_aware:
+        least = spec.time.min_inputs
+        if not isinstance(obj, list):
+            raise _fail(422, where, f"expected a list of {least} or more {what}, got {type(obj).__name__}")
+        if len(obj) < least:
+            raise _fail(422, where, f"expected at least {least} frames (oldest first; a time-aware model takes "
+                                    f"any number from {least}), got {len(obj)}")
+        return
     if not isinstance(obj, list):
         raise _fail(422, where, f"expected a list of {spec.in_frames} {what}, got {type(obj).__name__}")
     if len(obj) != spec.in_frames:
@@ -89,7 +114,8 @@ def _holds_bool(obj: Any) -> bool:
 
 
 def frames_from_arrays(obj: Any, where: Optional[str], spec: Spec, exact_bools: bool = True) -> np.ndarray:
-    """JSON nested arrays -> uint8 (in_frames, H, W, C). RequestError 422 naming ``where`` for a wrong
+    """JSON nested arrays -> uint8 (T, H, W, C), T = in_frames (or any count a time-aware model takes,
+    :func:`check_count`). RequestError 422 naming ``where`` for a wrong
     frame count, ragged or non-numeric nesting, a wrong image size, channels-first images, values
     that are not integers 0-255 (booleans, fractions, NaN included). ``exact_bools=False`` skips the
     per-value look for booleans mixed among integers (the caller knows there are none: Serve checks
@@ -192,17 +218,27 @@ def encode_png(frame: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def age_label(v: float) -> int | float:
+    """An age as the response writes it: an int when it is whole (``30``, as before fractional ages
+    existed), else the float (``22.5``)."""
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
 def render_forecasts(req, outputs: list[np.ndarray], version: str) -> bytes:
     """The JSON response body (the ``ForecastResponse`` schema of :mod:`crnn.serve.protocol`): one
     forecast per series of ``req`` (a :class:`~crnn.serve.protocol.ForecastIn`), in order, in the
-    series' own format; ``outputs[i]`` is uint8 (horizon, H, W, C). Written with ``json.dumps``
-    rather than through the pydantic response model: validating ~400k pixel ints per 64-series
-    response would cost more than the forward pass on a CPU."""
+    series' own format, labelled with its target ages (:func:`age_label`); ``outputs[i]`` is uint8
+    (m_i, H, W, C), m_i = the series' number of target ages. ``horizon`` is the request's, or null
+    when target ages were asked for. Written with ``json.dumps`` rather than through the pydantic
+    response model: validating ~400k pixel ints per 64-series response would cost more than the
+    forward pass on a CPU."""
     with gc_paused():
         forecasts = []
         for s, out in zip(req.series, outputs):
-            step = s.ages[-1] - s.ages[-2] if len(s.ages) >= 2 else 5
-            ages = [s.ages[-1] + step * (k + 1) for k in range(len(out))]
+            ages = [age_label(a) for a in s.target_ages]
+            if len(ages) != len(out):
+                raise ValueError(f"render_forecasts: {len(out)} frames for {len(ages)} target ages")
             if s.fmt == "frames":
                 forecasts.append({"ages": ages, "frames": out.tolist()})
             else:

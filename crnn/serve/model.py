@@ -5,9 +5,12 @@ The deployment is reached only through a ``DeploymentHandle`` from the ingress
 (:mod:`crnn.serve.app`), which has already decoded requests to uint8 arrays, so a (GPU) model replica
 never parses JSON or PNG. Each series is one item of the batch queue, so series from many requests
 and many ingress replicas share one forward pass (``max_batch_size`` series, waiting at most
-``batch_wait_timeout_s``); series with different horizons share a rollout that drops each series
-when its horizon is reached. The forward pass runs in a worker thread, so the replica keeps taking
-calls (and filling the next batch) meanwhile.
+``batch_wait_timeout_s``). Two kinds of item share the queue: a grid model's horizon forecasts
+(series with different horizons share a rollout that drops each series when its horizon is reached)
+and forecasts at given ages (:func:`crnn.timeaware.forecast_at`: ragged histories and target lists in
+one padded forward pass for a time-aware model; a rollout to the furthest step for a grid model).
+The forward pass runs in a worker thread, so the replica keeps taking calls (and filling the next
+batch) meanwhile.
 """
 
 from __future__ import annotations
@@ -23,9 +26,27 @@ import numpy as np
 import torch
 from ray import serve
 
+from crnn.checkpoint import ModelError
 from crnn.inference import default_input_ages, forecast_uint8, load_model, pick_device, setup_torch
 from crnn.serve.settings import MODEL_DEPLOYMENT, BatchLimits
-from crnn.storage import json_safe
+from crnn.storage import join, json_safe, read_json
+from crnn.timeaware import AgeError, forecast_at, time_domain
+
+TRUST_FILE = "trust.json"  # in the model directory, written by the time-aware evaluation
+
+
+def read_trust(model_dir: str) -> dict[str, Any] | None:
+    """The model directory's ``trust.json`` (how far its forecasts beat persistence, written by the
+    evaluation; passed on as it is), or None when there is none. ModelError naming the file when it
+    is not a JSON object."""
+    path = join(model_dir, TRUST_FILE)
+    try:
+        trust = read_json(path, None)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    if trust is not None and not isinstance(trust, dict):
+        raise ModelError(f"{path}: expected a JSON object, got a JSON {type(trust).__name__}")
+    return trust
 
 
 class ForecastEngine:
@@ -36,12 +57,15 @@ class ForecastEngine:
         self.in_frames = int(cfg.data.in_frames)
         self.height, self.width, self.channels = cfg.model.height, cfg.model.width, cfg.model.channels
         self.input_ages = default_input_ages(cfg, meta.get("metrics"))
+        self.domain = time_domain(cfg, meta.get("data"), meta.get("metrics"))  # what ages it answers
+        self.trust = read_trust(source)
         self.loaded_at = time.time()
 
     @classmethod
     def load(cls, path: str, device: str = "auto", torch_threads: int = 0) -> "ForecastEngine":
-        """Load the model directory ``path``; raises ``ModelError`` naming what is wrong (a replica
-        then refuses to start) or ``ValueError`` for a device that is not there."""
+        """Load the model directory ``path`` (and its ``trust.json`` when there is one); raises
+        ``ModelError`` naming what is wrong (a replica then refuses to start) or ``ValueError`` for a
+        device that is not there."""
         device = pick_device(device)
         setup_torch(device, torch_threads)
         model, cfg, meta = load_model(path, device, version=True)
@@ -51,15 +75,28 @@ class ForecastEngine:
         """uint8 (B, in_frames, H, W, C) and one horizon per series -> B uint8 (h_i, H, W, C)."""
         return forecast_uint8(self.model, frames, self.in_frames, list(horizons), self.device)
 
+    def forecast_at(self, frames: list[np.ndarray], ages: list[list[float]],
+                    target_ages: list[list[float]]) -> list[np.ndarray]:
+        """Forecasts at given ages (:func:`crnn.timeaware.forecast_at`): ``frames[i]`` uint8 (n_i, H,
+        W, C) at ``ages[i]`` (n_i values), ``target_ages[i]`` m_i later ages -> uint8 (m_i, H, W, C)
+        each. AgeError (a ValueError) naming ``series[i]`` for ages the model cannot answer."""
+        return forecast_at(self.model, self.domain, frames, ages, target_ages, self.device)
+
     def warmup(self, batch: int = 2) -> None:
         x = np.zeros((batch, self.in_frames, self.height, self.width, self.channels), np.uint8)
         self.forecast(x, [1] * batch)
+        ages = [float(a) for a in self.domain.default_ages]
+        try:
+            self.forecast_at(list(x), [ages] * batch, [self.domain.default_targets(ages)] * batch)
+        except AgeError:  # default ages outside what the model answers (an odd card): nothing to warm
+            pass
 
     def describe(self) -> dict[str, Any]:
-        """What the ingress checks requests against: in_frames, height, width, channels, input_ages
-        and the model version."""
+        """What the ingress checks requests against: in_frames, height, width, channels, input_ages,
+        the model version and ``domain`` (the :class:`crnn.timeaware.TimeDomain` object)."""
         return {"in_frames": self.in_frames, "height": self.height, "width": self.width,
-                "channels": self.channels, "input_ages": list(self.input_ages), "version": self.version}
+                "channels": self.channels, "input_ages": list(self.input_ages), "version": self.version,
+                "domain": self.domain}
 
     def info(self) -> dict[str, Any]:
         from crnn.config import to_dict
@@ -70,6 +107,7 @@ class ForecastEngine:
             "in_frames": self.in_frames, "input_ages": self.input_ages,
             "image": {"height": self.height, "width": self.width, "channels": self.channels},
             "device": self.device, "torch_threads": torch.get_num_threads(),
+            "time": self.domain.as_dict(), "trust": self.trust,
         })
 
 
@@ -116,14 +154,38 @@ class ForecastModel:
         """uint8 (n, in_frames, H, W, C) and n horizons -> n uint8 (horizon_i, H, W, C), each series
         queued on its own so it can share a forward pass with other calls' series."""
         self.stats["requests"] += 1
-        return list(await asyncio.gather(*(self._batched((f, h)) for f, h in zip(frames, horizons))))
+        return list(await asyncio.gather(*(self._batched(("h", f, h)) for f, h in zip(frames, horizons))))
+
+    async def forecast_at(self, frames: list[np.ndarray], ages: list[list[float]],
+                          target_ages: list[list[float]]) -> list[np.ndarray]:
+        """n series, uint8 (n_i, H, W, C) each, at ``ages[i]``, forecast at ``target_ages[i]`` -> n
+        uint8 (m_i, H, W, C) (:meth:`ForecastEngine.forecast_at`); each series queued on its own."""
+        self.stats["requests"] += 1
+        return list(await asyncio.gather(*(self._batched(("at", f, a, t))
+                                           for f, a, t in zip(frames, ages, target_ages))))
+
+    def _run(self, items: list[tuple]) -> list[np.ndarray]:
+        """One batch (in the worker thread): the horizon items in one rollout, the items at given
+        ages in one :func:`~crnn.timeaware.forecast_at` call; answers in the items' order."""
+        out: list[Any] = [None] * len(items)
+        hor = [i for i, it in enumerate(items) if it[0] == "h"]
+        at = [i for i, it in enumerate(items) if it[0] == "at"]
+        if hor:
+            frames = np.stack([items[i][1] for i in hor])  # (B, in_frames, H, W, C)
+            for i, o in zip(hor, self.engine.forecast(frames, [items[i][2] for i in hor])):
+                out[i] = o
+        if at:
+            res = self.engine.forecast_at([items[i][1] for i in at], [items[i][2] for i in at],
+                                          [items[i][3] for i in at])
+            for i, o in zip(at, res):
+                out[i] = o
+        return out
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def _batched(self, items: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    async def _batched(self, items: list[tuple]) -> list[np.ndarray]:
+        # items: ("h", frames (in_frames, H, W, C), horizon) or ("at", frames (n, H, W, C), ages, targets)
         self.stats["batches"] += 1
         self.stats["series"] += len(items)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(items))
-        frames = np.stack([f for f, _ in items])  # (B, in_frames, H, W, C)
-        horizons = [h for _, h in items]
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.engine.forecast, frames, horizons)
+        return await loop.run_in_executor(self._pool, self._run, items)

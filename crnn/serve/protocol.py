@@ -2,12 +2,18 @@
 and document them in the OpenAPI schema, so what ``/openapi.json`` shows is what is accepted.
 
 Every model forbids unknown fields (``extra="forbid"``, ``additionalProperties: false`` in the
-schema). What depends on the served model (frame count, image size, channels, default ages) and on
-the limits (``max_horizon``) comes from the validation context
+schema). What depends on the served model (frame count, image size, channels, default ages, the ages
+it answers) and on the limits (``max_horizon``, ``max_targets``) comes from the validation context
 ``{"spec": Spec, "limits": RequestLimits}``, given by :func:`parse_forecast_request`. With a
-``spec`` in the context, validating turns ``frames`` and ``png`` into uint8 (in_frames, H, W, C)
-arrays (:mod:`crnn.serve.codec`) with one numpy pass rather than one pydantic check per pixel;
-without one, only the schema's own checks run and the values stay JSON.
+``spec`` in the context, validating turns ``frames`` and ``png`` into uint8 (T, H, W, C) arrays
+(:mod:`crnn.serve.codec`) with one numpy pass rather than one pydantic check per pixel; without
+one, only the schema's own checks run and the values stay JSON.
+
+Ages (issue #14): ``ages`` (one per input frame, strictly increasing) and ``target_ages`` (the ages
+to forecast, after the last input) are real numbers, given at the top level as defaults for every
+series or per series (which overrides). After the schema's checks, :func:`parse_forecast_request`
+resolves each series' ages and targets and checks them against the model with
+:func:`crnn.timeaware.check_ages` (422 naming ``series[i]`` and the problem).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Di
                       ValidationError, ValidationInfo, WrapValidator, field_validator)
 from pydantic_core import PydanticCustomError
 
-from crnn.serve.codec import RequestError, Spec, check_count, decode_png, frames_from_arrays, gc_paused
+from crnn.serve.codec import RequestError, Spec, age_label, check_count, decode_png, frames_from_arrays, gc_paused
 from crnn.serve.settings import RequestLimits
+from crnn.timeaware import AgeError, TimeDomain, check_ages
 
 _MALFORMED = "malformed"  # error type of base64/PNG that cannot be read: HTTP 400, not 422
 _NAMED = "named"  # error type whose message names its field itself
@@ -70,26 +77,24 @@ def _png_stack(v: list, info: ValidationInfo):
     return np.stack(v) if _ctx(info, "spec") is not None else v
 
 
-def _ages(v: Optional[list[int]], info: ValidationInfo) -> Optional[list[int]]:
-    spec = _ctx(info, "spec")
-    if v is None or spec is None:
-        return v
-    if len(v) != spec.in_frames:
-        raise PydanticCustomError("ages", f"expected a list of {spec.in_frames} ages (one per input frame), "
-                                          f"got {len(v)} values")
-    steps = {b - a for a, b in zip(v, v[1:])}
-    if any(s <= 0 for s in steps) or len(steps) > 1:
-        raise PydanticCustomError("ages", f"must be strictly ascending and evenly spaced, got {v!r}")
-    return v
-
-
 Pixel = Annotated[int, Field(ge=0, le=255)]
 Frames = Annotated[list[list[list[list[Pixel]]]], WrapValidator(_frames)]
 PngFrames = Annotated[list[Annotated[str, AfterValidator(_png_frame)]],
                       BeforeValidator(_png_count), AfterValidator(_png_stack)]
-Ages = Annotated[Optional[list[Annotated[int, Field(strict=True)]]], AfterValidator(_ages), Field(
-    None, description="ages of the input frames, evenly spaced (default: the model's training ages, e.g. "
-                      "[10, 15, 20, 25]); the forecast ages continue the spacing")]
+# An age: a JSON number, int or float (strict: no booleans, no strings), finite (1e400 is refused;
+# NaN/Infinity are not JSON at all: 400). Its unit is the model's (GET /model: time.age_unit).
+Age = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Ages = Annotated[Optional[list[Age]], Field(
+    None, description="ages of the input frames, one per frame, strictly increasing, in the model's age unit "
+                      "(GET /model: time). Default: the model's training ages (e.g. [10, 15, 20, 25]). A grid "
+                      "model takes evenly spaced ages; a time-aware model any. Per series, overrides the "
+                      "top-level value")]
+TargetAges = Annotated[Optional[list[Age]], Field(
+    None, min_length=1, description="ages to forecast, strictly increasing, after the last input age (at most "
+                                    "max_targets). Default: 'horizon' steps after the last input. A grid model "
+                                    "answers whole steps of its input spacing; a time-aware model any age in "
+                                    "GET /model's time.accepted_ages. Per series, overrides the top-level value; "
+                                    "not with a 'horizon' other than 1")]
 
 
 class FramesSeries(BaseModel):
@@ -101,6 +106,7 @@ class FramesSeries(BaseModel):
         description="T images, each H x W x C nested arrays of integers 0-255 (T = in_frames, e.g. 4; "
                     "H x W x C = 32 x 16 x 3 for the paper's model; see GET /model)")
     ages: Ages
+    target_ages: TargetAges
 
 
 class PngSeries(BaseModel):
@@ -114,6 +120,7 @@ class PngSeries(BaseModel):
                     "transparency composited over the server's background (default white). Line-wrapped "
                     "base64 and a data: URL prefix are accepted")
     ages: Ages
+    target_ages: TargetAges
 
 
 def _series_kind(v: Any) -> Optional[str]:
@@ -133,14 +140,21 @@ class ForecastRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"series": [{"png": ["iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo..."]}],
-         "horizon": 3, "ages": [10, 15, 20, 25]}]})
+         "horizon": 3, "ages": [10, 15, 20, 25]},
+        {"series": [{"png": ["iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo...", "iVBORw0KGgo..."],
+                     "ages": [7, 11, 12, 19]},
+                    {"png": ["iVBORw0KGgo...", "iVBORw0KGgo..."], "ages": [3.5, 9], "target_ages": [12]}],
+         "target_ages": [22.5, 40]}]})
 
     series: list[Series] = Field(
         min_length=1, description="the batch: one entry per subject (at most max_series_per_request)")
     horizon: Optional[int] = Field(1, ge=1, description="future frames to forecast per series (at most "
-                                                        "max_horizon; null: 1); beyond 1 the model's own "
-                                                        "forecasts are fed back (rollout)")
+                                                        "max_horizon; null: 1), at the next 'horizon' steps "
+                                                        "after the last input (a grid model: its input spacing, "
+                                                        "rolled out; a time-aware model: GET /model's "
+                                                        "time.step); not with target_ages unless 1")
     ages: Ages
+    target_ages: TargetAges
 
     @field_validator("series", mode="before")
     @classmethod
@@ -162,14 +176,17 @@ class ForecastRequest(BaseModel):
         return handler(v)
 
 
+_FORECAST_AGES = "ages of the forecast frames (the series' target ages): an integer where the age is whole"
+
+
 class FramesForecast(BaseModel):
-    ages: list[int] = Field(description="ages of the forecast frames")
-    frames: list[list[list[list[Pixel]]]] = Field(description="horizon images, H x W x C integers 0-255")
+    ages: list[Union[int, float]] = Field(description=_FORECAST_AGES)
+    frames: list[list[list[list[Pixel]]]] = Field(description="one image per target age, H x W x C integers 0-255")
 
 
 class PngForecast(BaseModel):
-    ages: list[int] = Field(description="ages of the forecast frames")
-    png: list[str] = Field(description="horizon base64 PNG images")
+    ages: list[Union[int, float]] = Field(description=_FORECAST_AGES)
+    png: list[str] = Field(description="one base64 PNG image per target age")
 
 
 class ForecastResponse(BaseModel):
@@ -177,7 +194,7 @@ class ForecastResponse(BaseModel):
 
     forecasts: list[Union[FramesForecast, PngForecast]] = Field(
         description="one per input series, in order, in the format that series used")
-    horizon: int
+    horizon: Optional[int] = Field(description="the request's horizon; null when target ages were asked for")
     model_version: str
 
 
@@ -188,15 +205,21 @@ class ErrorResponse(BaseModel):
 # ----------------------------------------------------------------------------- decoded request
 @dataclass
 class SeriesIn:
-    frames: np.ndarray  # uint8 (in_frames, H, W, C)
+    frames: np.ndarray  # uint8 (T, H, W, C): T = in_frames (grid model) or any >= 2 (time-aware)
     fmt: str  # "frames" | "png"
-    ages: list[int]  # ages of the input frames
+    ages: list[float]  # T ages of the input frames, strictly increasing
+    target_ages: list[float]  # m ages to forecast, strictly increasing, after ages[-1]
 
 
 @dataclass
 class ForecastIn:
+    """A checked request. ``at_ages``: forecast with :func:`crnn.timeaware.forecast_at` at each
+    series' ``target_ages`` (a time-aware model, or target ages asked for); else the grid models'
+    horizon rollout (``horizon`` steps; the target ages only label them)."""
+
     series: list[SeriesIn]
-    horizon: int
+    horizon: Optional[int]
+    at_ages: bool = False
 
 
 def _reject_constant(name: str):
@@ -238,10 +261,73 @@ def parse_forecast_request(body: bytes, spec: Spec, limits: RequestLimits) -> Fo
                                                               "maybe_bools": maybe_bools})
         except ValidationError as e:
             raise error_of(e) from None
-        default_ages = req.ages if req.ages is not None else spec.input_ages
-        out = [SeriesIn(s.frames, "frames", s.ages or default_ages) if isinstance(s, FramesSeries)
-               else SeriesIn(s.png, "png", s.ages or default_ages) for s in req.series]
-        return ForecastIn(out, req.horizon)
+        return resolve_ages(req, spec, limits)
+
+
+def _round(v: float) -> float:
+    return round(v, 9)  # horizon ages: 0.1 + 3 * 0.1 is 0.4, not 0.4000000000000001
+
+
+def horizon_targets(domain: TimeDomain, ages: list[float], horizon: int) -> list[float]:
+    """The target ages ``horizon`` means: ``last + k * step``, k = 1..horizon; ``step`` is the input
+    spacing for a grid model (as before target ages existed) and ``domain.step`` for a time-aware
+    one (so ``horizon`` 1 is :meth:`TimeDomain.default_targets`)."""
+    step = domain.step if domain.time_aware or len(ages) < 2 else ages[1] - ages[0]
+    return [_round(ages[-1] + step * k) for k in range(1, horizon + 1)]
+
+
+def resolve_ages(req: ForecastRequest, spec: Spec, limits: RequestLimits) -> ForecastIn:
+    """Each series' input ages (its own, else the top-level ``ages``, else the model's default ages)
+    and target ages (its own, else the top-level ``target_ages``, else :func:`horizon_targets`),
+    checked with :func:`crnn.timeaware.check_ages` and the limits. Raises :class:`RequestError` 422
+    listing the bad series (``series[2]: ...``, the first few): a ``horizon`` other than 1 with
+    target ages, ages the model cannot answer (frame and age counts, order, range, a grid model's
+    grid), more than ``max_targets`` target ages, or a grid model's target more than ``max_horizon``
+    steps ahead."""
+    domain = spec.time
+    horizon = req.horizon
+    asked = req.target_ages is not None or any(s.target_ages is not None for s in req.series)
+    if asked and horizon != 1:
+        named = [f"series[{i}]" for i, s in enumerate(req.series) if s.target_ages is not None]
+        where = "top-level 'target_ages'" if req.target_ages is not None else \
+            f"'target_ages' of {', '.join(named[:_SHOWN])}{' and more' if len(named) > _SHOWN else ''}"
+        raise RequestError(422, f"'horizon' is {horizon} and {where} is given: ask for target ages or a horizon, "
+                                f"not both")
+    errors, out = [], []
+    for i, s in enumerate(req.series):
+        frames, fmt = (s.frames, "frames") if isinstance(s, FramesSeries) else (s.png, "png")
+        where = f"series[{i}]"
+        ages = s.ages if s.ages is not None else req.ages
+        if ages is None:
+            ages = [float(a) for a in spec.input_ages]
+            if len(ages) != len(frames):
+                errors.append(f"{where}: {len(frames)} frames and no 'ages': give one age per frame (the default "
+                              f"ages {[age_label(a) for a in ages]} are for {len(ages)} frames)")
+                continue
+        targets = s.target_ages if s.target_ages is not None else req.target_ages
+        if targets is None and len(ages) >= 1:
+            targets = horizon_targets(domain, ages, horizon)
+        try:
+            ages, targets = check_ages(domain, ages, targets or [], where, num_frames=len(frames))
+        except AgeError as e:
+            errors.append(str(e))
+            continue
+        if len(targets) > limits.max_targets:
+            errors.append(f"{where}: {len(targets)} target ages; the limit is {limits.max_targets} (max_targets)")
+            continue
+        if not domain.time_aware:
+            spacing = ages[1] - ages[0] if len(ages) >= 2 else domain.step
+            steps = round((targets[-1] - ages[-1]) / spacing)
+            if steps > limits.max_horizon:
+                errors.append(f"{where}: target age {age_label(targets[-1])} is {steps} steps of {age_label(spacing)} "
+                              f"after the last input age {age_label(ages[-1])}; a grid model rolls out at most "
+                              f"{limits.max_horizon} steps (max_horizon)")
+                continue
+        out.append(SeriesIn(frames, fmt, ages, targets))
+    if errors:
+        more = f"; and {len(errors) - _SHOWN} more series" if len(errors) > _SHOWN else ""
+        raise RequestError(422, "; ".join(errors[:_SHOWN]) + more)
+    return ForecastIn(out, None if asked else horizon, at_ages=asked or domain.time_aware)
 
 
 _TAGS = {"FramesSeries": FramesSeries, "PngSeries": PngSeries}
