@@ -300,3 +300,14 @@ def test_small_frames_are_scored_like_crnn_metrics_without_ssim():
     ref = frame_metrics(np.pad(p[:, :10], ((0, 0), (0, 1), (0, 0), (0, 0))),
                         np.pad(t[:, :10], ((0, 0), (0, 1), (0, 0), (0, 0))), scale=1.0, channels_last=True)
     assert small["ssim"] is None and small["mse"] == pytest.approx(ref["mse"] * 11 / 10)
+
+
+def test_time_trust_benchmark_prints_the_readme_table(irr_data, tmp_path, capsys):
+    from benchmarks import time_trust  # importing runs nothing
+
+    res = time_trust.main(["--model", _timevp_dir(tmp_path), "--data", irr_data, "--bank-size", "0"])
+    text = capsys.readouterr().out
+    assert res["skipped_baselines"] == {"analog": "--bank-size 0"} and res["forecasters"][-1] == "linear"
+    assert "| gap (years) | targets | model (timevp) | persistence | linear-in-time | persistence / model |" in text
+    assert "| (0, 2] |" in text and "1.00x" in text   # the untrained model is persistence
+    assert "2x up to — (not even the first bin)" in text
