@@ -149,7 +149,8 @@ class AnalogBank:
         frames = np.asarray(frames)
         ages = np.asarray(ages, np.float64)
         if frames.ndim != 5 or frames.dtype != np.uint8 or len(frames) == 0:
-            raise ValueError(f"AnalogBank: frames must be uint8 (N >= 1, A, H, W, C), got {frames.dtype} {frames.shape}")
+            raise ValueError(f"AnalogBank: frames must be uint8 (N >= 1, A, H, W, C), got {frames.dtype} "
+                             f"{frames.shape}")
         if ages.ndim != 1 or len(ages) != frames.shape[1] or np.any(np.diff(ages) <= 0):
             raise ValueError(f"AnalogBank: {len(ages)} ages for {frames.shape[1]} frames per tree, or not ascending")
         self.frames, self.ages, self.info = frames, ages, dict(info or {})
@@ -171,14 +172,17 @@ class AnalogBank:
 
     def forecast(self, frames: Sequence[np.ndarray], ages: Sequence[Sequence[float]],
                  target_ages: Sequence[Sequence[float]], k: int = ANALOG_K,
-                 where: Sequence[str] | None = None) -> list[np.ndarray]:
+                 where: Sequence[str] | None = None, exclude: Sequence[int] = ()) -> list[np.ndarray]:
         """Analog forecasts: ``frames[i]`` uint8 (n_i, H, W, C) at ``ages[i]`` -> uint8 (m_i, H, W, C) at
         ``target_ages[i]``. Distance to tree b: ``sum_j ||frames[i][j] - bank[b, ages[i][j]]||^2`` over
         all the query's inputs (exact: float64 on 0..255 integers), the k nearest N (ties: lower tree
         index), forecast ``clip(x_last + mean_{b in N}(bank[b, t] - bank[b, a_last]), 0, 255)``.
-        ValueError for k outside [1, N], a frame size other than the bank's, an age off the grid."""
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self):
-            raise ValueError(f"analog: k={k!r} must be an int in [1, {len(self)}] (the bank's size)")
+        ``exclude``: bank rows never used (e.g. the evaluated series themselves when a training split
+        is evaluated). ValueError for k outside [1, usable trees], a frame size other than the bank's,
+        an age off the grid."""
+        usable = len(self) - len(set(int(e) for e in exclude))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= usable:
+            raise ValueError(f"analog: k={k!r} must be an int in [1, {usable}] (the bank's usable trees)")
         n_q = len(frames)
         names = list(where) if where is not None else [f"series[{i}]" for i in range(n_q)]
         shape = self.frames.shape[2:]
@@ -198,6 +202,7 @@ class AnalogBank:
             x = np.stack([np.asarray(frames[i][j]).reshape(-1) for i, j in pairs]).astype(np.float64)  # (P, D)
             part = (x ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * (x @ b.T)  # (P, N)
             d2[[i for i, _ in pairs]] += part              # one input per age per query: rows distinct
+        d2[:, list(exclude)] = np.inf
         nearest = np.argsort(d2, axis=1, kind="stable")[:, :k]                      # (Q, k)
         out = []
         for i in range(n_q):
@@ -205,6 +210,18 @@ class AnalogBank:
             change = nb[:, idx_tg[i]] - nb[:, idx_in[i][-1]][:, None]               # (k, m, H, W, C)
             out.append(_deliver(np.asarray(frames[i][-1], np.float64)[None] + change.mean(0)))
         return out
+
+
+def _bank_rows_of(bank: AnalogBank, series_ids: Sequence[str]) -> list[int]:
+    """Rows of ``bank`` (its trees are :func:`bank_indices`) holding the dataset series ``series_ids``
+    (generated ids end in the series index: ``pine-000123``)."""
+    row = {idx: r for r, idx in enumerate(bank_indices(len(bank)))}
+    out = []
+    for sid in series_ids:
+        tail = str(sid).rsplit("-", 1)[-1]
+        if tail.isdigit() and int(tail) in row:
+            out.append(row[int(tail)])
+    return sorted(set(out))
 
 
 def _bank_key(card: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +261,8 @@ def render_bank(key: dict[str, Any], size: int, workers: int = 0, chunk: int = 2
     if workers <= 1 or len(jobs) <= 1:
         parts = [_render_chunk(j) for j in jobs]
     else:
+        # the platform's start method (fork on Linux: no main-module guard needed in callers' scripts);
+        # evaluate_time renders the bank before the model's first forward pass starts torch's threads
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as ex:
             parts = list(ex.map(_render_chunk, jobs))
     seconds = time.perf_counter() - t0
@@ -521,14 +540,9 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
         check_ages(domain, s["ages"], s["target_ages"], where=f"{data_path} series {s['series_id']}")
 
     frames, ages, targets = ([s[f] for s in series] for f in ("frames", "ages", "target_ages"))
-    preds: dict[str, list[np.ndarray]] = {
-        "model": forecast_at(model, domain, frames, ages, targets, device=device, batch_size=batch_size),
-        "persistence": [persistence_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
-        "linear": [linear_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
-    }
     skipped: dict[str, str] = {}
-    bank_info: dict[str, Any] | None = None
-    if bank_size:
+    bank, bank_info = None, None
+    if bank_size:  # rendered before the model runs (worker processes are forked from this one)
         path = bank_path or (join(out, BANK_FILE) if out is not None else None)
         try:
             bank = load_or_render_bank(card, bank_size, path, bank_workers)
@@ -536,9 +550,22 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
             skipped["analog"] = str(e)
         else:
             bank_info = {k: v for k, v in bank.info.items() if k != "ages"}
-            preds["analog"] = bank.forecast(frames, ages, targets, k=k, where=[s["series_id"] for s in series])
     else:
         skipped["analog"] = "--bank-size 0"
+    preds: dict[str, list[np.ndarray]] = {
+        "model": forecast_at(model, domain, frames, ages, targets, device=device, batch_size=batch_size),
+        "persistence": [persistence_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
+        "linear": [linear_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
+    }
+    if bank is not None:  # the evaluated series are never their own analogs (e.g. --split train)
+        exclude = _bank_rows_of(bank, [s["series_id"] for s in series])
+        bank_info["excluded"] = len(exclude)
+        if len(bank) - len(exclude) < k:
+            skipped["analog"] = (f"{len(bank) - len(exclude)} bank trees left once the {len(exclude)} evaluated "
+                                 f"series are taken out, fewer than k={k}: use a larger --bank-size")
+        else:
+            preds["analog"] = bank.forecast(frames, ages, targets, k=k, where=[s["series_id"] for s in series],
+                                            exclude=exclude)
 
     # one entry per target frame: (H, W, C) uint8 truth and forecasts, its gap and its series' spacing
     truth = [f for s in series for f in s["targets"]]

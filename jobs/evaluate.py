@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p = JobArgumentParser(description=__doc__)
     p.add_argument("--model", required=True, help="model directory (local path or URI)")
     p.add_argument("--data", required=True, help="dataset directory (local path or URI)")
-    p.add_argument("--out", help="folder (local path or URI) for metrics.json and predictions.png")
+    p.add_argument("--out", help="folder (local path or URI) for metrics.json and predictions.png "
+                   "(an irregular dataset: result.json, table.txt, mse_by_gap.png, trust.json)")
     p.add_argument("--split", help="split to score (default: the model config's data.test_split)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")
@@ -42,10 +43,6 @@ def main(argv=None) -> int:
 
     if is_irregular_dataset(a.data):
         return _evaluate_time(p, a)
-    if a.write_trust_to_model or a.bank_size is not None or a.bank is not None:
-        return usage_error(p.prog, ValueError(
-            f"{a.data}: a regular dataset; --write-trust-to-model, --bank-size and --bank belong to the "
-            f"time-aware evaluation of an irregular dataset"))
     a.batch_size = 256 if a.batch_size is None else a.batch_size
     # checked before any work: the arguments and device, the model directory (file, format, keys,
     # config, weights), the dataset (card, every shard's schema), the split and the frame size
@@ -54,6 +51,9 @@ def main(argv=None) -> int:
     try:
         check_evaluate(a.model, a.data, split=a.split, device=a.device, num_examples=a.num_examples,
                        batch_size=a.batch_size)
+        if a.write_trust_to_model or a.bank_size is not None or a.bank is not None:
+            raise ValueError(f"{a.data}: a regular dataset; --write-trust-to-model, --bank-size and --bank belong "
+                             f"to the time-aware evaluation of an irregular dataset")
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 

@@ -76,6 +76,10 @@ def test_analog_forecast_on_a_constructed_bank():
     np.testing.assert_array_equal(two[:, 0, 0, 0], [53, 48])
     (three,) = b.forecast([q], [[1, 3]], [[4]], k=3)        # tree 2: 0 - 250: the mean goes below 0
     assert three.item() == int(np.clip(np.rint(30 + (10 + 26 - 250) / 3), 0, 255))
+    (skip0,) = b.forecast([q], [[1, 3]], [[4]], k=1, exclude=[0])   # tree 0 taken out: tree 1 answers
+    assert skip0.item() == 30 + (60 - 34)
+    with pytest.raises(ValueError, match=r"k=3 must be an int in \[1, 2\]"):
+        b.forecast([q], [[1, 3]], [[4]], k=3, exclude=[2])
     with pytest.raises(ValueError, match=r"series\[0\]: age 2.5 is not on the analog bank's age grid"):
         b.forecast([q], [[1, 2.5]], [[4]], k=1)
     with pytest.raises(ValueError, match="k=4"):
@@ -109,6 +113,8 @@ def test_analog_is_exact_when_the_bank_contains_the_query_series():
     out = bank.forecast(frames, ages, targets, k=1)
     for r, o in zip(rows, out):
         np.testing.assert_array_equal(o, r["frames"][r["num_inputs"]:])
+    pooled, _ = render_bank(key, 6, workers=2, chunk=3)             # worker processes: the same trees
+    np.testing.assert_array_equal(pooled.frames, bank.frames)
 
 
 def test_bank_cache_is_reused_only_when_it_matches(tmp_path):
@@ -245,6 +251,7 @@ def test_untrained_model_equals_persistence_in_every_bin(irr_data, tmp_path):
                 assert all(math.isfinite(r["metrics"][n]["mse"]) for n in res["forecasters"])
     assert res["trust"] == {"2x": None, "1.2x": None}
     assert res["analog"]["bank"]["size"] == 12 and res["analog"]["bank"]["cached"] is False
+    assert res["analog"]["bank"]["excluded"] == 0           # test series are never in the bank
     assert json.loads(json.dumps(res)) == res
     assert "MSE by forecast gap (years)" in format_time_table(res)
     assert markdown_trust_table(res).startswith("| gap (years) | targets | model (timevp) |")
@@ -311,3 +318,23 @@ def test_time_trust_benchmark_prints_the_readme_table(irr_data, tmp_path, capsys
     assert "| gap (years) | targets | model (timevp) | persistence | linear-in-time | persistence / model |" in text
     assert "| (0, 2] |" in text and "1.00x" in text   # the untrained model is persistence
     assert "2x up to — (not even the first bin)" in text
+
+
+def test_job_refuses_time_aware_options_on_a_regular_dataset(monkeypatch, capsys):
+    import crnn.evaluate
+    from jobs.evaluate import main
+
+    monkeypatch.setattr(crnn.evaluate, "check_evaluate", lambda *a, **k: "test")  # a regular dataset that checks out
+    assert main(["--model", "M", "--data", "D", "--write-trust-to-model"]) == 2
+    assert "D: a regular dataset; --write-trust-to-model, --bank-size and --bank belong" in capsys.readouterr().err
+
+
+def test_evaluated_training_series_are_never_their_own_analogs(irr_data, tmp_path):
+    from crnn.shards import read_numpy
+    from crnn.timeeval import evaluate_time
+
+    train = read_numpy(irr_data, split="train", columns=["series_id"])["series_id"]
+    res = evaluate_time(_timevp_dir(tmp_path), irr_data, split="train", bank_size=len(train) + 8, bank_workers=1)
+    assert res["analog"]["bank"]["excluded"] == len(train) and "analog" in res["forecasters"]
+    res = evaluate_time(_timevp_dir(tmp_path), irr_data, split="train", bank_size=len(train), bank_workers=1)
+    assert "fewer than k=8" in res["skipped_baselines"]["analog"]
