@@ -76,7 +76,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
         raise ValueError(f"{data_path}: no split {split!r}; its splits are {counts}")
     if not counts[split]:
         raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
-    require_regular(card, data_path, "evaluation")
+    _require_regular(card, data_path)
     in_frames = cfg.data.in_frames
     if len(card["ages"]) < in_frames + 1:
         raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "
@@ -106,7 +106,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     split = split or cfg.data.test_split
 
     card = read_card(data_path)
-    require_regular(card, data_path, "evaluation")
+    _require_regular(card, data_path)
     ages_all = [int(a) for a in card["ages"]]
     if len(ages_all) < in_frames + 1:
         raise ValueError(
@@ -175,6 +175,15 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         write_bytes(result["files"]["predictions"], png.getvalue())
         write_json(result["files"]["metrics"], result)
     return result
+
+
+def _require_regular(card: dict[str, Any], data_path: str) -> None:
+    """:func:`crnn.shards.require_regular`, pointing an irregular dataset to the time-aware evaluation."""
+    try:
+        require_regular(card, data_path, "evaluation")
+    except ValueError as e:
+        raise ValueError(f"{e}; the time-aware evaluation scores it (crnn.timeeval.evaluate_time; jobs/evaluate.py "
+                         f"picks it by the dataset card)") from None
 
 
 def frame_mse01(mse_255: float, values_per_frame: int) -> float:

@@ -121,3 +121,40 @@ def comparison_sheet(kinds: dict[str, np.ndarray], ages: Sequence[int], series_i
                 img = Image.fromarray(np.asarray(frames[i, j], np.uint8)).resize((cell_w, cell_h), Image.NEAREST)
                 sheet.paste(img, (left + _GAP + j * (cell_w + _GAP), y))
     return sheet
+
+
+def metric_by_bins(panels: Sequence[tuple[str, Sequence[dict]]], names: Sequence[str], metric: str = "mse",
+                   title: str = "") -> bytes:
+    """PNG bytes: one panel per ``(x label, bins)``, ``metric`` (0-255 pixels) per bin on a log y axis,
+    one line per forecaster in ``names`` (the time-aware evaluation's by-gap and by-spacing tables,
+    :func:`crnn.timeeval.score_by_bins`: each bin ``{"label", "targets", "metrics": {name: {metric}}}``).
+    Bins without targets, and values that are None or <= 0 (not drawable on log y), are not drawn."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), dpi=110, squeeze=False)
+    for ax, (xlabel, bins) in zip(axes[0], panels):
+        rows = [b for b in bins if b.get("targets")]
+        x = np.arange(len(rows))
+        for name in names:
+            y = np.array([((b["metrics"].get(name) or {}).get(metric) or np.nan) for b in rows], float)
+            y[y <= 0] = np.nan
+            if np.isfinite(y).any():
+                ax.plot(x, y, marker="o", ms=4, label=name)
+        ax.set_xticks(x, [f"{b['label']}\nn={b['targets']}" for b in rows], fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric.upper()} (pixels 0-255)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
