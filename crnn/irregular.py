@@ -268,7 +268,7 @@ def check_values(batch: dict[str, np.ndarray], where: str, card: dict[str, Any])
                              f"after num_frames={int(n[rows[0]])} (padding slots must be 0)")
     if "frames" in batch:
         f = np.asarray(batch["frames"])
-        pad = (f.reshape(f.shape[0], f.shape[1], -1) != 0).any(axis=2) & ~valid
+        pad = (f != 0).any(axis=tuple(range(2, f.ndim))) & ~valid  # (N, T_max); N may be 0
         rows = np.flatnonzero(pad.any(axis=1))
         if len(rows):
             r = int(rows[0])
