@@ -762,7 +762,8 @@ FLOAT_CARD_MISTAKES = {
     "repeated": ("float32", [0.1, 2.7, 2.7], "field 'ages' is [0.1, 2.7, 2.7]; expected strictly increasing"),
     "decreasing": ("float32", [0.1, 22.5, 2.7], "field 'ages' is [0.1, 22.5, 2.7]; expected strictly increasing"),
     "equal_as_float32": ("float32", [0.1, 1.00000001, 1.00000002], "expected strictly increasing ages (as float32"),
-    "strings": ("float32", ["0.1", "2.7", "22.5"], "field 'ages' is ['0.1', '2.7', '22.5']; expected a list of numbers"),
+    "strings": ("float32", ["0.1", "2.7", "22.5"],
+                "field 'ages' is ['0.1', '2.7', '22.5']; expected a list of numbers"),
     "empty": ("float32", [], "field 'ages' is []; expected a list of numbers"),
     "int_card_fractional": ("int32", FRAC_AGES, "expected a list of integer ages (fractional ages need"),
 }
