@@ -34,7 +34,7 @@ from crnn.config import to_dict
 from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.model import ModelConfig, build_model
-from crnn.shards import read_card, read_numpy, require_regular
+from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
@@ -107,7 +107,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
 
     card = read_card(data_path)
     _require_regular(card, data_path)
-    ages_all = [int(a) for a in card["ages"]]
+    ages_all = card_ages(card)  # ints; floats for a card of real ages ("ages_dtype": "float32")
     if len(ages_all) < in_frames + 1:
         raise ValueError(
             f"{data_path}: {len(ages_all)} frames per series (ages {ages_all}), but the model sees "

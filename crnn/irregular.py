@@ -39,8 +39,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from crnn.shardcheck import (
-    REQUIRED_COLUMNS, ShardError, ShardLayout, _check_tensor, _check_values, _is_int, _tensor_shape,
-    _tensor_values, check_footer as check_footer_values,
+    REQUIRED_COLUMNS, ShardError, ShardLayout, _check_tensor, _check_values, _is_int, _is_number, _tensor_shape,
+    _tensor_values, check_footer as check_footer_values, tensor_value_type,
 )
 
 LAYOUT = "irregular"
@@ -176,8 +176,7 @@ def check_card(card: dict[str, Any], card_path: str) -> None:
     if not isinstance(card["age_unit"], str):
         bad("age_unit", f"is {card['age_unit']!r}; expected a string such as 'years'")
     r = card["age_range"]
-    if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                        for v in r) or not 0 <= r[0] <= r[1]):
+    if not isinstance(r, list) or len(r) != 2 or not all(_is_number(v) for v in r) or not 0 <= r[0] <= r[1]:
         bad("age_range", f"is {r!r}; expected [lo, hi] with 0 <= lo <= hi")
 
 
@@ -208,9 +207,7 @@ def shard_layout(schema: pa.Schema, where: str, card: dict[str, Any]) -> ShardLa
         raise ShardError(f"{where}: column 'frames' has shape {tuple(shape)}, but the card says {card_shape} "
                          f"(max_frames, height, width, channels)")
     ages = schema.field("ages")
-    storage = ages.type.storage_type if isinstance(ages.type, pa.ExtensionType) else ages.type
-    value_t = getattr(storage, "value_type", None)
-    if value_t != pa.float32() or _tensor_shape(ages) != (card["max_frames"],):
+    if tensor_value_type(ages) != pa.float32() or _tensor_shape(ages) != (card["max_frames"],):
         raise ShardError(f"{where}: column 'ages' has type {ages.type} shape {_tensor_shape(ages)}; expected a "
                          f"float32 tensor of shape ({card['max_frames']},) (irregular layout)")
     return ShardLayout(tuple(shape), (card["max_frames"],), ())

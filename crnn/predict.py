@@ -33,8 +33,9 @@ same shard format (:mod:`crnn.shards`), one row per input series::
 with K = in_frames (window), horizon or ``len(target_ages)``, and a ``dataset.json`` card with
 ``"kind": "forecasts"`` and a ``"forecast"`` section (model, its version, data, mode, input ages or
 ``"per series"``, target ages). When any target age is fractional, ``ages`` is a **float32** tensor
-(K,) and the card's ``ages`` list holds those floats (``"ages_dtype": "float32"``): read such an output
-with ``ray.data.read_parquet``/pyarrow; :mod:`crnn.shards`' readers take whole-number ages only. Output goes through
+(K,) and the card's ``ages`` list holds those floats (``"ages_dtype": "float32"``); :mod:`crnn.shards`'
+readers take it like any dataset and return float32 ages (so does a window/horizon forecast of such a
+dataset, whose ages stay float32). Output goes through
 :func:`crnn.shards.publish`: locally it is written to a staging directory renamed into place only
 after every shard and the card are written, so a failed run leaves no dataset (or the previous one,
 with ``overwrite``) at ``out``. A shard that cannot be read fails the run with its path.
@@ -66,8 +67,11 @@ OUTPUT_COLUMNS = ("series_id", "seed", "split", "source_split", "ages", "frames"
 # ----------------------------------------------------------------------------- helpers
 def forecast_ages(input_ages: np.ndarray, horizon: int | None) -> np.ndarray:
     """Ages of the forecasts for input ages (B, T) (or (T,)): window -> the next age of every input,
-    rollout -> ``horizon`` ages past the last one, in steps of the last spacing."""
-    a = np.asarray(input_ages, np.int64)
+    rollout -> ``horizon`` ages past the last one, in steps of the last spacing. int32, or float32 for
+    float input ages (a dataset of real ages, ``"ages_dtype": "float32"``)."""
+    a = np.asarray(input_ages)
+    floats = a.dtype.kind == "f"
+    a = a.astype(np.float64 if floats else np.int64)
     one = a.ndim == 1
     a = np.atleast_2d(a)
     step = (a[:, -1] - a[:, -2]) if a.shape[1] >= 2 else np.full(len(a), DEFAULT_AGE_STEP)
@@ -75,7 +79,7 @@ def forecast_ages(input_ages: np.ndarray, horizon: int | None) -> np.ndarray:
         out = np.concatenate([a[:, 1:], (a[:, -1] + step)[:, None]], axis=1)
     else:
         out = a[:, -1:] + step[:, None] * np.arange(1, horizon + 1)[None, :]
-    out = out.astype(np.int32)
+    out = out.astype(np.float32 if floats else np.int32)
     return out[0] if one else out
 
 
@@ -94,6 +98,11 @@ def parse_target_ages(v: str | Sequence[float] | None) -> list[float] | None:
     if not out or not all(np.isfinite(out)) or any(b <= a for a, b in zip(out, out[1:])):
         raise ValueError(f"target_ages={v!r}: expected one or more finite, strictly increasing ages")
     return out
+
+
+def _age(a) -> int | float:
+    """An age as a label: a whole number as int (``30``), else float (``32.5``)."""
+    return int(a) if float(a).is_integer() else float(a)
 
 
 def _input_slice(num_frames: int, in_frames: int, inputs: str) -> slice:
@@ -213,11 +222,14 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     (:class:`crnn.shardcheck.ShardError`), data the model cannot take, with ``target_ages`` every
     series' input ages against them and the model (:func:`check_series_ages`: ValueError naming the
     series id), an existing ``out``. Returns what the run needs (config, model payload, card,
-    splits, ages)."""
+    splits, ages, the output's ``ages_dtype``) and the arguments it checked (``"args"``): pass it to
+    :func:`predict_dataset` as ``plan`` so that the run does not check (and read the ages) again."""
+    args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
+                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages)
     from crnn import irregular as irr
     from crnn.checkpoint import check_model_dir
     from crnn.shardcheck import SPLITS
-    from crnn.shards import check_out_free, require_regular, validate
+    from crnn.shards import ages_dtype, card_ages, check_out_free, require_regular, validate
 
     if inputs not in INPUTS:
         raise ValueError(f"inputs={inputs!r}: expected one of {INPUTS}")
@@ -239,7 +251,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     elif irregular and inputs != "first":
         raise ValueError(f"inputs={inputs!r}: {data_path} is an irregular dataset, whose inputs are each series' "
                          f"first num_inputs frames (inputs='first')")
-    src_ages = [] if irregular else [int(a) for a in card["ages"]]
+    src_ages = [] if irregular else card_ages(card)  # ints, or floats ("ages_dtype": "float32")
     if not irregular and len(src_ages) < in_frames:
         raise ValueError(f"{data_path}: {len(src_ages)} frames per series (ages {src_ages}); the model "
                          f"needs in_frames={in_frames}")
@@ -261,24 +273,31 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     if target_ages is not None:
         domain = time_domain(cfg, payload.get("data"), payload.get("metrics"))
         check_series_ages(domain, data_path, card, splits, in_frames, inputs, target_ages)
-        out_ages = [float(t) if target_dtype(target_ages) == np.float32 else int(t) for t in target_ages]
-    else:
-        out_ages = forecast_ages(np.asarray(in_ages), horizon).tolist()
+        fractional = target_dtype(target_ages) == np.float32
+        out_ages = [float(t) if fractional else int(t) for t in target_ages]
+    else:  # the source's ages, continued: int32, or float32 from a dataset of real ages
+        fractional = ages_dtype(card).kind == "f"
+        # from the ages as the shards store them, as BatchForecaster computes the rows' ages: the same values
+        out_ages = forecast_ages(np.asarray(in_ages, ages_dtype(card)), horizon).tolist()
     check_out_free(out, overwrite)
     return {"cfg": cfg, "payload": payload, "card": card, "device": device, "splits": splits, "counts": counts,
             "num_series": num_series, "size": size, "in_ages": in_ages, "out_ages": out_ages,
-            "target_ages": target_ages, "irregular": irregular}
+            "target_ages": target_ages, "irregular": irregular, "ages_dtype": "float32" if fractional else "int32",
+            "args": args}
 
 
 def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
                     horizon: int | None = None, inputs: str = "first", batch_size: int = 256,
                     concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
                     device: str | None = None, overwrite: bool = False, preview: str | None = None,
-                    preview_count: int = 6, target_ages: Sequence[float] | str | None = None) -> dict[str, Any]:
+                    preview_count: int = 6, target_ages: Sequence[float] | str | None = None,
+                    plan: dict[str, Any] | None = None) -> dict[str, Any]:
     """Forecast every series of ``data_path`` (optionally some splits) with the model directory
     ``model_path`` and publish the forecasts at ``out``; returns the output's card. Needs Ray.
     ``target_ages`` (not with ``horizon``): forecast every series at those ages (module docstring;
-    a regular or an irregular dataset).
+    a regular or an irregular dataset). ``plan``: what :func:`plan_predict` returned for the same
+    arguments (a job checks before starting Ray), so they are not checked twice; ValueError if it
+    was made for other arguments.
 
     Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
     size, with ``target_ages`` a series whose ages the model cannot answer, named by its id -- all
@@ -287,11 +306,15 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     """
     from crnn.shardcheck import SPLITS
     from crnn.shards import base_card, publish, read_card, read_ray, write_ray_dataset
-    from crnn.storage import join, read_json
 
-    plan = plan_predict(model_path, data_path, out, split=split, horizon=horizon, inputs=inputs,
-                        batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite,
-                        target_ages=target_ages)
+    args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
+                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages)
+    if plan is None:
+        plan = plan_predict(**args)
+    elif plan.get("args") != args:
+        other = {k: v for k, v in (plan.get("args") or {}).items() if args.get(k) != v}
+        raise ValueError(f"plan was made by plan_predict for other arguments ({other}); pass the plan of this "
+                         f"run's arguments, or none")
     device, payload, splits, counts = plan["device"], plan["payload"], plan["splits"], plan["counts"]
     num_series, size, in_ages, out_ages = plan["num_series"], plan["size"], plan["in_ages"], plan["out_ages"]
     target_ages, irregular = plan["target_ages"], plan["irregular"]
@@ -307,10 +330,10 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         fn_constructor_kwargs=dict(model_path=model_path, device=device, horizon=horizon, inputs=inputs,
                                    torch_threads=threads, target_ages=target_ages, irregular=irregular),
     )
-    fractional = target_ages is not None and target_dtype(target_ages) == np.float32
     mode = "ages" if target_ages is not None else "window" if horizon is None else "rollout"
     out_card = base_card(
-        num_series=num_series, ages=out_ages, height=size[0], width=size[1], channels=size[2],
+        num_series=num_series, ages=out_ages, ages_dtype=plan["ages_dtype"], height=size[0], width=size[1],
+        channels=size[2],
         splits={s: int(counts.get(s, 0)) for s in SPLITS}, source=f"forecasts of {data_path} by {model_path}",
         kind="forecasts",
         forecast={"model": model_path, "model_version": version, "model_epoch": payload.get("epoch"),
@@ -320,10 +343,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     )
     out_card["columns"]["source_split"] = "string (the source series' split; same as split)"
     out_card["columns"]["series_id"] = "string (the source series' id)"
-    out_card["columns"]["ages"] = f"tensor {'float32' if fractional else 'int32'} (K,) forecast ages"
+    out_card["columns"]["ages"] = f"tensor {plan['ages_dtype']} (K,) forecast ages"
     out_card["columns"]["frames"] = "tensor uint8 (K, H, W, C) forecast frames"
-    if fractional:  # base_card writes whole ages; these are the fractional target ages themselves
-        out_card["ages"], out_card["ages_dtype"] = out_ages, "float32"
     try:
         publish(lambda d: write_ray_dataset(ds, d), out, out_card, overwrite=overwrite)
     except ShardError:
@@ -338,8 +359,7 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     if preview:
         write_preview(preview, model_path, data_path, splits, horizon, inputs, device, preview_count,
                       target_ages=target_ages, irregular=irregular)
-    # crnn.shards' card check takes whole-number ages only: a fractional-age output's card is read as JSON
-    return read_json(join(out, "dataset.json")) if fractional else read_card(out)
+    return read_card(out)
 
 
 def write_preview(path: str, model_path: str, data_path: str, splits, horizon: int | None, inputs: str,
@@ -362,20 +382,20 @@ def write_preview(path: str, model_path: str, data_path: str, splits, horizon: i
         x, a = _inputs_of(rows, irregular, n, inputs)
         domain = time_domain(cfg, meta.get("data"), meta.get("metrics"))
         pred = forecast_at(model, domain, x, a, [list(target_ages)] * len(x), device)
-        sheet = contact_sheet(pred, [float(t) if not float(t).is_integer() else int(t) for t in target_ages],
+        sheet = contact_sheet(pred, [_age(t) for t in target_ages],
                               row_labels=ids)
         sheet.save(path)
         return path
     sel = slice(0, n) if inputs == "first" else slice(frames.shape[1] - n, frames.shape[1])
     pred = forecast_uint8(model, frames[:, sel], n, horizon, device)
-    f_ages = [int(a) for a in forecast_ages(ages[0, sel], horizon)]
-    real_ages = [int(a) for a in ages[0]]
+    f_ages = [_age(a) for a in forecast_ages(ages[0, sel], horizon)]
+    real_ages = [_age(a) for a in ages[0]]
     if horizon is None and all(a in real_ages for a in f_ages):
         idx = [real_ages.index(a) for a in f_ages]
         sheet = comparison_sheet({"real": frames[:, idx], "forecast": pred}, f_ages, series_ids=ids,
                                  title=f"forecasts by {os.path.basename(model_path.rstrip('/'))}")
     else:
         seq = np.concatenate([frames[:, sel], pred], axis=1)
-        sheet = contact_sheet(list(seq), [int(a) for a in ages[0, sel]] + f_ages, row_labels=ids)
+        sheet = contact_sheet(list(seq), [_age(a) for a in ages[0, sel]] + f_ages, row_labels=ids)
     sheet.save(path)
     return path

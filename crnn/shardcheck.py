@@ -29,14 +29,38 @@ class ShardError(ValueError):
     """A shard or dataset directory that cannot be read; the message names the file."""
 
 
+#: A regular card's ``ages_dtype`` -> the ``ages`` column's dtype. No ``ages_dtype`` field means int32
+#: (whole ages: every dataset generate and ingest write); ``"float32"`` is any real ages (e.g. a
+#: forecasts dataset at fractional target ages, :mod:`crnn.predict`).
+AGES_DTYPES = {"int32": np.dtype(np.int32), "float32": np.dtype(np.float32)}
+
+
 # ----------------------------------------------------------------------------- card
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def ages_dtype(card: dict[str, Any]) -> np.dtype:
+    """The numpy dtype of a regular dataset's ``ages`` column: int32 unless the card says
+    ``"ages_dtype": "float32"`` (a card that passed :func:`check_card`)."""
+    return AGES_DTYPES[card.get("ages_dtype", "int32")]
+
+
+def card_ages(card: dict[str, Any]) -> list[int] | list[float]:
+    """A regular card's ages as Python numbers of its :func:`ages_dtype`: ints, or floats (as the card
+    writes them; the shards hold them rounded to float32)."""
+    return [float(a) for a in card["ages"]] if ages_dtype(card).kind == "f" else [int(a) for a in card["ages"]]
+
+
 def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     """The card's fields that readers rely on, type by type: ``num_series`` (int >= 0), ``ages`` (a
-    non-empty list of distinct ints), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
+    non-empty list of distinct ints; with ``"ages_dtype": "float32"`` a list of numbers, finite and
+    strictly increasing as float32; ``ages_dtype`` absent or ``"int32"`` is the whole-number default,
+    another value is refused), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
     -> count, summing to ``num_series``), ``shards`` (``{"file", "rows"}`` objects, rows summing to
     ``num_series``), ``params`` (objects with a ``name``). An irregular card (``"layout":
     "irregular"``) has no ``ages`` but the fields :func:`crnn.irregular.check_card` checks; another
@@ -62,11 +86,25 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
 
         irregular.check_card(card, card_path)
     else:
-        ages = card["ages"]
-        if not isinstance(ages, list) or not ages or not all(_is_int(a) for a in ages):
-            bad("ages", f"is {ages!r}; expected a list of integer ages")
-        if len(set(ages)) != len(ages):
-            bad("ages", f"is {ages!r}; an age appears twice")
+        dtype, ages = card.get("ages_dtype", "int32"), card["ages"]
+        if not isinstance(dtype, str) or dtype not in AGES_DTYPES:
+            bad("ages_dtype", f"is {dtype!r}; expected one of {sorted(AGES_DTYPES)} (absent: int32)")
+        if dtype == "int32":
+            if not isinstance(ages, list) or not ages or not all(_is_int(a) for a in ages):
+                bad("ages", f"is {ages!r}; expected a list of integer ages (fractional ages need "
+                            f"\"ages_dtype\": \"float32\")")
+            if len(set(ages)) != len(ages):
+                bad("ages", f"is {ages!r}; an age appears twice")
+        else:
+            if not isinstance(ages, list) or not ages or not all(_is_number(a) for a in ages):
+                bad("ages", f"is {ages!r}; expected a list of numbers (ages_dtype {dtype})")
+            with np.errstate(over="ignore"):  # a number beyond float32's range becomes inf: refused below
+                stored = np.asarray(ages, np.float64).astype(np.float32)
+            if not np.isfinite(stored).all():
+                bad("ages", f"is {ages!r}; every age must be a finite {dtype} number")
+            if not (np.diff(stored) > 0).all():
+                bad("ages", f"is {ages!r}; expected strictly increasing ages (as {dtype}: "
+                            f"{stored.tolist()})")
     splits = card["splits"]
     if not isinstance(splits, dict) or not all(_is_int(v) and v >= 0 for v in splits.values()):
         bad("splits", f"is {splits!r}; expected an object of series counts per split, e.g. "
@@ -138,14 +176,29 @@ def _storage(t: pa.DataType) -> pa.DataType:
     return t.storage_type if isinstance(t, pa.ExtensionType) else t
 
 
-def _check_tensor(field: pa.Field, where: str, shape: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+def tensor_value_type(field: pa.Field) -> pa.DataType:
+    """The value type of a tensor column (Ray's tensor type or a plain, maybe nested, list)."""
+    return _list_levels(_storage(field.type))[1]
+
+
+def _check_tensor(field: pa.Field, where: str, shape: tuple[int, ...] | None, ndim: int,
+                  dtype: np.dtype | None = None) -> tuple[int, ...]:
     """Shape of a tensor column: Ray's tensor type, or a plain (nested) list of ``shape`` (the
-    shape the card or the frames column says). Errors name the file and the column."""
-    name, want_dtype = field.name, _TENSOR_DTYPES[field.name]
+    shape the card or the frames column says). ``dtype``: the contract's (default that of
+    ``_TENSOR_DTYPES``); integer values are accepted for any, floating values for a float dtype.
+    Errors name the file and the column."""
+    name = field.name
+    want_dtype = np.dtype(dtype) if dtype is not None else _TENSOR_DTYPES[name]
     depth, value_t = _list_levels(_storage(field.type))
-    if depth == 0 or not (pa.types.is_integer(value_t)):
+    floats = want_dtype.kind == "f"
+    if depth == 0 or not (pa.types.is_integer(value_t) or (floats and pa.types.is_floating(value_t))):
+        hint = ""
+        if depth and name == "ages" and pa.types.is_floating(value_t):
+            hint = (f"; {CARD_NAME} gives no \"ages_dtype\" (whole ages, int32): a dataset of fractional "
+                    f"ages says \"ages_dtype\": \"float32\"")
         raise ShardError(f"{where}: column {name!r} has type {field.type}; expected a tensor of "
-                         f"{want_dtype} (Ray's tensor type or a list of integers)")
+                         f"{want_dtype} (Ray's tensor type or a list of {'numbers' if floats else 'integers'})"
+                         + hint)
     if want_dtype == np.uint8 and value_t != pa.uint8():
         raise ShardError(f"{where}: column {name!r} holds {value_t} values; expected uint8 pixels")
     found = _tensor_shape(field)
@@ -177,7 +230,10 @@ def shard_layout(schema: pa.Schema, where: str, card: dict | None = None) -> Sha
 
     Raises :class:`ShardError` naming ``where`` and the column; accepts the common variants
     (``large_string``/``string_view`` strings, other integer widths, plain ``list<int>`` tensors)
-    and lists the columns that need a cast on read.
+    and lists the columns that need a cast on read. ``ages`` holds integers, unless the card says
+    ``"ages_dtype": "float32"``: then floats (other float widths cast to float32) or integers (cast
+    to float32; the values are checked against the card's either way). Floating ages under a card
+    without ``ages_dtype`` (whole ages) are refused: reading them as int32 would truncate them.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
@@ -208,10 +264,11 @@ def shard_layout(schema: pa.Schema, where: str, card: dict | None = None) -> Sha
     if card_shape is not None and tuple(shape) != card_shape:
         raise ShardError(f"{where}: frames shape {tuple(shape)} differs from the card's {card_shape}")
     ages = schema.field("ages")
-    ages_shape = _check_tensor(ages, where, shape[:1], 1)
+    want_ages = ages_dtype(card) if card is not None else _TENSOR_DTYPES["ages"]
+    ages_shape = _check_tensor(ages, where, shape[:1], 1, want_ages)
     if ages_shape != shape[:1]:
         raise ShardError(f"{where}: column 'ages' has shape {ages_shape} but frames have {shape[0]} per series")
-    if _tensor_shape(ages) is None or _list_levels(_storage(ages.type))[1] != pa.int32():
+    if _tensor_shape(ages) is None or tensor_value_type(ages) != pa.from_numpy_dtype(want_ages):
         casts.append("ages")
     if card is not None:
         params = [p["name"] for p in card.get("params", [])]
@@ -233,9 +290,11 @@ def check_shard_schema(schema: pa.Schema, where: str, card: dict | None = None) 
 
 
 def _check_footer_values(md: pq.FileMetaData, where: str, card: dict[str, Any], layout: ShardLayout) -> None:
-    """Footer checks of a regular shard (:func:`check_footer` with the card's ages)."""
-    ages = [int(a) for a in card["ages"]]
-    check_footer(md, where, layout, (min(ages), max(ages)), f"{CARD_NAME} says the ages are {ages}")
+    """Footer checks of a regular shard (:func:`check_footer` with the card's ages, as the shard
+    stores them: float32 ages rounded to float32)."""
+    ages = card_ages(card)
+    stored = np.asarray(ages, ages_dtype(card)).tolist() if ages_dtype(card).kind == "f" else ages
+    check_footer(md, where, layout, (min(stored), max(stored)), f"{CARD_NAME} says the ages are {ages}")
 
 
 def check_footer(md: pq.FileMetaData, where: str, layout: ShardLayout, age_bounds: tuple[float, float],
@@ -312,6 +371,9 @@ def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int,
     if values.dtype != want_dtype and want_dtype.kind == "f":
         values = values.astype(want_dtype)
     elif values.dtype != want_dtype:
+        if values.dtype.kind == "f" and values.size and not (np.isfinite(values) & (values == np.round(values))).all():
+            raise ShardError(f"{where}: column {name!r} holds fractional or non-finite values; expected "
+                             f"{want_dtype} (whole numbers)")
         info = np.iinfo(want_dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise ShardError(f"{where}: column {name!r} has values outside the range of {want_dtype}")
@@ -320,8 +382,10 @@ def _tensor_values(col: pa.ChunkedArray | pa.Array, name: str, shape: tuple[int,
 
 
 def _check_values(table: pa.Table, frames_shape: tuple[int, ...], where: str,
-                  card_ages: Iterable[int] | None, counts: dict[str, int] | None) -> None:
-    """The value checks of :func:`normalize_table` (its table's columns cast to the contract's types)."""
+                  card_ages: Iterable[float] | None, counts: dict[str, int] | None,
+                  ages_dtype: np.dtype = _TENSOR_DTYPES["ages"]) -> None:
+    """The value checks of :func:`normalize_table` (its table's columns cast to the contract's types;
+    ``ages`` compared with ``card_ages`` in ``ages_dtype``)."""
     names = table.column_names
     if "split" in names:
         sp = table.column("split")
@@ -348,26 +412,31 @@ def _check_values(table: pa.Table, frames_shape: tuple[int, ...], where: str,
                 raise ShardError(f"{where}: column {name!r} is {int(v[row])} in row {row}, but the frames are "
                                  f"{'x'.join(map(str, frames_shape[1:]))} (HxWxC)")
     if card_ages is not None and "ages" in names:
-        want_ages = np.asarray(list(card_ages), dtype=np.int64)
-        ages = _tensor_values(table.column("ages"), "ages", frames_shape[:1], where)
+        said = list(card_ages)
+        floats = np.dtype(ages_dtype).kind == "f"  # float32: the card's ages rounded to float32, then equal
+        want_ages = np.asarray(said, dtype=ages_dtype if floats else np.int64)
+        ages = _tensor_values(table.column("ages"), "ages", frames_shape[:1], where, dtype=ages_dtype)
         differ = np.flatnonzero((ages != want_ages).any(axis=1)) if len(ages) else []
         if len(differ):
             row = int(differ[0])
             raise ShardError(f"{where}: column 'ages' is {ages[row].tolist()} in row {row} ({len(differ)} rows "
-                             f"differ), but {CARD_NAME} says the ages are {want_ages.tolist()}")
+                             f"differ), but {CARD_NAME} says the ages are {said}")
 
 
 def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, *,
                     splits: list[str] | None = None, columns: Iterable[str] | None = None,
-                    card_ages: Iterable[int] | None = None,
-                    counts: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+                    card_ages: Iterable[float] | None = None,
+                    counts: dict[str, int] | None = None,
+                    ages_dtype: np.dtype = _TENSOR_DTYPES["ages"]) -> dict[str, np.ndarray]:
     """Column arrays in the contract's types from a shard's table (any accepted variant):
     strings as str, integers at their widths, parameters float64, ``frames``/``ages`` as
-    uint8/int32 tensors; rows of ``splits`` only, ``columns`` only (default: all).
+    uint8/``ages_dtype`` (int32, or float32 when the card says so: :func:`ages_dtype`) tensors;
+    rows of ``splits`` only, ``columns`` only (default: all).
 
     The values the table holds are checked (ShardError naming ``where`` and the column): ``split``
     one of train/val/test (no nulls), ``height``/``width``/``channels`` those of ``frames_shape``,
-    every row's ``ages`` equal to ``card_ages`` (when given). ``counts`` (split -> series), when
+    every row's ``ages`` equal to ``card_ages`` (when given; float32 ages equal to the card's
+    rounded to float32). ``counts`` (split -> series), when
     given, is increased by this table's rows per split (before the ``splits`` filter)."""
     columns = None if columns is None else set(columns)
     for i, name in enumerate(table.column_names):
@@ -384,7 +453,7 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
                 table = table.set_column(i, name, table.column(i).cast(want))
             except pa.ArrowException as e:  # e.g. a value that overflows the contract's width
                 raise ShardError(f"{where}: column {name!r} cannot be read as {want} ({e})") from None
-    _check_values(table, frames_shape, where, card_ages, counts)
+    _check_values(table, frames_shape, where, card_ages, counts, ages_dtype)
     if splits is not None:
         table = table.filter(pa.compute.is_in(table.column("split"), pa.array(splits, pa.string())))
     out = {}
@@ -393,7 +462,8 @@ def normalize_table(table: pa.Table, frames_shape: tuple[int, ...], where: str, 
             continue
         if name in _TENSOR_DTYPES:
             shape = frames_shape if name == "frames" else frames_shape[:1]
-            out[name] = _tensor_values(table.column(name), name, shape, where)
+            out[name] = _tensor_values(table.column(name), name, shape, where,
+                                       dtype=ages_dtype if name == "ages" else None)
         else:
             out[name] = table.column(name).to_numpy(zero_copy_only=False)
     return out

@@ -5,7 +5,8 @@ One row per series:
     series_id  string            "pine-000123" (generated) or the folder name (ingested)
     seed       int64             the tree's simulator seed (-1 for ingested real series)
     split      string            "train" | "val" | "test"
-    ages       tensor int32 (T,) ages of the frames, ascending
+    ages       tensor int32 (T,) ages of the frames, ascending; float32 (T,) when the card says
+                                 ``"ages_dtype": "float32"`` (real ages, e.g. forecasts at 32.5)
     frames     tensor uint8 (T, H, W, C)
     height, width, channels  int32  (so readers without Ray can reshape)
     <param>    float64           one column per simulator parameter (NaN for ingested series)
@@ -36,7 +37,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from crnn.shardcheck import (
-    CARD_NAME, SPLITS, ShardError, ShardLayout, _check_footer_values, check_card, normalize_table, shard_layout,
+    AGES_DTYPES, CARD_NAME, SPLITS, ShardError, ShardLayout, _check_footer_values, ages_dtype, card_ages, check_card,
+    normalize_table, shard_layout,
 )
 from crnn import irregular
 from crnn.storage import join, publish_dir, read_text, resolve, write_json
@@ -246,22 +248,30 @@ def _finish_card(fs: pafs.FileSystem, root: str, card: dict[str, Any]) -> dict[s
     return {**card, "shards": shards}
 
 
-def base_card(*, num_series: int, ages: Iterable[int], height: int, width: int, channels: int = 3,
+def base_card(*, num_series: int, ages: Iterable[float], height: int, width: int, channels: int = 3,
               splits: dict[str, int], source: str, params: list[dict] | None = None,
-              **extra: Any) -> dict[str, Any]:
+              ages_dtype: str = "int32", **extra: Any) -> dict[str, Any]:
+    """A regular dataset's card (:func:`publish` adds the shard list). ``ages_dtype``: ``"int32"``
+    (whole ages, no ``ages_dtype`` field: the card generate and ingest have always written) or
+    ``"float32"`` (real ages: the card says ``"ages_dtype": "float32"``, its ``ages`` are floats and
+    the shards' ``ages`` must be a float32 tensor of them)."""
+    if ages_dtype not in AGES_DTYPES:
+        raise ValueError(f"ages_dtype={ages_dtype!r}: expected one of {sorted(AGES_DTYPES)}")
+    floats = ages_dtype == "float32"
     return {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
         "source": source,
         "num_series": int(num_series),
         "splits": splits,
-        "ages": [int(a) for a in ages],
+        "ages": [float(a) if floats else int(a) for a in ages],
+        **({"ages_dtype": ages_dtype} if floats else {}),
         "height": int(height),
         "width": int(width),
         "channels": int(channels),
         "columns": {
             "series_id": "string", "seed": "int64", "split": "string ('train'|'val'|'test')",
-            "ages": "tensor int32 (T,)", "frames": "tensor uint8 (T, H, W, C)",
+            "ages": f"tensor {ages_dtype} (T,)", "frames": "tensor uint8 (T, H, W, C)",
             "height": "int32", "width": "int32", "channels": "int32",
             **{p["name"]: "float64" for p in (params or [])},
         },
@@ -342,7 +352,7 @@ _CHECKED_COLUMNS = ["split", "ages", "height", "width", "channels"]
 
 
 def _read_shards(batch: dict[str, np.ndarray], *, fs, frames_shape, splits, columns, read_cols,
-                 card_ages=None) -> dict[str, np.ndarray]:
+                 card_ages=None, ages_dtype=np.int32) -> dict[str, np.ndarray]:
     """``map_batches`` function of :func:`read_ray` for datasets with shards in a variant layout:
     reads each shard with pyarrow, checks its values and casts it to the contract's types."""
     if read_cols is not None:
@@ -352,7 +362,7 @@ def _read_shards(batch: dict[str, np.ndarray], *, fs, frames_shape, splits, colu
         with fs.open_input_file(str(shard)) as f:
             table = pq.ParquetFile(f).read(columns=read_cols)
         parts.append(normalize_table(table, frames_shape, str(shard), splits=splits, columns=columns,
-                                     card_ages=card_ages))
+                                     card_ages=card_ages, ages_dtype=ages_dtype))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -360,7 +370,8 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
              **read_args):
     """Stream a published dataset with ``ray.data.read_parquet``, optionally one or more splits.
 
-    Returns a ``ray.data.Dataset`` of rows with numpy ``frames`` (T, H, W, C) uint8; convert a batch
+    Returns a ``ray.data.Dataset`` of rows with numpy ``frames`` (T, H, W, C) uint8 and ``ages`` (T,)
+    int32 (float32 when the card says ``"ages_dtype": "float32"``); convert a batch
     with :func:`torch_frames` (e.g. as the ``collate_fn`` of ``iter_torch_batches``). The card and
     every shard's footer are checked first (:class:`ShardError` names a bad file and column);
     shards in an accepted variant layout (see :func:`shard_layout`) are cast to the contract's
@@ -386,7 +397,7 @@ def read_ray(path: str, split: str | Iterable[str] | None = None, columns: list[
             _read_shards, batch_size=1, fn_kwargs=dict(
                 fs=fs, frames_shape=next(iter(layouts.values())).frames_shape, splits=splits,
                 columns=None if columns is None else list(columns), read_cols=read_cols,
-                card_ages=[int(a) for a in card["ages"]]))
+                card_ages=card_ages(card), ages_dtype=ages_dtype(card)))
     ds = ray.data.read_parquet(list(layouts), filesystem=fs, **read_args)
     if read_cols is not None:
         ds = ds.select_columns(read_cols)  # projection is pushed down into the Parquet scan
@@ -402,7 +413,8 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
     """Read a published dataset into memory without Ray (tests, tools, small data).
 
     Returns column arrays in the contract's types (any accepted variant layout is cast); ``frames``
-    is uint8 (N, T, H, W, C), ``ages`` int32 (N, T). Rows are in shard order. A shard that cannot be
+    is uint8 (N, T, H, W, C), ``ages`` int32 (N, T) (float32 when the card says ``"ages_dtype":
+    "float32"``). Rows are in shard order. A shard that cannot be
     read raises :class:`ShardError` naming it (and the column, for a schema problem).
     """
     card = read_card(path)
@@ -427,7 +439,7 @@ def read_numpy(path: str, split: str | Iterable[str] | None = None,
                                                counts=counts)
         else:
             arrays = normalize_table(table, layout.frames_shape, shard, splits=splits, columns=columns,
-                                     card_ages=card["ages"], counts=counts)
+                                     card_ages=card_ages(card), counts=counts, ages_dtype=ages_dtype(card))
         for name, arr in arrays.items():
             parts.setdefault(name, []).append(arr)
     listed = {k: v for k, v in card["splits"].items() if v}

@@ -13,8 +13,8 @@ whole steps of its input spacing). --target-ages also takes an irregular dataset
 inputs are its first num_inputs frames at its own ages. Every series' ages are checked against the
 targets before Ray starts (a usage error naming the series id). Output: Parquet shards (series_id =
 source id, ages -- float32 when a target age is fractional, else int32 --, frames, split/source_split,
-...) and a dataset.json card marked as forecasts, published atomically (a failed run leaves nothing
-at --out).
+...) and a dataset.json card marked as forecasts (with "ages_dtype": "float32" for fractional ages;
+crnn.shards' readers take either), published atomically (a failed run leaves nothing at --out).
 """
 
 import sys
@@ -58,8 +58,9 @@ def main(argv=None) -> int:
                              f"{a.concurrency}, {a.num_cpus}, {a.num_gpus}")
         if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
-        plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
-                     batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite, target_ages=a.target_ages)
+        plan = plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
+                            batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite,
+                            target_ages=a.target_ages)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         card = predict_dataset(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                                batch_size=a.batch_size, concurrency=a.concurrency, num_cpus=a.num_cpus,
                                num_gpus=a.num_gpus, overwrite=a.overwrite, preview=a.preview,
-                               target_ages=a.target_ages)
+                               target_ages=a.target_ages, plan=plan)  # checked above: not again
     except (ShardError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"predict failed: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from crnn.model import rollout
 from crnn.predict import predict_dataset
 from crnn.shardcheck import ShardError
 from crnn.shards import (
-    base_card, list_shards, publish, read_card, read_numpy, rows_to_batch, torch_frames, validate,
+    base_card, list_shards, publish, read_card, read_numpy, read_ray, rows_to_batch, torch_frames, validate,
     write_ray_dataset,
 )
 from crnn.loop import fit_plain
@@ -254,26 +254,20 @@ def _forecast_at(model_path, frames, ages, targets):
                                 [targets] * len(frames)))
 
 
-def _parquet(out):
-    """An output dataset read with pyarrow (fractional ages: crnn.shards' readers take whole ages only)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    t = pa.concat_tables([pq.read_table(f, columns=["series_id", "ages", "frames"]) for f in list_shards(out)])
-    ids = np.array(t.column("series_id").to_pylist())
-    order = np.argsort(ids)
-    ages = np.array(t.column("ages").to_pylist())
-    frames = np.array(t.column("frames").to_pylist(), np.uint8)
-    return ids[order], ages[order], frames[order], t.schema.field("ages")
+def _output(out):
+    """An output dataset through crnn.shards' own reader (every card, footer and value checked), by id."""
+    got = _by_id(read_numpy(out, columns=["series_id", "ages", "frames"]))
+    return got["series_id"], got["ages"], got["frames"]
 
 
 def test_target_ages_on_a_regular_dataset_grid_model(dataset, model_dir, tmp_path):
     out = str(tmp_path / "fc")
     card = predict_dataset(model_dir, dataset, out, target_ages=[35, 40], split="test", batch_size=3)
-    assert card["ages"] == [35, 40] and card["forecast"]["mode"] == "ages"
+    assert card["ages"] == [35, 40] and card["forecast"]["mode"] == "ages" and "ages_dtype" not in card
     assert card["forecast"]["target_ages"] == [35, 40] and card["columns"]["ages"].startswith("tensor int32")
     got, src = _by_id(read_numpy(out)), _by_id(read_numpy(dataset, split="test"))
     assert list(got["series_id"]) == list(src["series_id"]) and (got["ages"] == [35, 40]).all()
+    assert got["ages"].dtype == np.int32  # whole target ages: the int32 contract, as before
     want = _forecast_at(model_dir, list(src["frames"][:, :4]), [[10, 15, 20, 25]] * len(src["frames"]), [35, 40])
     assert got["frames"].shape == want.shape and np.abs(got["frames"].astype(int) - want).max() <= 1
     with torch.no_grad():  # a grid model's target ages are steps of its rollout: steps 2 and 3 here
@@ -286,9 +280,14 @@ def test_fractional_target_ages_time_aware_model_float32_ages(dataset, ta_model_
     card = predict_dataset(ta_model_dir, dataset, out, target_ages="32.5,40", inputs="last", batch_size=4)
     assert card["ages"] == [32.5, 40.0] and card["ages_dtype"] == "float32"
     assert card["columns"]["ages"].startswith("tensor float32 (K,)") and card["forecast"]["input_ages"] == [15, 20, 25, 30]
-    ids, ages, frames, field = _parquet(out)
-    assert "float" in str(field.type) and len(ids) == N
-    assert np.array_equal(ages, np.tile([32.5, 40.0], (N, 1)))
+    # the project's own readers open what it published: card, footers, every value, Ray Data
+    assert read_card(out) == card and validate(out) == card
+    ids, ages, frames = _output(out)
+    assert ages.dtype == np.float32 and len(ids) == N
+    assert np.array_equal(ages, np.tile(np.float32([32.5, 40.0]), (N, 1)))
+    streamed = read_ray(out, split="test", columns=["series_id", "ages"]).take_batch(N, batch_format="numpy")
+    assert streamed["ages"].dtype == np.float32 and len(streamed["ages"]) == sum(_split(i) == "test" for i in range(N))
+    assert np.array_equal(streamed["ages"], np.tile(np.float32([32.5, 40.0]), (len(streamed["ages"]), 1)))
     src = _by_id(read_numpy(dataset))
     want = _forecast_at(ta_model_dir, list(src["frames"][:, 1:]), [[15, 20, 25, 30]] * N, [32.5, 40])
     assert (want[:, 0] != want[:, 1]).mean() > 0.05  # each age answered differently: the order is visible
@@ -306,7 +305,7 @@ def test_target_ages_on_an_irregular_dataset(irregular_dataset, ta_model_dir, tm
     frames = [src["frames"][i, :k[i]] for i in range(24)]
     ages = [list(src["ages"][i, :k[i]]) for i in range(24)]
     want = _forecast_at(ta_model_dir, frames, ages, [31.5, 40])
-    ids, got_ages, got, _ = _parquet(out)
+    ids, got_ages, got = _output(out)
     assert list(ids) == list(src["series_id"]) and np.array_equal(got_ages, np.tile([31.5, 40.0], (24, 1)))
     assert np.abs(got.astype(int) - want).max() <= 1 and (got == want).mean() > 0.99
 
@@ -332,6 +331,10 @@ def test_bad_target_ages_are_refused_naming_the_series_before_any_output(irregul
         predict_dataset(model_dir, dataset, out, target_ages=[37])
     with pytest.raises(ValueError, match="give one"):
         predict_dataset(model_dir, dataset, out, target_ages=[35], horizon=2)
+    plan = plan_predict(model_dir, dataset, out, target_ages=[35])  # a plan is for its own arguments only
+    with pytest.raises(ValueError, match=r"plan was made by plan_predict for other arguments "
+                                         r"\(\{'target_ages': \[35\]"):
+        predict_dataset(model_dir, dataset, out, target_ages=[40], plan=plan)
     with pytest.raises(ValueError, match="irregular dataset.*target ages"):
         predict_dataset(ta_model_dir, irregular_dataset, out)  # window/horizon: regular datasets only
     assert not os.path.exists(out) and _no_leftovers(out)
@@ -345,13 +348,54 @@ def test_bad_target_ages_are_refused_naming_the_series_before_any_output(irregul
     assert rc == 2 and "expected numbers" in capsys.readouterr().err
 
 
-def test_job_cli_target_ages_with_preview(irregular_dataset, ta_model_dir, tmp_path, capsys):
+def test_job_cli_target_ages_with_preview(irregular_dataset, ta_model_dir, tmp_path, capsys, monkeypatch):
+    import crnn.predict
     from jobs import predict as job
+
+    calls, check = [], crnn.predict.check_series_ages
+    monkeypatch.setattr(crnn.predict, "check_series_ages", lambda d, path, *a: calls.append(path) or check(d, path, *a))
 
     out, png = str(tmp_path / "fc"), str(tmp_path / "preview.png")
     rc = job.main(["--model", ta_model_dir, "--data", irregular_dataset, "--out", out, "--split", "train",
                    "--target-ages", "33,45.5", "--preview", png, "--batch-size", "8"])
     assert rc == 0 and os.path.getsize(png) > 0
     assert "(ages [33.0, 45.5])" in capsys.readouterr().out
-    ids, ages, frames, _ = _parquet(out)
+    ids, ages, frames = _output(out)
     assert frames.shape[1:] == (2, H, W, C) and np.array_equal(ages[0], [33.0, 45.5])
+    assert calls == [irregular_dataset]  # the job's check before Ray is the run's: the ages are read once
+
+
+def test_forecast_ages_keep_the_source_dtype():
+    """A window/horizon forecast of a dataset of real ages ("ages_dtype": "float32") continues its
+    ages as float32 (no truncation to whole years); whole ages stay int32."""
+    from crnn.predict import forecast_ages
+
+    whole = forecast_ages(np.array([10, 15, 20, 25]), 2)
+    assert whole.dtype == np.int32 and whole.tolist() == [30, 35]
+    real = forecast_ages(np.float32([[10.5, 13.0, 15.5], [1.25, 1.5, 1.75]]), None)  # (B, T)
+    assert real.dtype == np.float32 and real.tolist() == [[13.0, 15.5, 18.0], [1.5, 1.75, 2.0]]
+    assert forecast_ages([22.5, 40.0], 1).tolist() == [57.5]
+
+
+def test_window_forecast_of_a_real_ages_dataset_reads_back_float32(ray_local, model_dir, tmp_path):
+    """A dataset of real ages ("ages_dtype": "float32", e.g. a fractional forecasts output) is an
+    input like any other: its window forecast continues the ages as float32, and the card's ages are
+    exactly what every row holds (the readers check each value against the card)."""
+    import ray.data
+
+    ages = [0.1, 0.2, 0.3, 0.4, 0.7]  # not exact in float32: the card and the rows must round alike
+    frames = _frames(4, 5)
+    rows = [{"series_id": f"r-{i}", "seed": i, "split": "test", "ages": np.float32(ages), "frames": frames[i],
+             "height": np.int32(H), "width": np.int32(W), "channels": np.int32(C)} for i in range(4)]
+    src = str(tmp_path / "real")
+    card = base_card(num_series=4, ages=ages, ages_dtype="float32", height=H, width=W, channels=C,
+                     splits={"train": 0, "val": 0, "test": 4}, source="real ages")
+    publish(lambda d: write_ray_dataset(ray.data.from_items(rows), d), src, card)
+    assert read_numpy(src)["ages"].dtype == np.float32
+    out = str(tmp_path / "fc")
+    card = predict_dataset(model_dir, src, out, batch_size=2)
+    want = np.float32([0.2, 0.3, 0.4, 0.5])  # the next age of each of the first in_frames=4 inputs
+    assert card["ages_dtype"] == "float32" and np.array_equal(np.float32(card["ages"]), want)
+    assert card["forecast"]["input_ages"] == [0.1, 0.2, 0.3, 0.4]
+    got = read_numpy(out)
+    assert got["ages"].dtype == np.float32 and np.array_equal(got["ages"], np.tile(want, (4, 1)))

@@ -632,3 +632,160 @@ def test_split_counts_disagreeing_with_the_card_named(plain_copy):
     validate(plain_copy)  # footers cannot count
     with pytest.raises(ShardError, match=rf"{card_path}: field 'splits' says .* but the shards' column 'split' holds"):
         read_numpy(plain_copy, split="test")
+
+
+# ----------------------------------------------------------------------------- real-valued ages
+# A regular dataset whose card says "ages_dtype": "float32" (e.g. forecasts at fractional target
+# ages, crnn.predict): card ages any finite strictly increasing numbers, the shards' ``ages`` float32
+# equal to them within float32 precision. Written here by plain pyarrow (no Ray: unit tests); the
+# Ray-written (tensor column) case is tests/test_predict.py's fractional target ages output.
+FRAC_AGES = [0.1, 2.7, 22.5]  # 0.1 and 2.7 are not exact in float32: compared as the shards store them
+
+
+def _plain_dataset(path: str, card_ages, shard_ages=None, *, ages_dtype="float32", ages_type=pa.float32(),
+                   n: int = 6) -> str:
+    """A regular dataset of ``n`` series of 1x2x1 frames at ``shard_ages`` (default the card's),
+    ``ages`` a plain ``list<ages_type>`` column, in two shards, published with a card of
+    ``card_ages``/``ages_dtype`` (crnn.shards.base_card)."""
+    from crnn.shards import base_card
+
+    shard_ages = card_ages if shard_ages is None else shard_ages
+    t = len(card_ages)
+    rows = np.asarray(shard_ages).tolist()
+    rows = rows if isinstance(rows[0], list) else [rows] * n
+
+    def write(d):
+        for k, part in enumerate((range(0, n // 2), range(n // 2, n))):
+            m = len(part)
+            table = pa.table({
+                "series_id": [f"s{i}" for i in part], "seed": pa.array(list(part), pa.int64()),
+                "split": ["train" if i % 3 else "test" for i in part],
+                "ages": pa.array([rows[i] for i in part], pa.list_(ages_type)),
+                "frames": pa.array([[i % 250] * (t * 2) for i in part], pa.list_(pa.uint8())),
+                "height": pa.array([1] * m, pa.int32()), "width": pa.array([2] * m, pa.int32()),
+                "channels": pa.array([1] * m, pa.int32()),
+            })
+            # the frames' shape where a Ray tensor column keeps it: the plain flat list is readable
+            meta = {b"ARROW:extension:metadata": json.dumps([t, 1, 2, 1]).encode()}
+            table = table.set_column(4, pa.field("frames", table.schema.field("frames").type, metadata=meta),
+                                     table.column("frames"))
+            pq.write_table(table, os.path.join(d, f"shard-{k:05d}.parquet"))
+
+    card = base_card(num_series=n, ages=card_ages, height=1, width=2, channels=1, ages_dtype=ages_dtype,
+                     splits={"train": sum(1 for i in range(n) if i % 3), "val": 0,
+                             "test": sum(1 for i in range(n) if not i % 3)}, source="test_shards real ages")
+    publish(write, path, card)
+    return path
+
+
+def _shard_path_read(path: str):
+    """The Ray Data path's per-shard read (crnn.shards._read_shards, as read_ray runs it for plain lists)."""
+    from crnn.shardcheck import ages_dtype, card_ages
+    from crnn.shards import _read_shards
+    from crnn.storage import resolve
+
+    card = read_card(path)
+    fs, _ = resolve(path)
+    return _read_shards({"path": list_shards(path)}, fs=fs, frames_shape=(len(card["ages"]), 1, 2, 1), splits=None,
+                        columns=None, read_cols=None, card_ages=card_ages(card), ages_dtype=ages_dtype(card))
+
+
+def test_float_ages_round_trip_exactly_as_float32(tmp_path):
+    path = _plain_dataset(str(tmp_path / "frac"), FRAC_AGES)
+    card = read_card(path)
+    assert card["ages"] == FRAC_AGES and card["ages_dtype"] == "float32"
+    assert card["columns"]["ages"] == "tensor float32 (T,)"
+    assert validate(path)["ages"] == FRAC_AGES
+    for data in (read_numpy(path), _shard_path_read(path)):
+        assert data["ages"].dtype == np.float32 and data["ages"].shape == (6, 3)
+        assert np.array_equal(data["ages"], np.tile(np.float32(FRAC_AGES), (6, 1)))  # exact, not approximately
+        assert data["frames"].shape == (6, 3, 1, 2, 1) and data["frames"][4].max() == 4
+    assert read_numpy(path, split="test", columns=["ages"])["ages"].shape == (2, 3)
+
+
+def test_int_ages_stay_int32_without_ages_dtype(tmp_path):
+    path = _plain_dataset(str(tmp_path / "int"), [10, 15, 20], ages_dtype="int32", ages_type=pa.int32())
+    card = read_card(path)
+    assert "ages_dtype" not in card and card["ages"] == [10, 15, 20] and card["columns"]["ages"] == "tensor int32 (T,)"
+    got = read_numpy(path)["ages"]
+    assert got.dtype == np.int32 and (got == [10, 15, 20]).all()
+
+
+def test_float_card_accepts_integer_shards_cast_to_float32(tmp_path):
+    """Documented choice: a float32 card over integer ages (whole card ages) is read, as float32."""
+    path = _plain_dataset(str(tmp_path / "f-int"), [10.0, 15.0, 20.0], ages_type=pa.int32())
+    validate(path)
+    for data in (read_numpy(path), _shard_path_read(path)):
+        assert data["ages"].dtype == np.float32 and (data["ages"] == [10.0, 15.0, 20.0]).all()
+
+
+@pytest.mark.parametrize("case", ["int_card_float_shard", "float_card_int_shard_fractional", "one_row_differs",
+                                  "row_off_by_float32_ulp", "nan_in_a_row"])
+def test_ages_dtype_and_values_disagreeing_named(case, tmp_path):
+    path = str(tmp_path / case)
+    rows = np.tile(np.float32(FRAC_AGES), (6, 1))
+    if case == "int_card_float_shard":  # whole ages on the card, floats in the shard: refused, not truncated
+        _plain_dataset(path, [10, 15, 20], [10.0, 15.5, 20.0], ages_dtype="int32")
+        match, readers = "column 'ages' has type list<", (validate, read_numpy)
+    elif case == "float_card_int_shard_fractional":
+        _plain_dataset(path, FRAC_AGES, [0, 3, 22], ages_type=pa.int32())
+        match, readers = "column 'ages' has values 0..22", (validate, read_numpy)  # the footer tells
+    else:
+        r = 4
+        if case == "one_row_differs":
+            rows[r] = [0.1, 2.5, 22.5]
+        elif case == "row_off_by_float32_ulp":
+            rows[r, 1] = np.nextafter(rows[r, 1], np.float32(3))
+        else:
+            rows[r, 1] = np.nan
+        _plain_dataset(path, FRAC_AGES, rows)
+        match, readers = f"column 'ages' is [0.10000000149011612, {float(rows[r, 1])!r}", (read_numpy, _shard_path_read)
+        if case != "nan_in_a_row":
+            validate(path)  # within the card's range: only the values can tell
+    shard = os.path.basename(list_shards(path)[1 if case not in ("int_card_float_shard",
+                                                                 "float_card_int_shard_fractional") else 0])
+    for read in readers:
+        with pytest.raises(ShardError) as e:
+            read(path)
+        assert shard in str(e.value) and match in str(e.value), (read, str(e.value))
+    if case == "int_card_float_shard":
+        assert "float>; expected a tensor of int32" in str(e.value)
+        assert '"ages_dtype": "float32"' in str(e.value)  # says how a card of fractional ages reads
+
+
+FLOAT_CARD_MISTAKES = {
+    "dtype_float16": ("float16", FRAC_AGES, "field 'ages_dtype' is 'float16'; expected one of ['float32', 'int32']"),
+    "dtype_not_a_string": (32, FRAC_AGES, "field 'ages_dtype' is 32"),
+    "nan": ("float32", [0.1, float("nan"), 22.5], "field 'ages' is [0.1, nan, 22.5]; every age must be a finite"),
+    "inf": ("float32", [0.1, 2.7, float("inf")], "field 'ages' is [0.1, 2.7, inf]; every age must be a finite"),
+    "beyond_float32": ("float32", [0.1, 2.7, 1e39], "field 'ages' is [0.1, 2.7, 1e+39]; every age must be a finite"),
+    "repeated": ("float32", [0.1, 2.7, 2.7], "field 'ages' is [0.1, 2.7, 2.7]; expected strictly increasing"),
+    "decreasing": ("float32", [0.1, 22.5, 2.7], "field 'ages' is [0.1, 22.5, 2.7]; expected strictly increasing"),
+    "equal_as_float32": ("float32", [0.1, 1.00000001, 1.00000002], "expected strictly increasing ages (as float32"),
+    "strings": ("float32", ["0.1", "2.7", "22.5"],
+                "field 'ages' is ['0.1', '2.7', '22.5']; expected a list of numbers"),
+    "empty": ("float32", [], "field 'ages' is []; expected a list of numbers"),
+    "int_card_fractional": ("int32", FRAC_AGES, "expected a list of integer ages (fractional ages need"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLOAT_CARD_MISTAKES))
+def test_float_ages_card_fields_checked_and_named(case, tmp_path):
+    path = _plain_dataset(str(tmp_path / "frac"), FRAC_AGES)
+    card_path = os.path.join(path, CARD_NAME)
+    with open(card_path) as f:
+        card = json.load(f)
+    card["ages_dtype"], card["ages"], match = FLOAT_CARD_MISTAKES[case]
+    with open(card_path, "w") as f:
+        json.dump(card, f)  # NaN/Infinity as JSON's usual extension: what json.loads reads back
+    for read in (read_card, validate, read_numpy):
+        with pytest.raises(ShardError) as e:
+            read(path)
+        assert str(e.value).startswith(f"{card_path}: ") and match in str(e.value), str(e.value)
+
+
+def test_base_card_refuses_an_unknown_ages_dtype():
+    from crnn.shards import base_card
+
+    with pytest.raises(ValueError, match="ages_dtype='float64'"):
+        base_card(num_series=1, ages=[1.5], height=1, width=1, splits={"train": 1}, source="x", ages_dtype="float64")
