@@ -346,14 +346,16 @@ def _frame_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float | None
 
 
 def score_by_bins(preds: dict[str, Sequence[np.ndarray]], truth: Sequence[np.ndarray], bins: np.ndarray,
-                  edges: Sequence[float]) -> list[dict[str, Any]]:
+                  edges: Sequence[float], values: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Per bin, every forecaster's metrics over the target frames in it.
 
     ``truth``: the target frames, each uint8 (H, W, C); ``preds[name]``: that forecaster's frames in
     the same order; ``bins``: each target's bin index into ``edges``. Returns one dict per bin:
     ``{"bin": [lo, hi], "label": "(lo, hi]", "targets": count, "metrics": {name: frame_metrics} }``
     (metrics on 0-255 pixels, :func:`_frame_scores`: per-value MSE, MAE, RMSE, PSNR, SSIM; every
-    target frame weighs the same); bins without targets have ``"metrics": {}``."""
+    target frame weighs the same); bins without targets have ``"metrics": {}``. With ``values`` (the
+    binned quantity per target, e.g. its gap) each bin with targets also has ``"max"``: the largest
+    value in it -- how far the evidence of that bin actually reaches."""
     bins = np.asarray(bins)
     if len(bins) != len(truth) or any(len(p) != len(truth) for p in preds.values()):
         raise ValueError(f"score_by_bins: {len(truth)} targets, {len(bins)} bins, "
@@ -364,6 +366,8 @@ def score_by_bins(preds: dict[str, Sequence[np.ndarray]], truth: Sequence[np.nda
         row = {"bin": [float(edges[b]), float(edges[b + 1])], "label": _label(edges[b], edges[b + 1]),
                "targets": int(len(sel)), "metrics": {}}
         if len(sel):
+            if values is not None:
+                row["max"] = float(np.max(np.asarray(values, np.float64)[sel]))
             t = np.stack([truth[i] for i in sel])
             for name, p in preds.items():
                 row["metrics"][name] = _frame_scores(np.stack([p[i] for i in sel]), t)
@@ -377,8 +381,10 @@ def trust_from_bins(bins: Sequence[dict[str, Any]], ratios: dict[str, float] = T
 
     ``bins``: the by-gap table (:func:`score_by_bins`), in order. For ratio r the answer is the upper
     edge of the last bin of the run, from the first bin with targets, of bins where ``MSE(baseline) >=
-    r * MSE(model)`` (a model MSE of 0 meets any r); the run ends at the first bin that fails or has no
-    targets (no evidence there). None when the first bin with targets fails, or no bin has any."""
+    r * MSE(model)`` (a model MSE of 0 meets any r) -- or, when the bin records it (``"max"``), the
+    largest gap actually measured in that bin, if smaller: trust is never claimed beyond the evidence
+    (a (20, 50] bin whose targets reach 33 years says 33). The run ends at the first bin that fails or
+    has no targets (no evidence there). None when the first bin with targets fails, or no bin has any."""
     out: dict[str, float | None] = {}
     for name, r in ratios.items():
         best, started = None, False
@@ -391,7 +397,7 @@ def trust_from_bins(bins: Sequence[dict[str, Any]], ratios: dict[str, float] = T
             started = True
             if not m[baseline]["mse"] >= r * m[model]["mse"]:
                 break
-            best = float(row["bin"][1])
+            best = float(min(row["bin"][1], row.get("max", math.inf)))
         out[name] = best
     return out
 
@@ -574,8 +580,8 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     spacing = np.array([(s["ages"][-1] - s["ages"][0]) / (len(s["ages"]) - 1)
                         for s in series for _ in s["target_ages"]])
     gap_edges, sp_edges = bin_edges(gaps.max(), GAP_EDGES), bin_edges(spacing.max(), SPACING_EDGES)
-    by_gap = score_by_bins(flat, truth, assign_bins(gaps, gap_edges), gap_edges)
-    by_spacing = score_by_bins(flat, truth, assign_bins(spacing, sp_edges), sp_edges)
+    by_gap = score_by_bins(flat, truth, assign_bins(gaps, gap_edges), gap_edges, gaps)
+    by_spacing = score_by_bins(flat, truth, assign_bins(spacing, sp_edges), sp_edges, spacing)
     overall = score_by_bins(flat, truth, np.zeros(len(truth), int), [0.0, math.inf])[0]["metrics"]
     unit = str(card.get("age_unit", "years"))
     result = json_safe({

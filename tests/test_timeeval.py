@@ -153,6 +153,8 @@ def test_score_by_bins_matches_hand_computation():
     assert rows[2]["metrics"]["model"]["mse"] == 0 and rows[2]["metrics"]["persistence"]["mse"] == 100
     with pytest.raises(ValueError, match="3 targets, 2 bins"):
         score_by_bins(preds, truth, np.array([0, 0]), [0, 2])
+    rows = score_by_bins(preds, truth, np.array([0, 0, 2]), [0, 2, 5, 10], values=[0.5, 1.5, 7.0])
+    assert [r.get("max") for r in rows] == [1.5, None, 7.0]
 
 
 def _table(pairs, edges=(0, 2, 5, 10, 20, 50)):
@@ -174,6 +176,17 @@ def _table(pairs, edges=(0, 2, 5, 10, 20, 50)):
 ])
 def test_trust_from_a_constructed_table(pairs, expect):
     assert trust_from_bins(_table(pairs)) == expect
+
+
+def test_trust_never_reaches_beyond_the_gaps_measured():
+    """A bin's upper edge can lie past every gap in it (ages 5..40 give gaps up to 35 in a (20, 50]
+    bin): the trusted gap is the largest gap measured there, not the edge."""
+    rows = _table([(10, 30), (10, 30), (10, 30), (10, 30), (10, 30)])
+    rows[-1]["max"] = 33.0
+    assert trust_from_bins(rows) == {"2x": 33.0, "1.2x": 33.0}
+    rows[1]["max"], rows[2]["max"] = 4.0, 9.5    # earlier bins: their edge stands when the run goes on
+    rows[3].update(metrics={"model": {"mse": 10}, "persistence": {"mse": 15}}, max=18.0)  # fails 2x
+    assert trust_from_bins(rows) == {"2x": 9.5, "1.2x": 33.0}
 
 
 # ----------------------------------------------------------------------------- grid models
