@@ -370,3 +370,19 @@ def test_timevp_trains_on_an_irregular_dataset_with_ray_train(irr_dataset, tmp_p
         frames = np.zeros((3, 16, 8, 3), np.uint8)
         (pred,) = forecast_at(model, domain, [frames], [[2.0, 3.5, 7.0]], [[8.25, 11.0]])
         assert pred.shape == (2, 16, 8, 3) and pred.dtype == np.uint8
+
+
+def test_train_job_evaluate_on_an_irregular_dataset_scores_by_gap(irr_dataset, tmp_path, capsys):
+    """``jobs/train.py --evaluate`` on an irregular dataset runs the time-aware evaluation (error by
+    forecast gap, trust), not the regular one (which refuses an irregular dataset)."""
+    from jobs.train import main
+
+    path, _ = irr_dataset
+    out = str(tmp_path / "run")
+    assert main(["--data", path, "--preset", "timevp-fast", "--out", out, "--evaluate", "model.height=16",
+                 "model.width=8", "model.timevp.hid_s=8", "model.timevp.hid_t=16", "train.epochs=1",
+                 "train.batch_size=4"]) == 0
+    text = capsys.readouterr().out
+    assert "MSE by forecast gap" in text and "persistence" in text
+    for f in ("result.json", "table.txt", "mse_by_gap.png", "trust.json"):
+        assert os.path.exists(os.path.join(out, "eval", f)), f
