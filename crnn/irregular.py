@@ -56,7 +56,7 @@ def is_irregular(card: dict[str, Any]) -> bool:
 class IrregularSpec:
     """How :func:`crnn.generate.generate` draws each series' ages.
 
-    Per series: ``num_inputs`` uniform in [min_inputs, max_inputs], ``num_targets`` uniform in
+    Per series: ``num_inputs`` uniform in [min_inputs, max_inputs] (min_inputs >= 2), ``num_targets`` uniform in
     [min_targets, max_targets], then that many distinct ages from the grid ``age_min, age_min +
     age_step, ..., <= age_max`` (the dataset's unit, years for both scenes), sorted: the first
     ``num_inputs`` are the inputs, the rest the targets (so every target is after the last input).
@@ -85,8 +85,9 @@ class IrregularSpec:
         for name in ("min_inputs", "max_inputs", "min_targets", "max_targets"):
             if not _is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not 1 <= self.min_inputs <= self.max_inputs:
-            raise ValueError(f"need 1 <= min_inputs <= max_inputs, got {self.min_inputs}..{self.max_inputs}")
+        if not 2 <= self.min_inputs <= self.max_inputs:  # a time-aware model reads >= 2 frames (a gap)
+            raise ValueError(f"need 2 <= min_inputs <= max_inputs (a history of at least 2 frames: one frame "
+                             f"shows no growth, and no model takes it), got {self.min_inputs}..{self.max_inputs}")
         if not 1 <= self.min_targets <= self.max_targets:
             raise ValueError(f"need 1 <= min_targets <= max_targets, got {self.min_targets}..{self.max_targets}")
         if not self.age_step > 0:
@@ -299,6 +300,14 @@ def normalize_table(table: pa.Table, layout: ShardLayout, where: str, card: dict
             out[name] = table.column(name).to_numpy(zero_copy_only=False)
     check_values(out, where, card)
     return {k: v for k, v in out.items() if columns is None or k in set(columns)}
+
+
+def usable(num_frames, num_inputs) -> np.ndarray:
+    """bool (N,): which series can be a training lesson (:func:`crnn.loop.irregular_io`): at least 2
+    input frames and 1 target -- ``num_inputs >= 2`` and a frame after them, or unmarked
+    (``num_inputs == 0``) with at least 3 frames to split."""
+    n, k = np.asarray(num_frames), np.asarray(num_inputs)
+    return ((k >= 2) & (n > k)) | ((k == 0) & (n >= 3))
 
 
 # ----------------------------------------------------------------------------- batches

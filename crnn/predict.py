@@ -246,6 +246,10 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     in_frames = cfg.data.in_frames
     card = validate(data_path)
     irregular = irr.is_irregular(card)
+    if irregular:  # per-series ages: a time-aware model only (refused by kind, before any age is read)
+        from crnn.timeeval import refuse_grid_model
+
+        refuse_grid_model(cfg, model_path, data_path)
     if target_ages is None:
         require_regular(card, data_path, "prediction without target ages (window, horizon)")
     elif irregular and inputs != "first":

@@ -129,8 +129,14 @@ def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any]
     return TimeDomain(False, unit, (grid[0], grid[n]), math.inf, n, n, n, step, tuple(grid[:n]))
 
 
+def _num(v: float) -> str:
+    """The shortest text that reads back as ``v`` (``repr``), whole numbers without ``.0``."""
+    r = repr(float(v))
+    return r[:-2] if r.endswith(".0") else r
+
+
 def _fmt(v: Sequence[float]) -> str:
-    return "[" + ", ".join(f"{float(a):g}" for a in v) + "]"
+    return "[" + ", ".join(_num(a) for a in v) + "]"
 
 
 def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[float], where: str = "",
@@ -156,15 +162,21 @@ def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[
                        f"(a grid model; a time-aware model, model.kind=timevp, takes any number)")
     if not all(math.isfinite(v) for v in a + t):
         raise AgeError(f"{p}ages must be finite numbers, got {_fmt(a)} -> {_fmt(t)}")
-    if any(y <= x for x, y in zip(a, a[1:])):
-        raise AgeError(f"{p}ages {_fmt(a)} are not strictly increasing (oldest frame first)")
+    # compared as the model sees them, float32: ages distinct in float64 only (10, 10.0000001) would
+    # pass here and then fail inside the forward pass -- in Serve, for every series of the batch
+    a32, t32 = np.asarray(a, np.float32), np.asarray(t, np.float32)
+    if not (np.isfinite(a32).all() and np.isfinite(t32).all()):
+        raise AgeError(f"{p}ages must be finite numbers within float32 range, got {_fmt(a)} -> {_fmt(t)}")
+    if (np.diff(a32) <= 0).any():
+        raise AgeError(f"{p}ages {_fmt(a)} are not strictly increasing (oldest frame first; compared at "
+                       f"float32 precision, as the model reads them)")
     if not t:
         raise AgeError(f"{p}target_ages is empty: ask for at least one age")
-    if t[0] <= a[-1]:
-        raise AgeError(f"{p}target age {t[0]:g} is not after the last input age {a[-1]:g}; forecasts are of "
-                       f"later ages")
-    if any(y <= x for x, y in zip(t, t[1:])):
-        raise AgeError(f"{p}target_ages {_fmt(t)} are not strictly increasing")
+    if t32[0] <= a32[-1]:
+        raise AgeError(f"{p}target age {_num(t[0])} is not after the last input age {_num(a[-1])}; forecasts are "
+                       f"of later ages (compared at float32 precision, as the model reads them)")
+    if (np.diff(t32) <= 0).any():
+        raise AgeError(f"{p}target_ages {_fmt(t)} are not strictly increasing (compared at float32 precision)")
     lo, hi = domain.accepted
     out = [v for v in a + t if not lo <= v <= hi]
     if out:

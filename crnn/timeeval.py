@@ -443,7 +443,7 @@ def refuse_grid_model(cfg, model_path: str, data_path: str) -> None:
         raise ValueError(
             f"model {model_path} is a grid model (model.kind={cfg.model.kind!r}): it forecasts whole steps of "
             f"its training grid from exactly {cfg.data.in_frames} evenly spaced frames, but {data_path} is an "
-            f"irregular dataset (each series at its own ages); evaluate a time-aware model "
+            f"irregular dataset (each series at its own ages); use a time-aware model "
             f"(model.kind={TIME_AWARE_KINDS[0]}) on it, or this model on a regular dataset")
 
 

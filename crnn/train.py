@@ -242,7 +242,30 @@ def check_data(cfg: Config, card: dict) -> int:
     n_train = sum(card["splits"].get(s, 0) for s in cfg.data.train_splits)
     if n_train == 0:
         raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
+    if is_irregular(card):  # every split trained or validated on needs series that can be lessons
+        n_train = _check_lessons(cfg, card)
     return min(n_train, cfg.data.max_train_series) if cfg.data.max_train_series else n_train
+
+
+def _check_lessons(cfg: Config, card: dict) -> int:
+    """Training series of an irregular dataset that can be lessons (:func:`crnn.irregular.usable`:
+    >= 2 inputs and a target; the others are carried with no valid target). ValueError naming the
+    split when the training or the validation split has none (validation would be NaN, training
+    would learn nothing). Reads the small columns only."""
+    from crnn.irregular import usable
+    from crnn.shards import read_numpy
+
+    counts = {}
+    for what, splits in (("training", list(cfg.data.train_splits)), ("validation", [cfg.data.val_split])):
+        d = read_numpy(cfg.data.path, split=splits, columns=["num_frames", "num_inputs"])
+        ok = int(usable(d["num_frames"], d["num_inputs"]).sum())
+        if ok == 0:
+            raise ValueError(f"{cfg.data.path}: the {what} split(s) {splits} have {len(d['num_frames'])} series but "
+                             f"none a time-aware model can learn from: each needs at least 2 input frames and a "
+                             f"target after them (num_inputs >= 2 and num_frames > num_inputs, or num_inputs 0 and "
+                             f"at least 3 frames)")
+        counts[what] = ok
+    return counts["training"]
 
 
 def _no_hook(*_args) -> None:

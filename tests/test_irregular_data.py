@@ -31,8 +31,9 @@ def test_sample_is_seeded_sorted_and_within_the_spec():
 
 
 def test_spec_refuses_bad_options():
-    with pytest.raises(ValueError, match="min_inputs"):
-        irr.IrregularSpec(min_inputs=0).check(50)
+    for low in (0, 1):  # one input frame: no model takes it, training could not use the series
+        with pytest.raises(ValueError, match=r"need 2 <= min_inputs .* got %d\.\.6" % low):
+            irr.IrregularSpec(min_inputs=low).check(50)
     with pytest.raises(ValueError, match="MAX_AGE"):
         irr.IrregularSpec(age_max=60).check(50)
     with pytest.raises(ValueError, match="fewer than max_inputs"):
@@ -339,8 +340,11 @@ def test_regular_only_stages_refuse_an_irregular_dataset_by_name(irr_dataset, tm
     save_model_dir(model, build_model(cfg.model), cfg, epoch=0)
     with pytest.raises(ValueError, match=r"irregular dataset .*evaluation takes a regular dataset"):
         evaluate(model, irr_dataset)
-    with pytest.raises(ValueError, match=r"irregular dataset .*prediction takes a regular dataset"):
-        predict_dataset(model, irr_dataset, str(tmp_path / "fc"))
+    # a grid model is refused by kind, with or without target ages (not "3 input frames; needs 4")
+    for kw in ({}, {"target_ages": [38, 40]}):
+        with pytest.raises(ValueError, match=r"grid model \(model.kind='crnn'\).*irregular dataset.*timevp"):
+            predict_dataset(model, irr_dataset, str(tmp_path / "fc"), **kw)
+    assert not os.path.exists(tmp_path / "fc")
 
 
 def test_timevp_trains_on_an_irregular_dataset_with_ray_train(irr_dataset, tmp_path):
@@ -386,3 +390,23 @@ def test_train_job_evaluate_on_an_irregular_dataset_scores_by_gap(irr_dataset, t
     assert "MSE by forecast gap" in text and "persistence" in text
     for f in ("result.json", "table.txt", "mse_by_gap.png", "trust.json"):
         assert os.path.exists(os.path.join(out, "eval", f)), f
+
+
+def test_usable_series_and_training_refuses_splits_without_lessons(irr_dataset, tmp_path):
+    """A series with one input (or nothing after its inputs) teaches nothing: training counts only
+    the usable ones and refuses, naming the split, a training or validation split with none (its
+    validation loss would be NaN) -- before Ray Train starts."""
+    from crnn.config import load_config
+    from crnn.train import check_data
+
+    assert irr.usable([3, 3, 2, 3, 5], [2, 1, 0, 0, 4]).tolist() == [True, False, False, True, True]
+    path, card = irr_dataset
+    cfg = load_config("timevp-fast", overrides={"data.path": path, "model.height": 16, "model.width": 8})
+    assert check_data(cfg, card) == card["splits"]["train"]        # SPEC: 2..4 inputs, every series usable
+
+    def one_input(d):
+        d["num_inputs"][:] = 1
+    bad, _ = _rewrite(path, tmp_path, one_input)
+    cfg.data.path = bad
+    with pytest.raises(ValueError, match=r"the training split\(s\) \['train'\] have \d+ series but none"):
+        check_data(cfg, read_card(bad))

@@ -181,6 +181,13 @@ BAD = [  # (series, top-level extras, the message after "series[i]")
      ": target age 5 is not after the last input age 5"),
     ({"frames": _frames(3, 0).tolist(), "ages": [3, 4, 5], "target_ages": [4.5]}, {},
      ": target age 4.5 is not after the last input age 5"),
+    ({"frames": _frames(3, 0).tolist(), "ages": [3, 3.0000001, 5]}, {},   # distinct in float64 only
+     ": ages [3, 3.0000001, 5] are not strictly increasing (oldest frame first; compared at float32"),
+    ({"frames": _frames(3, 0).tolist(), "ages": [1, 2, 3], "target_ages": [3.000000001]}, {},
+     ": target age 3.000000001 is not after the last input age 3; forecasts are of later ages (compared at "
+     "float32"),
+    ({"frames": _frames(3, 0).tolist(), "ages": [3, 4, 5], "target_ages": [30, 30.0000001]}, {},
+     ": target_ages [30, 30.0000001] are not strictly increasing (compared at float32"),
     ({"frames": _frames(3, 0).tolist(), "ages": [3, 4, 5], "target_ages": [30, 25]}, {},
      ": target_ages [30, 25] are not strictly increasing"),
     ({"frames": _frames(3, 0).tolist(), "ages": [3, 4, 5], "target_ages": [80]}, {},

@@ -161,8 +161,12 @@ class ForecastModel:
         """n series, uint8 (n_i, H, W, C) each, at ``ages[i]``, forecast at ``target_ages[i]`` -> n
         uint8 (m_i, H, W, C) (:meth:`ForecastEngine.forecast_at`); each series queued on its own."""
         self.stats["requests"] += 1
-        return list(await asyncio.gather(*(self._batched(("at", f, a, t))
-                                           for f, a, t in zip(frames, ages, target_ages))))
+        out = list(await asyncio.gather(*(self._batched(("at", f, a, t))
+                                          for f, a, t in zip(frames, ages, target_ages))))
+        for r in out:  # an item the model refused (see _run): this call fails, its batch-mates do not
+            if isinstance(r, Exception):
+                raise r
+        return out
 
     def _run(self, items: list[tuple]) -> list[np.ndarray]:
         """One batch (in the worker thread): the horizon items in one rollout, the items at given
@@ -175,8 +179,19 @@ class ForecastModel:
             for i, o in zip(hor, self.engine.forecast(frames, [items[i][2] for i in hor])):
                 out[i] = o
         if at:
-            res = self.engine.forecast_at([items[i][1] for i in at], [items[i][2] for i in at],
-                                          [items[i][3] for i in at])
+            try:
+                res = self.engine.forecast_at([items[i][1] for i in at], [items[i][2] for i in at],
+                                              [items[i][3] for i in at])
+            except ValueError:
+                # One series the model refuses must not fail the other requests sharing its forward
+                # pass: run the items one by one and hand the refused one its own error. (The ingress
+                # checks ages as the model reads them, so this is defence in depth.)
+                res = []
+                for i in at:
+                    try:
+                        res.extend(self.engine.forecast_at([items[i][1]], [items[i][2]], [items[i][3]]))
+                    except ValueError as e:
+                        res.append(e)
             for i, o in zip(at, res):
                 out[i] = o
         return out
