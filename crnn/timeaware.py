@@ -55,8 +55,9 @@ class TimeDomain:
     ``margin``: how far outside ``age_range`` a request may reach. ``min_inputs``/``max_inputs``:
     input frames per series (``max_inputs`` 0: any number; a time-aware model reads the last
     ``window``). ``step``: the grid spacing (grid models; the time unit of a time-aware model's
-    embedding). ``default_ages``: the input ages assumed when a request gives none (the training
-    grid's first ``in_frames``)."""
+    embedding, ``model.timevp.grid_step``). ``default_ages``: the input ages assumed when a request
+    gives none (the training grid's first ``in_frames``; empty for a model trained on per-series
+    ages, which needs every request to give them)."""
 
     time_aware: bool
     age_unit: str
@@ -124,8 +125,9 @@ def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any]
         lo, hi = data.get("age_range") or (grid[0], grid[n])
         lo, hi = float(lo), float(hi)
         margin = max(float(tc.grid_step), MARGIN_FRACTION * (hi - lo))
-        return TimeDomain(True, unit, (lo, hi), margin, 2, 0, int(tc.window), float(tc.grid_step),
-                          tuple(grid[:n]))
+        # trained on per-series ages, the model has no usual history: requests must say their ages
+        defaults = () if data.get("layout") == "irregular" else tuple(grid[:n])
+        return TimeDomain(True, unit, (lo, hi), margin, 2, 0, int(tc.window), float(tc.grid_step), defaults)
     return TimeDomain(False, unit, (grid[0], grid[n]), math.inf, n, n, n, step, tuple(grid[:n]))
 
 

@@ -197,7 +197,12 @@ BAD = [  # (series, top-level extras, the message after "series[i]")
     ({"frames": _frames(3, 0).tolist(), "ages": [3, 4]}, {},
      ": 3 frames but 2 ages [3, 4]; give one age per input frame"),
     ({"frames": _frames(3, 0).tolist()}, {},
-     ": 3 frames and no 'ages': give one age per frame (the default ages [10, 15, 20, 25] are for 4 frames)"),
+     ": no 'ages': this model was trained on per-series ages and assumes none; give one age per frame"),
+    ({"frames": _frames(4, 0).tolist()}, {},  # (4 frames: what the grid's default ages would have fitted)
+     ": no 'ages': this model was trained on per-series ages and assumes none"),
+    ({"frames": _frames(3, 0).tolist(), "ages": [30, 45, 55]}, {"horizon": 2},   # targets 60, 65: 65 too far
+     ": age 65 is far outside the ages the model was trained on (1..50 years; accepted -11.25..62.25) (target "
+     "ages [60, 65]: 2 step(s) of 5 after the last input, from 'horizon'; send 'target_ages' to choose them)"),
     ({"frames": _frames(3, 0).tolist(), "ages": [3, 4, 5], "target_ages": [6, 7, 8, 9, 10]}, {},
      ": 5 target ages; the limit is 4 (max_targets)"),
     ({"frames": _frames(3, 0).tolist(), "ages": [3, True, 5]}, {},
@@ -218,7 +223,8 @@ def test_bad_ages_get_422_naming_the_series(url, pos):
     good = {"frames": _frames(4, 9).tolist(), "ages": [7, 11, 12, 19], "target_ages": [22.5]}
     plain = {k: v for k, v in good.items() if k != "target_ages"}
     for bad, extra, msg in BAD:
-        series = [good, good, good] if msg is not None else [plain, plain, plain]  # (only the bad one has targets)
+        # with a horizon, only the bad one may have targets (both in one series: the horizon case below)
+        series = [plain, plain, plain] if "horizon" in extra else [good, good, good]
         series[pos] = bad
         r = _post(url, {"series": series, **extra})
         detail = r.json()["detail"]

@@ -264,3 +264,23 @@ def test_untrained_film_is_the_identity():
     frames, ages, mask, targets = series(n=3, m=2)
     with torch.no_grad():
         assert torch.allclose(m(frames, ages, mask, targets), m(frames, ages + 1.5, mask, targets + 4.0))
+
+
+def test_time_domain_default_ages_come_from_the_training_data():
+    """A time-aware model trained on per-series ages has no default history (a request must give its
+    ages); trained on the regular grid, its defaults are that grid; a grid model keeps its grid."""
+    from crnn.config import load_config
+    from crnn.timeaware import check_ages, time_domain
+
+    cfg = load_config("timevp-fast")
+    irr = time_domain(cfg, {"layout": "irregular", "age_unit": "months", "age_range": [1.0, 24.0]})
+    assert irr.time_aware and irr.default_ages == () and irr.age_unit == "months" and irr.age_range == (1.0, 24.0)
+    grid = time_domain(cfg, {"layout": "regular", "age_unit": "years", "age_range": [10.0, 30.0],
+                             "ages": [10.0, 15.0, 20.0, 25.0, 30.0]})
+    assert grid.default_ages == (10.0, 15.0, 20.0, 25.0)
+    assert time_domain(load_config("simvp-fast"), None).default_ages == (10.0, 15.0, 20.0, 25.0)
+    # ages as the model reads them (float32): distinct in float64 only is not increasing
+    with pytest.raises(ValueError, match=r"not strictly increasing .*float32"):
+        check_ages(irr, [3, 3.0000001, 5], [7])
+    with pytest.raises(ValueError, match=r"target age 5.0000001 is not after the last input age 5"):
+        check_ages(irr, [3, 4, 5], [5.0000001])

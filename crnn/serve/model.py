@@ -56,8 +56,10 @@ class ForecastEngine:
         self.model, self.cfg, self.meta, self.device, self.source, self.version = model, cfg, meta, device, source, version
         self.in_frames = int(cfg.data.in_frames)
         self.height, self.width, self.channels = cfg.model.height, cfg.model.width, cfg.model.channels
-        self.input_ages = default_input_ages(cfg, meta.get("metrics"))
         self.domain = time_domain(cfg, meta.get("data"), meta.get("metrics"))  # what ages it answers
+        # ages assumed when a request gives none: none for a model trained on per-series ages
+        self.input_ages = default_input_ages(cfg, meta.get("metrics")) \
+            if not self.domain.time_aware or self.domain.default_ages else []
         self.trust = read_trust(source)
         self.loaded_at = time.time()
 
@@ -86,6 +88,9 @@ class ForecastEngine:
         x = np.zeros((batch, self.in_frames, self.height, self.width, self.channels), np.uint8)
         self.forecast(x, [1] * batch)
         ages = [float(a) for a in self.domain.default_ages]
+        if len(ages) != self.in_frames:  # no default ages (trained on per-series ages): any it answers
+            lo, hi = self.domain.age_range
+            ages = np.linspace(lo, hi, self.in_frames + 1)[:-1].tolist()
         try:
             self.forecast_at(list(x), [ages] * batch, [self.domain.default_targets(ages)] * batch)
         except AgeError:  # default ages outside what the model answers (an odd card): nothing to warm

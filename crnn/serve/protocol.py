@@ -300,17 +300,25 @@ def resolve_ages(req: ForecastRequest, spec: Spec, limits: RequestLimits) -> For
         ages = s.ages if s.ages is not None else req.ages
         if ages is None:
             ages = [float(a) for a in spec.input_ages]
+            if not ages:
+                errors.append(f"{where}: no 'ages': this model was trained on per-series ages and assumes none; "
+                              f"give one age per frame (in the series or at the top level)")
+                continue
             if len(ages) != len(frames):
                 errors.append(f"{where}: {len(frames)} frames and no 'ages': give one age per frame (the default "
                               f"ages {[age_label(a) for a in ages]} are for {len(ages)} frames)")
                 continue
         targets = s.target_ages if s.target_ages is not None else req.target_ages
-        if targets is None and len(ages) >= 1:
+        derived = targets is None and len(ages) >= 1
+        if derived:
             targets = horizon_targets(domain, ages, horizon)
         try:
             ages, targets = check_ages(domain, ages, targets or [], where, num_frames=len(frames))
         except AgeError as e:
-            errors.append(str(e))
+            hint = (f" (target ages {[age_label(t) for t in targets]}: {horizon} step(s) of {age_label(domain.step)} "
+                    f"after the last input, from 'horizon'; send 'target_ages' to choose them)") \
+                if derived and domain.time_aware else ""
+            errors.append(str(e) + hint)
             continue
         if len(targets) > limits.max_targets:
             errors.append(f"{where}: {len(targets)} target ages; the limit is {limits.max_targets} (max_targets)")
