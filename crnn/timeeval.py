@@ -447,6 +447,16 @@ def refuse_grid_model(cfg, model_path: str, data_path: str) -> None:
             f"(model.kind={TIME_AWARE_KINDS[0]}) on it, or this model on a regular dataset")
 
 
+def _check_args(batch_size: int, k: int, bank_size: int, bank_workers: int) -> None:
+    """ValueError naming the first numeric option out of range."""
+    for name, v, low in (("--batch-size", batch_size, 1), ("k (neighbours)", k, 1), ("--bank-size", bank_size, 0),
+                         ("--bank-workers", bank_workers, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    if bank_size and bank_size < k:
+        raise ValueError(f"--bank-size {bank_size} is smaller than k={k} neighbours (0 skips the analog baseline)")
+
+
 def check_time_evaluate(model_path: str, data_path: str, split: str | None = None,
                         device: str | torch.device = "cpu", batch_size: int = 64, bank_size: int = BANK_SIZE,
                         k: int = ANALOG_K, bank_workers: int = 0) -> str:
@@ -459,11 +469,7 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
     from crnn.inference import check_image_size, image_size, pick_device
     from crnn.shards import validate
 
-    if batch_size < 1 or bank_size < 0 or k < 1 or bank_workers < 0:
-        raise ValueError(f"--batch-size and --k must be >= 1, --bank-size and --bank-workers >= 0; got "
-                         f"{batch_size}, {k}, {bank_size}, {bank_workers}")
-    if bank_size and bank_size < k:
-        raise ValueError(f"--bank-size {bank_size} is smaller than k={k} neighbours (0 skips the analog baseline)")
+    _check_args(batch_size, k, bank_size, bank_workers)
     pick_device(device)
     cfg, _ = check_model_dir(model_path)
     refuse_grid_model(cfg, model_path, data_path)
@@ -525,6 +531,7 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     from crnn.storage import join, json_safe, write_bytes, write_json, write_text
     from crnn.timeaware import check_ages, forecast_at, time_domain
 
+    _check_args(batch_size, k, bank_size, bank_workers)
     device = pick_device(device)
     model, cfg, meta = load_model(model_path, device)
     refuse_grid_model(cfg, model_path, data_path)
@@ -548,6 +555,11 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     frames, ages, targets = ([s[f] for s in series] for f in ("frames", "ages", "target_ages"))
     skipped: dict[str, str] = {}
     bank, bank_info = None, None
+    # the bank is no bigger than the training set a network learned from: the analog forecast gets
+    # the same trees (seeds of the training split) and no more -- unless the training split itself is
+    # evaluated: its series are then taken out of the bank, which may reach past the split
+    if split != "train":
+        bank_size = min(bank_size, max(int((card.get("splits") or {}).get("train", 0)), k))
     if bank_size:  # rendered before the model runs (worker processes are forked from this one)
         path = bank_path or (join(out, BANK_FILE) if out is not None else None)
         try:

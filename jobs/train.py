@@ -24,7 +24,8 @@ def main(argv=None) -> int:
 
     p = JobArgumentParser(description=__doc__)
     add_job_args(p)
-    p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the best model on the test split after training (an irregular dataset: error by "
+                        "forecast gap, and the trust into the model directory)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an existing run in --out and start over (needed when its config differs)")
     a = parse_job_args(p, argv)
@@ -54,10 +55,13 @@ def main(argv=None) -> int:
     print(f"  model:   {a.out.rstrip('/')}/model  (best checkpoint, from {best.path})")
     print(f"  metrics: {a.out.rstrip('/')}/metrics.csv")
     if a.evaluate:  # the paper's table on a regular dataset, error by forecast gap on an irregular one
-        from crnn.timeeval import evaluate_dataset
+        from crnn.timeeval import evaluate_dataset, is_irregular_dataset
 
+        # a time-aware model's trust (up to which gap it beats persistence) goes into its directory,
+        # where Serve's GET /model shows it
+        kw = {"write_trust_to_model": True} if is_irregular_dataset(a.data) else {}
         _, table = evaluate_dataset(f"{a.out.rstrip('/')}/model", a.data, out=f"{a.out.rstrip('/')}/eval",
-                                    device="cuda" if cfg.train.use_gpu else "cpu")
+                                    device="cuda" if cfg.train.use_gpu else "cpu", **kw)
         print(table)
     return 0
 

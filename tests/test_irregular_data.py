@@ -390,6 +390,8 @@ def test_train_job_evaluate_on_an_irregular_dataset_scores_by_gap(irr_dataset, t
     assert "MSE by forecast gap" in text and "persistence" in text
     for f in ("result.json", "table.txt", "mse_by_gap.png", "trust.json"):
         assert os.path.exists(os.path.join(out, "eval", f)), f
+    with open(os.path.join(out, "model", "trust.json")) as f:   # what Serve's GET /model shows
+        assert set(json.load(f)["better_than_persistence"]) == {"2x", "1.2x"}
 
 
 def test_usable_series_and_training_refuses_splits_without_lessons(irr_dataset, tmp_path):

@@ -351,3 +351,17 @@ def test_evaluated_training_series_are_never_their_own_analogs(irr_data, tmp_pat
     assert res["analog"]["bank"]["excluded"] == len(train) and "analog" in res["forecasters"]
     res = evaluate_time(_timevp_dir(tmp_path), irr_data, split="train", bank_size=len(train), bank_workers=1)
     assert "fewer than k=8" in res["skipped_baselines"]["analog"]
+
+
+def test_the_analog_bank_is_no_bigger_than_the_training_split(irr_data, tmp_path):
+    """The analog forecast gets the trees a network learned from and no more: a bank asked larger
+    than the dataset's training split is cut to it (an evaluation of the training split itself may
+    reach past it, its own series being taken out: the test above)."""
+    from crnn.shards import read_card
+    from crnn.timeeval import evaluate_time
+
+    n_train = read_card(irr_data)["splits"]["train"]
+    res = evaluate_time(_timevp_dir(tmp_path), irr_data, bank_size=10_000, bank_workers=1)
+    assert res["analog"]["bank"]["size"] == n_train and "analog" in res["forecasters"]
+    with pytest.raises(ValueError, match=r"--bank-size must be an integer >= 0, got -5"):
+        evaluate_time(_timevp_dir(tmp_path), irr_data, bank_size=-5)
