@@ -33,18 +33,28 @@ def main(argv=None) -> int:
     g = p.add_argument_group("irregular series (issue #14)")
     g.add_argument("--irregular", action="store_true",
                    help="per-series random input and target ages instead of --ages (irregular layout)")
-    g.add_argument("--inputs", default="2,6", help="MIN,MAX input frames per series (with --irregular)")
-    g.add_argument("--targets", default="1,3",
-                   help="MIN,MAX target frames per series, all after the last input (with --irregular)")
-    g.add_argument("--age-range", default="1,50", help="LO,HI: ages are drawn from LO..HI (years; with --irregular)")
-    g.add_argument("--age-step", type=float, default=1.0,
-                   help="spacing of the age grid (years; pines need whole numbers; with --irregular)")
+    # defaults filled in below: given without --irregular, they are refused rather than ignored
+    g.add_argument("--inputs", help="MIN,MAX input frames per series, MIN >= 2 (with --irregular; default 2,6)")
+    g.add_argument("--targets",
+                   help="MIN,MAX target frames per series, all after the last input (with --irregular; default 1,3)")
+    g.add_argument("--age-range", help="LO,HI: ages are drawn from LO..HI (years; with --irregular; default 1,50; "
+                                       "a negative LO as --age-range=-5,10)")
+    g.add_argument("--age-step", type=float,
+                   help="spacing of the age grid (years; pines need whole numbers; with --irregular; default 1)")
     p.add_argument("--shard-size", type=int, default=256, help="series per Parquet shard")
     p.add_argument("--preview", help="write a contact sheet PNG of a few test series")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for an embedded local Ray")
 
     a = parse_job_args(p, argv)
+    given = [f for f, v in (("--inputs", a.inputs), ("--targets", a.targets), ("--age-range", a.age_range),
+                            ("--age-step", a.age_step)) if v is not None]
+    if given and not a.irregular:
+        p.error(f"{', '.join(given)} only apply with --irregular (per-series ages); the regular grid is --ages")
+    if a.irregular and a.ages != p.get_default("ages"):
+        p.error("--ages is the regular grid; with --irregular the ages come from --age-range and --age-step")
+    a.inputs, a.targets = a.inputs or "2,6", a.targets or "1,3"
+    a.age_range, a.age_step = a.age_range or "1,50", 1.0 if a.age_step is None else a.age_step
     try:
         ages = tuple(int(x) for x in a.ages.split(","))
     except ValueError:

@@ -295,6 +295,15 @@ def test_jobs_refuse_bad_irregular_options_before_ray(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         gen_job.main(["--irregular", "--targets", "1", "--out", str(tmp_path / "g")])
     assert e.value.code == 2 and "--targets must be MIN,MAX" in capsys.readouterr().err
+    # irregular options without --irregular, or --ages with it: refused, not silently ignored
+    for argv, said in ((["--inputs", "2,3"], "--inputs only apply with --irregular"),
+                       (["--age-range", "5,10", "--age-step", "2"], "--age-range, --age-step only apply with"),
+                       (["--irregular", "--ages", "10,20"], "--ages is the regular grid")):
+        with pytest.raises(SystemExit) as e:
+            gen_job.main([*argv, "--out", str(tmp_path / "g")])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert gen_job.main(["--irregular", "--inputs", "1,3", "--out", str(tmp_path / "g")]) == 2
+    assert "need 2 <= min_inputs" in capsys.readouterr().err
     (tmp_path / "p").mkdir()
     assert ing_job.main(["--src", str(tmp_path / "p"), "--out", str(tmp_path / "i"), "--irregular",
                          "--ages", "1,2"]) == 2
