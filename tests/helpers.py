@@ -10,6 +10,7 @@ this importable module, never closures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from crnn.runtime import free_port, free_ports  # noqa: F401  (re-exported: one implementation)
@@ -51,3 +52,43 @@ class ScriptedValidation:
 
     def on_validation(self, epoch: int, row: dict) -> None:
         row["val_loss"] = float(self.losses[epoch])
+
+
+def random_timevp_dir(path: str, data: dict, seed: int = 0) -> str:
+    """A tiny time-aware model directory (``timevp-fast`` with hid_s 8, hid_t 16, n_t 2) with random
+    weights everywhere -- its untrained residual head would answer persistence, the same frame at
+    every age -- and the training-data summary ``data`` (what ages it answers). Returns ``path``."""
+    import torch
+
+    from crnn.checkpoint import save_model_dir
+    from crnn.config import load_config
+    from crnn.model import build_model
+
+    cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
+                                                "model.timevp.n_t": 2})
+    torch.manual_seed(seed)
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    save_model_dir(path, model, cfg, epoch=0, metrics={"val_mse": 1.0}, data=data)
+    return path
+
+
+@contextlib.contextmanager
+def serve_app(model_dir: str, name: str, limits):
+    """Serve the model directory as app ``name`` on a free local port (one replica, half a CPU,
+    ``limits`` as its user_config) on the running Ray; yields the base URL, shuts Serve down after."""
+    from ray import serve
+
+    from crnn.serve import ActorOptions, ServeSettings, build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = ServeSettings(model=model_dir, num_replicas=1, max_ongoing_requests=32,
+                             ray_actor_options=ActorOptions(num_cpus=0.5), user_config=limits)
+    try:
+        serve.run(build_app(settings), name=name, route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()

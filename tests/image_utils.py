@@ -5,6 +5,7 @@ decoder must return. 16-bit RGB/RGBA/LA PNGs and headers that lie about their si
 ``png_bytes`` (Pillow cannot write those); everything else by Pillow.
 """
 
+import base64
 import io
 import struct
 import zlib
@@ -98,3 +99,15 @@ def variants(frame: np.ndarray, background=WHITE) -> dict[str, tuple[bytes, np.n
         "exif8": (exif_png(frame, 8), frame),
     }
     return out
+
+
+def png_b64(frame: np.ndarray) -> str:
+    """A uint8 (H, W, C) frame as a base64 PNG string, as a Serve client sends it."""
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def from_png_b64(s: str) -> np.ndarray:
+    """A base64 PNG string (a Serve answer) as a uint8 array."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))

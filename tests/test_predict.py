@@ -16,7 +16,7 @@ from crnn.shards import (
     write_ray_dataset,
 )
 from crnn.loop import fit_plain
-from tests.helpers import tiny_config
+from tests.helpers import random_timevp_dir, tiny_config
 
 AGES = (10, 15, 20, 25, 30)
 H, W, C = 32, 16, 3
@@ -218,20 +218,7 @@ TA_DATA = {"layout": "irregular", "age_unit": "years", "age_range": [1.0, 50.0]}
 def ta_model_dir(tmp_path_factory):
     """A tiny time-aware model (random weights: its untrained residual head would be persistence at
     every age) that answers ages 1..50 years."""
-    from crnn.checkpoint import save_model_dir
-    from crnn.config import load_config
-    from crnn.model import build_model
-
-    cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
-                                                "model.timevp.n_t": 2})
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    out = str(tmp_path_factory.mktemp("pred") / "ta-model")
-    save_model_dir(out, model, cfg, epoch=0, data=TA_DATA)
-    return out
+    return random_timevp_dir(str(tmp_path_factory.mktemp("pred") / "ta-model"), TA_DATA)
 
 
 @pytest.fixture(scope="module")

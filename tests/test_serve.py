@@ -15,12 +15,12 @@ from PIL import Image
 from crnn.inference import load_model, to_uint8
 from crnn.model import rollout
 from crnn.serve import (
-    ActorOptions, Limits, ServeSettings, build_app, load_serve_config, parse_forecast_request, RequestError, Spec,
+    Limits, ServeSettings, load_serve_config, parse_forecast_request, RequestError, Spec,
 )
 from crnn.shards import torch_frames
 from crnn.loop import fit_plain
-from tests.helpers import ROOT, free_port, tiny_config
-from tests.image_utils import bomb_png, exif_png, mask_of, pil_bytes, variants
+from tests.helpers import ROOT, serve_app, tiny_config
+from tests.image_utils import from_png_b64, png_b64, bomb_png, exif_png, mask_of, pil_bytes, variants
 
 H, W, C, T = 32, 16, 3, 4
 LIMITS = Limits(max_batch_size=8, batch_wait_timeout_s=0.02, max_series_per_request=16,
@@ -59,27 +59,11 @@ def _expected(model, frames: np.ndarray, horizon: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def url(ray_local, model_dir):
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = ServeSettings(model=model_dir, num_replicas=1, max_ongoing_requests=32,
-                             ray_actor_options=ActorOptions(num_cpus=0.5), user_config=LIMITS)
-    try:
-        serve.run(build_app(settings), name="crnn-test", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    with serve_app(model_dir, "crnn-test", LIMITS) as u:
+        yield u
 
 
-def _png(frame: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _unpng(s: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))
+_png, _unpng = png_b64, from_png_b64  # (tests.image_utils)
 
 
 def _b64(data: bytes) -> str:

@@ -3,25 +3,20 @@ module's own local Ray, called over HTTP: real-valued ages and target ages, ragg
 request, top-level defaults vs per-series values, 422s naming the bad series, GET /model's time and
 trust sections. (The grid model's target ages: tests/test_serve.py.)"""
 
-import base64
-import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
-import torch
-from PIL import Image
 
-from crnn.checkpoint import ModelError, save_model_dir
-from crnn.config import load_config
+from crnn.checkpoint import ModelError
 from crnn.inference import load_model
-from crnn.model import build_model
-from crnn.serve import ActorOptions, Limits, ServeSettings, build_app
+from crnn.serve import Limits
 from crnn.serve.model import read_trust
 from crnn.timeaware import forecast_at, time_domain
-from tests.helpers import free_port
+from tests.image_utils import from_png_b64, png_b64
+from tests.helpers import random_timevp_dir, serve_app
 
 H, W, C = 32, 16, 3
 LIMITS = Limits(max_batch_size=16, batch_wait_timeout_s=0.05, max_series_per_request=16,
@@ -38,15 +33,7 @@ def _frames(n: int, seed: int) -> np.ndarray:
 def model_dir(tmp_path_factory):
     """A tiny time-aware model with random weights (its untrained residual head would answer
     persistence, the same frame at every age), trained on ages 1..50 years, with a trust.json."""
-    cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
-                                                "model.timevp.n_t": 2})
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    out = str(tmp_path_factory.mktemp("serve-ages") / "model")
-    save_model_dir(out, model, cfg, epoch=0, metrics={"val_mse": 1.0}, data=DATA)
+    out = random_timevp_dir(str(tmp_path_factory.mktemp("serve-ages") / "model"), DATA)
     with open(f"{out}/trust.json", "w") as f:
         json.dump(TRUST, f)
     return out
@@ -71,17 +58,8 @@ def _close(got, want, what=""):
 
 @pytest.fixture(scope="module")
 def url(ray_local, model_dir):
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = ServeSettings(model=model_dir, num_replicas=1, max_ongoing_requests=32,
-                             ray_actor_options=ActorOptions(num_cpus=0.5), user_config=LIMITS)
-    try:
-        serve.run(build_app(settings), name="crnn-ages-test", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    with serve_app(model_dir, "crnn-ages-test", LIMITS) as u:
+        yield u
 
 
 def _post(url, body):
@@ -89,14 +67,7 @@ def _post(url, body):
     return requests.post(f"{url}/forecast", data=data, headers={"Content-Type": "application/json"}, timeout=60)
 
 
-def _png(frame: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _unpng(s: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))
+_png, _unpng = png_b64, from_png_b64  # (tests.image_utils)
 
 
 # ----------------------------------------------------------------------------- no Ray
