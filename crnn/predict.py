@@ -131,19 +131,25 @@ def check_series_ages(domain, data_path: str, card: dict[str, Any], splits, in_f
     ValueError (AgeError) naming the first bad series id, and how many others share its input ages."""
     from crnn import irregular as irr
     from crnn.shards import read_numpy
+    from crnn.timeaware import AgeError
 
     irregular = irr.is_irregular(card)
     cols = ["series_id", "ages"] + (["num_frames", "num_inputs"] if irregular else [])
     small = read_numpy(data_path, split=splits, columns=cols)
     keys = [tuple(float(v) for v in a) for a in _inputs_of(small, irregular, in_frames, inputs)[1]]
     count = Counter(keys)  # a regular dataset: one set of input ages for every series
-    checked = set()
+    checked, first, bad = set(), None, 0
     for sid, key in zip(small["series_id"], keys):
         if key in checked:
             continue
         checked.add(key)
         more = f" (and {count[key] - 1} other series with these input ages)" if count[key] > 1 else ""
-        check_ages(domain, key, target_ages, where=f"{data_path}: series {sid}{more}")
+        try:
+            check_ages(domain, key, target_ages, where=f"{data_path}: series {sid}{more}")
+        except AgeError as e:
+            first, bad = first or e, bad + count[key]
+    if first is not None:  # the first bad series named, and how many of all cannot be answered
+        raise AgeError(f"{first}; {bad} of {len(keys)} series cannot be answered at these target ages") from None
 
 
 def find_unreadable_shard(path: str) -> str | None:

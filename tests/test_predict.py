@@ -311,6 +311,9 @@ def test_bad_target_ages_are_refused_naming_the_series_before_any_output(irregul
         plan_predict(ta_model_dir, irregular_dataset, out, target_ages=[target])
     bad = e.value.args[0].split("series ")[1].split(":")[0]
     assert bad in set(src["series_id"][last >= target])  # the id named is one that cannot be answered
+    # ... and how many of all cannot (every series at its own ages: counted, not only the first)
+    assert e.value.args[0].endswith(f"; {int((last >= target).sum())} of 24 series cannot be answered at these "
+                                    f"target ages")
     with pytest.raises(ValueError, match="age 80 is far outside the ages the model was trained on"):
         predict_dataset(ta_model_dir, irregular_dataset, out, target_ages=[40, 80])
     with pytest.raises(ValueError, match=r"series toy-\d+ \(and 19 other series with these input ages\): ages "
