@@ -115,11 +115,11 @@ def list_shards(path: str) -> list[str]:
 # ----------------------------------------------------------------------------- card
 def require_regular(card: dict[str, Any], path: str, what: str) -> None:
     """ValueError naming ``path`` when its card is an irregular dataset (per-series ages,
-    ``"layout": "irregular"``): ``what`` (training, evaluation, prediction) reads the paper's regular
-    grid only so far; time-aware use of irregular data is the time-aware forecasting issue's."""
+    ``"layout": "irregular"``): ``what`` (the regular evaluation, a window or horizon prediction) reads
+    the paper's regular grid; irregular data has its own paths (crnn.timeeval, predict's target ages)."""
     if card.get("layout") == "irregular":
         raise ValueError(f"{path}: an irregular dataset (per-series ages, up to {card.get('max_frames')} frames); "
-                         f"{what} takes a regular dataset (the same ages in every series) for now")
+                         f"{what} takes a regular dataset (the same ages in every series)")
 
 
 def read_card(path: str) -> dict[str, Any]:
