@@ -59,13 +59,19 @@ def main(argv=None) -> int:
 
     from crnn.evaluate import evaluate, format_table
 
+    return _run(lambda: evaluate(a.model, a.data, out=a.out, split=a.split, device=a.device,
+                                 num_examples=a.num_examples, batch_size=a.batch_size), format_table)
+
+
+def _run(evaluation, table) -> int:
+    """Run ``evaluation()`` (either kind), print its ``table`` and the files written; exit status 1
+    with the error on stderr when it fails after the up-front checks."""
     try:
-        result = evaluate(a.model, a.data, out=a.out, split=a.split, device=a.device,
-                          num_examples=a.num_examples, batch_size=a.batch_size)
+        result = evaluation()
     except (ValueError, FileNotFoundError) as e:
         print(f"evaluate failed: {e}", file=sys.stderr)
         return 1
-    print(format_table(result))
+    print(table(result))
     for what, path in result.get("files", {}).items():
         print(f"wrote {what}: {path}")
     return 0
@@ -81,16 +87,8 @@ def _evaluate_time(p, a) -> int:
         check_time_evaluate(a.model, a.data, **kw)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
-    try:
-        result = evaluate_time(a.model, a.data, out=a.out, bank_path=a.bank,
-                               write_trust_to_model=a.write_trust_to_model, **kw)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"evaluate failed: {e}", file=sys.stderr)
-        return 1
-    print(format_time_table(result))
-    for what, path in result.get("files", {}).items():
-        print(f"wrote {what}: {path}")
-    return 0
+    return _run(lambda: evaluate_time(a.model, a.data, out=a.out, bank_path=a.bank,
+                                      write_trust_to_model=a.write_trust_to_model, **kw), format_time_table)
 
 
 if __name__ == "__main__":
