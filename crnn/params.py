@@ -34,11 +34,17 @@ class ParamSpace:
         """Uniform sample of every parameter in [low, high]; deterministic from ``seed``
         (``np.random.default_rng([seed, 0])``, one draw per parameter in order)."""
         u = np.random.default_rng([int(seed), 0]).random(len(self.params))
-        out = {}
-        for p, ui in zip(self.params, u):
-            v = p.low + float(ui) * (p.high - p.low)
-            out[p.name] = float(round(v)) if p.name in self.int_params else float(v)
-        return out
+        return {p.name: self.from_uniform(p.name, ui) for p, ui in zip(self.params, u)}
+
+    def from_uniform(self, name: str, u: float) -> float:
+        """The value of parameter ``name`` that the uniform number ``u`` in [0, 1) maps to under
+        this space's prior (``sample`` applies it to every parameter; integer parameters are rounded).
+        Raises KeyError naming an unknown parameter."""
+        if name not in self._spec:
+            raise KeyError(f"unknown {self.scene} parameter {name!r}")
+        p = self._spec[name]
+        v = p.low + float(u) * (p.high - p.low)
+        return float(round(v)) if name in self.int_params else float(v)
 
     def validate(self, params: dict | None) -> dict[str, float]:
         """A complete, ordered parameter dict (defaults for missing keys). Raises ValueError naming

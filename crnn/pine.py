@@ -146,6 +146,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 PARAM_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
 INT_PARAMS: frozenset[str] = frozenset({"branches_per_whorl"})
 _SPACE = ParamSpace("pine", PARAMS, INT_PARAMS)
+PARAM_SPACE = _SPACE            # the prior over PARAMS (uniform; ``sample_params`` draws from it)
 
 
 def default_params() -> dict[str, float]:
@@ -238,7 +239,7 @@ def _draw_events(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return u
 
 
-def _event_years() -> dict[str, np.ndarray]:
+def event_years() -> dict[str, np.ndarray]:
     """The simulation year each random number of ``_draw_events`` belongs to.
 
     A number belongs to the first year whose growth it shapes, i.e. the first age
@@ -261,23 +262,50 @@ def _event_years() -> dict[str, np.ndarray]:
     return out
 
 
-def _grow(p: dict, seed: int, fork: tuple[int, int] | None = None) -> dict:
-    """Grow the tree of ``seed`` for MAX_AGE years (arrays indexed by year/whorl/segment).
+_EVENT_SHAPES = {**{n: y.shape for n, y in event_years().items()}, "psi": (_NEEDLE_POOL,)}
 
-    ``fork=(fork_age, future_seed)`` replaces every random number belonging to a year
-    after ``fork_age`` (see ``_event_years``) with one drawn from the independent stream
-    ``default_rng([seed, 2, future_seed])``; snapshots at ages <= fork_age are unchanged.
+
+def tree_events(seed: int, fork: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Every random number (uniform in [0, 1)) that grows and renders the tree of ``seed``.
+
+    Keys: those of ``_draw_events`` (shapes by year, or by whorl/slot/segment/side; the year each
+    belongs to is ``event_years``) plus ``"psi"`` (the needle texture pool, shared by every
+    snapshot). ``fork=(fork_age, future_seed)`` replaces every number belonging to a year after
+    ``fork_age`` with one drawn from the independent stream ``default_rng([seed, 2, future_seed])``;
+    snapshots at ages <= fork_age are unchanged. ``render_series`` turns parameters and these numbers
+    into frames, so a caller can also replace chosen numbers (``benchmarks/floor.py`` re-draws the
+    hidden traits of a tree that way).
     """
-    Y, S = MAX_AGE, _SLOTS
     rng = np.random.default_rng([int(seed), 1])
     # Fixed draw order and shapes -> same random structure for any parameters.
     u = _draw_events(rng)
-    u_psi = rng.random(_NEEDLE_POOL)       # needle texture pool, shared by every snapshot
-    if fork is not None:
-        fork_age, future_seed = fork
-        alt = _draw_events(np.random.default_rng([int(seed), 2, int(future_seed)]))
-        for name, year in _event_years().items():
-            u[name] = np.where(year > fork_age, alt[name], u[name])
+    u["psi"] = rng.random(_NEEDLE_POOL)
+    return u if fork is None else fork_events(u, seed, *fork)
+
+
+def fork_events(events: dict[str, np.ndarray], seed: int, fork_age: int,
+                future_seed: int) -> dict[str, np.ndarray]:
+    """A copy of ``events`` whose numbers of the years after ``fork_age`` (``event_years``) come
+    from the stream ``default_rng([seed, 2, future_seed])`` (the ``fork`` of ``tree_events``)."""
+    alt = _draw_events(np.random.default_rng([int(seed), 2, int(future_seed)]))
+    out = dict(events)
+    for name, year in event_years().items():
+        out[name] = np.where(year > fork_age, alt[name], events[name])
+    return out
+
+
+def branch_present(params: dict, events: dict[str, np.ndarray]) -> np.ndarray:
+    """bool (MAX_AGE, 7): which lateral slot of each whorl (row w: formed at the end of year w + 1)
+    grows a branch: one of the first ``branches_per_whorl`` slots whose bud did not fail."""
+    slot = np.arange(_SLOTS)[None, :]
+    return (slot < int(params["branches_per_whorl"])) & (events["miss"] >= _P_MISSING)
+
+
+def _grow_events(p: dict, u: dict[str, np.ndarray]) -> dict:
+    """Grow a tree from its random numbers ``u`` (``tree_events``) for MAX_AGE years (arrays
+    indexed by year/whorl/segment)."""
+    Y, S = MAX_AGE, _SLOTS
+    u_psi = u["psi"]
     u_h, u_d = u["h"], u["d"]
     u_az, u_el, u_len, u_miss, u_life, u_cb = (u[n] for n in ("az", "el", "len", "miss", "life", "cb"))
     u_inc = u["inc"]
@@ -300,7 +328,7 @@ def _grow(p: dict, seed: int, fork: tuple[int, int] | None = None) -> dict:
     n = int(p["branches_per_whorl"])
     k = years[:, None]
     slot = np.arange(S)[None, :]
-    present = (slot < n) & (u_miss >= _P_MISSING)
+    present = branch_present(p, u)
     phi = np.deg2rad(k * p["phyllotaxis_angle"] + slot * (360.0 / n)
                      + (2 * u_az - 1) * _AZ_JITTER_DEG)
     theta0 = p["branch_angle"] + (2 * u_el - 1) * _EL_JITTER_DEG          # deg from vertical
@@ -618,8 +646,34 @@ def simulate_series(params: dict, seed: int, ages=DEFAULT_AGES, height: int = 32
         if not _is_int(future_seed) or future_seed < 0:
             raise ValueError(f"future_seed={future_seed!r} must be a non-negative integer")
         fork = (int(fork_age), int(future_seed))
-    height, width, ss = int(height), int(width), int(supersample)
-    g = _grow(p, seed, fork)
+    return _render(p, tree_events(seed, fork), ages, int(height), int(width), int(supersample))
+
+
+def render_series(params: dict, events: dict[str, np.ndarray], ages=DEFAULT_AGES, height: int = 32,
+                  width: int = 16, supersample: int = 4) -> np.ndarray:
+    """Grow the tree of ``params`` from its random numbers ``events`` (``tree_events``, possibly with
+    some replaced by other uniform [0, 1) numbers of the same shapes) and render it at each age ->
+    uint8 (T, height, width, 3). ``render_series(p, tree_events(seed))`` is
+    ``simulate_series(p, seed)``, byte for byte.
+
+    Raises ValueError for bad parameters, ages or sizes, or ``events`` missing a key or with a
+    wrong shape (naming it).
+    """
+    p = validate_params(params)
+    ages = _check_ages(ages)
+    for name, v in (("height", height), ("width", width), ("supersample", supersample)):
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    for name, shape in _EVENT_SHAPES.items():
+        got = np.shape(events[name]) if name in events else None
+        if got != shape:
+            raise ValueError(f"events[{name!r}] must have shape {shape}, got "
+                             f"{'nothing' if got is None else got}")
+    return _render(p, events, ages, int(height), int(width), int(supersample))
+
+
+def _render(p: dict, events: dict, ages: tuple[int, ...], height: int, width: int, ss: int) -> np.ndarray:
+    g = _grow_events(p, events)
     hs, ws = height * ss, width * ss
     px_m = SCENE_HEIGHT_M / hs
     colours = (_lerp3(_NEEDLE_RGB, p["needle_hue"]), _lerp3(_BARK_RGB, p["bark_hue"]),

@@ -131,3 +131,97 @@ def test_cli_json(capsys):
     with pytest.raises(SystemExit):
         floor.main(["--num-series", "2", "--futures", "1"])
     assert "futures=1" in capsys.readouterr().err
+
+
+# --- the frames-only floor (hidden_futures) ------------------------------------
+def test_render_series_from_events_is_simulate_series():
+    for seed, fork in ((4, None), (4, (20, 3)), (17, (12, 0))):
+        p = pine.sample_params(seed)
+        ev = pine.tree_events(seed)
+        want = pine.simulate_series(p, seed, ages=AGES, **({} if fork is None else
+                                                           dict(fork_age=fork[0], future_seed=fork[1])))
+        got = pine.render_series(p, ev if fork is None else pine.fork_events(ev, seed, *fork), AGES)
+        assert got.tobytes() == want.tobytes()
+        assert pine.tree_events(seed, fork)["inc"].tobytes() == \
+            (ev if fork is None else pine.fork_events(ev, seed, *fork))["inc"].tobytes()
+
+
+def test_render_series_names_bad_events():
+    ev = pine.tree_events(1)
+    with pytest.raises(ValueError, match=r"events\['life'\] must have shape \(50, 7\), got nothing"):
+        pine.render_series({}, {k: v for k, v in ev.items() if k != "life"})
+    with pytest.raises(ValueError, match=r"events\['psi'\] must have shape \(4096,\), got \(10,\)"):
+        pine.render_series({}, {**ev, "psi": np.zeros(10)})
+    with pytest.raises(ValueError, match="age 0"):
+        pine.render_series({}, ev, ages=(0, 5))
+
+
+def test_param_from_uniform_is_the_prior_of_sample_params():
+    u = np.random.default_rng([9, 0]).random(len(pine.PARAMS))
+    got = {n: pine.PARAM_SPACE.from_uniform(n, ui) for n, ui in zip(pine.PARAM_NAMES, u)}
+    assert got == pine.sample_params(9)
+    assert pine.PARAM_SPACE.from_uniform("branches_per_whorl", 0.99) == 7.0
+    with pytest.raises(KeyError, match="unknown pine parameter 'nope'"):
+        pine.PARAM_SPACE.from_uniform("nope", 0.5)
+
+
+def test_branch_present_follows_whorl_size_and_failed_buds():
+    ev = pine.tree_events(2)
+    pres = pine.branch_present({"branches_per_whorl": 4}, ev)
+    assert pres.shape == (pine.MAX_AGE, 7) and not pres[:, 4:].any()
+    assert (pres[:, :4] == (ev["miss"][:, :4] >= 0.12)).all()
+
+
+def test_hidden_futures_keep_the_frames_and_redraw_what_they_do_not_show():
+    (_, seed), = floor.test_trees(1)
+    p = pine.sample_params(seed)
+    ages = (10, 15, 20, 25, 30)
+    fut, actual, stats = floor.hidden_futures(p, seed, ages, 25, 3)
+    assert fut.shape == (3, 5, 32, 16, 3) and fut.dtype == np.uint8
+    assert actual.tobytes() == pine.simulate_series(p, seed, ages=ages).tobytes()
+    # the frames up to the fork are the tree's own, byte for byte; the age-30 frames differ
+    assert fut[:, :4].tobytes() == np.broadcast_to(actual[:4], (3, 4, 32, 16, 3)).tobytes()
+    assert not (fut[:, 4] == fut[:1, 4]).all()
+    # every parameter and every present branch of a whorl formed by 25 was proposed once per sweep
+    assert all(stats[n][1] == 3 for n in pine.PARAM_NAMES)
+    assert stats["param"][1] == 3 * len(pine.PARAMS)
+    assert 0 < stats["branch"][1] <= 3 * 24 * 7
+    # colours show in every frame: never re-drawn; when living branches die: mostly open
+    assert stats["needle_hue"][0] == 0 and stats["bark_hue"][0] == 0
+    assert stats["branch"][0] > stats["branch"][1] // 2
+
+
+def test_hidden_futures_guard_and_arguments(monkeypatch):
+    p = pine.default_params()
+    with pytest.raises(ValueError, match="futures k=1"):
+        floor.hidden_futures(p, 0, (10, 15), 10, 1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"sweeps={bad!r}"):
+            floor.hidden_futures(p, 0, (10, 15), 10, 2, sweeps=bad)
+    real = pine.fork_events
+
+    def leaky(events, seed, fork_age, future_seed):
+        out = real(events, seed, fork_age, future_seed)
+        out["h"] = out["h"].copy()
+        out["h"][2] = 1.0 - out["h"][2]                  # the leader's jitter of year 3: the past
+        return out
+
+    monkeypatch.setattr(pine, "fork_events", leaky)
+    with pytest.raises(RuntimeError, match="changed the frames at ages <= fork_age=10"):
+        floor.hidden_futures(p, 0, (10, 15), 10, 2)
+
+
+def test_cli_hidden_json(capsys):
+    import json
+
+    assert floor.main(["--num-series", "1", "--futures", "2", "--fork-age", "25", "--hidden",
+                       "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (row,) = res["floors"]
+    assert res["given"] == "frames" and res["sweeps"] == 1
+    assert 0 <= row["accept_param"] < 1 and 0 < row["accept_branch"] <= 1
+    assert set(row["accept_by_param"]) == set(pine.PARAM_NAMES)
+    assert row["var_unbiased"] > 0
+    with pytest.raises(SystemExit):
+        floor.main(["--num-series", "1", "--futures", "2", "--hidden", "--sweeps", "0"])
+    assert "sweeps=0" in capsys.readouterr().err
