@@ -158,7 +158,10 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
                 kind, *key = blocks[b]
                 q, e = p, events
                 if kind == "param":
-                    q = {**p, key[0]: pine.PARAM_SPACE.from_uniform(key[0], rng.random())}
+                    value = pine.PARAM_SPACE.from_uniform(key[0], rng.random())
+                    if value == p[key[0]]:
+                        continue                 # the same value (an integer parameter): nothing to try
+                    q = {**p, key[0]: value}
                 else:
                     w, slot = key
                     if not pine.branch_present(p, events)[w, slot]:
@@ -214,7 +217,8 @@ def measure_floor(num_series: int, k: int, ages=pine.DEFAULT_AGES, fork_age: int
     ``hidden=False``: given the past (``futures``: parameters and every random event up to the fork
     kept). ``hidden=True``: given the frames only (``hidden_futures``, ``sweeps`` Gibbs sweeps between
     futures); the rows then also carry ``accept_param``, ``accept_branch`` and ``accept_by_param``
-    (share of proposals accepted: how much of the tree the frames leave open).
+    (share of proposals that change a value and are accepted: how much of the tree the frames
+    leave open).
 
     Keys: forecast_age, fork_age (years); var_ddof0, var_unbiased (mean per-pixel variance across
     the K futures, 0-255 pixels squared; the unbiased one is the floor estimate); sem (standard error
