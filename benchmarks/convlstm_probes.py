@@ -1,0 +1,214 @@
+"""What keeps the ConvLSTM's age-30 error far above the floor? Probes, side by side, one recipe.
+
+    python benchmarks/convlstm_probes.py --data data/pines --probes base,oracle,coord,global \
+        --epochs 10 --json runs/probes.json        # ~10 min per probe on this 2-core CPU
+
+Each probe trains the ConvLSTM of the ``convlstm-fast`` preset (3 x 64 channels, patch 2, residual;
+AdamW 2e-3, one warm-up epoch then cosine, batch 32, gradient clip 1, bf16 autocast) on the
+dataset's training split and reports the test split's MSE per forecast age (0-255 pixels, the
+forecast rounded to uint8 as delivered), with one change each:
+
+* ``base``: none (reproduces ``convlstm-fast``'s row: ``jobs/train.py`` trains the same model);
+* ``oracle``: the tree's 23 simulator parameters (scaled to [0, 1] by their prior ranges,
+  ``crnn.pine.PARAMS``) enter every step as constant input channels. If the error came from not
+  knowing the tree, this would remove it;
+* ``coord``: two coordinate channels (row and column in [-1, 1]; Liu et al., "An intriguing failing
+  of convolutional neural networks and the CoordConv solution", NeurIPS 2018): a convolution does
+  not know where in the picture it is, and the crown base sits at a fraction of the tree's height;
+* ``global``: after each cell, the mean- and max-pooled hidden state goes through a 2-layer MLP
+  (zero-initialised output) and is added to the hidden state at every pixel (a global-context
+  block in the spirit of squeeze-and-excitation, Hu et al., CVPR 2018): every pixel sees the whole
+  tree at once, not only its receptive field.
+
+Why a plain loop and not ``jobs/train.py``: the probes change what the model sees (parameters,
+coordinates), which the family configs deliberately do not expose (a served model gets frames
+only); the training split of the default dataset fits in memory, as in ``crnn.loop.fit_plain``.
+Without Ray. Raises ValueError (SystemExit from the command line) naming an unknown probe or a
+dataset without the parameter columns before training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from crnn import pine  # noqa: E402
+from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
+from crnn.shards import read_card, read_numpy  # noqa: E402
+from crnn.storage import write_json  # noqa: E402
+
+PROBES = ("base", "oracle", "coord", "global")
+_LOW = np.array([p.low for p in pine.PARAMS], np.float64)
+_HIGH = np.array([p.high for p in pine.PARAMS], np.float64)
+
+
+class ProbeConvLSTM(nn.Module):
+    """The ``convlstm`` family's forecaster (crnn/models/convlstm.py) with a probe's extra input or
+    block: (B, T, C, H, W) frames in [0, 1] and (B, 23) scaled parameters (used by ``oracle`` only)
+    -> (B, T, C, H, W), step t the forecast of frame t + 1. Raises ValueError for an unknown probe."""
+
+    def __init__(self, probe: str, hidden=(64, 64, 64), patch: int = 2, channels: int = 3,
+                 num_params: int = len(pine.PARAMS)) -> None:
+        super().__init__()
+        if probe not in PROBES:
+            raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}")
+        self.probe = probe
+        self.unshuffle, self.shuffle = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
+        c_in = channels * patch * patch
+        prev = c_in + {"oracle": num_params, "coord": 2}.get(probe, 0)
+        self.cells = nn.ModuleList()
+        for h in hidden:
+            self.cells.append(ConvLSTMCell(prev, h, 3))
+            prev = h
+        self.head = nn.Conv2d(prev, c_in, 1)
+        nn.init.zeros_(self.head.weight)          # residual: starts as persistence
+        nn.init.zeros_(self.head.bias)
+        self.context = None
+        if probe == "global":
+            self.context = nn.ModuleList(nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, h))
+                                         for h in hidden)
+            for block in self.context:           # starts as the base model
+                nn.init.zeros_(block[-1].weight)
+                nn.init.zeros_(block[-1].bias)
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        b, t = x.shape[:2]
+        patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))
+        hh, ww = patches.shape[-2:]
+        states = [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
+        extra = None
+        if self.probe == "oracle":
+            if params is None:
+                raise ValueError("the oracle probe needs the parameters")
+            extra = params[:, :, None, None].to(patches.dtype).expand(-1, -1, hh, ww)
+        elif self.probe == "coord":
+            yy = torch.linspace(-1, 1, hh, dtype=patches.dtype).view(1, 1, hh, 1).expand(b, 1, hh, ww)
+            xx = torch.linspace(-1, 1, ww, dtype=patches.dtype).view(1, 1, 1, ww).expand(b, 1, hh, ww)
+            extra = torch.cat([yy, xx], 1)
+        outs = []
+        for step in range(t):
+            inp = patches[:, step] if extra is None else torch.cat([patches[:, step], extra], 1)
+            for k, cell in enumerate(self.cells):
+                h, c = cell(inp, states[k])
+                if self.context is not None:
+                    g = self.context[k](torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))
+                    h = h + g[:, :, None, None]
+                states[k] = (h, c)
+                inp = h
+            outs.append(self.head(inp))
+        out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))
+        return x + out
+
+
+def load_split(data: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames float (N, T, C, H, W) in [0, 1], parameters float (N, 23) scaled to [0, 1])."""
+    d = read_numpy(data, split=split)
+    frames = torch.from_numpy(d["frames"]).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    params = np.stack([d[n] for n in pine.PARAM_NAMES], 1)
+    return frames, torch.from_numpy(((params - _LOW) / (_HIGH - _LOW)).astype(np.float32))
+
+
+@torch.no_grad()
+def test_mse(model: ProbeConvLSTM, frames: torch.Tensor, params: torch.Tensor, in_frames: int) -> list[float]:
+    """MSE per forecast age on 0-255 pixels, the forecast clamped and rounded to uint8 first."""
+    model.eval()
+    err = torch.zeros(in_frames, dtype=torch.float64)
+    for i in range(0, len(frames), 256):
+        x = frames[i:i + 256]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = model(x[:, :in_frames], params[i:i + 256])
+        q = torch.round(pred.float().clamp(0, 1) * 255)
+        y = torch.round(x[:, 1:in_frames + 1] * 255)
+        err += ((q - y) ** 2).mean((2, 3, 4)).sum(0).double()
+    model.train()
+    return [float(v) for v in err / len(frames)]
+
+
+def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 0, in_frames: int = 4,
+                batch_size: int = 32, lr: float = 2e-3, log=print) -> dict:
+    """Train one probe with the ``convlstm-fast`` recipe; returns {probe, epochs, seed, test_mse (per
+    forecast age), train_mse_255 (last epoch), seconds}."""
+    torch.manual_seed(seed)
+    frames, params = train
+    model = ProbeConvLSTM(probe)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = math.ceil(len(frames) / batch_size)
+    total, warm = epochs * steps, steps
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    t0, loss_sum = time.perf_counter(), 0.0
+    for epoch in range(epochs):
+        perm, loss_sum = torch.randperm(len(frames)), 0.0
+        for i in range(0, len(frames), batch_size):
+            idx = perm[i:i + batch_size]
+            x = frames[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                pred = model(x[:, :in_frames], params[idx])
+            loss = ((pred.float() - x[:, 1:in_frames + 1]) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+        log(f"{probe}: epoch {epoch} train MSE {loss_sum / len(frames) * 255**2:.1f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    return {"probe": probe, "epochs": epochs, "seed": seed,
+            "test_mse": test_mse(model, *test, in_frames),
+            "train_mse_255": loss_sum / len(frames) * 255**2, "seconds": time.perf_counter() - t0}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a regular pine dataset (jobs/generate.py)")
+    p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, of {', '.join(PROBES)}")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--json", default=None, metavar="PATH")
+    a = p.parse_args(argv)
+    probes = [s.strip() for s in a.probes.split(",") if s.strip()]
+    bad = [s for s in probes if s not in PROBES]
+    if bad or not probes:
+        p.error(f"--probes {a.probes!r}: unknown {bad}; expected some of {', '.join(PROBES)}")
+    if a.epochs < 1:
+        p.error(f"--epochs {a.epochs}: expected >= 1")
+    try:
+        card = read_card(a.data)
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    columns = card.get("columns") or {}
+    missing = [n for n in pine.PARAM_NAMES if n not in columns]
+    if not str(card.get("generator_version", "")).startswith("pine") or missing:
+        p.error(f"{a.data}: not a pine dataset with the simulator's parameter columns "
+                f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''})")
+    torch.set_num_threads(a.threads)
+    train, test = load_split(a.data, "train"), load_split(a.data, "test")
+    rows = [train_probe(probe, train, test, a.epochs, a.seed) for probe in probes]
+    ages = card.get("ages", [])[1:]
+    for r in rows:
+        print(json.dumps({**r, "ages": ages}))
+    print(f"{'probe':8s}" + "".join(f"{'age ' + str(g):>10s}" for g in ages))
+    for r in rows:
+        print(f"{r['probe']:8s}" + "".join(f"{v:10.2f}" for v in r["test_mse"]))
+    if a.json:
+        write_json(a.json, {"data": a.data, "ages": ages, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""benchmarks/convlstm_probes.py: the probe models and their training loop."""
+
+import pytest
+import torch
+
+from benchmarks import convlstm_probes as cp
+from crnn.config import load_config
+from crnn.model import build_model
+
+
+def _batch(b=3, t=4, h=8, w=4):
+    torch.manual_seed(0)
+    return torch.rand(b, t, 3, h, w), torch.rand(b, 23)
+
+
+@pytest.mark.parametrize("probe", cp.PROBES)
+def test_every_probe_starts_as_persistence(probe):
+    x, p = _batch()
+    m = cp.ProbeConvLSTM(probe, hidden=(8, 8))
+    assert torch.equal(m(x, p), x)                       # residual head from zero
+
+
+def test_base_probe_is_the_convlstm_family():
+    # same parameter names and shapes as crnn.models.convlstm with the convlstm-fast preset
+    fam = build_model(load_config("convlstm-fast").model)
+    base = cp.ProbeConvLSTM("base")
+    assert {k: v.shape for k, v in base.state_dict().items()} == \
+        {k: v.shape for k, v in fam.state_dict().items()}
+    base.load_state_dict(fam.state_dict())
+    with torch.no_grad():
+        for q in fam.parameters():
+            q.normal_(0, 0.1)
+        base.load_state_dict(fam.state_dict())
+        x = torch.rand(2, 4, 3, 32, 16)
+        assert torch.allclose(base(x), fam(x), atol=1e-6)
+
+
+def test_oracle_reads_the_parameters_and_coord_and_global_add_what_they_say():
+    x, p = _batch()
+    m = cp.ProbeConvLSTM("oracle", hidden=(8,))
+    with torch.no_grad():
+        m.head.weight.normal_(0, 0.5)
+    assert not torch.allclose(m(x, p), m(x, 1 - p))
+    with pytest.raises(ValueError, match="needs the parameters"):
+        m(x)
+    assert cp.ProbeConvLSTM("oracle", hidden=(8,)).cells[0].conv.in_channels == 12 + 23 + 8
+    assert cp.ProbeConvLSTM("coord", hidden=(8,)).cells[0].conv.in_channels == 12 + 2 + 8
+    assert len(cp.ProbeConvLSTM("global", hidden=(8, 8)).context) == 2
+    with pytest.raises(ValueError, match="probe 'nope'"):
+        cp.ProbeConvLSTM("nope")
+
+
+def test_train_probe_learns_a_constant_change():
+    # frames brighten by 0.1 per step: every probe must learn it in a few epochs
+    torch.manual_seed(0)
+    base = torch.rand(64, 1, 3, 8, 4) * 0.5
+    frames = base + 0.1 * torch.arange(5).view(1, 5, 1, 1, 1)
+    params = torch.rand(64, 23)
+    lines = []
+    res = cp.train_probe("coord", (frames, params), (frames[:16], params[:16]), epochs=3,
+                         batch_size=16, lr=1e-2, log=lines.append)
+    persistence = (0.1 * 255) ** 2
+    assert len(res["test_mse"]) == 4 and all(v < 0.3 * persistence for v in res["test_mse"])
+    assert len(lines) == 3 and lines[0].startswith("coord: epoch 0")
+
+
+def test_cli_refuses_unknown_probes(capsys):
+    with pytest.raises(SystemExit):
+        cp.main(["--data", "nowhere", "--probes", "base,nope"])
+    assert "unknown ['nope']" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_missing_dataset(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cp.main(["--data", str(tmp_path / "none"), "--probes", "base"])
+    assert "none" in capsys.readouterr().err
