@@ -2,6 +2,8 @@
 
     python benchmarks/convlstm_probes.py --data data/pines --probes base,oracle,coord,global \
         --epochs 10 --json runs/probes.json        # ~10 min per probe on this 2-core CPU
+    python benchmarks/convlstm_probes.py --data data/pines20k --probes base --train-series 1600
+        # a learning curve: the base model on the first N training series (the same 384 test trees)
 
 Each probe trains the ConvLSTM of the ``convlstm-fast`` preset (3 x 64 channels, patch 2, residual;
 AdamW 2e-3, one warm-up epoch then cosine, batch 32, gradient clip 1, bf16 autocast) on the
@@ -177,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="a regular pine dataset (jobs/generate.py)")
     p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, of {', '.join(PROBES)}")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--train-series", type=int, default=None, metavar="N",
+                   help="train on the first N series of the training split only (a learning curve)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -187,6 +191,8 @@ def main(argv=None) -> int:
         p.error(f"--probes {a.probes!r}: unknown {bad}; expected some of {', '.join(PROBES)}")
     if a.epochs < 1:
         p.error(f"--epochs {a.epochs}: expected >= 1")
+    if a.train_series is not None and a.train_series < 1:
+        p.error(f"--train-series {a.train_series}: expected >= 1")
     try:
         card = read_card(a.data)
     except (ValueError, OSError) as e:
@@ -198,7 +204,12 @@ def main(argv=None) -> int:
                 f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''})")
     torch.set_num_threads(a.threads)
     train, test = load_split(a.data, "train"), load_split(a.data, "test")
-    rows = [train_probe(probe, train, test, a.epochs, a.seed) for probe in probes]
+    if a.train_series is not None:
+        if a.train_series > len(train[0]):
+            p.error(f"--train-series {a.train_series}: the training split has {len(train[0])} series")
+        train = (train[0][:a.train_series], train[1][:a.train_series])
+    rows = [{**train_probe(probe, train, test, a.epochs, a.seed), "train_series": len(train[0])}
+            for probe in probes]
     ages = card.get("ages", [])[1:]
     for r in rows:
         print(json.dumps({**r, "ages": ages}))
