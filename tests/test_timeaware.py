@@ -284,3 +284,26 @@ def test_time_domain_default_ages_come_from_the_training_data():
         check_ages(irr, [3, 3.0000001, 5], [7])
     with pytest.raises(ValueError, match=r"target age 5.0000001 is not after the last input age 5"):
         check_ages(irr, [3, 4, 5], [5.0000001])
+
+
+def test_translator_is_simvps_and_old_checkpoints_load_unchanged():
+    # TimeVP's gSTA blocks are simvp.Translator's (translator.blocks.<i>); a state dict written when
+    # they were TimeVP's own list (blocks.<i>) loads strictly into the same weights and outputs
+    from crnn.models.simvp import Translator
+
+    cfg = small(n_t=3)
+    m = perturbed(cfg)
+    assert isinstance(m.translator, Translator) and len(m.translator.blocks) == 3
+    sd = m.state_dict()
+    old = {k.replace("translator.blocks.", "blocks."): v for k, v in sd.items()}
+    assert sum(k.startswith("blocks.") for k in old) == sum(k.startswith("translator.blocks.") for k in sd) > 0
+    fresh = build_model(cfg).eval()
+    fresh.load_state_dict(old, strict=True)
+    frames, ages, mask, targets = series()
+    with torch.no_grad():
+        assert torch.equal(fresh(frames, ages, mask, targets), m(frames, ages, mask, targets))
+        x = torch.rand(2, 4, 3, 32, 16)
+        assert torch.equal(fresh(x), m(x))
+    # a key of neither form is still refused
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        build_model(cfg).load_state_dict({**old, "stray.weight": torch.zeros(1)}, strict=True)

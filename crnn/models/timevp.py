@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from crnn.models.base import Forecaster, causal_windows, check_input, check_positive_int
-from crnn.models.simvp import Decoder, Encoder, GSTABlock, SimVPBackbone
+from crnn.models.simvp import Decoder, Encoder, SimVPBackbone, Translator
 
 
 @dataclass
@@ -121,6 +121,14 @@ def _film(dim_in: int, channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.SiLU(), out)
 
 
+def _rename_old_block_keys(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before TimeVP used ``simvp.Translator`` name its gSTA blocks
+    ``blocks.<i>.*``; they load as ``translator.blocks.<i>.*`` (the same weights, in place)."""
+    old = prefix + "blocks."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "translator.blocks." + key[len(old):]] = state_dict.pop(key)
+
+
 class TimeVP(Forecaster):
     """Time-conditioned SimVP (see the module docstring).
 
@@ -141,8 +149,9 @@ class TimeVP(Forecaster):
         self.embed = TimeEmbedding(tc.time_dim, tc.grid_step, tc.max_period)
         self.slot_film = _film(2 * self.embed.dim, tc.hid_s)          # [e(a_s), e(T - a_s)]
         self.encoder = Encoder(cfg.channels, tc.hid_s, tc.n_s, tc.spatio_kernel)
-        dims = [tc.window * (tc.hid_s + 1)] + [tc.hid_t] * (tc.n_t - 1) + [tc.hid_s]
-        self.blocks = nn.ModuleList([GSTABlock(dims[i], dims[i + 1], tc.mlp_ratio, 0.0) for i in range(tc.n_t)])
+        # SimVP's gSTA translator; _translate runs its blocks one by one to put a FiLM between them
+        self.translator = Translator(tc.window * (tc.hid_s + 1), tc.hid_s, tc.hid_t, tc.n_t, tc.mlp_ratio, 0.0)
+        self.register_load_state_dict_pre_hook(_rename_old_block_keys)
         # one FiLM after every block but the last, from [e(T - a_last), e(a_last)]
         self.target_film = _film(2 * self.embed.dim, (tc.n_t - 1) * tc.hid_t)
         self.decoder = Decoder(tc.hid_s, cfg.channels, tc.n_s, tc.spatio_kernel)
@@ -163,10 +172,11 @@ class TimeVP(Forecaster):
         flag = real[:, :, None, None, None].expand(q, w, 1, *z.shape[-2:])
         h = torch.cat([z, flag], dim=2).flatten(1, 2)                      # (Q, W*(hid_s+1), h, w)
         query = torch.cat([self.embed(target - a_last), self.embed(a_last)], dim=-1)  # (Q, 2E)
-        films = self.target_film(query).view(q, len(self.blocks) - 1, 2, self.hid_t, 1, 1)
-        for i, block in enumerate(self.blocks):
+        blocks = self.translator.blocks
+        films = self.target_film(query).view(q, len(blocks) - 1, 2, self.hid_t, 1, 1)
+        for i, block in enumerate(blocks):
             h = block(h)
-            if i < len(self.blocks) - 1:
+            if i < len(blocks) - 1:
                 h = h * (1 + films[:, i, 0]) + films[:, i, 1]
         out = self.decoder(h, skip)                                        # (Q, C, H, W)
         return last + out if self.residual else out
