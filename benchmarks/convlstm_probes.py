@@ -10,7 +10,9 @@ AdamW 2e-3, one warm-up epoch then cosine, batch 32, gradient clip 1, bf16 autoc
 dataset's training split and reports the test split's MSE per forecast age (0-255 pixels, the
 forecast rounded to uint8 as delivered), with one change each:
 
-* ``base``: none (reproduces ``convlstm-fast``'s row: ``jobs/train.py`` trains the same model);
+* ``base``: none (reproduces ``convlstm-fast``'s row: ``jobs/train.py`` trains the same model;
+  ``--kernel-size`` and ``--patch`` change the cells' kernel and space-to-depth factor, as
+  ``model.convlstm.kernel_size`` / ``patch`` do);
 * ``oracle``: the tree's 23 simulator parameters (scaled to [0, 1] by their prior ranges,
   ``crnn.pine.PARAMS``) enter every step as constant input channels. If the error came from not
   knowing the tree, this would remove it;
@@ -59,7 +61,7 @@ class ProbeConvLSTM(nn.Module):
     -> (B, T, C, H, W), step t the forecast of frame t + 1. Raises ValueError for an unknown probe."""
 
     def __init__(self, probe: str, hidden=(64, 64, 64), patch: int = 2, channels: int = 3,
-                 num_params: int = len(pine.PARAMS)) -> None:
+                 num_params: int = len(pine.PARAMS), kernel_size: int = 3) -> None:
         super().__init__()
         if probe not in PROBES:
             raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}")
@@ -69,7 +71,7 @@ class ProbeConvLSTM(nn.Module):
         prev = c_in + {"oracle": num_params, "coord": 2}.get(probe, 0)
         self.cells = nn.ModuleList()
         for h in hidden:
-            self.cells.append(ConvLSTMCell(prev, h, 3))
+            self.cells.append(ConvLSTMCell(prev, h, kernel_size))
             prev = h
         self.head = nn.Conv2d(prev, c_in, 1)
         nn.init.zeros_(self.head.weight)          # residual: starts as persistence
@@ -136,12 +138,12 @@ def test_mse(model: ProbeConvLSTM, frames: torch.Tensor, params: torch.Tensor, i
 
 
 def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 0, in_frames: int = 4,
-                batch_size: int = 32, lr: float = 2e-3, log=print) -> dict:
+                batch_size: int = 32, lr: float = 2e-3, log=print, **model_kw) -> dict:
     """Train one probe with the ``convlstm-fast`` recipe; returns {probe, epochs, seed, test_mse (per
     forecast age), train_mse_255 (last epoch), seconds}."""
     torch.manual_seed(seed)
     frames, params = train
-    model = ProbeConvLSTM(probe)
+    model = ProbeConvLSTM(probe, **model_kw)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     steps = math.ceil(len(frames) / batch_size)
     total, warm = epochs * steps, steps
@@ -181,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--train-series", type=int, default=None, metavar="N",
                    help="train on the first N series of the training split only (a learning curve)")
+    p.add_argument("--kernel-size", type=int, default=3, help="the cells' kernel (odd; the family's default 3)")
+    p.add_argument("--patch", type=int, default=2, help="space-to-depth factor (the family's default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -191,6 +195,8 @@ def main(argv=None) -> int:
         p.error(f"--probes {a.probes!r}: unknown {bad}; expected some of {', '.join(PROBES)}")
     if a.epochs < 1:
         p.error(f"--epochs {a.epochs}: expected >= 1")
+    if a.kernel_size < 1 or a.kernel_size % 2 == 0 or a.patch < 1:
+        p.error(f"--kernel-size {a.kernel_size} must be odd and >= 1, --patch {a.patch} >= 1")
     if a.train_series is not None and a.train_series < 1:
         p.error(f"--train-series {a.train_series}: expected >= 1")
     try:
@@ -208,7 +214,11 @@ def main(argv=None) -> int:
         if a.train_series > len(train[0]):
             p.error(f"--train-series {a.train_series}: the training split has {len(train[0])} series")
         train = (train[0][:a.train_series], train[1][:a.train_series])
-    rows = [{**train_probe(probe, train, test, a.epochs, a.seed), "train_series": len(train[0])}
+    shape = tuple(train[0].shape[-2:])
+    if shape[0] % a.patch or shape[1] % a.patch:
+        p.error(f"--patch {a.patch}: the {shape[0]}x{shape[1]} frames are not divisible by it")
+    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, kernel_size=a.kernel_size, patch=a.patch),
+             "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch}
             for probe in probes]
     ages = card.get("ages", [])[1:]
     for r in rows:

@@ -12,8 +12,9 @@
 #      with QROWS=1 also Q2 every family's fast preset at 32x16 (data/pines, carried), Q3 the same at
 #      64x64 (generated here) and the simulator's floor at 64x64 (all measured on 2026-11-30).
 #      Q_SERIES (default 20000) series, Q_EPOCHS (default 24) epochs, Q_OVERRIDES (more key=value
-#      overrides) steer Q1: the learning curve (BENCHMARKS.md) asks for a point at ~60,000 series, e.g.
-#      PHASES=Q Q_SERIES=60000 Q_EPOCHS=10 Q20K_PRESETS=convlstm Q_OVERRIDES=train.batch_size=128
+#      overrides) steer Q1: the steps curve (BENCHMARKS.md, "Why the best model is still far above
+#      the floor") wants its next point at ~2 M series-steps, e.g.
+#      PHASES=Q Q_EPOCHS=100 Q20K_PRESETS=convlstm Q_OVERRIDES=train.batch_size=128
 #      (the run directories keep the q1-<preset>-20k names).
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.

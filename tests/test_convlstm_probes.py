@@ -74,3 +74,12 @@ def test_cli_refuses_a_missing_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cp.main(["--data", str(tmp_path / "none"), "--probes", "base"])
     assert "none" in capsys.readouterr().err
+
+
+def test_kernel_and_patch_options_reach_the_cells(capsys):
+    m = cp.ProbeConvLSTM("base", hidden=(8,), kernel_size=5, patch=1)
+    assert m.cells[0].conv.kernel_size == (5, 5) and m.cells[0].conv.in_channels == 3 + 8
+    for bad in (["--kernel-size", "4"], ["--patch", "0"]):
+        with pytest.raises(SystemExit):
+            cp.main(["--data", "nowhere", "--probes", "base", *bad])
+        assert "--kernel-size" in capsys.readouterr().err
