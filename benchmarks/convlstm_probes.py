@@ -27,8 +27,10 @@ forecast rounded to uint8 as delivered), with one change each:
 Why a plain loop and not ``jobs/train.py``: the probes change what the model sees (parameters,
 coordinates), which the family configs deliberately do not expose (a served model gets frames
 only); the training split of the default dataset fits in memory, as in ``crnn.loop.fit_plain``.
-Without Ray. Raises ValueError (SystemExit from the command line) naming an unknown probe or a
-dataset without the parameter columns before training.
+Any regular dataset (T frames per series: the model sees T - 1 and forecasts T - 1, as the family
+does); the oracle probe needs the pine parameter columns. Without Ray. The command line refuses
+(naming the problem, before loading frames) an unknown probe, an irregular dataset, a dataset without
+a training or test split or (for oracle) without the parameter columns, and bad numbers.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from torch import nn  # noqa: E402
 
 from crnn import pine  # noqa: E402
 from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
-from crnn.shards import read_card, read_numpy  # noqa: E402
+from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
 PROBES = ("base", "oracle", "coord", "global")
@@ -113,10 +115,13 @@ class ProbeConvLSTM(nn.Module):
         return x + out
 
 
-def load_split(data: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(frames float (N, T, C, H, W) in [0, 1], parameters float (N, 23) scaled to [0, 1])."""
+def load_split(data: str, split: str, with_params: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames float (N, T, C, H, W) in [0, 1], parameters float (N, 23) scaled to [0, 1]; zeros
+    without ``with_params``: a dataset without the pine parameter columns, probes other than oracle)."""
     d = read_numpy(data, split=split)
     frames = torch.from_numpy(d["frames"]).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    if not with_params:
+        return frames, torch.zeros(len(frames), len(pine.PARAMS))
     params = np.stack([d[n] for n in pine.PARAM_NAMES], 1)
     return frames, torch.from_numpy(((params - _LOW) / (_HIGH - _LOW)).astype(np.float32))
 
@@ -199,28 +204,42 @@ def main(argv=None) -> int:
         p.error(f"--kernel-size {a.kernel_size} must be odd and >= 1, --patch {a.patch} >= 1")
     if a.train_series is not None and a.train_series < 1:
         p.error(f"--train-series {a.train_series}: expected >= 1")
+    if a.threads < 1:
+        p.error(f"--threads {a.threads}: expected >= 1")
     try:
         card = read_card(a.data)
+        require_regular(card, a.data, "a probe")
     except (ValueError, OSError) as e:
         p.error(str(e))
+    ages = list(card.get("ages") or [])
+    if len(ages) < 2:
+        p.error(f"{a.data}: {len(ages)} frame(s) per series; a probe needs at least 2 (inputs and a target)")
+    in_frames = len(ages) - 1                   # the family's next-frame form: sees T-1, forecasts T-1
     columns = card.get("columns") or {}
     missing = [n for n in pine.PARAM_NAMES if n not in columns]
-    if not str(card.get("generator_version", "")).startswith("pine") or missing:
-        p.error(f"{a.data}: not a pine dataset with the simulator's parameter columns "
-                f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''})")
+    if "oracle" in probes and missing:
+        p.error(f"{a.data}: the oracle probe needs a pine dataset with the simulator's parameter "
+                f"columns (missing {missing[:3]}{'...' if len(missing) > 3 else ''})")
+    counts = {str(k): int(v) for k, v in (card.get("splits") or {}).items()}
+    for split in ("train", "test"):
+        if not counts.get(split):
+            p.error(f"{a.data}: no {split} series (splits: {counts})")
+    if a.train_series is not None and a.train_series > counts["train"]:
+        p.error(f"--train-series {a.train_series}: the training split has {counts['train']} series")
+    height, width = int(card.get("height", 0)), int(card.get("width", 0))
+    if height % a.patch or width % a.patch:
+        p.error(f"--patch {a.patch}: the {height}x{width} frames are not divisible by it")
     torch.set_num_threads(a.threads)
-    train, test = load_split(a.data, "train"), load_split(a.data, "test")
+    with_params = not missing
+    train = load_split(a.data, "train", with_params)
+    test = load_split(a.data, "test", with_params)
     if a.train_series is not None:
-        if a.train_series > len(train[0]):
-            p.error(f"--train-series {a.train_series}: the training split has {len(train[0])} series")
         train = (train[0][:a.train_series], train[1][:a.train_series])
-    shape = tuple(train[0].shape[-2:])
-    if shape[0] % a.patch or shape[1] % a.patch:
-        p.error(f"--patch {a.patch}: the {shape[0]}x{shape[1]} frames are not divisible by it")
-    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, kernel_size=a.kernel_size, patch=a.patch),
+    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, kernel_size=a.kernel_size,
+                           patch=a.patch),
              "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch}
             for probe in probes]
-    ages = card.get("ages", [])[1:]
+    ages = ages[1:]                             # the forecast ages
     for r in rows:
         print(json.dumps({**r, "ages": ages}))
     print(f"{'probe':8s}" + "".join(f"{'age ' + str(g):>10s}" for g in ages))

@@ -121,8 +121,10 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
     draw from that posterior, so every state is one too (no burn-in); ``sweeps`` passes over the
     blocks (random order) separate consecutive futures. Then the events after the fork are re-drawn
     (``pine.fork_events``, stream ``j``) as in ``futures``. Blocks the frames pin down (most visible
-    parameters: any change moves some pixel) never move, and consecutive futures share the chain's
-    memory: the variance across these futures is a *lower* estimate of the frames-only floor.
+    parameters: any change moves some pixel) never move; the other random numbers of the past are not
+    proposed at all, though some leave the frames unchanged and matter later (e.g. a year's cambium
+    jitter); and consecutive futures share the chain's memory: the variance across these futures is a
+    *lower* estimate of the frames-only floor. ``fork_age`` must be one of ``ages``.
 
     Raises RuntimeError if a future's frames at ages <= fork_age differ from the actual series;
     ValueError for bad arguments.
@@ -131,6 +133,7 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
         raise ValueError(f"futures k={k} must be >= 2 to measure a variance")
     if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
         raise ValueError(f"sweeps={sweeps!r} must be an integer >= 1")
+    _check_hidden_fork(tuple(ages), fork_age)
     p = pine.validate_params(params)
     events = pine.tree_events(seed)
     actual = pine.render_series(p, events, ages, height, width)
@@ -185,6 +188,14 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
     return np.stack(out), actual, stats
 
 
+def _check_hidden_fork(ages: tuple[int, ...], fork_age: int) -> None:
+    """The frames-only floor conditions on the frames up to the fork: the fork age must be an age with a
+    frame (else the years between the last frame and the fork would be neither seen nor re-drawn)."""
+    if fork_age not in ages:
+        raise ValueError(f"fork_age={fork_age} is not one of the ages {list(ages)}: the frames-only floor "
+                         "(--hidden) conditions on the frames up to the fork, so the fork must be a frame's age")
+
+
 def _check_ages(ages) -> tuple[int, ...]:
     ages = pine._check_ages(ages)
     if len(ages) < 2:
@@ -229,6 +240,11 @@ def measure_floor(num_series: int, k: int, ages=pine.DEFAULT_AGES, fork_age: int
     """
     pairs = plan(ages, fork_age)
     ages = _check_ages(ages)
+    if hidden:
+        if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
+            raise ValueError(f"sweeps={sweeps!r} must be an integer >= 1")
+        for _, fork in pairs:
+            _check_hidden_fork(ages, fork)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"futures={k!r} must be an integer >= 2")
     trees = test_trees(num_series, base_seed)
@@ -281,6 +297,10 @@ def measure_floor(num_series: int, k: int, ages=pine.DEFAULT_AGES, fork_age: int
     return out
 
 
+def _share(v) -> str:
+    return "-" if v is None else f"{v:.3f}"       # None: nothing of that kind was proposed
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-series", type=int, default=150, help="test trees (<= 384)")
@@ -303,6 +323,8 @@ def main(argv=None) -> int:
         ages = tuple(int(x) for x in a.ages.split(","))
     except ValueError:
         p.error(f"--ages must be comma-separated integers, got {a.ages!r}")
+    if a.sweeps != 1 and not a.hidden:
+        p.error(f"--sweeps {a.sweeps} applies to --hidden only")
     t0 = time.perf_counter()
     try:
         rows = measure_floor(a.num_series, a.futures, ages, a.fork_age, a.base_seed, a.height, a.width,
@@ -339,7 +361,7 @@ def main(argv=None) -> int:
         print(f"{r['forecast_age']:8d}  {r['fork_age']:8d}  {r['var_unbiased']:8.3f}  {r['sem']:8.3f}  "
               f"{r['var_ddof0']:8.3f}  {r['sum01']:8.4f}  {pers}  {r['mean_vs_actual']:14.3f}  "
               f"{r['frac_trees_varying']:8.2f}"
-              + (f"  accepted: params {r['accept_param']:.3f}, branch traits {r['accept_branch']:.3f}"
+              + (f"  accepted: params {_share(r['accept_param'])}, branch traits {_share(r['accept_branch'])}"
                  if a.hidden else ""))
     if a.hidden:
         for r in rows:

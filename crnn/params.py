@@ -39,9 +39,11 @@ class ParamSpace:
     def from_uniform(self, name: str, u: float) -> float:
         """The value of parameter ``name`` that the uniform number ``u`` in [0, 1) maps to under
         this space's prior (``sample`` applies it to every parameter; integer parameters are rounded).
-        Raises KeyError naming an unknown parameter."""
+        Raises KeyError naming an unknown parameter, ValueError for ``u`` outside [0, 1)."""
         if name not in self._spec:
             raise KeyError(f"unknown {self.scene} parameter {name!r}")
+        if not 0.0 <= float(u) < 1.0:
+            raise ValueError(f"{self.scene} parameter {name}: u={u!r} must be in [0, 1)")
         p = self._spec[name]
         v = p.low + float(u) * (p.high - p.low)
         return float(round(v)) if name in self.int_params else float(v)

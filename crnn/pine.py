@@ -656,8 +656,8 @@ def render_series(params: dict, events: dict[str, np.ndarray], ages=DEFAULT_AGES
     uint8 (T, height, width, 3). ``render_series(p, tree_events(seed))`` is
     ``simulate_series(p, seed)``, byte for byte.
 
-    Raises ValueError for bad parameters, ages or sizes, or ``events`` missing a key or with a
-    wrong shape (naming it).
+    Raises ValueError for bad parameters, ages or sizes, or ``events`` missing a key, with a wrong
+    shape or with values that are not floats in [0, 1) (naming it).
     """
     p = validate_params(params)
     ages = _check_ages(ages)
@@ -669,6 +669,10 @@ def render_series(params: dict, events: dict[str, np.ndarray], ages=DEFAULT_AGES
         if got != shape:
             raise ValueError(f"events[{name!r}] must have shape {shape}, got "
                              f"{'nothing' if got is None else got}")
+        arr = events[name]
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" \
+                or not ((arr >= 0.0) & (arr < 1.0)).all():
+            raise ValueError(f"events[{name!r}] must be a float array of uniform numbers in [0, 1)")
     return _render(p, events, ages, int(height), int(width), int(supersample))
 
 

@@ -83,3 +83,36 @@ def test_kernel_and_patch_options_reach_the_cells(capsys):
         with pytest.raises(SystemExit):
             cp.main(["--data", "nowhere", "--probes", "base", *bad])
         assert "--kernel-size" in capsys.readouterr().err
+
+
+def _card(**kw):
+    card = {"ages": [10, 15, 20, 25, 30], "height": 32, "width": 16, "splits": {"train": 50, "test": 5},
+            "columns": {n: "float64" for n in cp.pine.PARAM_NAMES}, "generator_version": "pine-1"}
+    card.update(kw)
+    return card
+
+
+@pytest.mark.parametrize("card,args,match", [
+    (_card(layout="irregular", max_frames=9), [], "irregular dataset"),
+    (_card(ages=[10]), [], "1 frame"),
+    (_card(columns={}), ["--probes", "oracle"], "oracle probe needs"),
+    (_card(splits={"train": 50, "test": 0}), [], "no test series"),
+    (_card(), ["--train-series", "51"], "training split has 50"),
+    (_card(height=30), ["--patch", "4"], "30x16 frames are not divisible"),
+    (_card(), ["--threads", "0"], "--threads 0"),
+])
+def test_cli_refuses_before_loading_frames(monkeypatch, capsys, card, args, match):
+    monkeypatch.setattr(cp, "read_card", lambda path: card)
+    monkeypatch.setattr(cp, "read_numpy", lambda *a, **k: pytest.fail("frames loaded before the checks"))
+    with pytest.raises(SystemExit):
+        cp.main(["--data", "somewhere", *(args if "--probes" in args else ["--probes", "base", *args])])
+    assert match in capsys.readouterr().err
+
+
+def test_probe_follows_the_number_of_frames():
+    # 3 frames per series: the model sees 2 and forecasts 2 (one MSE per forecast age)
+    torch.manual_seed(0)
+    frames = torch.rand(16, 3, 3, 8, 4)
+    res = cp.train_probe("base", (frames, torch.zeros(16, 23)), (frames[:4], torch.zeros(4, 23)),
+                         epochs=1, in_frames=2, log=lambda *_: None, hidden=(4,))
+    assert len(res["test_mse"]) == 2

@@ -72,3 +72,6 @@ def test_cli_names_a_bad_model_before_reading_frames(tiny_dataset, tmp_path, cap
     assert "nope" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least one model"):
         error_anatomy.measure([], tiny_dataset)
+    with pytest.raises(SystemExit):                     # --data names the card file, not the dataset
+        error_anatomy.main(["--data", f"{tiny_dataset}/dataset.json", str(tmp_path / "nope")])
+    assert "Traceback" not in capsys.readouterr().err

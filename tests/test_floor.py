@@ -154,6 +154,13 @@ def test_render_series_names_bad_events():
         pine.render_series({}, {**ev, "psi": np.zeros(10)})
     with pytest.raises(ValueError, match="age 0"):
         pine.render_series({}, ev, ages=(0, 5))
+    bad_life = ev["life"].copy()
+    for value in (np.nan, 1.0, -0.1):                    # uniform numbers live in [0, 1)
+        bad_life[3, 2] = value
+        with pytest.raises(ValueError, match=r"events\['life'\] must be a float array of uniform"):
+            pine.render_series({}, {**ev, "life": bad_life})
+    with pytest.raises(ValueError, match=r"events\['h'\] must be a float array"):
+        pine.render_series({}, {**ev, "h": ev["h"].tolist()})
 
 
 def test_param_from_uniform_is_the_prior_of_sample_params():
@@ -163,6 +170,9 @@ def test_param_from_uniform_is_the_prior_of_sample_params():
     assert pine.PARAM_SPACE.from_uniform("branches_per_whorl", 0.99) == 7.0
     with pytest.raises(KeyError, match="unknown pine parameter 'nope'"):
         pine.PARAM_SPACE.from_uniform("nope", 0.5)
+    for u in (1.0, 2.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="branches_per_whorl: u="):
+            pine.PARAM_SPACE.from_uniform("branches_per_whorl", u)
 
 
 def test_branch_present_follows_whorl_size_and_failed_buds():
@@ -227,3 +237,23 @@ def test_cli_hidden_json(capsys):
     with pytest.raises(SystemExit):
         floor.main(["--num-series", "1", "--futures", "2", "--hidden", "--sweeps", "0"])
     assert "sweeps=0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(ages=(10, 15), fork_age=12), r"fork_age=12 is not one of the ages \[10, 15\]"),
+    (dict(ages=(10, 15), fork_age=5), "fork_age=5 is not one of the ages"),
+])
+def test_hidden_floor_needs_a_frame_at_the_fork(kw, match):
+    with pytest.raises(ValueError, match=match):
+        floor.hidden_futures(pine.default_params(), 0, kw["ages"], kw["fork_age"], 2)
+    with pytest.raises(ValueError, match=match):
+        floor.measure_floor(1, 2, ages=kw["ages"], fork_age=kw["fork_age"], hidden=True)
+
+
+def test_cli_hidden_without_branch_proposals_and_sweeps_without_hidden(capsys):
+    # ages 1 and 2: no whorl has formed by the fork, so no branch trait is proposed ("-")
+    assert floor.main(["--num-series", "1", "--futures", "2", "--ages", "1,2", "--hidden"]) == 0
+    assert "branch traits -" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        floor.main(["--num-series", "1", "--futures", "2", "--sweeps", "3"])
+    assert "--sweeps 3 applies to --hidden only" in capsys.readouterr().err
