@@ -131,8 +131,7 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
     """
     if k < 2:
         raise ValueError(f"futures k={k} must be >= 2 to measure a variance")
-    if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
-        raise ValueError(f"sweeps={sweeps!r} must be an integer >= 1")
+    _check_sweeps(sweeps)
     _check_hidden_fork(tuple(ages), fork_age)
     p = pine.validate_params(params)
     events = pine.tree_events(seed)
@@ -188,6 +187,11 @@ def hidden_futures(params: dict, seed: int, ages, fork_age: int, k: int, sweeps:
     return np.stack(out), actual, stats
 
 
+def _check_sweeps(sweeps) -> None:
+    if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
+        raise ValueError(f"sweeps={sweeps!r} must be an integer >= 1")
+
+
 def _check_hidden_fork(ages: tuple[int, ...], fork_age: int) -> None:
     """The frames-only floor conditions on the frames up to the fork: the fork age must be an age with a
     frame (else the years between the last frame and the fork would be neither seen nor re-drawn)."""
@@ -241,8 +245,7 @@ def measure_floor(num_series: int, k: int, ages=pine.DEFAULT_AGES, fork_age: int
     pairs = plan(ages, fork_age)
     ages = _check_ages(ages)
     if hidden:
-        if isinstance(sweeps, bool) or not isinstance(sweeps, (int, np.integer)) or sweeps < 1:
-            raise ValueError(f"sweeps={sweeps!r} must be an integer >= 1")
+        _check_sweeps(sweeps)
         for _, fork in pairs:
             _check_hidden_fork(ages, fork)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
