@@ -184,3 +184,80 @@ def load_training_state(path: str) -> dict[str, Any] | None:
         if not os.path.exists(f):
             return None
         return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def _flat(d: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}"))
+    return out
+
+
+_FAMILY_SECTIONS = ("convlstm", "simvp", "timevp")   # ModelConfig's per-family sections
+_COMMON_FIELDS = ("kind", "height", "width", "channels")
+
+
+def _network_fields(cfg: Config) -> dict[str, Any]:
+    """The dotted ``model.*`` fields that shape ``cfg``'s network: the image size, the kind, and the
+    kind's own fields (its section; the top-level fields for the paper's CRNN)."""
+    flat = _flat(to_dict(cfg)["model"], "model")
+    kind = cfg.model.kind
+    if kind in _FAMILY_SECTIONS:
+        keep = lambda k: k.startswith(f"model.{kind}.") or k.split(".", 1)[1] in _COMMON_FIELDS  # noqa: E731
+    else:
+        keep = lambda k: k.split(".")[1] not in _FAMILY_SECTIONS  # noqa: E731
+    return {k: v for k, v in flat.items() if keep(k)}
+
+
+def model_differences(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted field, a's value, b's value) for each ``model.*`` field that shapes the network on
+    which two configs differ, sorted by name; only ``model.kind`` (and the image size) when the kinds
+    differ. [] when both build the same network (other families' unused sections may differ)."""
+    fa, fb = _network_fields(a), _network_fields(b)
+    if a.model.kind != b.model.kind:
+        fa = {k: v for k, v in fa.items() if k.split(".", 1)[1] in _COMMON_FIELDS}
+        fb = {k: v for k, v in fb.items() if k.split(".", 1)[1] in _COMMON_FIELDS}
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
+
+
+def check_init_from(cfg: Config, source: Config | None = None) -> None:
+    """Check ``train.init_from`` (fine-tuning / a warm restart) before any training starts.
+
+    Nothing to check when it is "". Otherwise it must name a model directory (local or URI) that
+    loads (:func:`check_model_dir`; :class:`ModelError` naming ``train.init_from`` and the path
+    otherwise) and whose network config equals ``cfg``'s (:func:`model_differences`: the weights are
+    loaded as they are, so the network must be the same; ValueError listing the differing fields with
+    both values). ``source``: that directory's Config when the caller has read it already (Tune
+    checks many candidate configs against one).
+    """
+    path = cfg.train.init_from
+    if not path:
+        return
+    if source is None:
+        try:
+            source, _ = check_model_dir(path)
+        except ModelError as e:
+            raise ModelError(f"train.init_from: {e}") from None
+    diff = model_differences(cfg, source)
+    if diff:
+        shown = "; ".join(f"{k}: this run {va!r}, that model {vb!r}" for k, va, vb in diff[:4])
+        more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
+        raise ValueError(f"train.init_from={path!r}: that model's network differs from this run's: {shown}{more}. "
+                         f"Give the same model.* settings (e.g. the preset it was trained with), or drop "
+                         f"train.init_from to start from random weights")
+
+
+def init_weights(model: torch.nn.Module, path: str) -> None:
+    """Load the weights of the model directory ``path`` (``train.init_from``) into ``model`` (the
+    bare module, before DDP/compile wraps it). :class:`ModelError` naming ``path`` if the file does
+    not load or its weights do not fit; :func:`check_init_from` has compared the configs first."""
+    try:
+        payload = read_model_file(path)
+    except ModelError as e:
+        raise ModelError(f"train.init_from: {e}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise ModelError(f"train.init_from={path!r}: its weights do not fit this run's model ({e})") from None

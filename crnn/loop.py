@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crnn.checkpoint import save_model_dir
+from crnn.checkpoint import check_init_from, init_weights, save_model_dir
 from crnn.config import Config
 from crnn.model import build_model
 from crnn.shards import torch_frames
@@ -291,7 +291,11 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     torch.manual_seed(cfg.train.seed)
     if cfg.train.torch_threads:
         torch.set_num_threads(cfg.train.torch_threads)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model)
+    if cfg.train.init_from:  # fine-tuning / a warm restart: the same network, its trained weights
+        check_init_from(cfg)
+        init_weights(model, cfg.train.init_from)
+    model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")

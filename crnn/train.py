@@ -10,6 +10,7 @@ Each worker streams its shards with Ray Data and runs the plain-PyTorch steps an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import posixpath
 import tempfile
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crnn.checkpoint import load_training_state, read_model_file, save_model_dir, unwrap
+from crnn.checkpoint import (check_init_from, init_weights, load_training_state, read_model_file, save_model_dir,
+                             unwrap)
 from crnn.config import Config, from_dict, save as save_config, to_dict
 from crnn.loop import (
     _all_reduce, _array_batches, _epoch_row, make_optimizer, make_scheduler, maybe_compile, run_epoch, run_eval,
@@ -84,6 +86,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
     model = build_model(cfg.model)
+    if cfg.train.init_from and ray.train.get_checkpoint() is None:  # a resumed run keeps its own weights
+        init_weights(model, cfg.train.init_from)  # every worker: the same weights before DDP wraps them
     model = ray.train.torch.prepare_model(model)  # to device; DDP when world > 1
     opt = make_optimizer(model, cfg)
     per_worker = max(1, cfg.train.batch_size // world)
@@ -208,12 +212,24 @@ def load_datasets(cfg: Config):
     return train, val, n_train, card
 
 
+def with_absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with a local ``train.init_from`` made absolute (a copy; URIs unchanged): Train workers
+    and Tune trials run in other working directories, and a rerun from elsewhere must compare equal
+    with the run directory's saved config."""
+    from crnn.storage import absolute
+
+    if not cfg.train.init_from:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=absolute(cfg.train.init_from)))
+
+
 def check_config(cfg: Config) -> None:
     """ValueError naming the field when ``cfg`` cannot be trained (no Ray: jobs call it first)."""
     cfg.model.validate()
     cfg.train.validate()
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
+    check_init_from(cfg)  # reads train.init_from's model directory, when one is given
 
 
 def check_data(cfg: Config, card: dict) -> int:
@@ -295,8 +311,10 @@ def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = N
     from crnn.runtime import check_shared_storage
     from crnn.storage import is_local, resolve
 
+    cfg = with_absolute_paths(cfg)
     check_config(cfg)
-    check_shared_storage({"data.path": cfg.data.path, "out": out}, use_gpu=cfg.train.use_gpu)
+    check_shared_storage({"data.path": cfg.data.path, "out": out, "train.init_from": cfg.train.init_from},
+                         use_gpu=cfg.train.use_gpu)
     clear = check_run_dir(out, cfg, overwrite)
     train_ds, val_ds, n_train, card = load_datasets(cfg)
     if clear:  # only after the data checked out: a refused run deletes nothing

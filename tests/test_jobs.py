@@ -590,3 +590,21 @@ def test_model_file_that_is_not_a_file_says_what_it_is(good_model, tmp_path, cap
     (tmp_path / "empty").mkdir()  # still: a directory without model.pt
     with pytest.raises(ModelError, match=f"{tmp_path / 'empty'}: no {MODEL_FILE}; not a model directory"):
         load_model(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("job", ["train", "tune"])
+def test_bad_init_from_refused_before_ray(job, good_model, tiny_dataset, tmp_path, capsys):
+    """train.init_from (fine-tuning): a missing or broken model directory, or one whose network differs
+    from the run's, is named before Ray starts, and --out stays untouched."""
+    out = str(tmp_path / "O")
+    base = ["--data", tiny_dataset, "--out", out, "--preset", "quick", "model.conv_filters=[4,8]",
+            "model.lstm_units=16"]
+    missing = str(tmp_path / "nowhere")
+    _fails(capsys, job, [*base, f"train.init_from={missing}"], missing)
+    _fails(capsys, job, [*base, f"train.init_from={_cut_model(good_model, tmp_path)}"], "truncated")
+    # good_model has 4/8 filters and 16 LSTM units: another width or another family is refused
+    _fails(capsys, job, [*base[:-1], "model.lstm_units=32", f"train.init_from={good_model}"],
+           "train.init_from=", "model.lstm_units: this run 32, that model 16")
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", out, "--preset", "convlstm-fast",
+                         f"train.init_from={good_model}"], "model.kind: this run 'convlstm', that model 'crnn'")
+    assert not os.path.exists(out)

@@ -402,3 +402,84 @@ def test_fit_plain_trains_timevp_on_irregular_series_and_keeps_the_data_summary(
     _, history = fit_plain(cfg, data, data, out=str(tmp_path / "m"), data=summary)
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert read_model_file(str(tmp_path / "m"))["data"] == summary
+
+
+def _small_cfg(**over):
+    base = {"model.conv_filters": [4, 8], "model.lstm_units": 32, "train.epochs": 6, "train.batch_size": 8,
+            "train.lr": 3e-3, "model.dropout": 0.0, "model.recurrent_dropout": 0.0}
+    return load_config("quick", overrides={**base, **over})
+
+
+def test_init_from_starts_where_the_source_model_ended(tmp_path):
+    """train.init_from loads a trained model's weights before the first step (fine-tuning, a warm
+    restart): with a learning rate too small to move them, the run keeps the source's validation
+    loss; from random weights the same run sits far above it."""
+    data = _frames(32)
+    src = str(tmp_path / "src")
+    _, hist = fit_plain(_small_cfg(), data[:24], data[24:], out=src)
+    frozen = {"train.epochs": 1, "train.lr": 1e-12}
+    _, tuned = fit_plain(_small_cfg(**frozen, **{"train.init_from": src}), data[:24], data[24:],
+                         out=str(tmp_path / "ft"))
+    _, fresh = fit_plain(_small_cfg(**frozen), data[:24], data[24:])
+    assert tuned[0]["val_loss"] == pytest.approx(hist[-1]["val_loss"], rel=1e-4)
+    assert fresh[0]["val_loss"] > 2 * hist[-1]["val_loss"]
+    a, b = read_model_file(src)["state_dict"], read_model_file(str(tmp_path / "ft"))["state_dict"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # the fine-tuned model records where it started
+    _, cfg, _ = load_model(str(tmp_path / "ft"))
+    assert cfg.train.init_from == src
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"model.lstm_units": 16}, "model.lstm_units: this run 16, that model 32"),
+    ({"model.height": 64, "model.width": 32}, "model.height: this run 64, that model 32"),
+    ({"model.kind": "convlstm"}, "model.kind: this run 'convlstm', that model 'crnn'"),
+])
+def test_init_from_refuses_another_network(tmp_path, change, needle):
+    from crnn.checkpoint import check_init_from, model_differences
+
+    src = str(tmp_path / "src")
+    fit_plain(_small_cfg(**{"train.epochs": 1}), _frames(8), out=src)
+    cfg = _small_cfg(**change, **{"train.init_from": src})
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        fit_plain(cfg, _frames(8))
+    with pytest.raises(ValueError, match="train.init_from="):
+        check_init_from(cfg)
+    # fields that do not shape the network (another family's unused section, training fields) may differ
+    same = _small_cfg(**{"model.convlstm.hidden": [8], "train.lr": 1e-2, "train.init_from": src})
+    assert model_differences(same, _small_cfg()) == []
+    check_init_from(same)
+
+
+def test_init_from_names_a_missing_or_broken_model(tmp_path):
+    from crnn.checkpoint import ModelError, check_init_from
+
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match=f"train.init_from: {missing}"):
+        check_init_from(_small_cfg(**{"train.init_from": missing}))
+    check_init_from(_small_cfg())  # "" : nothing to check
+
+
+def test_ray_train_init_from_and_rerun_from_another_directory(ray_local, tiny_dataset, tmp_path, monkeypatch):
+    """Ray Train loads train.init_from in every worker before DDP; the run stores the absolute path,
+    so a rerun of the same command from another working directory resumes instead of refusing."""
+    src = str(tmp_path / "src")
+    fit(tiny_config(tiny_dataset, **{"train.epochs": 2}), src)
+    src_val = min(float(r["val_loss"]) for r in read_metrics_csv(os.path.join(src, "metrics.csv")))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tiny_dataset, **{"train.epochs": 1, "train.lr": 1e-12, "train.init_from": "src/model",
+                                       "train.num_workers": 2, "train.cache": "never"})
+    fit(cfg, str(tmp_path / "ft"))
+    rows = read_metrics_csv(os.path.join(tmp_path, "ft", "metrics.csv"))
+    assert float(rows[0]["val_loss"]) == pytest.approx(src_val, rel=1e-3)
+    _, saved, _ = load_model(str(tmp_path / "ft" / "model"))
+    assert saved.train.init_from == os.path.join(src, "model")
+    os.mkdir(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    from crnn.rundir import check_run_dir
+    from crnn.train import with_absolute_paths
+
+    again = with_absolute_paths(tiny_config(tiny_dataset, **{"train.epochs": 1, "train.lr": 1e-12,
+                                                            "train.init_from": "../src/model",
+                                                            "train.num_workers": 2, "train.cache": "never"}))
+    check_run_dir(str(tmp_path / "ft"), again, False)  # the same run: no "another config" refusal

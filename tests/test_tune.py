@@ -65,6 +65,31 @@ def test_space_from_yaml_and_errors_name_the_key(tmp_path):
             validate_space(cfg, load_space(bad))
 
 
+def test_space_with_init_from_reads_the_model_once_and_keeps_its_network(tmp_path, monkeypatch):
+    """A search that fine-tunes (train.init_from) may vary training fields, not the network; the
+    starting model is read once for all candidates; a relative init_from in a space is refused
+    (trials run in other working directories)."""
+    import crnn.checkpoint
+    import crnn.tune.space
+    from crnn.checkpoint import save_model_dir
+    from crnn.model import build_model
+
+    src = str(tmp_path / "src")
+    base = tiny_config("unused")
+    save_model_dir(src, build_model(base.model), base, epoch=0, metrics={})
+    base = apply(base, {"train.init_from": src})
+    reads = []
+    real = crnn.checkpoint.check_model_dir
+    monkeypatch.setattr(crnn.tune.space, "check_model_dir", lambda p: reads.append(p) or real(p))
+    validate_space(base, load_space({"train.lr": {"loguniform": [1e-4, 1e-2]}, "train.batch_size": {"grid": [4, 8]}}))
+    assert reads == [src]
+    with pytest.raises(ValueError, match=r"search space model.lstm_units=32: train.init_from=.*model.lstm_units: "
+                                         r"this run 32, that model 16"):
+        validate_space(base, load_space({"model.lstm_units": {"choice": [16, 32]}}))
+    with pytest.raises(ValueError, match="search space train.init_from='src': .*absolute path or a URI"):
+        validate_space(base, load_space({"train.init_from": {"choice": [src, "src"]}}))
+
+
 def test_resource_plan_two_cpus_and_gpu_cluster():
     cfg = load_config("quick")
     plan = plan_resources(cfg, {"CPU": 2})  # 0.1 driver + 0.5 worker per trial, 1 CPU kept for Ray Data

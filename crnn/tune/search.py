@@ -15,6 +15,7 @@ from ray.tune.schedulers import ASHAScheduler
 from crnn.config import Config, apply, from_dict, save as save_config, to_dict
 from crnn.raycompat import ReleaseOrphanedPlacementGroups, SchedulerState, check_ray_version, settle_placement_groups
 from crnn.storage import absolute, exists, join, read_json, write_json
+from crnn.train import with_absolute_paths
 from crnn.tune.results import plot_curves, publish_model, results_table, write_results_csv
 from crnn.tune.space import (METRIC, MODE, is_grid, max_epochs, check_config, describe_space, load_space,
                              prepare_space, validate_space)
@@ -197,10 +198,12 @@ def run_search(base: Config, out: str, space: str | dict[str, Any] = "paper", se
         raise RuntimeError("run_search needs a running Ray (crnn.runtime.init_ray(include_dashboard=True))")
     check_ray_version()
     out = absolute(out)
-    base = apply(base, {"data.path": absolute(base.data.path)})  # trials run with another working directory
+    # trials run with another working directory
+    base = with_absolute_paths(apply(base, {"data.path": absolute(base.data.path)}))
     check_config(base)
     # on a multi-node cluster, trials run on other machines
-    check_shared_storage({"data.path": base.data.path, "out": out, **({"models": models} if models else {})},
+    check_shared_storage({"data.path": base.data.path, "out": out, "train.init_from": base.train.init_from,
+                          **({"models": models} if models else {})},
                          use_gpu=base.train.use_gpu)
     parsed = load_space(space)
     validate_space(base, parsed)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import numpy as np
 import yaml
 
+from crnn.checkpoint import check_init_from, check_model_dir
 from crnn.config import Config, apply
 from crnn.model import FAMILIES
 
@@ -192,21 +194,36 @@ def _candidate_values(d: Any) -> list[Any]:
     return [d]
 
 
-def check_config(cfg: Config) -> None:
-    """Everything about a config that fails only once training starts, checked now (ValueError)."""
+def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
+    """Everything about a config that fails only once training starts, checked now (ValueError).
+    ``sources``: a memo of ``train.init_from`` directories already read (path -> their Config), so
+    that checking many candidate configs reads each starting model once."""
     cfg.model.validate()
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
     cfg.train.validate()
+    path = cfg.train.init_from
+    if path:
+        source = (sources or {}).get(path)
+        if source is None:
+            source, _ = check_model_dir(path)
+            if sources is not None:
+                sources[path] = source
+        check_init_from(cfg, source)
 
 
 def validate_space(base: Config, space: dict[str, Any]) -> None:
     """Raise ValueError naming the key if a space key is not a config field or one of its values
     (each category, each grid value, the bounds of a range) makes an invalid config."""
+    sources: dict[str, Config] = {}
     for key, d in space.items():
         for value in _candidate_values(d):
+            if key == "train.init_from" and isinstance(value, str) and value and "://" not in value \
+                    and not os.path.isabs(value):
+                raise ValueError(f"search space {key}={value!r}: trials run in other working directories; "
+                                 f"give an absolute path or a URI")
             try:
-                check_config(apply(base, {key: value}))
+                check_config(apply(base, {key: value}), sources)
             except (KeyError, TypeError, ValueError) as e:
                 msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
                 raise ValueError(f"search space {key}={value!r}: {msg}") from None
