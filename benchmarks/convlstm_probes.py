@@ -23,7 +23,16 @@ forecast rounded to uint8 as delivered), with one change each:
 * ``global``: after each cell, the mean- and max-pooled hidden state goes through a 2-layer MLP
   (zero-initialised output) and is added to the hidden state at every pixel (a global-context
   block in the spirit of squeeze-and-excitation, Hu et al., CVPR 2018): every pixel sees the whole
-  tree at once, not only its receptive field.
+  tree at once, not only its receptive field;
+* ``axial``: after each cell, self-attention along the image's columns, then along its rows (axial
+  attention, Ho et al., "Axial Attention in Multidimensional Transformers", 2019; 4 heads, pre-norm,
+  sinusoids of the normalised coordinate added to queries and keys, zero-initialised output): every
+  pixel sees its whole column -- the tree's top and its crown base -- and its whole row.
+
+Options that change the recipe for every probe: ``--hidden`` (the cells' channels, e.g. 128,128,128
+or 64,64,64,64,64,64), ``--step-weights`` (the loss weight of each forecast step, normalised to mean
+1; e.g. 0,0,0,1 trains on the last forecast age only) and ``--ema`` (also score exponential moving
+averages of the weights, ``torch.optim.swa_utils`` with ``get_ema_multi_avg_fn``, one per decay).
 
 Why a plain loop and not ``jobs/train.py``: the probes change what the model sees (parameters,
 coordinates), which the family configs deliberately do not expose (a served model gets frames
@@ -47,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 
 from crnn import pine  # noqa: E402
 from crnn.config import load_config  # noqa: E402
@@ -55,9 +65,42 @@ from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
 from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
-PROBES = ("base", "oracle", "coord", "global")
+PROBES = ("base", "oracle", "coord", "global", "axial")
 _LOW = np.array([p.low for p in pine.PARAMS], np.float64)
 _HIGH = np.array([p.high for p in pine.PARAMS], np.float64)
+
+
+class AxialAttention(nn.Module):
+    """Self-attention along one axis of a feature map (Ho et al. 2019): (B, C, h, w) -> same shape,
+    ``x + out(attn(norm(x) + pos, norm(x) + pos, norm(x)))`` over each column (``axis="h"``) or each
+    row (``"w"``). ``pos``: sin/cos of the coordinate scaled to [-1, 1] at C/2 frequencies from pi
+    to 64 pi (geometric), so the block has no per-size parameters. The output projection starts at
+    zero: the block starts as the identity. C must be even and divisible by ``heads``."""
+
+    def __init__(self, channels: int, axis: str, heads: int = 4) -> None:
+        super().__init__()
+        if axis not in ("h", "w") or channels % 2 or channels % heads:
+            raise ValueError(f"axial attention: axis {axis!r} (h or w), channels {channels} (even, "
+                             f"divisible by heads={heads})")
+        self.axis = axis
+        self.norm = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("freq", math.pi * torch.logspace(0, 6, channels // 2, base=2.0), persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = h.shape
+        seq = (h.permute(0, 3, 2, 1).reshape(b * ww, hh, c) if self.axis == "h"
+               else h.permute(0, 2, 3, 1).reshape(b * hh, ww, c))               # (B*, L, C)
+        L = seq.shape[1]
+        coord = torch.linspace(-1, 1, L, device=h.device, dtype=torch.float32)[:, None] * self.freq[None]
+        pos = torch.cat([coord.sin(), coord.cos()], -1).to(seq.dtype)[None]    # (1, L, C)
+        n = self.norm(seq)
+        y = self.out(self.attn(n + pos, n + pos, n, need_weights=False)[0])
+        y = y.reshape(b, ww, hh, c).permute(0, 3, 2, 1) if self.axis == "h" else y.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+        return h + y
 
 
 class ProbeConvLSTM(nn.Module):
@@ -65,7 +108,7 @@ class ProbeConvLSTM(nn.Module):
     block: (B, T, C, H, W) frames in [0, 1] and (B, 23) scaled parameters (used by ``oracle`` only)
     -> (B, T, C, H, W), step t the forecast of frame t + 1. Raises ValueError for an unknown probe.
 
-    Its step loop repeats ``ConvLSTMForecaster.forward`` with two hooks (extra input channels, a block
+    Its step loop repeats ``ConvLSTMForecaster.forward`` with two hooks (extra input channels, blocks
     after each cell) that the served family deliberately lacks; with the same weights the ``base``
     probe's output equals the family's (tests/test_convlstm_probes.py)."""
 
@@ -92,6 +135,9 @@ class ProbeConvLSTM(nn.Module):
             for block in self.context:           # starts as the base model
                 nn.init.zeros_(block[-1].weight)
                 nn.init.zeros_(block[-1].bias)
+        self.axial = None
+        if probe == "axial":
+            self.axial = nn.ModuleList(nn.Sequential(AxialAttention(h, "h"), AxialAttention(h, "w")) for h in hidden)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         b, t = x.shape[:2]
@@ -115,6 +161,8 @@ class ProbeConvLSTM(nn.Module):
                 if self.context is not None:
                     g = self.context[k](torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))
                     h = h + g[:, :, None, None]
+                if self.axial is not None:
+                    h = self.axial[k](h)
                 states[k] = (h, c)
                 inp = h
             outs.append(self.head(inp))
@@ -150,12 +198,23 @@ def test_mse(model: ProbeConvLSTM, frames: torch.Tensor, params: torch.Tensor, i
 
 
 def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 0, in_frames: int = 4,
-                batch_size: int = 32, lr: float = 2e-3, log=print, **model_kw) -> dict:
+                batch_size: int = 32, lr: float = 2e-3, log=print, step_weights=None, ema=(),
+                **model_kw) -> dict:
     """Train one probe with the ``convlstm-fast`` recipe; returns {probe, epochs, seed, test_mse (per
-    forecast age), train_mse_255 (last epoch), seconds}."""
+    forecast age), train_mse_255 (last epoch, weighted as trained), seconds, and with ``ema`` the
+    test MSE of each moving average: ema_test_mse {decay: [...]}}. ``step_weights``: one loss weight
+    per forecast step (normalised to mean 1; None: all 1). ValueError for weights of another length,
+    negative or all zero, or a decay outside (0, 1)."""
+    w = torch.ones(in_frames) if step_weights is None else torch.as_tensor(step_weights, dtype=torch.float32)
+    if w.shape != (in_frames,) or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"step_weights {step_weights}: expected {in_frames} non-negative numbers, not all 0")
+    w = w / w.mean()
+    if any(not 0 < d < 1 for d in ema):
+        raise ValueError(f"ema decays {list(ema)}: expected numbers in (0, 1)")
     torch.manual_seed(seed)
     frames, params = train
     model = ProbeConvLSTM(probe, **model_kw)
+    averages = {float(d): AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(d))) for d in ema}
     cfg = load_config("convlstm-fast", overrides={"train.epochs": epochs, "train.lr": lr,
                                                   "train.batch_size": batch_size})
     # AdamW with torch's default weight decay (0.01; the preset's is 0.0): what the figures in
@@ -170,18 +229,23 @@ def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 
             x = frames[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 pred = model(x[:, :in_frames], params[idx])
-            loss = ((pred.float() - x[:, 1:in_frames + 1]) ** 2).mean()
+            loss = (((pred.float() - x[:, 1:in_frames + 1]) ** 2).mean((2, 3, 4)) * w).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
             sched.step()
+            for avg in averages.values():
+                avg.update_parameters(model)
             loss_sum += float(loss.detach()) * len(idx)
         log(f"{probe}: epoch {epoch} train MSE {loss_sum / len(frames) * 255**2:.1f} "
             f"({time.perf_counter() - t0:.0f} s)")
-    return {"probe": probe, "epochs": epochs, "seed": seed,
-            "test_mse": test_mse(model, *test, in_frames),
-            "train_mse_255": loss_sum / len(frames) * 255**2, "seconds": time.perf_counter() - t0}
+    res = {"probe": probe, "epochs": epochs, "seed": seed,
+           "test_mse": test_mse(model, *test, in_frames),
+           "train_mse_255": loss_sum / len(frames) * 255**2, "seconds": time.perf_counter() - t0}
+    if averages:
+        res["ema_test_mse"] = {str(d): test_mse(avg.module, *test, in_frames) for d, avg in averages.items()}
+    return res
 
 
 def main(argv=None) -> int:
@@ -193,6 +257,11 @@ def main(argv=None) -> int:
                    help="train on the first N series of the training split only (a learning curve)")
     p.add_argument("--kernel-size", type=int, default=3, help="the cells' kernel (odd; the family's default 3)")
     p.add_argument("--patch", type=int, default=2, help="space-to-depth factor (the family's default 2)")
+    p.add_argument("--hidden", default="64,64,64", help="the cells' channels, bottom first (the preset's 64,64,64)")
+    p.add_argument("--step-weights", default=None, metavar="W,W,..",
+                   help="loss weight of each forecast step (default all 1; 0,0,0,1: the last age only)")
+    p.add_argument("--ema", default="", metavar="D,D,..",
+                   help="also score moving averages of the weights with these decays (e.g. 0.99,0.995)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -210,6 +279,19 @@ def main(argv=None) -> int:
     if a.threads < 1:
         p.error(f"--threads {a.threads}: expected >= 1")
     try:
+        hidden = tuple(int(v) for v in a.hidden.split(","))
+        weights = None if a.step_weights is None else [float(v) for v in a.step_weights.split(",")]
+        decays = [float(v) for v in a.ema.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--hidden {a.hidden!r}, --step-weights {a.step_weights!r}, --ema {a.ema!r}: expected "
+                f"comma-separated numbers")
+    if not hidden or min(hidden) < 1 or ("axial" in probes and any(h % 4 for h in hidden)):
+        p.error(f"--hidden {a.hidden!r}: expected positive channel counts (multiples of 4 for the axial probe)")
+    if weights is not None and (any(v < 0 for v in weights) or not sum(weights) > 0):
+        p.error(f"--step-weights {a.step_weights!r}: expected non-negative numbers, not all 0")
+    if any(not 0 < d < 1 for d in decays):
+        p.error(f"--ema {a.ema!r}: expected decays in (0, 1)")
+    try:
         card = read_card(a.data)
         require_regular(card, a.data, "a probe")
     except (ValueError, OSError) as e:
@@ -218,6 +300,8 @@ def main(argv=None) -> int:
     if len(ages) < 2:
         p.error(f"{a.data}: {len(ages)} frame(s) per series; a probe needs at least 2 (inputs and a target)")
     in_frames = len(ages) - 1                   # the family's next-frame form: sees T-1, forecasts T-1
+    if weights is not None and len(weights) != in_frames:
+        p.error(f"--step-weights {a.step_weights!r}: {a.data} has {in_frames} forecast steps per series")
     columns = card.get("columns") or {}
     missing = [n for n in pine.PARAM_NAMES if n not in columns]
     if "oracle" in probes and missing:
@@ -238,9 +322,10 @@ def main(argv=None) -> int:
     test = load_split(a.data, "test", with_params)
     if a.train_series is not None:
         train = (train[0][:a.train_series], train[1][:a.train_series])
-    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, kernel_size=a.kernel_size,
-                           patch=a.patch),
-             "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch}
+    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, step_weights=weights, ema=decays,
+                           kernel_size=a.kernel_size, patch=a.patch, hidden=hidden),
+             "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch,
+             "hidden": list(hidden), "step_weights": weights}
             for probe in probes]
     ages = ages[1:]                             # the forecast ages
     for r in rows:
@@ -248,6 +333,8 @@ def main(argv=None) -> int:
     print(f"{'probe':8s}" + "".join(f"{'age ' + str(g):>10s}" for g in ages))
     for r in rows:
         print(f"{r['probe']:8s}" + "".join(f"{v:10.2f}" for v in r["test_mse"]))
+        for d, mse in r.get("ema_test_mse", {}).items():
+            print(f"{'  ema ' + d:8s}" + "".join(f"{v:10.2f}" for v in mse))
     if a.json:
         write_json(a.json, {"data": a.data, "ages": ages, "rows": rows})
     return 0

@@ -100,6 +100,12 @@ def _card(**kw):
     (_card(), ["--train-series", "51"], "training split has 50"),
     (_card(height=30), ["--patch", "4"], "30x16 frames are not divisible"),
     (_card(), ["--threads", "0"], "--threads 0"),
+    (_card(), ["--step-weights", "1,1"], "has 4 forecast steps"),
+    (_card(), ["--step-weights", "0,0,0,0"], "not all 0"),
+    (_card(), ["--step-weights", "1,x,1,1"], "comma-separated numbers"),
+    (_card(), ["--ema", "0.99,1.5"], "decays in (0, 1)"),
+    (_card(), ["--hidden", "64,0"], "positive channel counts"),
+    (_card(), ["--probes", "axial", "--hidden", "6"], "multiples of 4"),
 ])
 def test_cli_refuses_before_loading_frames(monkeypatch, capsys, card, args, match):
     monkeypatch.setattr(cp, "read_card", lambda path: card)
@@ -116,3 +122,41 @@ def test_probe_follows_the_number_of_frames():
     res = cp.train_probe("base", (frames, torch.zeros(16, 23)), (frames[:4], torch.zeros(4, 23)),
                          epochs=1, in_frames=2, log=lambda *_: None, hidden=(4,))
     assert len(res["test_mse"]) == 2
+
+
+def test_axial_attention_sees_its_whole_column_or_row_and_nothing_else():
+    torch.manual_seed(0)
+    for axis in ("h", "w"):
+        block = cp.AxialAttention(8, axis)
+        x = torch.rand(1, 8, 6, 4)
+        assert torch.equal(block(x), x)                 # zero-initialised output: the identity
+        with torch.no_grad():
+            block.out.weight.normal_(0, 0.5)
+            y = x.clone()
+            y[0, :, 0, 0] += 1.0                        # change the top-left cell only
+            d = (block(y) - block(x)).abs().sum(1)[0]   # (6, 4): which cells the change reached
+        if axis == "h":                                 # the whole first column, no other column
+            assert (d[:, 0] > 0).all() and (d[:, 1:] == 0).all()
+        else:                                           # the whole first row, no other row
+            assert (d[0, :] > 0).all() and (d[1:, :] == 0).all()
+    with pytest.raises(ValueError, match="axial attention"):
+        cp.AxialAttention(6, "h")
+    m = cp.ProbeConvLSTM("axial", hidden=(8, 8))
+    assert len(m.axial) == 2 and m.cells[0].conv.in_channels == 12 + 8
+
+
+def test_step_weights_and_moving_averages():
+    torch.manual_seed(0)
+    base = torch.rand(32, 1, 3, 8, 4) * 0.5
+    frames = base + 0.1 * torch.arange(5).view(1, 5, 1, 1, 1)
+    data = (frames, torch.zeros(32, 23))
+    kw = dict(epochs=1, batch_size=8, lr=1e-2, log=lambda *_: None, hidden=(4,))
+    first = cp.train_probe("base", data, data, step_weights=[1, 0, 0, 0], **kw)
+    last = cp.train_probe("base", data, data, step_weights=[0, 0, 0, 1], ema=(0.5, 0.9), **kw)
+    assert first["test_mse"] != last["test_mse"]
+    assert set(last["ema_test_mse"]) == {"0.5", "0.9"} and all(len(v) == 4 for v in last["ema_test_mse"].values())
+    assert "ema_test_mse" not in first
+    for bad in ({"step_weights": [1, 1]}, {"step_weights": [0, 0, 0, 0]}, {"step_weights": [1, -1, 1, 1]},
+                {"ema": (1.0,)}):
+        with pytest.raises(ValueError):
+            cp.train_probe("base", data, data, **{**kw, **bad})

@@ -1,0 +1,151 @@
+"""Do forecasters' errors average out? Ensembles and mirror test-time augmentation, side by side.
+
+    python benchmarks/ensemble_tta.py --data data/pines runs/convlstm-40k/model runs/simvp-20k/model \
+        --json runs/ensemble.json
+
+For each grid model directory (those ``jobs/evaluate.py`` scores on a regular dataset) and the
+dataset's test split (or ``--split``), the MSE per forecast age (0-255 pixels, the forecast rounded
+to uint8 as delivered) of:
+
+* the model alone (``crnn.inference.forecast_window``: the next-frame forecast of every input step);
+* the model with mirror test-time augmentation: the mean of its forecast and the mirror image of its
+  forecast of the mirrored series. The mirror is about the centre of pixel column ``--mirror-column``
+  (default W // 2, where the pine simulator draws the trunk: column c <-> 2 * col - c); columns
+  without a partner inside the image keep the plain forecast. Valid only where the scene is
+  mirror-symmetric in distribution (pines: branch azimuths are uniform and the light does not come
+  from one side); ``mirror_only`` (the mirrored forecast alone, un-mirrored) checks that: it should
+  score like the model;
+* the mean of all the models' forecasts (an ensemble), plain and with the augmentation, and
+  ``error_correlation``: the correlation of two models' per-value errors (when it is near 1 an
+  ensemble cannot help: the models make the same mistakes).
+
+No Ray; the models and the dataset are checked (``crnn.evaluate.check_evaluate``) before any
+forecast; ValueError (``ModelError``, ``ShardError``) names a bad one.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from crnn.evaluate import check_evaluate  # noqa: E402
+from crnn.inference import forecast_window, load_model  # noqa: E402
+from crnn.shards import read_card, read_numpy  # noqa: E402
+from crnn.storage import write_json  # noqa: E402
+
+
+def mirror_pairs(width: int, column: int) -> tuple[np.ndarray, np.ndarray]:
+    """(src, dst) column indices of the mirror about the centre of pixel column ``column``: dst =
+    2 * column - src, both inside [0, width). Columns absent from ``src`` have no partner.
+    ValueError for a column outside the image."""
+    if not 0 <= column < width:
+        raise ValueError(f"mirror column {column}: outside the image's {width} columns")
+    src = np.arange(width)
+    dst = 2 * column - src
+    keep = (dst >= 0) & (dst < width)
+    return src[keep], dst[keep]
+
+
+def mirror(a: np.ndarray, column: int, axis: int) -> np.ndarray:
+    """``a`` mirrored along ``axis`` (the image's columns) about pixel column ``column``; columns
+    without a partner are copied unchanged."""
+    src, dst = mirror_pairs(a.shape[axis], column)
+    out = a.copy()
+    idx = [slice(None)] * a.ndim
+    idx[axis] = dst
+    src_idx = [slice(None)] * a.ndim
+    src_idx[axis] = src
+    out[tuple(idx)] = a[tuple(src_idx)]
+    return out
+
+
+def per_age_mse(pred: np.ndarray, frames: np.ndarray, in_frames: int) -> list[float]:
+    """MSE per forecast step of float forecasts (N, K, C, H, W) in [0, 1] against ``frames`` (N, T,
+    H, W, C) uint8: step t against frame t + 1, the forecast rounded to uint8 first."""
+    q = np.clip(np.rint(pred.astype(np.float64) * 255.0), 0, 255).transpose(0, 1, 3, 4, 2)
+    truth = frames[:, 1:in_frames + 1].astype(np.float64)
+    return [float(((q[:, k] - truth[:, k]) ** 2).mean()) for k in range(in_frames)]
+
+
+def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_column: int | None = None) -> dict:
+    """The comparison of the module docstring as a dict: {"ages"?, "series", "split", "models":
+    {dir: {"plain", "mirror_tta", "mirror_only"}}, "ensemble": {"plain", "mirror_tta"} (two or more
+    models), "error_correlation": {"a | b": r}}. Raises ValueError naming a bad model, dataset, split
+    or mirror column before any forecast."""
+    if not model_dirs:
+        raise ValueError("give at least one model directory")
+    splits = {m: check_evaluate(m, data, split) for m in model_dirs}
+    if len(set(splits.values())) > 1:
+        raise ValueError(f"the models' test splits differ ({splits}); pass --split")
+    split = next(iter(splits.values()))
+    width = int(read_card(data)["width"])
+    column = width // 2 if mirror_column is None else mirror_column
+    mirror_pairs(width, column)                                                # checks the column
+    frames = read_numpy(data, split=split, columns=["frames"])["frames"]      # (N, T, H, W, C)
+    loaded = {m: load_model(m)[:2] for m in model_dirs}
+    ks = {m: cfg.data.in_frames for m, (_, cfg) in loaded.items()}
+    if len(set(ks.values())) > 1:
+        raise ValueError(f"the models see different numbers of input frames: {ks}")
+    k = next(iter(ks.values()))
+    flipped = mirror(frames, column, axis=3)
+    res = {"data": data, "split": split, "series": len(frames), "mirror_column": column, "models": {}}
+    plain, tta = {}, {}
+    for m, (model, _) in loaded.items():
+        p = forecast_window(model, frames, k)
+        back = mirror(forecast_window(model, flipped, k), column, axis=4)   # (N, K, C, H, W)
+        src, _ = mirror_pairs(width, column)
+        t = p.copy()
+        t[..., src] = 0.5 * (p[..., src] + back[..., src])
+        plain[m], tta[m] = p, t
+        res["models"][m] = {"plain": per_age_mse(p, frames, k), "mirror_tta": per_age_mse(t, frames, k),
+                            "mirror_only": per_age_mse(back, frames, k)}
+    if len(model_dirs) > 1:
+        res["ensemble"] = {"plain": per_age_mse(np.mean(list(plain.values()), 0), frames, k),
+                           "mirror_tta": per_age_mse(np.mean(list(tta.values()), 0), frames, k)}
+        truth = frames[:, 1:k + 1].transpose(0, 1, 4, 2, 3).astype(np.float64) / 255.0
+        res["error_correlation"] = {
+            f"{a} | {b}": float(np.corrcoef((plain[a] - truth).ravel(), (plain[b] - truth).ravel())[0, 1])
+            for a, b in itertools.combinations(model_dirs, 2)}
+    return res
+
+
+def format_report(res: dict) -> str:
+    lines = [f"{res['data']} split {res['split']} ({res['series']} series), MSE per forecast step on 0-255 "
+             f"pixels; mirror about column {res['mirror_column']}"]
+    fmt = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
+    for m, r in res["models"].items():
+        lines += [f"- {m}: {fmt(r['plain'])}", f"    with mirror TTA: {fmt(r['mirror_tta'])}",
+                  f"    mirrored forecast alone: {fmt(r['mirror_only'])}"]
+    if "ensemble" in res:
+        lines += [f"- mean of the {len(res['models'])} models: {fmt(res['ensemble']['plain'])}",
+                  f"    with mirror TTA: {fmt(res['ensemble']['mirror_tta'])}"]
+        lines += [f"- error correlation {pair}: {r:.3f}" for pair, r in res["error_correlation"].items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="model directories (runs/<name>/model)")
+    p.add_argument("--data", required=True, help="a regular dataset (jobs/generate.py output)")
+    p.add_argument("--split", default=None, help="split to score (default: the models' test split)")
+    p.add_argument("--mirror-column", type=int, default=None, metavar="C",
+                   help="mirror about the centre of this pixel column (default: width // 2, the pines' trunk)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    a = p.parse_args(argv)
+    try:
+        res = measure(a.models, a.data, a.split, a.mirror_column)
+    except (ValueError, OSError) as e:                 # OSError: e.g. --data names a file
+        p.error(str(e))
+    print(format_report(res))
+    if a.json:
+        write_json(a.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
