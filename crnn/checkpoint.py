@@ -197,18 +197,22 @@ def _flat(d: Any, prefix: str) -> dict[str, Any]:
 
 _FAMILY_SECTIONS = ("convlstm", "simvp", "timevp")   # ModelConfig's per-family sections
 _COMMON_FIELDS = ("kind", "height", "width", "channels")
+# Regularisation rates: they change training, not the weights a network has (fine-tuning often
+# lowers them), so a starting model may differ in them.
+_REGULARISATION = ("dropout", "recurrent_dropout", "drop_path")
 
 
 def _network_fields(cfg: Config) -> dict[str, Any]:
     """The dotted ``model.*`` fields that shape ``cfg``'s network: the image size, the kind, and the
-    kind's own fields (its section; the top-level fields for the paper's CRNN)."""
+    kind's own fields (its section; the top-level fields for the paper's CRNN), regularisation rates
+    (dropout, drop path) aside."""
     flat = _flat(to_dict(cfg)["model"], "model")
     kind = cfg.model.kind
     if kind in _FAMILY_SECTIONS:
         keep = lambda k: k.startswith(f"model.{kind}.") or k.split(".", 1)[1] in _COMMON_FIELDS  # noqa: E731
     else:
         keep = lambda k: k.split(".")[1] not in _FAMILY_SECTIONS  # noqa: E731
-    return {k: v for k, v in flat.items() if keep(k)}
+    return {k: v for k, v in flat.items() if keep(k) and k.rsplit(".", 1)[1] not in _REGULARISATION}
 
 
 def model_differences(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
@@ -220,6 +224,25 @@ def model_differences(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
         fa = {k: v for k, v in fa.items() if k.split(".", 1)[1] in _COMMON_FIELDS}
         fb = {k: v for k, v in fb.items() if k.split(".", 1)[1] in _COMMON_FIELDS}
     return [(k, fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
+
+
+def read_init_source(path: str) -> Config:
+    """The Config of the model directory ``train.init_from`` names, after every check of
+    :func:`check_model_dir`; :class:`ModelError` starting "train.init_from:" otherwise, with a hint
+    when ``path`` is a run directory whose ``model/`` holds the model."""
+    try:
+        source, _ = check_model_dir(path)
+    except ModelError as e:
+        from crnn.storage import exists, join
+
+        hint = ""
+        try:
+            if exists(join(path, "model", MODEL_FILE)):
+                hint = f" (a run directory? its model is {join(path, 'model')})"
+        except (OSError, ValueError):
+            pass
+        raise ModelError(f"train.init_from: {e}{hint}") from None
+    return source
 
 
 def check_init_from(cfg: Config, source: Config | None = None) -> None:
@@ -236,10 +259,7 @@ def check_init_from(cfg: Config, source: Config | None = None) -> None:
     if not path:
         return
     if source is None:
-        try:
-            source, _ = check_model_dir(path)
-        except ModelError as e:
-            raise ModelError(f"train.init_from: {e}") from None
+        source = read_init_source(path)
     diff = model_differences(cfg, source)
     if diff:
         shown = "; ".join(f"{k}: this run {va!r}, that model {vb!r}" for k, va, vb in diff[:4])

@@ -267,14 +267,32 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _override_type(key: str) -> Any:
+    """The declared type of the dotted config field ``key``, or None when it names no field."""
+    obj: Any = Config()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(obj):
+            return None
+        types = _field_types(obj)
+        if part not in types:
+            return None
+        tp, obj = types[part], getattr(obj, part)
+    return tp
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["train.lr=3e-4", "model.conv_filters=[32,64]"]`` -> dict (values parsed as YAML)."""
+    """``["train.lr=3e-4", "model.conv_filters=[32,64]"]`` -> dict (values parsed as YAML). A string
+    field keeps the text as typed when YAML would read something else (``train.init_from=`` is "",
+    ``data.path=2026-11-30`` a path, not a date)."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.field=value")
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if _override_type(key.strip()) is str and not isinstance(value, str):
+            value = raw.strip()
+        out[key.strip()] = value
     return out
 
 

@@ -43,6 +43,7 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
     from crnn.config import _flatten
     from crnn.storage import resolve
 
+    _check_init_from_outside(out, cfg)
     fs, root = resolve(out)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -65,12 +66,47 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
     except Exception as e:  # corrupt YAML, not a mapping
         raise RunDirError(f"{out}/config.yaml cannot be read ({e}); pass --overwrite to start over") from None
     new = _flatten(to_dict(cfg))
+    # a field the saved config lacks (written before the field existed) had its default
+    saved = {**{k: v for k, v in _flatten(to_dict(Config())).items() if k not in saved}, **saved}
     diff = [k for k in sorted(set(saved) | set(new)) if k not in RUNTIME_FIELDS and saved.get(k) != new.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in diff[:6])
         more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
         raise RunDirError(f"--out {out} holds a run of another configuration ({shown}{more}); pass --overwrite "
                           f"to delete it and start over, or choose another --out")
+    return False
+
+
+def _check_init_from_outside(out: str, cfg: Config) -> None:
+    """RunDirError when ``train.init_from`` lies inside ``out``: --overwrite would delete the starting
+    model before the run reads it, and the run would replace out/model with its own anyway."""
+    from crnn.storage import absolute
+
+    src = cfg.train.init_from
+    if not src:
+        return
+    a, b = absolute(src).rstrip("/"), absolute(out).rstrip("/")
+    if a == b or a.startswith(b + "/"):
+        raise RunDirError(f"train.init_from={src!r} lies inside --out {out}: the run would delete or replace "
+                          f"the model it starts from; copy that model elsewhere or choose another --out")
+
+
+def has_checkpoint(out: str) -> bool:
+    """Whether ``out`` holds a Ray Train checkpoint (``ray/<name>/checkpoint_*``), from which a rerun of
+    its configuration resumes (then ``train.init_from`` is not read again)."""
+    import pyarrow.fs as pafs
+
+    from crnn.storage import resolve
+
+    fs, root = resolve(out)
+    ray_dir = posixpath.join(root, "ray")
+    if fs.get_file_info(ray_dir).type != pafs.FileType.Directory:
+        return False
+    for run in fs.get_file_info(pafs.FileSelector(ray_dir)):
+        if run.type == pafs.FileType.Directory and any(
+                e.type == pafs.FileType.Directory and posixpath.basename(e.path).startswith("checkpoint_")
+                for e in fs.get_file_info(pafs.FileSelector(run.path))):
+            return True
     return False
 
 

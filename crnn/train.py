@@ -29,7 +29,7 @@ from crnn.loop import (
 )
 from crnn.model import FAMILIES, build_model
 from crnn.timeaware import data_summary
-from crnn.rundir import _user_callback, check_run_dir, clear_run_dir, finish_run
+from crnn.rundir import _user_callback, check_run_dir, clear_run_dir, finish_run, has_checkpoint
 from crnn.irregular import is_irregular, torch_series
 from crnn.shards import torch_frames
 
@@ -223,13 +223,18 @@ def with_absolute_paths(cfg: Config) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=absolute(cfg.train.init_from)))
 
 
-def check_config(cfg: Config) -> None:
-    """ValueError naming the field when ``cfg`` cannot be trained (no Ray: jobs call it first)."""
+def check_config(cfg: Config, out: str | None = None, overwrite: bool = False) -> None:
+    """ValueError naming the field when ``cfg`` cannot be trained (no Ray: jobs call it first).
+
+    With ``train.init_from`` it reads that model directory (:func:`crnn.checkpoint.check_init_from`),
+    unless the run directory ``out`` already holds a checkpoint to resume from (and not
+    ``overwrite``): a resumed run never reads its starting model again, which may be gone by then."""
     cfg.model.validate()
     cfg.train.validate()
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
-    check_init_from(cfg)  # reads train.init_from's model directory, when one is given
+    if cfg.train.init_from and not (out and not overwrite and has_checkpoint(out)):
+        check_init_from(cfg)
 
 
 def check_data(cfg: Config, card: dict) -> int:
@@ -312,7 +317,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = N
     from crnn.storage import is_local, resolve
 
     cfg = with_absolute_paths(cfg)
-    check_config(cfg)
+    check_config(cfg, out, overwrite)
     check_shared_storage({"data.path": cfg.data.path, "out": out, "train.init_from": cfg.train.init_from},
                          use_gpu=cfg.train.use_gpu)
     clear = check_run_dir(out, cfg, overwrite)

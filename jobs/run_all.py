@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     try:  # before Ray starts (the dataset is made here: its fit to the model is checked by fit)
         cfg = with_absolute_paths(apply(load_config(a.preset, overrides=a.overrides),
                                         {"data.path": data, "train.num_workers": a.workers}))
-        check_config(cfg)
+        check_config(cfg, run, a.overwrite)
         check_generate(a.num_series, 256, pine.DEFAULT_AGES, 32, 16)  # what generate() below makes
         check_run_dir(run, cfg, a.overwrite)
     except USAGE_ERRORS as e:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     try:
         cfg = with_absolute_paths(from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
                                                 use_gpu=a.use_gpu, epochs=a.epochs))
-        check_config(cfg)
+        check_config(cfg, a.out, a.overwrite)
         check_data(cfg, validate(cfg.data.path))
         check_run_dir(a.out, cfg, a.overwrite)
     except USAGE_ERRORS as e:

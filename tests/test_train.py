@@ -445,8 +445,10 @@ def test_init_from_refuses_another_network(tmp_path, change, needle):
         fit_plain(cfg, _frames(8))
     with pytest.raises(ValueError, match="train.init_from="):
         check_init_from(cfg)
-    # fields that do not shape the network (another family's unused section, training fields) may differ
-    same = _small_cfg(**{"model.convlstm.hidden": [8], "train.lr": 1e-2, "train.init_from": src})
+    # fields that do not shape the network (another family's unused section, training fields,
+    # regularisation rates) may differ
+    same = _small_cfg(**{"model.convlstm.hidden": [8], "train.lr": 1e-2, "model.dropout": 0.1,
+                         "model.recurrent_dropout": 0.5, "train.init_from": src})
     assert model_differences(same, _small_cfg()) == []
     check_init_from(same)
 
@@ -458,6 +460,66 @@ def test_init_from_names_a_missing_or_broken_model(tmp_path):
     with pytest.raises(ModelError, match=f"train.init_from: {missing}"):
         check_init_from(_small_cfg(**{"train.init_from": missing}))
     check_init_from(_small_cfg())  # "" : nothing to check
+    # a run directory instead of its model/: the hint names the model directory
+    fit_plain(_small_cfg(**{"train.epochs": 1}), _frames(8), out=str(tmp_path / "run" / "model"))
+    with pytest.raises(ModelError, match=f"a run directory\\? its model is {tmp_path / 'run' / 'model'}"):
+        check_init_from(_small_cfg(**{"train.init_from": str(tmp_path / "run")}))
+
+
+def test_init_from_inside_out_is_refused_and_a_resumed_run_does_not_read_it(tmp_path):
+    """--overwrite would delete a starting model inside --out (then the run fails with the model
+    gone): refused with or without it. A run that holds a checkpoint resumes without its source."""
+    from crnn.checkpoint import ModelError
+    from crnn.rundir import RunDirError, check_run_dir
+    from crnn.train import check_config
+
+    out = tmp_path / "run"
+    fit_plain(_small_cfg(**{"train.epochs": 1}), _frames(8), out=str(out / "model"))
+    (out / "config.yaml").write_text("{}")
+    cfg = _small_cfg(**{"train.init_from": str(out / "model")})
+    for overwrite in (False, True):
+        with pytest.raises(RunDirError, match="lies inside --out"):
+            check_run_dir(str(out), cfg, overwrite)
+    assert (out / "model" / "model.pt").exists()
+    gone = _small_cfg(**{"train.init_from": str(tmp_path / "moved-away")})
+    resumed = tmp_path / "ft"
+    with pytest.raises(ModelError, match="moved-away"):
+        check_config(gone, str(resumed))
+    (resumed / "ray" / "train" / "checkpoint_2026-11-30_00-00-00.000000").mkdir(parents=True)
+    check_config(gone, str(resumed))                    # resumes from its own checkpoint
+    with pytest.raises(ModelError, match="moved-away"):
+        check_config(gone, str(resumed), overwrite=True)  # starting over needs the source again
+
+
+@pytest.mark.parametrize("missing", ["train.init_from", "model.timevp"])
+def test_run_dir_written_before_a_field_existed_still_resumes(tmp_path, missing):
+    """A saved config.yaml without a field added later (train.init_from, the model.timevp section)
+    compares as that field's default: the rerun resumes, another value is still refused."""
+    import yaml
+
+    from crnn.config import save as save_config
+    from crnn.rundir import RunDirError, check_run_dir
+
+    cfg = _small_cfg()
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    section, name = missing.split(".")
+    del saved[section][name]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert check_run_dir(str(tmp_path), cfg) is False
+    other = _small_cfg(**{"train.init_from": "/elsewhere"}) if name == "init_from" else \
+        _small_cfg(**{"model.timevp.window": 3})
+    with pytest.raises(RunDirError, match=missing):
+        check_run_dir(str(tmp_path), other)
+
+
+def test_string_overrides_keep_their_text():
+    from crnn.config import parse_overrides
+
+    got = parse_overrides(["train.init_from=", "data.path=2026-11-30", "train.lr=3e-4", "model.simvp.hid_t=3"])
+    assert got == {"train.init_from": "", "data.path": "2026-11-30", "train.lr": "3e-4", "model.simvp.hid_t": 3}
+    assert parse_overrides(["train.init_from=20261130"]) == {"train.init_from": "20261130"}
+    assert parse_overrides(["train.init_from=\"\""]) == {"train.init_from": ""}
 
 
 def test_ray_train_init_from_and_rerun_from_another_directory(ray_local, tiny_dataset, tmp_path, monkeypatch):

@@ -80,7 +80,7 @@ def test_space_with_init_from_reads_the_model_once_and_keeps_its_network(tmp_pat
     base = apply(base, {"train.init_from": src})
     reads = []
     real = crnn.checkpoint.check_model_dir
-    monkeypatch.setattr(crnn.tune.space, "check_model_dir", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(crnn.checkpoint, "check_model_dir", lambda p: reads.append(p) or real(p))
     validate_space(base, load_space({"train.lr": {"loguniform": [1e-4, 1e-2]}, "train.batch_size": {"grid": [4, 8]}}))
     assert reads == [src]
     with pytest.raises(ValueError, match=r"search space model.lstm_units=32: train.init_from=.*model.lstm_units: "
@@ -88,6 +88,14 @@ def test_space_with_init_from_reads_the_model_once_and_keeps_its_network(tmp_pat
         validate_space(base, load_space({"model.lstm_units": {"choice": [16, 32]}}))
     with pytest.raises(ValueError, match="search space train.init_from='src': .*absolute path or a URI"):
         validate_space(base, load_space({"train.init_from": {"choice": [src, "src"]}}))
+    # the starting model in the space and a network field beside it: each pair is checked
+    plain = tiny_config("unused")
+    with pytest.raises(ValueError, match=r"search space model.lstm_units=32: .*this run 32, that model 16"):
+        validate_space(plain, load_space({"train.init_from": {"grid": [src]}, "model.lstm_units": {"grid": [16, 32]}}))
+    validate_space(plain, load_space({"train.init_from": {"grid": [src]}, "model.dropout": {"grid": [0.0, 0.3]}}))
+    # a missing starting model is named as train.init_from's
+    with pytest.raises(ValueError, match=r"train.init_from: .*nowhere: no such model directory"):
+        validate_space(plain, load_space({"train.init_from": {"grid": [str(tmp_path / "nowhere")]}}))
 
 
 def test_resource_plan_two_cpus_and_gpu_cluster():

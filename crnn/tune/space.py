@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from crnn.checkpoint import check_init_from, check_model_dir
+from crnn.checkpoint import check_init_from, read_init_source
 from crnn.config import Config, apply
 from crnn.model import FAMILIES
 
@@ -206,7 +206,7 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
     if path:
         source = (sources or {}).get(path)
         if source is None:
-            source, _ = check_model_dir(path)
+            source = read_init_source(path)
             if sources is not None:
                 sources[path] = source
         check_init_from(cfg, source)
@@ -216,14 +216,20 @@ def validate_space(base: Config, space: dict[str, Any]) -> None:
     """Raise ValueError naming the key if a space key is not a config field or one of its values
     (each category, each grid value, the bounds of a range) makes an invalid config."""
     sources: dict[str, Config] = {}
+    # a starting model fixes the network: every model.* candidate is checked against each one
+    starts = list(_candidate_values(space["train.init_from"])) if "train.init_from" in space else []
+    for value in starts:
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            raise ValueError(f"search space train.init_from={value!r}: trials run in other working "
+                             f"directories; give an absolute path or a URI")
     for key, d in space.items():
         for value in _candidate_values(d):
-            if key == "train.init_from" and isinstance(value, str) and value and "://" not in value \
-                    and not os.path.isabs(value):
-                raise ValueError(f"search space {key}={value!r}: trials run in other working directories; "
-                                 f"give an absolute path or a URI")
+            combos = [{key: value}]
+            if key.startswith("model.") and starts:
+                combos = [{key: value, "train.init_from": start} for start in starts]
             try:
-                check_config(apply(base, {key: value}), sources)
+                for combo in combos:
+                    check_config(apply(base, combo), sources)
             except (KeyError, TypeError, ValueError) as e:
                 msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
                 raise ValueError(f"search space {key}={value!r}: {msg}") from None
