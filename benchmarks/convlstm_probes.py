@@ -29,7 +29,8 @@ forecast rounded to uint8 as delivered), with one change each:
   sinusoids of the normalised coordinate added to queries and keys, zero-initialised output): every
   pixel sees its whole column -- the tree's top and its crown base -- and its whole row.
 
-Options that change the recipe for every probe: ``--hidden`` (the cells' channels, e.g. 128,128,128
+Options that change the recipe for every probe: ``--batch-size`` and ``--lr`` (the preset's 32 and
+2e-3), ``--hidden`` (the cells' channels, e.g. 128,128,128
 or 64,64,64,64,64,64), ``--step-weights`` (the loss weight of each forecast step, normalised to mean
 1; e.g. 0,0,0,1 trains on the last forecast age only) and ``--ema`` (also score exponential moving
 averages of the weights, ``torch.optim.swa_utils`` with ``get_ema_multi_avg_fn``, one per decay).
@@ -262,6 +263,8 @@ def main(argv=None) -> int:
                    help="loss weight of each forecast step (default all 1; 0,0,0,1: the last age only)")
     p.add_argument("--ema", default="", metavar="D,D,..",
                    help="also score moving averages of the weights with these decays (e.g. 0.99,0.995)")
+    p.add_argument("--batch-size", type=int, default=32, help="series per step (the preset's 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW's peak learning rate (the preset's 2e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", default=None, metavar="PATH")
@@ -278,6 +281,8 @@ def main(argv=None) -> int:
         p.error(f"--train-series {a.train_series}: expected >= 1")
     if a.threads < 1:
         p.error(f"--threads {a.threads}: expected >= 1")
+    if a.batch_size < 1 or not a.lr > 0:
+        p.error(f"--batch-size {a.batch_size} must be >= 1 and --lr {a.lr} > 0")
     try:
         hidden = tuple(int(v) for v in a.hidden.split(","))
         weights = None if a.step_weights is None else [float(v) for v in a.step_weights.split(",")]
@@ -322,10 +327,11 @@ def main(argv=None) -> int:
     test = load_split(a.data, "test", with_params)
     if a.train_series is not None:
         train = (train[0][:a.train_series], train[1][:a.train_series])
-    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, step_weights=weights, ema=decays,
-                           kernel_size=a.kernel_size, patch=a.patch, hidden=hidden),
+    rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, batch_size=a.batch_size, lr=a.lr,
+                           step_weights=weights, ema=decays, kernel_size=a.kernel_size, patch=a.patch,
+                           hidden=hidden),
              "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch,
-             "hidden": list(hidden), "step_weights": weights}
+             "hidden": list(hidden), "step_weights": weights, "batch_size": a.batch_size, "lr": a.lr}
             for probe in probes]
     ages = ages[1:]                             # the forecast ages
     for r in rows:

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from crnn.evaluate import check_evaluate  # noqa: E402
+from crnn.evaluate import check_models_split  # noqa: E402
 from crnn.inference import forecast_window, load_model  # noqa: E402
 from crnn.shards import read_card, read_numpy  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
@@ -77,12 +77,7 @@ def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_c
     {dir: {"plain", "mirror_tta", "mirror_only"}}, "ensemble": {"plain", "mirror_tta"} (two or more
     models), "error_correlation": {"a | b": r}}. Raises ValueError naming a bad model, dataset, split
     or mirror column before any forecast."""
-    if not model_dirs:
-        raise ValueError("give at least one model directory")
-    splits = {m: check_evaluate(m, data, split) for m in model_dirs}
-    if len(set(splits.values())) > 1:
-        raise ValueError(f"the models' test splits differ ({splits}); pass --split")
-    split = next(iter(splits.values()))
+    split = check_models_split(model_dirs, data, split)
     width = int(read_card(data)["width"])
     column = width // 2 if mirror_column is None else mirror_column
     mirror_pairs(width, column)                                                # checks the column

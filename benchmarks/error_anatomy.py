@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from crnn.evaluate import check_evaluate  # noqa: E402
+from crnn.evaluate import check_models_split  # noqa: E402
 from crnn.inference import forecast_window, load_model, to_uint8  # noqa: E402
 from crnn.model import ModelConfig, build_model  # noqa: E402
 from crnn.shards import read_numpy  # noqa: E402
@@ -81,12 +81,7 @@ def measure(model_dirs: list[str], data: str, split: str | None = None) -> dict:
     """``anatomy`` of each model directory's last-step forecast and of persistence on ``data``'s
     split. Raises ValueError (ModelError, ShardError) naming a bad model, dataset or split, before
     any forecast is made."""
-    if not model_dirs:
-        raise ValueError("give at least one model directory")
-    splits = {m: check_evaluate(m, data, split) for m in model_dirs}
-    if len(set(splits.values())) > 1:
-        raise ValueError(f"the models' test splits differ ({splits}); pass --split")
-    split = next(iter(splits.values()))
+    split = check_models_split(model_dirs, data, split)
     frames = read_numpy(data, split=split, columns=["frames"])["frames"]     # (N, T, H, W, C)
     models = {}
     for m in model_dirs:

@@ -106,12 +106,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.conv_filters": [16, 32],
     },
     # `make run`: a small ConvLSTM (the best family on this CPU, README "Forecaster family"), 8 epochs
-    # on up to 512 series; about a minute for the whole `make run` on a 2-core laptop CPU.
+    # on up to 512 series; about a minute for the whole `make run` on a 2-core laptop CPU. Batch 4:
+    # on a CPU a small batch costs little time and buys optimizer steps (age-30 MSE 95.8 vs 123.0 at
+    # batch 16; BENCHMARKS.md, "Why the best model is still far above the floor", part 5).
     "demo": {
         "model.kind": "convlstm",
         "model.convlstm.hidden": [64, 64],
         "train.epochs": 8,
-        "train.batch_size": 16,
+        "train.batch_size": 4,
         "train.lr": 3e-3,
         "train.optimizer": "adamw",
         "train.warmup_epochs": 1,
@@ -170,6 +172,11 @@ PRESETS["timevp-fast"] = {**PRESETS["timevp"], "train.epochs": 10}
 PRESETS["convlstm"] = {**_FAMILY_RECIPE, "model.kind": "convlstm", "model.convlstm.hidden": [64, 64, 64],
                        "train.lr": 2e-3}
 PRESETS["convlstm-fast"] = {**PRESETS["convlstm"], "train.epochs": 10}
+# The ConvLSTM recipe for CPUs: batch 8 (a CPU trains nearly as many series/s at batch 8 as at 32,
+# and 4x the optimizer steps learn far more per series: BENCHMARKS.md, "Why the best model is still
+# far above the floor", part 5), bf16 (AVX512-BF16/AMX; else add train.precision=fp32), 10 epochs.
+PRESETS["convlstm-cpu"] = {**PRESETS["convlstm"], "train.batch_size": 8, "train.precision": "bf16",
+                           "train.epochs": 10}
 # Time to quality: the strong variant in bf16 for 10 epochs. On the 2-core CPU (AVX512-BF16: bf16 runs
 # 2.1x fp32 there) it beats the paper recipe's test MSE in 1/24-1/26 of the paper recipe's training
 # time (README, Results). On a CPU without bf16 units pass train.precision=fp32.

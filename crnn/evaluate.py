@@ -86,6 +86,18 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     return split
 
 
+def check_models_split(model_paths: list[str], data_path: str, split: str | None = None) -> str:
+    """:func:`check_evaluate` for several models that are to be scored side by side on one split:
+    returns that split; ValueError for no model, for models whose test splits differ (when ``split``
+    is not given) and everything :func:`check_evaluate` refuses."""
+    if not model_paths:
+        raise ValueError("give at least one model directory")
+    splits = {m: check_evaluate(m, data_path, split) for m in model_paths}
+    if len(set(splits.values())) > 1:
+        raise ValueError(f"the models' test splits differ ({splits}); pass --split")
+    return next(iter(splits.values()))
+
+
 def evaluate(model_path: str, data_path: str, out: str | None = None, split: str | None = None,
              device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> dict[str, Any]:
     """Score the model directory ``model_path`` and both baselines on one split of ``data_path``.

@@ -105,6 +105,8 @@ def _card(**kw):
     (_card(), ["--step-weights", "1,x,1,1"], "comma-separated numbers"),
     (_card(), ["--ema", "0.99,1.5"], "decays in (0, 1)"),
     (_card(), ["--hidden", "64,0"], "positive channel counts"),
+    (_card(), ["--batch-size", "0"], "--batch-size 0"),
+    (_card(), ["--lr", "0"], "--lr 0.0 > 0"),
     (_card(), ["--probes", "axial", "--hidden", "6"], "multiples of 4"),
 ])
 def test_cli_refuses_before_loading_frames(monkeypatch, capsys, card, args, match):
