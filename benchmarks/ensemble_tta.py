@@ -80,7 +80,7 @@ def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_c
     split = check_models_split(model_dirs, data, split)
     width = int(read_card(data)["width"])
     column = width // 2 if mirror_column is None else mirror_column
-    mirror_pairs(width, column)                                                # checks the column
+    src, _ = mirror_pairs(width, column)                                       # checks the column
     frames = read_numpy(data, split=split, columns=["frames"])["frames"]      # (N, T, H, W, C)
     loaded = {m: load_model(m)[:2] for m in model_dirs}
     ks = {m: cfg.data.in_frames for m, (_, cfg) in loaded.items()}
@@ -93,7 +93,6 @@ def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_c
     for m, (model, _) in loaded.items():
         p = forecast_window(model, frames, k)
         back = mirror(forecast_window(model, flipped, k), column, axis=4)   # (N, K, C, H, W)
-        src, _ = mirror_pairs(width, column)
         t = p.copy()
         t[..., src] = 0.5 * (p[..., src] + back[..., src])
         plain[m], tta[m] = p, t

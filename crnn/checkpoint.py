@@ -226,12 +226,12 @@ def model_differences(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
     return [(k, fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
 
 
-def read_init_source(path: str) -> Config:
-    """The Config of the model directory ``train.init_from`` names, after every check of
+def read_init_source(path: str) -> tuple[Config, dict[str, Any]]:
+    """(Config, payload) of the model directory ``train.init_from`` names, after every check of
     :func:`check_model_dir`; :class:`ModelError` starting "train.init_from:" otherwise, with a hint
     when ``path`` is a run directory whose ``model/`` holds the model."""
     try:
-        source, _ = check_model_dir(path)
+        return check_model_dir(path)
     except ModelError as e:
         from crnn.storage import exists, join
 
@@ -242,10 +242,9 @@ def read_init_source(path: str) -> Config:
         except (OSError, ValueError):
             pass
         raise ModelError(f"train.init_from: {e}{hint}") from None
-    return source
 
 
-def check_init_from(cfg: Config, source: Config | None = None) -> None:
+def check_init_from(cfg: Config, source: Config | None = None) -> dict[str, Any] | None:
     """Check ``train.init_from`` (fine-tuning / a warm restart) before any training starts.
 
     Nothing to check when it is "". Otherwise it must name a model directory (local or URI) that
@@ -253,13 +252,17 @@ def check_init_from(cfg: Config, source: Config | None = None) -> None:
     otherwise) and whose network config equals ``cfg``'s (:func:`model_differences`: the weights are
     loaded as they are, so the network must be the same; ValueError listing the differing fields with
     both values). ``source``: that directory's Config when the caller has read it already (Tune
-    checks many candidate configs against one).
+    checks many candidate configs against one). Returns the starting model's state dict when this
+    call read it (``source`` not given), so a caller that trains in this process loads it without a
+    second read; None otherwise.
     """
     path = cfg.train.init_from
     if not path:
-        return
+        return None
+    state = None
     if source is None:
-        source = read_init_source(path)
+        source, payload = read_init_source(path)
+        state = payload["state_dict"]
     diff = model_differences(cfg, source)
     if diff:
         shown = "; ".join(f"{k}: this run {va!r}, that model {vb!r}" for k, va, vb in diff[:4])
@@ -267,6 +270,7 @@ def check_init_from(cfg: Config, source: Config | None = None) -> None:
         raise ValueError(f"train.init_from={path!r}: that model's network differs from this run's: {shown}{more}. "
                          f"Give the same model.* settings (e.g. the preset it was trained with), or drop "
                          f"train.init_from to start from random weights")
+    return state
 
 
 def init_weights(model: torch.nn.Module, path: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crnn.checkpoint import check_init_from, init_weights, save_model_dir
+from crnn.checkpoint import check_init_from, save_model_dir
 from crnn.config import Config
 from crnn.model import build_model
 from crnn.shards import torch_frames
@@ -293,8 +293,7 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
         torch.set_num_threads(cfg.train.torch_threads)
     model = build_model(cfg.model)
     if cfg.train.init_from:  # fine-tuning / a warm restart: the same network, its trained weights
-        check_init_from(cfg)
-        init_weights(model, cfg.train.init_from)
+        model.load_state_dict(check_init_from(cfg))  # checked, then loaded from one read
     model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:

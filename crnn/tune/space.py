@@ -206,7 +206,7 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
     if path:
         source = (sources or {}).get(path)
         if source is None:
-            source = read_init_source(path)
+            source, _ = read_init_source(path)
             if sources is not None:
                 sources[path] = source
         check_init_from(cfg, source)
