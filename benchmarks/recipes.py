@@ -42,6 +42,10 @@ RUNS = {
     # the forecaster families (crnn/models/), 10 epochs in bf16 like strong-fast: the same budget
     "convlstm-fast": ("convlstm-fast", {"train.precision": "bf16"}),
     "simvp-fast": ("simvp-fast", {"train.precision": "bf16"}),
+    "predrnn-fast": ("predrnn-fast", {"train.precision": "bf16"}),
+    # the CPU recipes (batch 8, bf16, 10 epochs; BENCHMARKS.md, "Why the best model ...", parts 5-6)
+    "convlstm-cpu": ("convlstm-cpu", {}),
+    "predrnn-cpu": ("predrnn-cpu", {}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,

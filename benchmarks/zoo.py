@@ -2,7 +2,7 @@
 the simulator's floor.
 
     # cost: parameters, FLOPs per series, training and inference series/s, per family and size
-    python benchmarks/zoo.py cost --sizes 32x16,64x64 [--presets paper,strong,convlstm,simvp] [--json O]
+    python benchmarks/zoo.py cost --sizes 32x16,64x64 [--presets paper,strong,convlstm,predrnn,simvp] [--json O]
     # quality: per-age MSE/MAE/SSIM of evaluated models (jobs/evaluate.py or train --evaluate
     # metrics.json files), the baselines of the first one, and the floor (benchmarks/floor.py --json)
     python benchmarks/zoo.py quality --eval simvp=runs/simvp/eval/metrics.json ... --floor floor.json
@@ -35,7 +35,7 @@ from crnn.loop import autocast as loop_autocast  # noqa: E402
 from crnn.model import build_model, count_flops, count_parameters  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
-DEFAULT_PRESETS = ("paper", "strong", "convlstm", "simvp")
+DEFAULT_PRESETS = ("paper", "strong", "convlstm", "predrnn", "simvp")
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:

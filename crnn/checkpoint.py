@@ -195,7 +195,7 @@ def _flat(d: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
-_FAMILY_SECTIONS = ("convlstm", "simvp", "timevp")   # ModelConfig's per-family sections
+_FAMILY_SECTIONS = ("convlstm", "simvp", "timevp", "predrnn")   # ModelConfig's per-family sections
 _COMMON_FIELDS = ("kind", "height", "width", "channels")
 # Regularisation rates: they change training, not the weights a network has (fine-tuning often
 # lowers them), so a starting model may differ in them.

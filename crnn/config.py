@@ -174,9 +174,18 @@ PRESETS["convlstm"] = {**_FAMILY_RECIPE, "model.kind": "convlstm", "model.convls
 PRESETS["convlstm-fast"] = {**PRESETS["convlstm"], "train.epochs": 10}
 # The ConvLSTM recipe for CPUs: batch 8 (a CPU trains nearly as many series/s at batch 8 as at 32,
 # and 4x the optimizer steps learn far more per series: BENCHMARKS.md, "Why the best model is still
-# far above the floor", part 5), bf16 (AVX512-BF16/AMX; else add train.precision=fp32), 10 epochs.
+# far above the floor", part 5), bf16 (AVX512-BF16/AMX; else add train.precision=fp32), 10 epochs,
+# and the normalised cells with skip connections (part 6: 7.7 % lower MSE at the same steps and
+# cost; the part-5 figures were measured without them: model.convlstm.norm=false ...skip=false).
 PRESETS["convlstm-cpu"] = {**PRESETS["convlstm"], "train.batch_size": 8, "train.precision": "bf16",
-                           "train.epochs": 10}
+                           "train.epochs": 10, "model.convlstm.norm": True, "model.convlstm.skip": True}
+# PredRNN (crnn/models/predrnn.py): 3 x 64 ST-LSTM layers at half resolution, the ConvLSTM's recipe.
+# It learns more per second of training than the ConvLSTM on the pines (BENCHMARKS.md, "Why the best
+# model is still far above the floor", part 6); about twice the ConvLSTM's cost per series.
+PRESETS["predrnn"] = {**_FAMILY_RECIPE, "model.kind": "predrnn", "train.lr": 2e-3}
+PRESETS["predrnn-fast"] = {**PRESETS["predrnn"], "train.epochs": 10}
+PRESETS["predrnn-cpu"] = {**PRESETS["predrnn"], "train.batch_size": 8, "train.precision": "bf16",
+                          "train.epochs": 10}
 # Time to quality: the strong variant in bf16 for 10 epochs. On the 2-core CPU (AVX512-BF16: bf16 runs
 # 2.1x fp32 there) it beats the paper recipe's test MSE in 1/24-1/26 of the paper recipe's training
 # time (README, Results). On a CPU without bf16 units pass train.precision=fp32.

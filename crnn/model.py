@@ -1,5 +1,5 @@
 """The model registry: one typed config (:class:`ModelConfig`, with a section per family), the
-trainable families (:data:`FAMILIES`: the paper's CRNN, ConvLSTM, SimVP, TimeVP; ``crnn/models/``)
+trainable families (:data:`FAMILIES`: the paper's CRNN, ConvLSTM, PredRNN, SimVP, TimeVP; ``crnn/models/``)
 and the parameter-free baselines behind one interface, built by :func:`build_model`; plus
 :func:`rollout`, :func:`count_parameters` and :func:`count_flops`.
 
@@ -24,6 +24,7 @@ from crnn.models.baselines import LinearExtrapolationBaseline, PersistenceBaseli
 from crnn.models.convlstm import ConvLSTMConfig, ConvLSTMForecaster
 from crnn.models.crnn import CRNN, KerasLSTM, hard_sigmoid
 from crnn.models.simvp import SimVP, SimVPConfig
+from crnn.models.predrnn import PredRNN, PredRNNConfig
 from crnn.models.timevp import TimeVP, TimeVPConfig
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "Forecaster",
     "CRNN",
     "ConvLSTMForecaster",
+    "PredRNN",
+    "PredRNNConfig",
     "SimVP",
     "TimeVP",
     "KerasLSTM",
@@ -55,11 +58,11 @@ _RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid", "tanh")
 class ModelConfig:
     """Everything needed to build a model; the defaults are the paper's CRNN."""
 
-    # Which model: "crnn" (the paper's network), "convlstm" (crnn.models.convlstm), "simvp"
-    # (crnn.models.simvp), "timevp" (crnn.models.timevp: time-aware, any ages), "persistence"
+    # Which model: "crnn" (the paper's network), "convlstm" (crnn.models.convlstm), "predrnn"
+    # (crnn.models.predrnn), "simvp" (crnn.models.simvp), "timevp" (crnn.models.timevp: time-aware, any ages), "persistence"
     # (repeat the last frame) or "linear" (per-pixel linear extrapolation of the last two frames).
     # The fields below `kind`'s section are the paper CRNN's; every other family has its own
-    # section (model.convlstm.*, model.simvp.*, model.timevp.*).
+    # section (model.convlstm.*, model.predrnn.*, model.simvp.*, model.timevp.*).
     kind: str = "crnn"
     # Image size in pixels (rows, columns) and number of colour channels.
     height: int = 32
@@ -90,6 +93,7 @@ class ModelConfig:
     convlstm: ConvLSTMConfig = field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = field(default_factory=SimVPConfig)
     timevp: TimeVPConfig = field(default_factory=TimeVPConfig)
+    predrnn: PredRNNConfig = field(default_factory=PredRNNConfig)
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from YAML/JSON) for the tuple field.
@@ -165,8 +169,8 @@ def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
 
 
 #: Trainable families (``model.kind``) -> their class; each is built from the whole ModelConfig.
-FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "simvp": SimVP,
-                                         "timevp": TimeVP}
+FAMILIES: dict[str, type[Forecaster]] = {"crnn": CRNN, "convlstm": ConvLSTMForecaster, "predrnn": PredRNN,
+                                         "simvp": SimVP, "timevp": TimeVP}
 
 
 # ---- public helpers --------------------------------------------------------------

@@ -13,16 +13,17 @@ from crnn.model import FAMILIES, ModelConfig, build_model, count_flops, count_pa
 from crnn.models.analog import AnalogForecaster
 from crnn.models.base import causal_windows
 from crnn.models.convlstm import ConvLSTMConfig
+from crnn.models.predrnn import PredRNNConfig
 from crnn.models.simvp import SimVPConfig
 from crnn.models.timevp import TimeVPConfig
 
-NEW = ("convlstm", "simvp", "timevp")  # timevp: its regular-grid call (tests/test_timeaware.py: the rest)
+NEW = ("convlstm", "predrnn", "simvp", "timevp")  # timevp: its regular-grid call (tests/test_timeaware.py: the rest)
 SIZES = [(32, 16), (64, 64), (128, 128)]
 
 
 def small(kind: str, height: int = 32, width: int = 16) -> ModelConfig:
     return ModelConfig(kind=kind, height=height, width=width,
-                       convlstm=ConvLSTMConfig(hidden=(8, 8)),
+                       convlstm=ConvLSTMConfig(hidden=(8, 8)), predrnn=PredRNNConfig(hidden=(8, 8)),
                        simvp=SimVPConfig(hid_s=8, hid_t=16, n_t=2),
                        timevp=TimeVPConfig(hid_s=8, hid_t=16, n_t=2, window=4))
 
@@ -107,6 +108,11 @@ def test_rollout_and_shorter_windows(kind):
     ("convlstm", ConvLSTMConfig(patch=3), "model.convlstm.patch=3"),
     ("convlstm", ConvLSTMConfig(kernel_size=4), "model.convlstm.kernel_size=4"),
     ("convlstm", ConvLSTMConfig(hidden=()), "model.convlstm.hidden"),
+    ("predrnn", PredRNNConfig(hidden=(8, 4)), "model.predrnn.hidden=[8, 4]: expected equal"),
+    ("predrnn", PredRNNConfig(hidden=(6, 6), norm=True), "model.predrnn.hidden=[6, 6]: with norm=true"),
+    ("predrnn", PredRNNConfig(patch=3), "model.predrnn.patch=3"),
+    ("predrnn", PredRNNConfig(kernel_size=2), "model.predrnn.kernel_size=2"),
+    ("predrnn", PredRNNConfig(residual="yes"), "model.predrnn.residual='yes'"),
     ("simvp", SimVPConfig(n_s=6), "model.simvp.n_s=6"),  # downsamples by 8; 36x20 is not divisible
     ("simvp", SimVPConfig(hid_s=0), "model.simvp.hid_s=0"),
     ("simvp", SimVPConfig(n_t=1), "model.simvp.n_t=1"),
@@ -152,6 +158,10 @@ def test_flop_counts_positive_and_ordered():
         f32, f64 = (count_flops(ModelConfig(kind=kind, height=h, width=w)) for h, w in SIZES[:2])
         assert 7 < f64 / f32 < 9
     assert count_flops(small("simvp")) < count_flops(ModelConfig(kind="simvp"))
+    # PredRNN's ST-LSTM has ~2x the ConvLSTM cell's convolutions at the same widths
+    three = ConvLSTMConfig(hidden=(64, 64, 64))
+    ratio = count_flops(ModelConfig(kind="predrnn")) / count_flops(ModelConfig(kind="convlstm", convlstm=three))
+    assert 1.5 < ratio < 3
     # training (forward + backward) costs about 3x inference
     fwd, train = count_flops(small("convlstm")), count_flops(small("convlstm"), backward=True)
     assert 2.5 < train / fwd < 3.5
@@ -244,3 +254,90 @@ def test_zoo_benchmark_tables():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             zoo.main(["cost", "--device", "cuda", "--presets", "quick"])
+
+
+def test_convlstm_norm_option():
+    """model.convlstm.norm: group-normalised gates and cell state (Ba et al. 2016). Scaling a norm
+    cell's convolution leaves its output unchanged (what normalisation is for); the plain cell's
+    changes. Old checkpoints (no norm field, no norm weights) still build the plain cell."""
+    from crnn.models.convlstm import ConvLSTMCell
+
+    torch.manual_seed(0)
+    x, h, c = torch.rand(2, 12, 8, 4), torch.rand(2, 8, 8, 4), torch.rand(2, 8, 8, 4)
+    for norm in (True, False):
+        cell = ConvLSTMCell(12, 8, 3, norm=norm)
+        with torch.no_grad():
+            cell.conv.bias.zero_()
+            h1, c1 = cell(x, (h, c))
+            cell.conv.weight.mul_(10)
+            h2, c2 = cell(x, (h, c))
+        change = max(float((h1 - h2).abs().max()), float((c1 - c2).abs().max()))
+        assert change < 1e-3 if norm else change > 0.05
+    cfg = small("convlstm")
+    normed = dataclasses.replace(cfg, convlstm=ConvLSTMConfig(hidden=(8, 8), norm=True))
+    m = build_model(normed).eval()
+    assert any("gate_norm" in k for k in m.state_dict())
+    assert not any("norm" in k for k in build_model(cfg).state_dict())
+    xs = torch.rand(2, 4, 3, 32, 16)
+    with torch.no_grad():
+        assert torch.allclose(m(xs), xs)                        # residual head from zero
+    old = to_dict(load_config("convlstm"))
+    del old["model"]["convlstm"]["norm"]
+    assert from_dict(old).model.convlstm.norm is False
+    assert load_config("convlstm", overrides=["model.convlstm.norm=true"]).model.convlstm.norm is True
+
+
+def test_convlstm_skip_option():
+    """model.convlstm.skip: the head reads every layer (its input widens to the sum of the widths)
+    and equal-width layers add their input: with the top layer's output projection zeroed, the
+    forecast still depends on the lower layers (it does not without skip)."""
+    x = torch.rand(2, 4, 3, 32, 16)
+    outs = {}
+    for skip in (False, True):
+        torch.manual_seed(0)
+        cfg = dataclasses.replace(small("convlstm"), convlstm=ConvLSTMConfig(hidden=(8, 8), skip=skip))
+        m = build_model(cfg).eval()
+        assert m.head.in_channels == (16 if skip else 8)
+        with torch.no_grad():
+            torch.nn.init.normal_(m.head.weight, std=0.2)
+            m.cells[1].conv.weight.zero_()          # the top cell ignores its input and its past
+            m.cells[1].conv.bias.fill_(-20.0)       # all gates shut: its own hidden state is 0
+            base = m(x)
+            m.cells[0].conv.weight.mul_(2)          # change the bottom layer only
+            outs[skip] = float((m(x) - base).abs().max())
+    assert outs[False] < 1e-6 and outs[True] > 1e-3
+
+
+@pytest.mark.parametrize("value,match", [
+    (dict(skip="yes"), "model.convlstm.skip='yes': expected a bool"),
+    (dict(hidden=(8, 6), norm=True), "model.convlstm.hidden=[8, 6]: with norm=true"),
+    (dict(norm=1), "model.convlstm.norm=1: expected a bool"),
+])
+def test_convlstm_norm_bad_fields_are_named(value, match):
+    cfg = dataclasses.replace(ModelConfig(kind="convlstm"), convlstm=ConvLSTMConfig(**value))
+    with pytest.raises(ValueError, match=re.escape(match)):
+        build_model(cfg)
+
+
+def test_predrnn_memory_zigzags_through_the_stack():
+    """PredRNN (Wang et al. 2017, Fig. 3): cell k at step t reads the spatiotemporal memory that
+    cell k - 1 wrote at step t; the bottom cell reads what the top cell wrote at step t - 1 (zeros
+    at step 0). Recorded by wrapping each cell."""
+    m = build_model(small("predrnn")).eval()
+    for p_ in m.parameters():
+        torch.nn.init.normal_(p_, std=0.2)
+    seen = []                                       # (layer, memory in, memory out)
+    for k, cell in enumerate(m.cells):
+        def wrapped(x, state, mem, _k=k, _f=cell.forward):
+            out = _f(x, state, mem)
+            seen.append((_k, mem, out[1]))
+            return out
+        cell.forward = wrapped
+    with torch.no_grad():
+        m(torch.rand(2, 3, 3, 32, 16))
+    layers = len(m.cells)
+    assert [k for k, _, _ in seen] == list(range(layers)) * 3
+    assert torch.count_nonzero(seen[0][1]) == 0
+    for i in range(1, len(seen)):
+        assert seen[i][1] is seen[i - 1][2]         # each cell reads the memory written just before
+    assert not torch.equal(seen[layers][1], seen[0][1])   # step 1's bottom read step 0's top memory

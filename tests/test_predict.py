@@ -177,20 +177,30 @@ def test_plain_list_ages_forecast_like_the_contract(dataset, model_dir, tmp_path
     np.testing.assert_array_equal(got["frames"], want["frames"])
 
 
-@pytest.mark.parametrize("kind", ["convlstm", "simvp", "timevp"])
-def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tmp_path, kind):
+@pytest.mark.parametrize("kind,extra", [
+    ("convlstm", {}),
+    ("convlstm", {"model.convlstm.norm": True, "model.convlstm.skip": True, "model.convlstm.hidden": [8, 8]}),
+    ("predrnn", {}),
+    ("simvp", {}),
+    ("timevp", {}),
+], ids=["convlstm", "convlstm-norm-skip", "predrnn", "simvp", "timevp"])
+def test_every_family_round_trips_through_predict_evaluate_and_serve(dataset, tmp_path, kind, extra):
     """A model directory of each new family, trained one epoch by fit_plain, is rebuilt from the
     directory alone by offline prediction, evaluation and Serve's engine, which all agree."""
     from crnn.evaluate import evaluate
+    from crnn.model import FAMILIES
     from crnn.serve import ForecastEngine
 
     cfg = tiny_config("unused", **{"train.epochs": 1, "model.kind": kind, "model.simvp.hid_s": 8,
                                    "model.simvp.hid_t": 16, "model.simvp.n_t": 2, "model.convlstm.hidden": [8],
-                                   "model.timevp.hid_s": 8, "model.timevp.hid_t": 16, "model.timevp.n_t": 2})
+                                   "model.predrnn.hidden": [8, 8],
+                                   "model.timevp.hid_s": 8, "model.timevp.hid_t": 16, "model.timevp.n_t": 2,
+                                   **extra})
     model_path = str(tmp_path / "model")
     fit_plain(cfg, _frames(16, 2), out=model_path)
     model, loaded, _ = load_model(model_path)
-    assert loaded.model.kind == kind and type(model).__name__ in ("ConvLSTMForecaster", "SimVP", "TimeVP")
+    assert loaded.model.kind == kind and type(model) is FAMILIES[kind]
+    assert loaded.model == cfg.model                 # the family's own fields come back (norm, skip)
     src = _by_id(read_numpy(dataset))
     want = to_uint8(forecast_window(model, src["frames"], 4))
     assert not (want == src["frames"][:, :4]).all()  # trained: not persistence any more

@@ -9,6 +9,7 @@ and is *causal*: ``y[:, t]`` depends on ``x[:, :t + 1]`` only, so the per-age er
 family (ages 15..30 from inputs 10..25) are honest forecasts, never copies of a frame the model saw.
 
 * :mod:`crnn.models.convlstm` -- ConvLSTM (Shi et al., NeurIPS 2015);
+* :mod:`crnn.models.predrnn` -- PredRNN, stacked spatiotemporal LSTMs (Wang et al., NeurIPS 2017);
 * :mod:`crnn.models.simvp` -- SimVP with the gSTA translator (Gao et al., CVPR 2022; Tan et al.,
   SimVP v2 / TAU, CVPR 2023);
 * :mod:`crnn.models.timevp` -- TimeVP, SimVP conditioned on real-valued ages (FiLM from sinusoidal

@@ -47,12 +47,13 @@ SPACES: dict[str, dict[str, Any]] = {
     # Which forecaster family, and each family's main widths (a field of a family not picked is
     # carried along unused); start from the `simvp` preset's training recipe.
     "families": {
-        "model.kind": {"choice": ["crnn", "convlstm", "simvp", "timevp"]},
+        "model.kind": {"choice": ["crnn", "convlstm", "predrnn", "simvp", "timevp"]},
         "model.residual": True,
         "model.simvp.hid_s": {"choice": [16, 32, 64]},
         "model.simvp.hid_t": {"choice": [64, 128, 256]},
         "model.simvp.n_t": {"choice": [2, 4, 6]},
         "model.convlstm.hidden": {"choice": [[32, 32], [64, 64], [64, 64, 64]]},
+        "model.predrnn.hidden": {"choice": [[32, 32], [64, 64], [64, 64, 64]]},
         "model.timevp.hid_t": {"choice": [64, 128, 256]},
         "train.lr": {"loguniform": [3e-4, 3e-3]},
     },
