@@ -4,6 +4,7 @@
         --epochs 10 --json runs/probes.json        # ~10 min per probe on this 2-core CPU
     python benchmarks/convlstm_probes.py --data data/pines20k --probes base --train-series 1600
         # a learning curve: the base model on the first N training series (the same 384 test trees)
+    python benchmarks/convlstm_probes.py --data data/pines --probes base,norm+skip,st --batch-size 8
 
 Each probe trains the ConvLSTM of the ``convlstm-fast`` preset (3 x 64 channels, patch 2, residual;
 AdamW 2e-3 -- with weight decay 0.01, the preset has none --, the preset's warm-up epoch then cosine
@@ -27,7 +28,18 @@ forecast rounded to uint8 as delivered), with one change each:
 * ``axial``: after each cell, self-attention along the image's columns, then along its rows (axial
   attention, Ho et al., "Axial Attention in Multidimensional Transformers", 2019; 4 heads, pre-norm,
   sinusoids of the normalised coordinate added to queries and keys, zero-initialised output): every
-  pixel sees its whole column -- the tree's top and its crown base -- and its whole row.
+  pixel sees its whole column -- the tree's top and its crown base -- and its whole row;
+* ``diff``: the change since the previous frame (zeros at the first) enters beside each frame;
+* ``skip``: residual connections between layers of equal width, and the head reads every layer's
+  hidden state (``model.convlstm.skip``);
+* ``norm``: group-normalised gates and cell state (``model.convlstm.norm``; Ba et al. 2016);
+* ``refine``: a 3-layer full-resolution convolution corrects the forecast from [frame, forecast]
+  (the cells run at half resolution);
+* ``st``: PredRNN's spatiotemporal LSTM cells (``crnn.models.predrnn``; Wang et al., NeurIPS 2017):
+  a second memory zigzags through the stack (with ``norm``: the family's ``model.predrnn.norm``).
+
+Probes combine with ``+`` (``norm+skip`` is what ``model.convlstm.norm=true skip=true`` builds, the
+``convlstm-cpu`` preset's cell; ``st`` is the ``predrnn`` family).
 
 Options that change the recipe for every probe: ``--batch-size`` and ``--lr`` (the preset's 32 and
 2e-3), ``--hidden`` (the cells' channels, e.g. 128,128,128
@@ -63,10 +75,11 @@ from crnn import pine  # noqa: E402
 from crnn.config import load_config  # noqa: E402
 from crnn.loop import make_scheduler  # noqa: E402
 from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
+from crnn.models.predrnn import SpatioTemporalLSTMCell  # noqa: E402
 from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
-PROBES = ("base", "oracle", "coord", "global", "axial")
+PROBES = ("base", "oracle", "coord", "global", "axial", "diff", "skip", "norm", "refine", "st")
 _LOW = np.array([p.low for p in pine.PARAMS], np.float64)
 _HIGH = np.array([p.high for p in pine.PARAMS], np.float64)
 
@@ -116,49 +129,79 @@ class ProbeConvLSTM(nn.Module):
     def __init__(self, probe: str, hidden=(64, 64, 64), patch: int = 2, channels: int = 3,
                  num_params: int = len(pine.PARAMS), kernel_size: int = 3) -> None:
         super().__init__()
-        if probe not in PROBES:
-            raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}")
-        self.probe = probe
+        parts = set(probe.split("+"))
+        if not parts <= set(PROBES):
+            raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}, or several joined by +")
+        self.probe, self.parts = probe, parts
         self.unshuffle, self.shuffle = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
         c_in = channels * patch * patch
-        prev = c_in + {"oracle": num_params, "coord": 2}.get(probe, 0)
+        prev = c_in + sum({"oracle": num_params, "coord": 2, "diff": c_in}.get(q, 0) for q in parts)
+        if "st" in parts and len(set(hidden)) != 1:
+            raise ValueError(f"the st probe's memory flows through every layer: equal hidden sizes, not {hidden}")
+        if "st" in parts:
+            def cell_type(*a):
+                return SpatioTemporalLSTMCell(*a, norm="norm" in parts)
+        else:
+            def cell_type(*a):
+                return ConvLSTMCell(*a, norm="norm" in parts)
         self.cells = nn.ModuleList()
         for h in hidden:
-            self.cells.append(ConvLSTMCell(prev, h, kernel_size))
+            self.cells.append(cell_type(prev, h, kernel_size))
             prev = h
+        if "skip" in parts:
+            prev = sum(hidden)                    # the head reads every layer's hidden state
         self.head = nn.Conv2d(prev, c_in, 1)
         nn.init.zeros_(self.head.weight)          # residual: starts as persistence
         nn.init.zeros_(self.head.bias)
         self.context = None
-        if probe == "global":
+        if "global" in parts:
             self.context = nn.ModuleList(nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, h))
                                          for h in hidden)
             for block in self.context:           # starts as the base model
                 nn.init.zeros_(block[-1].weight)
                 nn.init.zeros_(block[-1].bias)
         self.axial = None
-        if probe == "axial":
+        if "axial" in parts:
             self.axial = nn.ModuleList(nn.Sequential(AxialAttention(h, "h"), AxialAttention(h, "w")) for h in hidden)
+        self.refine = None
+        if "refine" in parts:                    # full resolution: [x_t, first forecast] -> correction
+            self.refine = nn.Sequential(nn.Conv2d(2 * channels, 32, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(32, 32, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(32, channels, 3, padding=1))
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         b, t = x.shape[:2]
         patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))
         hh, ww = patches.shape[-2:]
         states = [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
-        extra = None
-        if self.probe == "oracle":
+        extras = []
+        if "oracle" in self.parts:
             if params is None:
                 raise ValueError("the oracle probe needs the parameters")
-            extra = params[:, :, None, None].to(patches.dtype).expand(-1, -1, hh, ww)
-        elif self.probe == "coord":
+            extras.append(params[:, :, None, None].to(patches.dtype).expand(-1, -1, hh, ww))
+        if "coord" in self.parts:
             yy = torch.linspace(-1, 1, hh, dtype=patches.dtype).view(1, 1, hh, 1).expand(b, 1, hh, ww)
             xx = torch.linspace(-1, 1, ww, dtype=patches.dtype).view(1, 1, 1, ww).expand(b, 1, hh, ww)
-            extra = torch.cat([yy, xx], 1)
+            extras += [yy, xx]
+        extra = torch.cat(extras, 1) if extras else None
         outs = []
+        memory = patches.new_zeros(b, self.cells[0].hidden, hh, ww) if "st" in self.parts else None
         for step in range(t):
-            inp = patches[:, step] if extra is None else torch.cat([patches[:, step], extra], 1)
+            inp = patches[:, step]
+            if "diff" in self.parts:             # the change since the last frame (0 at the first)
+                inp = torch.cat([inp, inp - patches[:, step - 1] if step else torch.zeros_like(inp)], 1)
+            if extra is not None:
+                inp = torch.cat([inp, extra], 1)
+            hs = []
             for k, cell in enumerate(self.cells):
-                h, c = cell(inp, states[k])
+                if memory is not None:           # PredRNN's zigzag: M from the layer below (or the top at t-1)
+                    (h, c), memory = cell(inp, states[k], memory)
+                else:
+                    h, c = cell(inp, states[k])
+                if "skip" in self.parts and k and h.shape[1] == inp.shape[1]:
+                    h = h + inp                  # residual between layers of equal width
                 if self.context is not None:
                     g = self.context[k](torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1))
                     h = h + g[:, :, None, None]
@@ -166,8 +209,12 @@ class ProbeConvLSTM(nn.Module):
                     h = self.axial[k](h)
                 states[k] = (h, c)
                 inp = h
-            outs.append(self.head(inp))
+                hs.append(h)
+            outs.append(self.head(torch.cat(hs, 1) if "skip" in self.parts else inp))
         out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))
+        if self.refine is not None:
+            first = (x + out).flatten(0, 1)
+            out = out + self.refine(torch.cat([x.flatten(0, 1), first], 1)).unflatten(0, (b, t))
         return x + out
 
 
@@ -252,7 +299,7 @@ def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a regular pine dataset (jobs/generate.py)")
-    p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, of {', '.join(PROBES)}")
+    p.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, of {', '.join(PROBES)}; several joined by + combine (norm+skip)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--train-series", type=int, default=None, metavar="N",
                    help="train on the first N series of the training split only (a learning curve)")
@@ -270,7 +317,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
     probes = [s.strip() for s in a.probes.split(",") if s.strip()]
-    bad = [s for s in probes if s not in PROBES]
+    bad = [s for s in probes if not set(s.split("+")) <= set(PROBES)]
+    parts = {q for s in probes for q in s.split("+")}
     if bad or not probes:
         p.error(f"--probes {a.probes!r}: unknown {bad}; expected some of {', '.join(PROBES)}")
     if a.epochs < 1:
@@ -290,7 +338,7 @@ def main(argv=None) -> int:
     except ValueError:
         p.error(f"--hidden {a.hidden!r}, --step-weights {a.step_weights!r}, --ema {a.ema!r}: expected "
                 f"comma-separated numbers")
-    if not hidden or min(hidden) < 1 or ("axial" in probes and any(h % 4 for h in hidden)):
+    if not hidden or min(hidden) < 1 or ("axial" in parts and any(h % 4 for h in hidden)):
         p.error(f"--hidden {a.hidden!r}: expected positive channel counts (multiples of 4 for the axial probe)")
     if weights is not None and (any(v < 0 for v in weights) or not sum(weights) > 0):
         p.error(f"--step-weights {a.step_weights!r}: expected non-negative numbers, not all 0")
@@ -309,7 +357,9 @@ def main(argv=None) -> int:
         p.error(f"--step-weights {a.step_weights!r}: {a.data} has {in_frames} forecast steps per series")
     columns = card.get("columns") or {}
     missing = [n for n in pine.PARAM_NAMES if n not in columns]
-    if "oracle" in probes and missing:
+    if "st" in parts and len(set(hidden)) != 1:
+        p.error(f"--hidden {a.hidden!r}: the st probe's memory flows through every layer; expected equal sizes")
+    if "oracle" in parts and missing:
         p.error(f"{a.data}: the oracle probe needs a pine dataset with the simulator's parameter "
                 f"columns (missing {missing[:3]}{'...' if len(missing) > 3 else ''})")
     counts = {str(k): int(v) for k, v in (card.get("splits") or {}).items()}
@@ -336,11 +386,12 @@ def main(argv=None) -> int:
     ages = ages[1:]                             # the forecast ages
     for r in rows:
         print(json.dumps({**r, "ages": ages}))
-    print(f"{'probe':8s}" + "".join(f"{'age ' + str(g):>10s}" for g in ages))
+    w = max(8, *(len(r["probe"]) + 1 for r in rows))
+    print(f"{'probe':{w}s}" + "".join(f"{'age ' + str(g):>10s}" for g in ages))
     for r in rows:
-        print(f"{r['probe']:8s}" + "".join(f"{v:10.2f}" for v in r["test_mse"]))
+        print(f"{r['probe']:{w}s}" + "".join(f"{v:10.2f}" for v in r["test_mse"]))
         for d, mse in r.get("ema_test_mse", {}).items():
-            print(f"{'  ema ' + d:8s}" + "".join(f"{v:10.2f}" for v in mse))
+            print(f"{'  ema ' + d:{w}s}" + "".join(f"{v:10.2f}" for v in mse))
     if a.json:
         write_json(a.json, {"data": a.data, "ages": ages, "rows": rows})
     return 0

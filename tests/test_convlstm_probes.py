@@ -35,6 +35,23 @@ def test_base_probe_is_the_convlstm_family():
         assert torch.allclose(base(x), fam(x), atol=1e-6)
 
 
+def test_norm_skip_probe_is_the_family_with_norm_and_skip():
+    # what the convlstm-cpu preset trains: the same initial weights (same seed) and outputs
+    ov = ["model.convlstm.norm=true", "model.convlstm.skip=true"]
+    torch.manual_seed(0)
+    fam = build_model(load_config("convlstm-fast", overrides=ov).model)
+    torch.manual_seed(0)
+    probe = cp.ProbeConvLSTM("norm+skip")
+    assert {k: v.shape for k, v in probe.state_dict().items()} == {k: v.shape for k, v in fam.state_dict().items()}
+    assert all(torch.equal(a, b) for a, b in zip(probe.state_dict().values(), fam.state_dict().values()))
+    with torch.no_grad():
+        for q in fam.parameters():
+            q.normal_(0, 0.1)
+        probe.load_state_dict(fam.state_dict())
+        x = torch.rand(2, 4, 3, 32, 16)
+        assert torch.allclose(probe(x), fam(x), atol=1e-6)
+
+
 def test_oracle_reads_the_parameters_and_coord_and_global_add_what_they_say():
     x, p = _batch()
     m = cp.ProbeConvLSTM("oracle", hidden=(8,))
@@ -108,6 +125,8 @@ def _card(**kw):
     (_card(), ["--batch-size", "0"], "--batch-size 0"),
     (_card(), ["--lr", "0"], "--lr 0.0 > 0"),
     (_card(), ["--probes", "axial", "--hidden", "6"], "multiples of 4"),
+    (_card(), ["--probes", "st+norm", "--hidden", "64,32"], "expected equal sizes"),
+    (_card(), ["--probes", "norm+nope"], "unknown ['norm+nope']"),
 ])
 def test_cli_refuses_before_loading_frames(monkeypatch, capsys, card, args, match):
     monkeypatch.setattr(cp, "read_card", lambda path: card)
@@ -162,3 +181,25 @@ def test_step_weights_and_moving_averages():
                 {"ema": (1.0,)}):
         with pytest.raises(ValueError):
             cp.train_probe("base", data, data, **{**kw, **bad})
+
+
+def test_probes_combine_with_plus_and_reach_the_model():
+    """norm+skip: normalised cells and a head reading every layer; st: PredRNN's cells (the family's
+    own class) with a memory; diff and coord add their input channels together."""
+    from crnn.models.predrnn import SpatioTemporalLSTMCell
+
+    m = cp.ProbeConvLSTM("norm+skip", hidden=(8, 8))
+    assert m.cells[0].gate_norm is not None and m.head.in_channels == 16
+    st = cp.ProbeConvLSTM("st+norm", hidden=(8, 8))
+    assert isinstance(st.cells[0], SpatioTemporalLSTMCell) and st.cells[0].norm
+    assert cp.ProbeConvLSTM("diff+coord", hidden=(8,)).cells[0].conv.in_channels == 12 + 12 + 2 + 8
+    x, p = _batch()
+    for probe in ("norm+skip", "st+norm", "diff+coord", "refine"):
+        model = cp.ProbeConvLSTM(probe, hidden=(8, 8))
+        with torch.no_grad():
+            for q in model.parameters():
+                q.normal_(0, 0.2)
+            y = model(x, p)
+        assert y.shape == x.shape and not torch.allclose(y, x)
+    with pytest.raises(ValueError, match="equal hidden sizes"):
+        cp.ProbeConvLSTM("st", hidden=(8, 4))
