@@ -33,6 +33,46 @@ class Forecaster(nn.Module):
         return rollout(self, x, horizon, window)
 
 
+class PatchRecurrentForecaster(Forecaster):
+    """The frame the recurrent families (ConvLSTM, PredRNN) share: frames enter as space-to-depth
+    patches (``PixelUnshuffle(patch)``: (C, H, W) -> (C p^2, H/p, W/p)), a stack of recurrent cells
+    runs at (H/p, W/p), a 1x1 convolution (``head``) maps the top state back to C p^2 channels and
+    ``PixelShuffle`` back to a frame; residual heads start at zero (persistence). The subclass's
+    ``forward`` runs its cells over the steps. ``make_cell(in_channels, hidden)`` builds one layer
+    of ``cfg.<section>.hidden``; ``head_in``: the head's input channels (default the top layer's).
+    """
+
+    def __init__(self, cfg, section: str, make_cell, head_in: int | None = None) -> None:
+        super().__init__(cfg, section)
+        sub = getattr(cfg, section)
+        p = sub.patch
+        self.unshuffle, self.shuffle = nn.PixelUnshuffle(p), nn.PixelShuffle(p)
+        in_ch = cfg.channels * p * p
+        cells, prev = [], in_ch
+        for hid in sub.hidden:
+            cells.append(make_cell(prev, hid))
+            prev = hid
+        self.cells = nn.ModuleList(cells)
+        self.head = nn.Conv2d(head_in or prev, in_ch, 1)  # (B, head_in, h, w) -> (B, C p^2, h, w)
+        if self.residual:  # start as persistence: the change is learned from zero
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def to_patches(self, x: torch.Tensor):
+        """(B, T, C, H, W) -> patches (B, T, C p^2, h, w) and zero (H, C) states, one per cell."""
+        check_input(x, self.shape)
+        b, t = x.shape[:2]
+        patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))
+        hh, ww = patches.shape[-2:]
+        return patches, [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
+
+    def to_frames(self, x: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
+        """The head's outputs per step (B, C p^2, h, w) -> forecasts (B, T, C, H, W)."""
+        b, t = x.shape[:2]
+        out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))
+        return x + out if self.residual else out
+
+
 def check_input(x: torch.Tensor, shape: tuple[int, int, int] | None = None) -> None:
     """Raise ValueError unless ``x`` is (B, T, C, H, W) (with (C, H, W) == ``shape`` when given)."""
     if x.dim() != 5 or (shape is not None and tuple(x.shape[2:]) != tuple(shape)):

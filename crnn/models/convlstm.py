@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crnn.models.base import Forecaster, check_input, check_positive_int
+from crnn.models.base import PatchRecurrentForecaster, check_positive_int
 
 
 @dataclass
@@ -116,39 +116,22 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
-class ConvLSTMForecaster(Forecaster):
+class ConvLSTMForecaster(PatchRecurrentForecaster):
     """Stacked ConvLSTM next-frame forecaster: (B, T, C, H, W) -> (B, T, C, H, W), causal.
 
     Raises ValueError for a bad config (naming the field) or an input of another shape.
     """
 
     def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="convlstm"
-        super().__init__(cfg, "convlstm")
         cc: ConvLSTMConfig = cfg.convlstm
-        p = cc.patch
-        self.unshuffle, self.shuffle = nn.PixelUnshuffle(p), nn.PixelShuffle(p)
-        in_ch = cfg.channels * p * p
-        cells, prev = [], in_ch
-        for hid in cc.hidden:
-            cells.append(ConvLSTMCell(prev, hid, cc.kernel_size, norm=cc.norm))
-            prev = hid
-        self.cells = nn.ModuleList(cells)
+        super().__init__(cfg, "convlstm", lambda c_in, hid: ConvLSTMCell(c_in, hid, cc.kernel_size, norm=cc.norm),
+                         head_in=sum(cc.hidden) if cc.skip else None)  # skip: the head reads every layer
         self.skip = cc.skip
-        if self.skip:  # the head reads every layer: (B, sum(hidden), h, w)
-            prev = sum(cc.hidden)
-        self.head = nn.Conv2d(prev, in_ch, 1)  # (B, hidden[-1], h, w) -> (B, C p^2, h, w)
-        if self.residual:  # start as persistence: the change is learned from zero
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.shape)
-        b, t = x.shape[:2]
-        patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C p^2, h, w)
-        hh, ww = patches.shape[-2:]
-        states = [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
+        patches, states = self.to_patches(x)
         outs = []
-        for step in range(t):  # T is small (4)
+        for step in range(x.shape[1]):  # T is small (4)
             inp, hs = patches[:, step], []
             for k, cell in enumerate(self.cells):
                 h, c = cell(inp, states[k])
@@ -158,5 +141,4 @@ class ConvLSTMForecaster(Forecaster):
                 inp = h
                 hs.append(h)
             outs.append(self.head(torch.cat(hs, 1) if self.skip else inp))  # (B, C p^2, h, w)
-        out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C, H, W)
-        return x + out if self.residual else out
+        return self.to_frames(x, outs)

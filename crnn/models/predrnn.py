@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crnn.models.base import Forecaster, check_input, check_positive_int
+from crnn.models.base import PatchRecurrentForecaster, check_positive_int
 
 
 @dataclass
@@ -128,41 +128,25 @@ class SpatioTemporalLSTMCell(nn.Module):
         return (h, c), m
 
 
-class PredRNN(Forecaster):
+class PredRNN(PatchRecurrentForecaster):
     """Stacked ST-LSTM next-frame forecaster: (B, T, C, H, W) -> (B, T, C, H, W), causal.
 
     Raises ValueError for a bad config (naming the field) or an input of another shape.
     """
 
     def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="predrnn"
-        super().__init__(cfg, "predrnn")
         pc: PredRNNConfig = cfg.predrnn
-        p = pc.patch
-        self.unshuffle, self.shuffle = nn.PixelUnshuffle(p), nn.PixelShuffle(p)
-        in_ch = cfg.channels * p * p
-        cells, prev = [], in_ch
-        for hid in pc.hidden:
-            cells.append(SpatioTemporalLSTMCell(prev, hid, pc.kernel_size, norm=pc.norm))
-            prev = hid
-        self.cells = nn.ModuleList(cells)
-        self.head = nn.Conv2d(prev, in_ch, 1)  # (B, hidden, h, w) -> (B, C p^2, h, w)
-        if self.residual:  # start as persistence: the change is learned from zero
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        super().__init__(cfg, "predrnn",
+                         lambda c_in, hid: SpatioTemporalLSTMCell(c_in, hid, pc.kernel_size, norm=pc.norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.shape)
-        b, t = x.shape[:2]
-        patches = self.unshuffle(x.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C p^2, h, w)
-        hh, ww = patches.shape[-2:]
-        states = [(patches.new_zeros(b, cell.hidden, hh, ww),) * 2 for cell in self.cells]
-        memory = patches.new_zeros(b, self.cells[0].hidden, hh, ww)  # M: zigzags through the stack
+        patches, states = self.to_patches(x)
+        memory = torch.zeros_like(states[0][0])  # M: zigzags through the stack (all layers equal width)
         outs = []
-        for step in range(t):  # T is small (4)
+        for step in range(x.shape[1]):  # T is small (4)
             inp = patches[:, step]
             for k, cell in enumerate(self.cells):
                 states[k], memory = cell(inp, states[k], memory)
                 inp = states[k][0]
             outs.append(self.head(inp))  # (B, C p^2, h, w)
-        out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))  # (B, T, C, H, W)
-        return x + out if self.residual else out
+        return self.to_frames(x, outs)
