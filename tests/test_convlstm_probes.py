@@ -20,36 +20,26 @@ def test_every_probe_starts_as_persistence(probe):
     assert torch.equal(m(x, p), x)                       # residual head from zero
 
 
-def test_base_probe_is_the_convlstm_family():
-    # same parameter names and shapes as crnn.models.convlstm with the convlstm-fast preset
-    fam = build_model(load_config("convlstm-fast").model)
-    base = cp.ProbeConvLSTM("base")
-    assert {k: v.shape for k, v in base.state_dict().items()} == \
-        {k: v.shape for k, v in fam.state_dict().items()}
-    base.load_state_dict(fam.state_dict())
+@pytest.mark.parametrize("probe,overrides", [
+    ("base", []),
+    # what the convlstm-cpu preset trains
+    ("norm+skip", ["model.convlstm.norm=true", "model.convlstm.skip=true"]),
+])
+def test_probe_is_the_convlstm_family(probe, overrides):
+    # the convlstm-fast preset's model (with the overrides): the same parameter names and shapes,
+    # the same initial weights from the same seed, and the same outputs from the same weights
+    torch.manual_seed(0)
+    fam = build_model(load_config("convlstm-fast", overrides=overrides).model)
+    torch.manual_seed(0)
+    model = cp.ProbeConvLSTM(probe)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in fam.state_dict().items()}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fam.state_dict().values()))
     with torch.no_grad():
         for q in fam.parameters():
             q.normal_(0, 0.1)
-        base.load_state_dict(fam.state_dict())
+        model.load_state_dict(fam.state_dict())
         x = torch.rand(2, 4, 3, 32, 16)
-        assert torch.allclose(base(x), fam(x), atol=1e-6)
-
-
-def test_norm_skip_probe_is_the_family_with_norm_and_skip():
-    # what the convlstm-cpu preset trains: the same initial weights (same seed) and outputs
-    ov = ["model.convlstm.norm=true", "model.convlstm.skip=true"]
-    torch.manual_seed(0)
-    fam = build_model(load_config("convlstm-fast", overrides=ov).model)
-    torch.manual_seed(0)
-    probe = cp.ProbeConvLSTM("norm+skip")
-    assert {k: v.shape for k, v in probe.state_dict().items()} == {k: v.shape for k, v in fam.state_dict().items()}
-    assert all(torch.equal(a, b) for a, b in zip(probe.state_dict().values(), fam.state_dict().values()))
-    with torch.no_grad():
-        for q in fam.parameters():
-            q.normal_(0, 0.1)
-        probe.load_state_dict(fam.state_dict())
-        x = torch.rand(2, 4, 3, 32, 16)
-        assert torch.allclose(probe(x), fam(x), atol=1e-6)
+        assert torch.allclose(model(x), fam(x), atol=1e-6)
 
 
 def test_oracle_reads_the_parameters_and_coord_and_global_add_what_they_say():

@@ -100,3 +100,22 @@ def causal_windows(z: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Te
 def check_positive_int(section: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{section}.{name}={value!r}: expected a positive int")
+
+
+def check_patch_stack(section: str, sub, height: int, width: int, flags: tuple[str, ...]) -> None:
+    """The fields every ``PatchRecurrentForecaster`` config has, checked for an image of
+    ``height`` x ``width``: ``hidden`` (non-empty positive ints), ``kernel_size`` (odd), ``patch``
+    (divides both sides) and the bool ``flags``. ValueError naming ``<section>.<field>``."""
+    if not isinstance(sub.hidden, tuple) or not sub.hidden:
+        raise ValueError(f"{section}.hidden={sub.hidden!r}: expected a non-empty list of positive ints")
+    for i, h in enumerate(sub.hidden):
+        check_positive_int(section, f"hidden[{i}]", h)
+    check_positive_int(section, "kernel_size", sub.kernel_size)
+    if sub.kernel_size % 2 == 0:
+        raise ValueError(f"{section}.kernel_size={sub.kernel_size}: expected an odd size ('same' padding)")
+    check_positive_int(section, "patch", sub.patch)
+    if height % sub.patch or width % sub.patch:
+        raise ValueError(f"{section}.patch={sub.patch}: image {height}x{width} is not divisible by it")
+    for name in flags:
+        if not isinstance(getattr(sub, name), bool):
+            raise ValueError(f"{section}.{name}={getattr(sub, name)!r}: expected a bool")

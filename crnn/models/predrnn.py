@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crnn.models.base import PatchRecurrentForecaster, check_positive_int
+from crnn.models.base import PatchRecurrentForecaster, check_patch_stack
 
 
 @dataclass
@@ -65,22 +65,10 @@ class PredRNNConfig:
 
     def validate(self, height: int, width: int) -> None:
         s = "model.predrnn"
-        if not isinstance(self.hidden, tuple) or not self.hidden:
-            raise ValueError(f"{s}.hidden={self.hidden!r}: expected a non-empty list of positive ints")
-        for i, h in enumerate(self.hidden):
-            check_positive_int(s, f"hidden[{i}]", h)
+        check_patch_stack(s, self, height, width, ("residual", "norm"))
         if len(set(self.hidden)) != 1:
             raise ValueError(f"{s}.hidden={list(self.hidden)}: expected equal channels in every layer "
                              f"(the spatiotemporal memory flows through all of them)")
-        check_positive_int(s, "kernel_size", self.kernel_size)
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"{s}.kernel_size={self.kernel_size}: expected an odd size ('same' padding)")
-        check_positive_int(s, "patch", self.patch)
-        if height % self.patch or width % self.patch:
-            raise ValueError(f"{s}.patch={self.patch}: image {height}x{width} is not divisible by it")
-        for name in ("residual", "norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{s}.{name}={getattr(self, name)!r}: expected a bool")
         if self.norm and self.hidden[0] % 4:
             raise ValueError(f"{s}.hidden={list(self.hidden)}: with norm=true the channels must be a "
                              f"multiple of 4 (4 normalisation groups per gate)")
