@@ -132,6 +132,8 @@ class ProbeConvLSTM(nn.Module):
         parts = set(probe.split("+"))
         if not parts <= set(PROBES):
             raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}, or several joined by +")
+        if "norm" in parts and any(h % 4 for h in hidden):
+            raise ValueError(f"the norm probe normalises 4 groups per gate: hidden sizes {hidden} must be multiples of 4")
         self.probe, self.parts = probe, parts
         self.unshuffle, self.shuffle = nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
         c_in = channels * patch * patch
@@ -338,8 +340,9 @@ def main(argv=None) -> int:
     except ValueError:
         p.error(f"--hidden {a.hidden!r}, --step-weights {a.step_weights!r}, --ema {a.ema!r}: expected "
                 f"comma-separated numbers")
-    if not hidden or min(hidden) < 1 or ("axial" in parts and any(h % 4 for h in hidden)):
-        p.error(f"--hidden {a.hidden!r}: expected positive channel counts (multiples of 4 for the axial probe)")
+    if not hidden or min(hidden) < 1 or ({"axial", "norm"} & parts and any(h % 4 for h in hidden)):
+        p.error(f"--hidden {a.hidden!r}: expected positive channel counts (multiples of 4 for the axial and "
+                f"norm probes)")
     if weights is not None and (any(v < 0 for v in weights) or not sum(weights) > 0):
         p.error(f"--step-weights {a.step_weights!r}: expected non-negative numbers, not all 0")
     if any(not 0 < d < 1 for d in decays):

@@ -116,6 +116,8 @@ def _card(**kw):
     (_card(), ["--lr", "0"], "--lr 0.0 > 0"),
     (_card(), ["--probes", "axial", "--hidden", "6"], "multiples of 4"),
     (_card(), ["--probes", "st+norm", "--hidden", "64,32"], "expected equal sizes"),
+    (_card(), ["--probes", "norm", "--hidden", "30,30,30"], "multiples of 4 for the axial and norm"),
+    (_card(), ["--probes", "st+norm", "--hidden", "30,30"], "multiples of 4 for the axial and norm"),
     (_card(), ["--probes", "norm+nope"], "unknown ['norm+nope']"),
 ])
 def test_cli_refuses_before_loading_frames(monkeypatch, capsys, card, args, match):
@@ -193,3 +195,6 @@ def test_probes_combine_with_plus_and_reach_the_model():
         assert y.shape == x.shape and not torch.allclose(y, x)
     with pytest.raises(ValueError, match="equal hidden sizes"):
         cp.ProbeConvLSTM("st", hidden=(8, 4))
+    for probe in ("norm", "st+norm", "norm+skip"):
+        with pytest.raises(ValueError, match="multiples of 4"):
+            cp.ProbeConvLSTM(probe, hidden=(30, 30))

@@ -1,5 +1,6 @@
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -491,10 +492,18 @@ def test_init_from_inside_out_is_refused_and_a_resumed_run_does_not_read_it(tmp_
         check_config(gone, str(resumed), overwrite=True)  # starting over needs the source again
 
 
-@pytest.mark.parametrize("missing", ["train.init_from", "model.timevp"])
-def test_run_dir_written_before_a_field_existed_still_resumes(tmp_path, missing):
-    """A saved config.yaml without a field added later (train.init_from, the model.timevp section)
-    compares as that field's default: the rerun resumes, another value is still refused."""
+@pytest.mark.parametrize("missing,other", [
+    ("train.init_from", {"train.init_from": "/elsewhere"}),
+    ("model.timevp", {"model.timevp.window": 3}),
+    # a family section saved before it gained fields (model.convlstm.norm / skip): nested leaves
+    ("model.convlstm.norm", {"model.convlstm.norm": True}),
+    ("model.convlstm.skip", {"model.convlstm.skip": True}),
+    ("model.predrnn", {"model.predrnn.norm": True}),
+])
+def test_run_dir_written_before_a_field_existed_still_resumes(tmp_path, missing, other):
+    """A saved config.yaml without a field added later (train.init_from, the model.timevp section, a
+    field inside a family section) compares as that field's default: the rerun resumes, another value
+    is still refused, naming the field."""
     import yaml
 
     from crnn.config import save as save_config
@@ -503,14 +512,15 @@ def test_run_dir_written_before_a_field_existed_still_resumes(tmp_path, missing)
     cfg = _small_cfg()
     save_config(cfg, str(tmp_path / "config.yaml"))
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    section, name = missing.split(".")
-    del saved[section][name]
+    *path, name = missing.split(".")
+    node = saved
+    for part in path:
+        node = node[part]
+    del node[name]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     assert check_run_dir(str(tmp_path), cfg) is False
-    other = _small_cfg(**{"train.init_from": "/elsewhere"}) if name == "init_from" else \
-        _small_cfg(**{"model.timevp.window": 3})
-    with pytest.raises(RunDirError, match=missing):
-        check_run_dir(str(tmp_path), other)
+    with pytest.raises(RunDirError, match=re.escape(next(iter(other)))):
+        check_run_dir(str(tmp_path), _small_cfg(**other))
 
 
 def test_string_overrides_keep_their_text():
