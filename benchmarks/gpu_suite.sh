@@ -15,7 +15,9 @@
 #      overrides) steer Q1: the steps curve (BENCHMARKS.md, "Why the best model is still far above
 #      the floor") wants its next point at ~2 M series-steps, e.g.
 #      PHASES=Q Q_EPOCHS=100 Q20K_PRESETS=convlstm Q_OVERRIDES=train.batch_size=128
-#      (the run directories keep the q1-<preset>-20k names).
+#      (the run directories keep the q1-<preset>-20k names); with the normalised, skip-connected
+#      cells of convlstm-cpu (BENCHMARKS.md, part 6) add them to Q_OVERRIDES:
+#      Q_OVERRIDES="train.batch_size=128 model.convlstm.norm=true model.convlstm.skip=true".
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.
 set -u
@@ -100,7 +102,7 @@ fi
 # ---- Z, T. cost, one thing at a time on the GPU -------------------------------------------------
 if [[ $PHASES == *Z* ]]; then
 run_until $BUDGET zoo-cost $PY benchmarks/zoo.py cost --device "$DEVICE" --precision bf16 \
-  --presets ${ZOO_PRESETS:-paper,convlstm,simvp} $ZOO --json "$L/zoo_cost.json"
+  --presets ${ZOO_PRESETS:-paper,convlstm,predrnn,simvp} $ZOO --json "$L/zoo_cost.json"
 grep -E "^\||^#" "$L/zoo-cost.log" | tee -a "$OUT/log.txt"
 fi
 if [[ $PHASES == *T* ]]; then

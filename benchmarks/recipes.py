@@ -45,6 +45,7 @@ RUNS = {
     "predrnn-fast": ("predrnn-fast", {"train.precision": "bf16"}),
     # the CPU recipes (batch 8, bf16, 10 epochs; BENCHMARKS.md, "Why the best model ...", parts 5-6)
     "convlstm-cpu": ("convlstm-cpu", {}),
+    "convlstm-cpu-e5": ("convlstm-cpu", {"train.epochs": 5}),   # about strong-fast's wall time on a CPU
     "predrnn-cpu": ("predrnn-cpu", {}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),

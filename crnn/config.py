@@ -175,13 +175,14 @@ PRESETS["convlstm-fast"] = {**PRESETS["convlstm"], "train.epochs": 10}
 # The ConvLSTM recipe for CPUs: batch 8 (a CPU trains nearly as many series/s at batch 8 as at 32,
 # and 4x the optimizer steps learn far more per series: BENCHMARKS.md, "Why the best model is still
 # far above the floor", part 5), bf16 (AVX512-BF16/AMX; else add train.precision=fp32), 10 epochs,
-# and the normalised cells with skip connections (part 6: 7.7 % lower MSE at the same steps and
-# cost; the part-5 figures were measured without them: model.convlstm.norm=false ...skip=false).
+# and the normalised cells with skip connections (part 6: 7.7 % lower MSE at the same steps for ~8 %
+# more time per step; the part-5 figures were measured without them: add model.convlstm.norm=false
+# model.convlstm.skip=false to reproduce those).
 PRESETS["convlstm-cpu"] = {**PRESETS["convlstm"], "train.batch_size": 8, "train.precision": "bf16",
                            "train.epochs": 10, "model.convlstm.norm": True, "model.convlstm.skip": True}
 # PredRNN (crnn/models/predrnn.py): 3 x 64 ST-LSTM layers at half resolution, the ConvLSTM's recipe.
-# It learns more per second of training than the ConvLSTM on the pines (BENCHMARKS.md, "Why the best
-# model is still far above the floor", part 6); about twice the ConvLSTM's cost per series.
+# It learns more per training step than the ConvLSTM on the pines (BENCHMARKS.md, "Why the best
+# model is still far above the floor", part 6), for 2.2x the ConvLSTM's time per step.
 PRESETS["predrnn"] = {**_FAMILY_RECIPE, "model.kind": "predrnn", "train.lr": 2e-3}
 PRESETS["predrnn-fast"] = {**PRESETS["predrnn"], "train.epochs": 10}
 PRESETS["predrnn-cpu"] = {**PRESETS["predrnn"], "train.batch_size": 8, "train.precision": "bf16",

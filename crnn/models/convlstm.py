@@ -23,8 +23,11 @@ step (the next-frame form every model of this project shares), which keeps it ca
 Two options beyond the paper (both off by default, as models saved before them were built):
 ``norm`` group-normalises each cell's gates and cell state (Ba et al., "Layer Normalization", 2016,
 Sec. 3.1), ``skip`` adds residual connections between layers and lets the 1x1 head read every
-layer. Together they lower the age-30 MSE by 7.7 % at the same training steps on the pines, at
-about the same cost (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
+layer. Together they lower the age-30 MSE by 7.7 % at the same training steps on the pines, for
+~8 % more time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
+With ``norm``, a group whose values are all equal (a blank, uniform frame and zero state, with the
+freshly initialised weights) is divided by sqrt(eps): training from scratch on series that begin
+with blank frames can see huge gradients in its first steps (clipped by ``train.grad_clip``).
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ class ConvLSTMConfig:
     norm: bool = False
     # Skip connections: a layer's input is added to its hidden state where the widths match (a
     # residual stack, He et al. 2016), and the head reads every layer's hidden state (concatenated),
-    # not the top layer's only. With norm: 7.7 % lower age-30 MSE at the same steps and about the
-    # same cost (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
+    # not the top layer's only. With norm: 7.7 % lower age-30 MSE at the same steps for ~8 % more
+    # time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
     skip: bool = False
 
     def __post_init__(self) -> None:

@@ -25,8 +25,9 @@ Not here: PredRNN-v2's memory-decoupling loss and reverse scheduled sampling (TP
 window's frames are always observed, so there is nothing to sample. ``norm``: GroupNorm after the
 input, hidden and memory convolutions (OpenSTL's ``layer_norm`` option, with groups; 4 per gate).
 
-Why it is here: on this project's pines it learns more per second of training than the ConvLSTM
-(BENCHMARKS.md, "Why the best model is still far above the floor", part 6) -- the zigzag memory
+Why it is here: on this project's pines it learns more per training step than the ConvLSTM (12 %
+lower age-30 MSE at equal steps, for 2.2x the time per step; BENCHMARKS.md, "Why the best model is
+still far above the floor", part 6) -- the zigzag memory
 lets the top layer's picture of the tree reach the bottom layer at the next frame.
 
     x (B, T, C, H, W) -> per step t: unshuffle -> L ST-LSTM cells (M zigzags) -> 1x1 conv -> shuffle
