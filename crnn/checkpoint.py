@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from crnn.config import Config, from_dict, save as save_config, to_dict
-from crnn.model import build_model
+from crnn.config import Config, flatten_leaves, from_dict, save as save_config, to_dict
+from crnn.model import FAMILIES, build_model
 from crnn.storage import local_copy
 
 MODEL_FILE = "model.pt"
@@ -186,16 +186,7 @@ def load_training_state(path: str) -> dict[str, Any] | None:
         return torch.load(f, map_location="cpu", weights_only=True)
 
 
-def _flat(d: Any, prefix: str) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}"))
-    return out
-
-
-_FAMILY_SECTIONS = ("convlstm", "simvp", "timevp", "predrnn")   # ModelConfig's per-family sections
+_FAMILY_SECTIONS = tuple(k for k in FAMILIES if k != "crnn")   # ModelConfig's per-family sections
 _COMMON_FIELDS = ("kind", "height", "width", "channels")
 # Regularisation rates: they change training, not the weights a network has (fine-tuning often
 # lowers them), so a starting model may differ in them.
@@ -206,7 +197,7 @@ def _network_fields(cfg: Config) -> dict[str, Any]:
     """The dotted ``model.*`` fields that shape ``cfg``'s network: the image size, the kind, and the
     kind's own fields (its section; the top-level fields for the paper's CRNN), regularisation rates
     (dropout, drop path) aside."""
-    flat = _flat(to_dict(cfg)["model"], "model")
+    flat = flatten_leaves({"model": to_dict(cfg)["model"]})
     kind = cfg.model.kind
     if kind in _FAMILY_SECTIONS:
         keep = lambda k: k.startswith(f"model.{kind}.") or k.split(".", 1)[1] in _COMMON_FIELDS  # noqa: E731

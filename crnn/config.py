@@ -284,6 +284,18 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def flatten_leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict flattened to its leaves at every depth: ``{"model": {"convlstm": {"norm": x}}}``
+    -> ``{"model.convlstm.norm": x}`` (``_flatten`` stops at the sections)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _override_type(key: str) -> Any:
     """The declared type of the dotted config field ``key``, or None when it names no field."""
     obj: Any = Config()

@@ -40,6 +40,7 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
     import pyarrow.fs as pafs
     import yaml
 
+    from crnn.config import flatten_leaves
     from crnn.storage import resolve
 
     _check_init_from_outside(out, cfg)
@@ -61,13 +62,13 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
     try:
         with fs.open_input_stream(saved_path) as f:
             saved = yaml.safe_load(f.read().decode())
-        saved = {k: v for k, v in _flat_fields(saved).items() if k.partition(".")[0] in ("model", "data", "train")}
+        saved = {k: v for k, v in flatten_leaves(saved).items() if k.partition(".")[0] in ("model", "data", "train")}
     except Exception as e:  # corrupt YAML, not a mapping
         raise RunDirError(f"{out}/config.yaml cannot be read ({e}); pass --overwrite to start over") from None
-    new = _flat_fields(to_dict(cfg))
+    new = flatten_leaves(to_dict(cfg))
     # a field the saved config lacks (written before the field existed) had its default -- at any
     # depth: a family section saved before it gained a field (model.convlstm.norm) still resumes
-    saved = {**{k: v for k, v in _flat_fields(to_dict(Config())).items() if k not in saved}, **saved}
+    saved = {**{k: v for k, v in flatten_leaves(to_dict(Config())).items() if k not in saved}, **saved}
     diff = [k for k in sorted(set(saved) | set(new)) if k not in RUNTIME_FIELDS and saved.get(k) != new.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in diff[:6])
@@ -75,18 +76,6 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
         raise RunDirError(f"--out {out} holds a run of another configuration ({shown}{more}); pass --overwrite "
                           f"to delete it and start over, or choose another --out")
     return False
-
-
-def _flat_fields(d: dict, prefix: str = "") -> dict:
-    """A config dict flattened to its leaves at every depth: {"model.convlstm.hidden": [...], ...}
-    (``crnn.config._flatten`` stops at the sections: a family section would be one value)."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat_fields(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _check_init_from_outside(out: str, cfg: Config) -> None:

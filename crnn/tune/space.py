@@ -47,7 +47,7 @@ SPACES: dict[str, dict[str, Any]] = {
     # Which forecaster family, and each family's main widths (a field of a family not picked is
     # carried along unused); start from the `simvp` preset's training recipe.
     "families": {
-        "model.kind": {"choice": ["crnn", "convlstm", "predrnn", "simvp", "timevp"]},
+        "model.kind": {"choice": list(FAMILIES)},
         "model.residual": True,
         "model.simvp.hid_s": {"choice": [16, 32, 64]},
         "model.simvp.hid_t": {"choice": [64, 128, 256]},
