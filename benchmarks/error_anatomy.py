@@ -15,6 +15,14 @@ predict and Serve deliver it, is compared with the real frame. Squared error on 
   values (one value = one pixel's channel of one series) -- how concentrated it is;
 * ``changed_share``/``changed_fraction``: share of the error on the pixels whose colour changed
   between the last input frame and the target, and how many pixels that is;
+* ``transitions``: per kind of pixel change from the last input frame to the target, the fraction
+  of pixels (``pixels``), the share of the total error (``share``) and the MSE on those pixels
+  (``mse``). Background = within ``BG_TOL`` of the series' most frequent colour in the last input
+  frame (the scene's backdrop: 87 % of a pine frame). Kinds: ``background`` (stays backdrop),
+  ``appeared`` (backdrop -> object: growth), ``vanished`` (object -> backdrop: shed), and on object
+  pixels in both frames ``greyed`` (colour spread max-min over RGB falls from >= ``GREY_CHROMA`` to
+  below it: on pines, live needles/wood turning into a dead grey branch), ``changed`` (any other
+  change beyond ``BG_TOL``) and ``unchanged``; the six partition the pixels;
 * ``series_quantiles`` (10/50/90/99 %) of per-series MSE and ``worst_decile_share`` (share of the
   error in the worst 10 % of series); ``corr_with_change``: correlation over series between a
   model's MSE and persistence's (how much the series changed).
@@ -41,6 +49,32 @@ from crnn.shards import read_numpy  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
 TOP_SHARES = (0.01, 0.05, 0.2)
+BG_TOL = 6          # max |channel difference| (0-255) still counted as the same colour
+GREY_CHROMA = 25    # RGB spread (max - min channel) below which a pixel counts as grey
+
+
+def _backdrop(frames: np.ndarray) -> np.ndarray:
+    """Per series, the most frequent colour of a uint8 (N, H, W, C) frame: (N, C)."""
+    out = np.empty((len(frames), frames.shape[-1]), frames.dtype)
+    for i, f in enumerate(frames):
+        colours, counts = np.unique(f.reshape(-1, f.shape[-1]), axis=0, return_counts=True)
+        out[i] = colours[np.argmax(counts)]
+    return out
+
+
+def transitions(last_input: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean (N, H, W) masks of the kinds of change from ``last_input`` to ``truth`` (uint8
+    (N, H, W, C)): background, appeared, vanished, greyed, changed, unchanged (see the module
+    docstring); they partition the pixels."""
+    last, truth = last_input.astype(np.int16), truth.astype(np.int16)
+    bg = _backdrop(last_input).astype(np.int16)[:, None, None, :]
+    last_bg = np.abs(last - bg).max(-1) <= BG_TOL
+    truth_bg = np.abs(truth - bg).max(-1) <= BG_TOL
+    obj = ~last_bg & ~truth_bg
+    moved = np.abs(truth - last).max(-1) > BG_TOL
+    greyed = obj & (np.ptp(last, axis=-1) >= GREY_CHROMA) & (np.ptp(truth, axis=-1) < GREY_CHROMA)
+    return {"background": last_bg & truth_bg, "appeared": last_bg & ~truth_bg, "vanished": ~last_bg & truth_bg,
+            "greyed": greyed, "changed": obj & moved & ~greyed, "unchanged": obj & ~moved & ~greyed}
 
 
 def anatomy(pred: np.ndarray, truth: np.ndarray, last_input: np.ndarray,
@@ -59,13 +93,19 @@ def anatomy(pred: np.ndarray, truth: np.ndarray, last_input: np.ndarray,
     flat = np.sort(err.ravel())[::-1]
     changed = (last_input != truth).any(axis=-1)                             # (N, H, W)
     worst = np.sort(series)[::-1][:max(1, int(round(0.1 * len(series))))]
+    per_pixel = err.sum(axis=-1)                                             # (N, H, W)
+    kinds = {k: {"pixels": float(m.mean()),
+                 "share": float(per_pixel[m].sum()) / total if total else 0.0,
+                 "mse": float(per_pixel[m].mean() / err.shape[-1]) if m.any() else 0.0}
+             for k, m in transitions(last_input, truth).items()}
     out = {
         "mse": float(err.mean()),
         "by_row": [float(v) for v in err.mean(axis=(0, 2, 3))],
         "top_value_share": {f"{q:g}": (float(flat[:max(1, int(len(flat) * q))].sum()) / total
                                        if total else 0.0) for q in TOP_SHARES},
         "changed_fraction": float(changed.mean()),
-        "changed_share": float(err.sum(axis=-1)[changed].sum()) / total if total else 0.0,
+        "changed_share": float(per_pixel[changed].sum()) / total if total else 0.0,
+        "transitions": kinds,
         "series_quantiles": {f"{q:g}": float(v) for q, v in
                              zip((0.1, 0.5, 0.9, 0.99), np.quantile(series, (0.1, 0.5, 0.9, 0.99)))},
         "worst_decile_share": float(worst.sum() / series.sum()) if series.sum() else 0.0,
@@ -117,6 +157,9 @@ def format_report(res: dict, bands: int = 8) -> str:
                   f"    share of the error in the worst pixel values ({top})",
                   f"    on pixels that changed since the last input: {a['changed_share']:.2f} of the error, "
                   f"{a['changed_fraction']:.2f} of the pixels",
+                  "    by kind of change (pixels / share of the error / MSE there): " + "; ".join(
+                      f"{k} {v['pixels'] * 100:.1f} % / {v['share'] * 100:.1f} % / {v['mse']:.0f}"
+                      for k, v in a["transitions"].items()),
                   f"    per-series MSE 10/50/90/99 %: {qs}; worst 10 % of series: "
                   f"{a['worst_decile_share']:.2f} of the error"
                   + (f"; corr. with persistence's error {a['corr_with_change']:.2f}"

@@ -75,3 +75,50 @@ def test_cli_names_a_bad_model_before_reading_frames(tiny_dataset, tmp_path, cap
     with pytest.raises(SystemExit):                     # --data names the card file, not the dataset
         error_anatomy.main(["--data", f"{tiny_dataset}/dataset.json", str(tmp_path / "nope")])
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_transitions_partition_the_pixels_by_hand():
+    bg, green, grey, brown = (236, 240, 244), (40, 120, 40), (128, 128, 128), (110, 70, 40)
+    last = np.full((1, 3, 4, 3), bg, np.uint8)            # 12 pixels, mostly backdrop
+    truth = last.copy()
+    truth[0, 0, 0] = green                                # appeared (growth)
+    last[0, 0, 1] = green                                 # vanished (shed)
+    last[0, 1, 0], truth[0, 1, 0] = green, grey           # greyed (a branch dies)
+    last[0, 1, 1], truth[0, 1, 1] = green, brown          # changed, not to grey
+    last[0, 2, 0], truth[0, 2, 0] = brown, (112, 72, 42)  # unchanged within BG_TOL
+    masks = error_anatomy.transitions(last, truth)
+    where = {k: [tuple(int(i) for i in ij) for ij in zip(*np.nonzero(m[0]))] for k, m in masks.items()}
+    assert where == {"background": [(0, 2), (0, 3), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)],
+                     "appeared": [(0, 0)], "vanished": [(0, 1)],
+                     "greyed": [(1, 0)], "changed": [(1, 1)], "unchanged": [(2, 0)]}
+    # a grey object staying grey but shifting colour is "changed", not "greyed"; grey -> green too
+    last2, truth2 = last.copy(), truth.copy()
+    last2[0, 1, 0], truth2[0, 1, 0] = grey, (90, 90, 90)
+    last2[0, 1, 1], truth2[0, 1, 1] = grey, green
+    m2 = error_anatomy.transitions(last2, truth2)
+    assert not m2["greyed"].any() and m2["changed"][0, 1, 0] and m2["changed"][0, 1, 1]
+    # the backdrop is each series' own most frequent colour (a dark scene works the same way)
+    dark_last, dark_truth = 255 - last, 255 - truth
+    both = error_anatomy.transitions(np.concatenate([last, dark_last]), np.concatenate([truth, dark_truth]))
+    assert both["appeared"][1, 0, 0] and both["vanished"][1, 0, 1] and both["background"][1, 2, 1]
+
+
+def test_anatomy_error_shares_by_transition():
+    bg, green, grey = (236, 240, 244), (40, 120, 40), (128, 128, 128)
+    last = np.full((1, 2, 2, 3), bg, np.uint8)
+    truth = last.copy()
+    truth[0, 0, 0] = green                                # appeared
+    last[0, 1, 1], truth[0, 1, 1] = green, grey           # greyed
+    pred = truth.astype(np.int16)
+    pred[0, 0, 0, 1] += 10                                # 100 on the appeared pixel
+    pred[0, 1, 1, :] += 2                                 # 3 x 4 on the greyed pixel
+    pred[0, 0, 1, 0] -= 1                                 # 1 on a background pixel
+    a = error_anatomy.anatomy(pred.astype(np.uint8), truth, last)
+    t, total = a["transitions"], 100 + 12 + 1
+    assert set(t) == {"background", "appeared", "vanished", "greyed", "changed", "unchanged"}
+    assert sum(v["pixels"] for v in t.values()) == pytest.approx(1.0)
+    assert sum(v["share"] for v in t.values()) == pytest.approx(1.0)
+    assert t["appeared"] == pytest.approx({"pixels": 0.25, "share": 100 / total, "mse": 100 / 3})
+    assert t["greyed"] == pytest.approx({"pixels": 0.25, "share": 12 / total, "mse": 4.0})
+    assert t["background"] == pytest.approx({"pixels": 0.5, "share": 1 / total, "mse": 1 / 6})
+    assert t["vanished"] == {"pixels": 0.0, "share": 0.0, "mse": 0.0}
