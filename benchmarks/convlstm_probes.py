@@ -35,6 +35,11 @@ forecast rounded to uint8 as delivered), with one change each:
 * ``norm``: group-normalised gates and cell state (``model.convlstm.norm``; Ba et al. 2016);
 * ``refine``: a 3-layer full-resolution convolution corrects the forecast from [frame, forecast]
   (the cells run at half resolution);
+* ``composite``: the head predicts, per pixel, a colour ``c`` (sigmoid) and an amount ``a`` (linear,
+  zero at the start) and the forecast is ``x + a (c - x)``: a move of the last frame's colour towards
+  a predicted one, as a dying branch turns grey or a shed one becomes backdrop (a compositing head,
+  in the spirit of the masks of Finn et al., "Unsupervised Learning for Physical Interaction through
+  Video Prediction", NeurIPS 2016) instead of an additive change;
 * ``st``: PredRNN's spatiotemporal LSTM cells (``crnn.models.predrnn``; Wang et al., NeurIPS 2017):
   a second memory zigzags through the stack (with ``norm``: the family's ``model.predrnn.norm``).
 
@@ -79,7 +84,7 @@ from crnn.models.predrnn import SpatioTemporalLSTMCell  # noqa: E402
 from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
-PROBES = ("base", "oracle", "coord", "global", "axial", "diff", "skip", "norm", "refine", "st")
+PROBES = ("base", "oracle", "coord", "global", "axial", "diff", "skip", "norm", "refine", "st", "composite")
 _LOW = np.array([p.low for p in pine.PARAMS], np.float64)
 _HIGH = np.array([p.high for p in pine.PARAMS], np.float64)
 
@@ -152,7 +157,8 @@ class ProbeConvLSTM(nn.Module):
             prev = h
         if "skip" in parts:
             prev = sum(hidden)                    # the head reads every layer's hidden state
-        self.head = nn.Conv2d(prev, c_in, 1)
+        # composite: per pixel a colour and an amount of the move towards it (C + 1 channels per pixel)
+        self.head = nn.Conv2d(prev, c_in + patch * patch if "composite" in parts else c_in, 1)
         nn.init.zeros_(self.head.weight)          # residual: starts as persistence
         nn.init.zeros_(self.head.bias)
         self.context = None
@@ -214,6 +220,9 @@ class ProbeConvLSTM(nn.Module):
                 hs.append(h)
             outs.append(self.head(torch.cat(hs, 1) if "skip" in self.parts else inp))
         out = self.shuffle(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (b, t))
+        if "composite" in self.parts:            # x + a (colour - x): zero a (the head's init) = persistence
+            colour, amount = torch.sigmoid(out[:, :, :-1]), out[:, :, -1:]
+            out = amount * (colour - x)
         if self.refine is not None:
             first = (x + out).flatten(0, 1)
             out = out + self.refine(torch.cat([x.flatten(0, 1), first], 1)).unflatten(0, (b, t))

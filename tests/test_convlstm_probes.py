@@ -186,7 +186,7 @@ def test_probes_combine_with_plus_and_reach_the_model():
     assert isinstance(st.cells[0], SpatioTemporalLSTMCell) and st.cells[0].norm
     assert cp.ProbeConvLSTM("diff+coord", hidden=(8,)).cells[0].conv.in_channels == 12 + 12 + 2 + 8
     x, p = _batch()
-    for probe in ("norm+skip", "st+norm", "diff+coord", "refine"):
+    for probe in ("norm+skip", "st+norm", "diff+coord", "refine", "composite"):
         model = cp.ProbeConvLSTM(probe, hidden=(8, 8))
         with torch.no_grad():
             for q in model.parameters():
@@ -198,3 +198,17 @@ def test_probes_combine_with_plus_and_reach_the_model():
     for probe in ("norm", "st+norm", "norm+skip"):
         with pytest.raises(ValueError, match="multiples of 4"):
             cp.ProbeConvLSTM(probe, hidden=(30, 30))
+
+
+def test_composite_moves_each_pixel_towards_a_predicted_colour():
+    """composite: x + a (sigmoid(colour) - x); the head's last patch^2 channels are the amount a."""
+    x, p = _batch()
+    m = cp.ProbeConvLSTM("composite+norm+skip", hidden=(8, 8))
+    assert m.head.out_channels == (3 + 1) * 4
+    with torch.no_grad():
+        m.head.bias[-4:] = 1.0                           # a = 1, colour logits 0: every pixel -> 0.5
+        assert torch.allclose(m(x, p), torch.full_like(x, 0.5))
+        m.head.bias[-4:] = 0.25                          # a quarter of the way from x to 0.5
+        assert torch.allclose(m(x, p), x + 0.25 * (0.5 - x))
+        m.head.bias[:-4] = 20.0                          # colour -> 1 (sigmoid saturates)
+        assert torch.allclose(m(x, p), x + 0.25 * (1 - x), atol=1e-6)
