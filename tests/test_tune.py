@@ -65,6 +65,37 @@ def test_space_from_yaml_and_errors_name_the_key(tmp_path):
             validate_space(cfg, load_space(bad))
 
 
+def test_space_combinations_that_break_the_config_are_named_before_any_trial(monkeypatch):
+    """Values fine alone but not together (a family picked by model.kind with a field its cells
+    refuse) are refused, naming the smallest breaking combination; unrelated keys stay out of it."""
+    base = load_config("simvp-fast")
+    with pytest.raises(ValueError, match=r"combination model\.kind='predrnn', model\.predrnn\.hidden=\[32, 64\]: "
+                                         r".*equal channels"):
+        validate_space(base, load_space({"model.kind": {"choice": ["simvp", "predrnn"]},
+                                         "model.predrnn.hidden": {"choice": [[32, 32], [32, 64]]}}))
+    # a triple: norm needs multiples of 4, checked only when the ConvLSTM is the family
+    three = {"train.lr": {"loguniform": [1e-4, 1e-2]},
+             "model.kind": {"choice": ["simvp", "convlstm"]},
+             "model.convlstm.norm": {"grid": [False, True]},
+             "model.convlstm.hidden": {"choice": [[32, 32], [30, 30]]}}
+    with pytest.raises(ValueError) as e:
+        validate_space(base, load_space(three))
+    assert str(e.value).startswith("search space combination model.kind='convlstm', model.convlstm.norm=True, "
+                                   "model.convlstm.hidden=[30, 30]: ")
+    assert "multiple of 4" in str(e.value) and "train.lr" not in str(e.value)
+    # the neighbours that work pass: the same keys without the breaking value
+    validate_space(base, load_space({**three, "model.convlstm.hidden": {"choice": [[32, 32], [64, 64]]}}))
+    validate_space(base, load_space({**three, "model.convlstm.norm": {"grid": [False]}}))
+    # only keys checked together are combined: the network's with each other, training fields apart
+    import crnn.tune.space as space_mod
+    calls = []
+    real = space_mod.check_config
+    monkeypatch.setattr(space_mod, "check_config", lambda cfg, sources=None: (calls.append(1), real(cfg, sources)))
+    validate_space(base, load_space({"model.kind": {"choice": ["simvp", "convlstm"]},
+                                     "train.batch_size": {"grid": [8, 16]}, "train.optimizer": {"grid": ["adam", "adamw"]}}))
+    assert len(calls) == 6 + 4          # each value alone, then the 2 x 2 training pairs; no model x train
+
+
 def test_space_with_init_from_reads_the_model_once_and_keeps_its_network(tmp_path, monkeypatch):
     """A search that fine-tunes (train.init_from) may vary training fields, not the network; the
     starting model is read once for all candidates; a relative init_from in a space is refused

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from typing import Any
@@ -215,7 +216,8 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
 
 def validate_space(base: Config, space: dict[str, Any]) -> None:
     """Raise ValueError naming the key if a space key is not a config field or one of its values
-    (each category, each grid value, the bounds of a range) makes an invalid config."""
+    (each category, each grid value, the bounds of a range) makes an invalid config, or naming the
+    keys and values of a combination that does (``_check_interactions``)."""
     sources: dict[str, Config] = {}
     # a starting model fixes the network: every model.* candidate is checked against each one
     starts = list(_candidate_values(space["train.init_from"])) if "train.init_from" in space else []
@@ -232,8 +234,52 @@ def validate_space(base: Config, space: dict[str, Any]) -> None:
                 for combo in combos:
                     check_config(apply(base, combo), sources)
             except (KeyError, TypeError, ValueError) as e:
-                msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-                raise ValueError(f"search space {key}={value!r}: {msg}") from None
+                raise ValueError(f"search space {key}={value!r}: {_message(e)}") from None
+    _check_interactions(base, space, sources)
+
+
+#: Combinations checked by ``validate_space`` beyond single keys: all of up to this many keys while
+#: their number stays under ``_MAX_COMBINATIONS`` (~1 ms each), else pairs only.
+_INTERACTION_ORDER, _MAX_COMBINATIONS = 3, 20_000
+
+
+def _message(e: Exception) -> str:
+    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+
+
+def _check_interactions(base: Config, space: dict[str, Any], sources: dict[str, Config]) -> None:
+    """Combinations of 2 (and, while affordable, 3) keys that break the config together although
+    each value is fine alone (``model.kind=predrnn`` with ``model.predrnn.hidden=[32, 64]``; norm
+    with a width that is not a multiple of 4 under a family that uses it): every candidate value of
+    each key (``_candidate_values``). Only keys that ``check_config`` checks together can interact:
+    the network's (``model.*`` and ``train.init_from``), the other training fields, each other
+    section on its own. Smaller combinations first, so the combination named is a smallest one.
+    Raises ValueError naming it."""
+    groups: dict[str, list[str]] = {}
+    for key in space:
+        group = "model" if key.startswith("model.") or key == "train.init_from" else key.split(".")[0]
+        groups.setdefault(group, []).append(key)
+    values = {k: _candidate_values(d) for k, d in space.items()}
+
+    def subsets(order: int):
+        for keys in groups.values():
+            yield from itertools.combinations(keys, order)
+
+    def count(order: int) -> int:
+        return sum(int(np.prod([len(values[k]) for k in ks])) for ks in subsets(order))
+
+    top = 2
+    while top < _INTERACTION_ORDER and sum(count(r) for r in range(2, top + 2)) <= _MAX_COMBINATIONS:
+        top += 1
+    for order in range(2, top + 1):
+        for keys in subsets(order):
+            for vals in itertools.product(*(values[k] for k in keys)):
+                combo = dict(zip(keys, vals))
+                try:
+                    check_config(apply(base, combo), sources)
+                except (KeyError, TypeError, ValueError) as e:
+                    named = ", ".join(f"{k}={v!r}" for k, v in combo.items())
+                    raise ValueError(f"search space combination {named}: {_message(e)}") from None
 
 
 def prepare_space(space: dict[str, Any], searcher: str) -> dict[str, Any]:
