@@ -112,9 +112,25 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"train.precision={precision!r}: expected fp32 or bf16")
 
 
+def augment(x, kind: str):
+    """A training batch (float (B, T, C, H, W), or an irregular dict with ``frames``) with data
+    augmentation ``kind`` (``train.augment``): ``none`` returns it as it is; ``hflip`` mirrors each
+    series left-right (every frame of it: the series stays a series) with probability 1/2, drawn from
+    torch's generator on the batch's device. Raises ValueError for another kind."""
+    if kind == "none":
+        return x
+    if kind != "hflip":
+        raise ValueError(f"train.augment={kind!r}: expected none or hflip")
+    frames = x["frames"] if isinstance(x, dict) else x
+    flip = torch.rand(frames.shape[0], device=frames.device) < 0.5
+    frames = torch.where(flip.view(-1, *[1] * (frames.dim() - 1)), frames.flip(-1), frames)
+    return {**x, "frames": frames} if isinstance(x, dict) else frames
+
+
 def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     """One optimisation step on a batch (a float (B, T, C, H, W) tensor, or an irregular dict: see the
-    module docstring); returns the loss (detached, no sync)."""
+    module docstring), augmented as ``train.augment`` says; returns the loss (detached, no sync)."""
+    x = augment(x, cfg.train.augment)
     args, targets, valid = _model_io(x, cfg.data.in_frames, training=True)
     if _cudagraphs(cfg):  # a new iteration: the graphs may reuse the previous step's output memory
         torch.compiler.cudagraph_mark_step_begin()

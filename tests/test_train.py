@@ -84,13 +84,71 @@ def test_bad_optimizer_and_untrainable_model_named():
 
 @pytest.mark.parametrize("key,value", [("train.compile_mode", "turbo"), ("train.precision", "fp8"),
                                        ("train.cache", "sometimes"), ("train.schedule", "step"),
-                                       ("train.loss", "huber"), ("train.batch_size", 0), ("train.lr", 0.0)])
+                                       ("train.loss", "huber"), ("train.batch_size", 0), ("train.lr", 0.0),
+                                       ("train.augment", "vflip"), ("train.augment", "")])
 def test_bad_train_fields_are_named_before_anything_runs(key, value, tmp_path):
     cfg = load_config("quick", overrides={key: value})
     for call in (lambda: fit_plain(cfg, _frames(4)), lambda: fit(cfg, str(tmp_path / "run"))):
         with pytest.raises(ValueError, match=f"{key}={value!r}"):
             call()
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_hflip_mirrors_whole_series_about_half_the_time_and_none_is_identity():
+    from crnn.loop import augment
+
+    x = torch_frames(torch.as_tensor(_frames(64)), "cpu")          # (64, 5, 3, 32, 16)
+    assert augment(x, "none") is x
+    torch.manual_seed(0)
+    y = augment(x, "hflip")
+    assert y.shape == x.shape and y.dtype == x.dtype
+    kept = [torch.equal(y[i], x[i]) for i in range(64)]
+    mirrored = [torch.equal(y[i], x[i].flip(-1)) for i in range(64)]
+    assert all(k or m for k, m in zip(kept, mirrored))              # each series whole, every frame alike
+    assert 20 <= sum(mirrored) <= 44                                # about half (binomial 64, 1/2)
+    torch.manual_seed(0)
+    assert torch.equal(augment(x, "hflip"), y)                      # torch's seed decides
+    # an irregular batch: its frames are mirrored, ages and counts untouched
+    batch = {"frames": x[:8], "ages": torch.arange(40.0).view(8, 5), "num_frames": torch.full((8,), 5),
+             "num_inputs": torch.zeros(8, dtype=torch.long)}
+    torch.manual_seed(1)
+    out = augment(batch, "hflip")
+    assert out["ages"] is batch["ages"] and out["num_frames"] is batch["num_frames"]
+    assert all(torch.equal(out["frames"][i], x[i]) or torch.equal(out["frames"][i], x[i].flip(-1)) for i in range(8))
+    with pytest.raises(ValueError, match="train.augment='rot90'"):
+        augment(x, "rot90")
+
+
+def test_train_step_sees_the_augmented_batch(monkeypatch):
+    """train.augment reaches the step: with hflip the model is given mirrored series, with none the
+    batch as it is; validation (eval_step) never augments."""
+    seen = []
+    cfg = load_config("quick", overrides={"train.augment": "hflip"})
+    model = _tiny_recording_model(seen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = torch_frames(torch.as_tensor(_frames(32)), "cpu")
+    torch.manual_seed(3)
+    train_step(model, opt, None, x, cfg)
+    flipped = [not torch.equal(seen[-1][i], x[i, :4]) for i in range(32)]
+    assert 0 < sum(flipped) < 32
+    assert all(torch.equal(seen[-1][i], x[i, :4].flip(-1)) for i in range(32) if flipped[i])
+    eval_step(model, x, cfg)
+    assert torch.equal(seen[-1], x[:, :4])
+    train_step(model, opt, None, x, load_config("quick"))
+    assert torch.equal(seen[-1], x[:, :4])
+
+
+def _tiny_recording_model(seen):
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, inputs):
+            seen.append(inputs.detach().clone())
+            return inputs + self.w
+
+    return Recorder()
 
 
 def test_compile_mode_reaches_torch_compile(monkeypatch):
@@ -494,6 +552,7 @@ def test_init_from_inside_out_is_refused_and_a_resumed_run_does_not_read_it(tmp_
 
 @pytest.mark.parametrize("missing,other", [
     ("train.init_from", {"train.init_from": "/elsewhere"}),
+    ("train.augment", {"train.augment": "hflip"}),
     ("model.timevp", {"model.timevp.window": 3}),
     # a family section saved before it gained fields (model.convlstm.norm / skip): nested leaves
     ("model.convlstm.norm", {"model.convlstm.norm": True}),
