@@ -47,6 +47,15 @@ RUNS = {
     "convlstm-cpu": ("convlstm-cpu", {}),
     "convlstm-cpu-e5": ("convlstm-cpu", {"train.epochs": 5}),   # about strong-fast's wall time on a CPU
     "predrnn-cpu": ("predrnn-cpu", {}),
+    # the same budget as convlstm-cpu-e5, spent otherwise (BENCHMARKS.md, "Why the best model ...",
+    # part 7): narrower cells for more epochs, a larger learning rate, a shorter warm-up
+    "convlstm-cpu-h32-e10": ("convlstm-cpu", {"model.convlstm.hidden": [32, 32, 32]}),
+    "convlstm-cpu-h32-e10-lr4": ("convlstm-cpu", {"model.convlstm.hidden": [32, 32, 32], "train.lr": 4e-3}),
+    "convlstm-cpu-h48-e7": ("convlstm-cpu", {"model.convlstm.hidden": [48, 48, 48], "train.epochs": 7}),
+    "convlstm-cpu-e5-lr4": ("convlstm-cpu", {"train.epochs": 5, "train.lr": 4e-3}),
+    "convlstm-cpu-e5-w02": ("convlstm-cpu", {"train.epochs": 5, "train.warmup_epochs": 0.2}),
+    # mirrored training series (train.augment=hflip; part 7): against over-fitting 3,270 trees
+    "convlstm-cpu-hflip": ("convlstm-cpu", {"train.augment": "hflip"}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
