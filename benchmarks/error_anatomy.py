@@ -18,7 +18,8 @@ predict and Serve deliver it, is compared with the real frame. Squared error on 
 * ``transitions``: per kind of pixel change from the last input frame to the target, the fraction
   of pixels (``pixels``), the share of the total error (``share``) and the MSE on those pixels
   (``mse``). Background = within ``BG_TOL`` of the series' most frequent colour in the last input
-  frame (the scene's backdrop: 87 % of a pine frame). Kinds: ``background`` (stays backdrop),
+  frame (the scene's backdrop: 88 % of a pine frame; a flat backdrop is assumed, and of colours
+  equally frequent the smallest in RGB order is taken). Kinds: ``background`` (stays backdrop),
   ``appeared`` (backdrop -> object: growth), ``vanished`` (object -> backdrop: shed), and on object
   pixels in both frames ``greyed`` (colour spread max-min over RGB falls from >= ``GREY_CHROMA`` to
   below it: on pines, live needles/wood turning into a dead grey branch), ``changed`` (any other
@@ -66,13 +67,19 @@ def transitions(last_input: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarr
     """Boolean (N, H, W) masks of the kinds of change from ``last_input`` to ``truth`` (uint8
     (N, H, W, C)): background, appeared, vanished, greyed, changed, unchanged (see the module
     docstring); they partition the pixels."""
+    for name, a in (("last_input", last_input), ("truth", truth)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4:
+            raise ValueError(f"{name} must be a uint8 (N, H, W, C) array, got "
+                             f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+    if last_input.shape != truth.shape:
+        raise ValueError(f"last_input and truth must have one shape, got {last_input.shape}, {truth.shape}")
     last, truth = last_input.astype(np.int16), truth.astype(np.int16)
     bg = _backdrop(last_input).astype(np.int16)[:, None, None, :]
     last_bg = np.abs(last - bg).max(-1) <= BG_TOL
     truth_bg = np.abs(truth - bg).max(-1) <= BG_TOL
     obj = ~last_bg & ~truth_bg
     moved = np.abs(truth - last).max(-1) > BG_TOL
-    greyed = obj & (np.ptp(last, axis=-1) >= GREY_CHROMA) & (np.ptp(truth, axis=-1) < GREY_CHROMA)
+    greyed = obj & moved & (np.ptp(last, axis=-1) >= GREY_CHROMA) & (np.ptp(truth, axis=-1) < GREY_CHROMA)
     return {"background": last_bg & truth_bg, "appeared": last_bg & ~truth_bg, "vanished": ~last_bg & truth_bg,
             "greyed": greyed, "changed": obj & moved & ~greyed, "unchanged": obj & ~moved & ~greyed}
 
@@ -82,11 +89,17 @@ def anatomy(pred: np.ndarray, truth: np.ndarray, last_input: np.ndarray,
     """The error anatomy of forecasts ``pred`` against ``truth``, both uint8 (N, H, W, C), with
     ``last_input`` (N, H, W, C) the frame before the target. ``reference_series_mse`` (N,): per-series
     MSE of a reference forecaster (persistence) for ``corr_with_change``. Keys: see the module
-    docstring, plus ``series_mse`` (N,) as a list. Raises ValueError for mismatched shapes."""
+    docstring, plus ``series_mse`` (N,) as a list. Raises ValueError for arrays that are not uint8, of
+    mismatched shapes, or empty."""
     pred, truth, last_input = (np.asarray(a) for a in (pred, truth, last_input))
+    for name, a in (("pred", pred), ("truth", truth), ("last_input", last_input)):
+        if a.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 (0-255, as delivered), got {a.dtype}")
     if pred.ndim != 4 or pred.shape != truth.shape or truth.shape != last_input.shape:
         raise ValueError(f"pred, truth and last_input must be (N, H, W, C) of one shape, got "
                          f"{pred.shape}, {truth.shape}, {last_input.shape}")
+    if not len(pred):
+        raise ValueError("no series to score (N = 0)")
     err = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2        # (N, H, W, C)
     total = float(err.sum())
     series = err.mean(axis=(1, 2, 3))

@@ -62,9 +62,9 @@ class TrainConfig:
                                         # memory and is checkpointed after the last one
     log_every: int = 0                  # steps between progress prints (0 = per epoch only)
     torch_threads: int = 0              # intra-op CPU threads per worker (0 = Ray's default, its CPU share)
-    augment: str = "none"               # none | hflip: mirror a random half of each training batch
-                                        # left-right (for scenes whose mirror image is as likely: pines,
-                                        # shapes, most photos); validation and test frames never
+    augment: str = "none"               # none | hflip: mirror each training series left-right with
+                                        # probability 1/2 (for scenes whose mirror image is as likely:
+                                        # pines, shapes, most photos); validation and test frames never
     init_from: str = ""                 # a model directory (local or URI) whose weights start the run
                                         # (fine-tuning, a warm restart): same model.* config required;
                                         # fresh optimizer and schedule; "" = random initialisation

@@ -122,3 +122,22 @@ def test_anatomy_error_shares_by_transition():
     assert t["greyed"] == pytest.approx({"pixels": 0.25, "share": 12 / total, "mse": 4.0})
     assert t["background"] == pytest.approx({"pixels": 0.5, "share": 1 / total, "mse": 1 / 6})
     assert t["vanished"] == {"pixels": 0.0, "share": 0.0, "mse": 0.0}
+
+
+def test_transitions_and_anatomy_refuse_what_they_would_mislabel():
+    bg = (236, 240, 244)
+    last = np.full((1, 2, 2, 3), bg, np.uint8)
+    truth = last.copy()
+    last[0, 0, 0], truth[0, 0, 0] = (100, 100, 125), (100, 100, 124)   # crosses the grey line by 1 level
+    masks = error_anatomy.transitions(last, truth)
+    assert masks["unchanged"][0, 0, 0] and not masks["greyed"].any()     # greyed needs a real change
+    for bad, match in [(last.astype(np.float32) / 255, "uint8"), (last[0], r"\(N, H, W, C\)"),
+                       (last.astype(np.uint16), "uint8")]:
+        with pytest.raises(ValueError, match=match):
+            error_anatomy.transitions(bad, truth)
+    with pytest.raises(ValueError, match="one shape"):
+        error_anatomy.transitions(last, truth[:, :1])
+    with pytest.raises(ValueError, match="pred must be uint8"):
+        error_anatomy.anatomy(truth.astype(np.float64), truth, last)
+    with pytest.raises(ValueError, match="N = 0"):
+        error_anatomy.anatomy(truth[:0], truth[:0], last[:0])

@@ -93,7 +93,33 @@ def test_space_combinations_that_break_the_config_are_named_before_any_trial(mon
     monkeypatch.setattr(space_mod, "check_config", lambda cfg, sources=None: (calls.append(1), real(cfg, sources)))
     validate_space(base, load_space({"model.kind": {"choice": ["simvp", "convlstm"]},
                                      "train.batch_size": {"grid": [8, 16]}, "train.optimizer": {"grid": ["adam", "adamw"]}}))
-    assert len(calls) == 6 + 4          # each value alone, then the 2 x 2 training pairs; no model x train
+    assert len(calls) == 1 + 6          # the space's fixed values, each value alone; no pairs: the
+    #                                     training fields are never checked against each other
+
+
+def test_space_combinations_are_checked_on_the_spaces_fixed_values_and_not_crowded_out():
+    """A value the space fixes is in every trial: the others are checked with it (a base with norm
+    on, a space fixing norm off, widths of 30 pass); many training values neither hide a network
+    combination nor slow the check down."""
+    base = load_config("simvp-fast", overrides={"model.convlstm.norm": True})
+    space = {"model.convlstm.norm": False, "model.kind": {"choice": ["simvp", "convlstm"]},
+             "model.convlstm.hidden": {"choice": [[30, 30], [32, 32]]}}
+    validate_space(base, load_space(space))
+    validate_space(base, load_space({**space, "model.convlstm.norm": {"grid": [False]}}))
+    with pytest.raises(ValueError, match=r"combination model\.kind='convlstm', model\.convlstm\.hidden=\[30, 30\]"):
+        validate_space(base, load_space({**space, "model.convlstm.norm": True}))
+    # fixed values that break only together are named together; a bad fixed value alone by itself
+    with pytest.raises(ValueError, match=r"^search space combination model\.convlstm\.norm=True, model\.kind='convlstm', "
+                                         r"model\.convlstm\.hidden=\[30, 30\]: "):
+        validate_space(load_config("simvp-fast"), load_space(
+            {"model.convlstm.norm": True, "model.kind": "convlstm", "model.convlstm.hidden": [30, 30]}))
+    with pytest.raises(ValueError, match=r"^search space model\.kind='gru': "):
+        validate_space(base, load_space({"model.kind": "gru", "train.lr": 1e-3}))
+    crowded = {"train.seed": {"grid": list(range(150))}, "train.batch_size": {"grid": list(range(1, 151))},
+               "model.kind": {"choice": ["simvp", "convlstm"]}, "model.convlstm.norm": {"grid": [False, True]},
+               "model.convlstm.hidden": {"choice": [[32, 32], [30, 30]]}}
+    with pytest.raises(ValueError, match="combination model.kind='convlstm', model.convlstm.norm=True"):
+        validate_space(load_config("simvp-fast"), load_space(crowded))
 
 
 def test_space_with_init_from_reads_the_model_once_and_keeps_its_network(tmp_path, monkeypatch):

@@ -217,7 +217,9 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
 def validate_space(base: Config, space: dict[str, Any]) -> None:
     """Raise ValueError naming the key if a space key is not a config field or one of its values
     (each category, each grid value, the bounds of a range) makes an invalid config, or naming the
-    keys and values of a combination that does (``_check_interactions``)."""
+    keys and values of a combination that does (``_check_interactions``). Keys the space fixes (a
+    constant, a one-value choice or grid) are part of every trial, so the other keys are checked on
+    the base with them applied."""
     sources: dict[str, Config] = {}
     # a starting model fixes the network: every model.* candidate is checked against each one
     starts = list(_candidate_values(space["train.init_from"])) if "train.init_from" in space else []
@@ -225,61 +227,85 @@ def validate_space(base: Config, space: dict[str, Any]) -> None:
         if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
             raise ValueError(f"search space train.init_from={value!r}: trials run in other working "
                              f"directories; give an absolute path or a URI")
-    for key, d in space.items():
+
+    def check(cfg: Config, combo: dict[str, Any]) -> None:
+        combos = [combo]
+        if starts and "train.init_from" not in combo and any(k.startswith("model.") for k in combo):
+            combos = [{**combo, "train.init_from": start} for start in starts]
+        for c in combos:
+            check_config(apply(cfg, c), sources)
+
+    fixed = {k: v for k, d in space.items() if (v := _fixed_value(d)) is not _VARIES}
+    try:
+        check(base, fixed)
+    except (KeyError, TypeError, ValueError):  # find the key, or the keys, to name
+        for key, value in fixed.items():
+            _named(lambda: check(base, {key: value}), f"search space {key}={value!r}")
+        named = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+        _named(lambda: check(base, fixed), f"search space combination {named}")
+    fixed_base = apply(base, fixed)
+    varying = {k: d for k, d in space.items() if k not in fixed}
+    for key, d in varying.items():
         for value in _candidate_values(d):
-            combos = [{key: value}]
-            if key.startswith("model.") and starts:
-                combos = [{key: value, "train.init_from": start} for start in starts]
-            try:
-                for combo in combos:
-                    check_config(apply(base, combo), sources)
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"search space {key}={value!r}: {_message(e)}") from None
-    _check_interactions(base, space, sources)
+            _named(lambda: check(fixed_base, {key: value}), f"search space {key}={value!r}")
+    _check_interactions(fixed_base, varying, check)
 
 
 #: Combinations checked by ``validate_space`` beyond single keys: all of up to this many keys while
 #: their number stays under ``_MAX_COMBINATIONS`` (~1 ms each), else pairs only.
 _INTERACTION_ORDER, _MAX_COMBINATIONS = 3, 20_000
+_VARIES = object()
 
 
-def _message(e: Exception) -> str:
-    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+def _fixed_value(d: Any) -> Any:
+    """The one value a space entry gives every trial (a constant, a one-value choice or grid), or
+    ``_VARIES``."""
+    from ray.tune.search.sample import Categorical, Domain
+
+    if is_grid(d):
+        values = list(d["grid_search"])
+    elif isinstance(d, Categorical):
+        values = list(d.categories)
+    elif isinstance(d, Domain):
+        return _VARIES
+    else:
+        return d
+    return values[0] if len(values) == 1 else _VARIES
 
 
-def _check_interactions(base: Config, space: dict[str, Any], sources: dict[str, Config]) -> None:
+def _named(run, what: str) -> None:
+    """Run a config check; re-raise its error as ValueError prefixed with ``what``."""
+    try:
+        run()
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise ValueError(f"{what}: {msg}") from None
+
+
+def _check_interactions(base: Config, space: dict[str, Any], check) -> None:
     """Combinations of 2 (and, while affordable, 3) keys that break the config together although
     each value is fine alone (``model.kind=predrnn`` with ``model.predrnn.hidden=[32, 64]``; norm
     with a width that is not a multiple of 4 under a family that uses it): every candidate value of
-    each key (``_candidate_values``). Only keys that ``check_config`` checks together can interact:
-    the network's (``model.*`` and ``train.init_from``), the other training fields, each other
-    section on its own. Smaller combinations first, so the combination named is a smallest one.
-    Raises ValueError naming it."""
-    groups: dict[str, list[str]] = {}
-    for key in space:
-        group = "model" if key.startswith("model.") or key == "train.init_from" else key.split(".")[0]
-        groups.setdefault(group, []).append(key)
-    values = {k: _candidate_values(d) for k, d in space.items()}
-
-    def subsets(order: int):
-        for keys in groups.values():
-            yield from itertools.combinations(keys, order)
+    each key (``_candidate_values``). Only the network's keys (``model.*`` and ``train.init_from``)
+    can break together: ``check_config`` compares no two training fields and checks no other
+    section, so the others are not combined. Smaller combinations first, so the combination named
+    is a smallest one. ``check(base, combo)`` raises for a bad combination; raises ValueError
+    naming it."""
+    keys = [k for k in space if k.startswith("model.") or k == "train.init_from"]
+    values = {k: _candidate_values(space[k]) for k in keys}
 
     def count(order: int) -> int:
-        return sum(int(np.prod([len(values[k]) for k in ks])) for ks in subsets(order))
+        return sum(int(np.prod([len(values[k]) for k in ks])) for ks in itertools.combinations(keys, order))
 
     top = 2
     while top < _INTERACTION_ORDER and sum(count(r) for r in range(2, top + 2)) <= _MAX_COMBINATIONS:
         top += 1
     for order in range(2, top + 1):
-        for keys in subsets(order):
-            for vals in itertools.product(*(values[k] for k in keys)):
-                combo = dict(zip(keys, vals))
-                try:
-                    check_config(apply(base, combo), sources)
-                except (KeyError, TypeError, ValueError) as e:
-                    named = ", ".join(f"{k}={v!r}" for k, v in combo.items())
-                    raise ValueError(f"search space combination {named}: {_message(e)}") from None
+        for ks in itertools.combinations(keys, order):
+            for vals in itertools.product(*(values[k] for k in ks)):
+                combo = dict(zip(ks, vals))
+                named = ", ".join(f"{k}={v!r}" for k, v in combo.items())
+                _named(lambda: check(base, combo), f"search space combination {named}")
 
 
 def prepare_space(space: dict[str, Any], searcher: str) -> dict[str, Any]:
