@@ -54,6 +54,19 @@ BG_TOL = 6          # max |channel difference| (0-255) still counted as the same
 GREY_CHROMA = 25    # RGB spread (max - min channel) below which a pixel counts as grey
 
 
+def _check_frames(**arrays: np.ndarray) -> None:
+    """ValueError unless every named array is uint8 (0-255, as delivered) and all are (N, H, W, C)
+    of one shape."""
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 (0-255, as delivered), got "
+                             f"{getattr(a, 'dtype', type(a).__name__)}")
+    shapes = [a.shape for a in arrays.values()]
+    if len(shapes[0]) != 4 or len(set(shapes)) > 1:
+        raise ValueError(f"{', '.join(arrays)} must be (N, H, W, C) of one shape, got "
+                         f"{', '.join(map(str, shapes))}")
+
+
 def _backdrop(frames: np.ndarray) -> np.ndarray:
     """Per series, the most frequent colour of a uint8 (N, H, W, C) frame: (N, C)."""
     out = np.empty((len(frames), frames.shape[-1]), frames.dtype)
@@ -67,12 +80,7 @@ def transitions(last_input: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarr
     """Boolean (N, H, W) masks of the kinds of change from ``last_input`` to ``truth`` (uint8
     (N, H, W, C)): background, appeared, vanished, greyed, changed, unchanged (see the module
     docstring); they partition the pixels."""
-    for name, a in (("last_input", last_input), ("truth", truth)):
-        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 4:
-            raise ValueError(f"{name} must be a uint8 (N, H, W, C) array, got "
-                             f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
-    if last_input.shape != truth.shape:
-        raise ValueError(f"last_input and truth must have one shape, got {last_input.shape}, {truth.shape}")
+    _check_frames(last_input=last_input, truth=truth)
     last, truth = last_input.astype(np.int16), truth.astype(np.int16)
     bg = _backdrop(last_input).astype(np.int16)[:, None, None, :]
     last_bg = np.abs(last - bg).max(-1) <= BG_TOL
@@ -92,12 +100,7 @@ def anatomy(pred: np.ndarray, truth: np.ndarray, last_input: np.ndarray,
     docstring, plus ``series_mse`` (N,) as a list. Raises ValueError for arrays that are not uint8, of
     mismatched shapes, or empty."""
     pred, truth, last_input = (np.asarray(a) for a in (pred, truth, last_input))
-    for name, a in (("pred", pred), ("truth", truth), ("last_input", last_input)):
-        if a.dtype != np.uint8:
-            raise ValueError(f"{name} must be uint8 (0-255, as delivered), got {a.dtype}")
-    if pred.ndim != 4 or pred.shape != truth.shape or truth.shape != last_input.shape:
-        raise ValueError(f"pred, truth and last_input must be (N, H, W, C) of one shape, got "
-                         f"{pred.shape}, {truth.shape}, {last_input.shape}")
+    _check_frames(pred=pred, truth=truth, last_input=last_input)
     if not len(pred):
         raise ValueError("no series to score (N = 0)")
     err = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2        # (N, H, W, C)

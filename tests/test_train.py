@@ -119,7 +119,7 @@ def test_hflip_mirrors_whole_series_about_half_the_time_and_none_is_identity():
         augment(x, "rot90")
 
 
-def test_train_step_sees_the_augmented_batch(monkeypatch):
+def test_train_step_sees_the_augmented_batch():
     """train.augment reaches the step: with hflip the model is given mirrored series, with none the
     batch as it is; validation (eval_step) never augments."""
     seen = []
