@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from crnn.evaluate import check_models_split  # noqa: E402
 from crnn.inference import forecast_window, load_model  # noqa: E402
+from crnn.mirror import mirror as mirror_about  # noqa: E402
 from crnn.shards import read_card, read_numpy  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
 
@@ -53,15 +54,10 @@ def mirror_pairs(width: int, column: int) -> tuple[np.ndarray, np.ndarray]:
 
 def mirror(a: np.ndarray, column: int, axis: int) -> np.ndarray:
     """``a`` mirrored along ``axis`` (the image's columns) about pixel column ``column``; columns
-    without a partner are copied unchanged."""
-    src, dst = mirror_pairs(a.shape[axis], column)
-    out = a.copy()
-    idx = [slice(None)] * a.ndim
-    idx[axis] = dst
-    src_idx = [slice(None)] * a.ndim
-    src_idx[axis] = src
-    out[tuple(idx)] = a[tuple(src_idx)]
-    return out
+    without a partner are copied unchanged (``crnn.mirror.mirror``, which ``train.augment=hflip``
+    also uses). ValueError for a column outside the image."""
+    mirror_pairs(a.shape[axis], column)                # names a column outside the image
+    return mirror_about(a, column, dim=axis)
 
 
 def per_age_mse(pred: np.ndarray, frames: np.ndarray, in_frames: int) -> list[float]:

@@ -64,7 +64,9 @@ class TrainConfig:
     torch_threads: int = 0              # intra-op CPU threads per worker (0 = Ray's default, its CPU share)
     augment: str = "none"               # none | hflip: mirror each training series left-right with
                                         # probability 1/2 (for scenes whose mirror image is as likely:
-                                        # pines, shapes, most photos); validation and test frames never
+                                        # pines, shapes, most photos) about the data's axis of symmetry
+                                        # (crnn.mirror: the card's mirror_axis; pines: the trunk column
+                                        # W // 2); validation and test frames never
     init_from: str = ""                 # a model directory (local or URI) whose weights start the run
                                         # (fine-tuning, a warm restart): same model.* config required;
                                         # fresh optimizer and schedule; "" = random initialisation

@@ -126,6 +126,7 @@ def generate(out: str, num_series: int = 3847, seed: int = 0, ages: Sequence[int
         params=[{"name": p.name, "low": p.low, "high": p.high, "default": p.default,
                  "unit": p.unit, "doc": p.doc} for p in sim.PARAMS],
         generator_version=sim.GENERATOR_VERSION, base_seed=int(seed), scene=scene,
+        mirror_axis=sim.mirror_axis(width),
         split_rule="index<3840 and index%10==9 -> test; else index%20==4 -> val; else train",
     )
     if irregular is not None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from crnn.checkpoint import check_init_from, save_model_dir
 from crnn.config import Config
+from crnn.mirror import mirror
 from crnn.model import build_model
 from crnn.shards import torch_frames
 
@@ -112,25 +113,31 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"train.precision={precision!r}: expected fp32 or bf16")
 
 
-def augment(x, kind: str):
+def augment(x, kind: str, mirror_axis: float | None = None):
     """A training batch (float (B, T, C, H, W), or an irregular dict with ``frames``) with data
     augmentation ``kind`` (``train.augment``): ``none`` returns it as it is; ``hflip`` mirrors each
     series left-right (every frame of it: the series stays a series) with probability 1/2, drawn from
-    torch's generator on the batch's device. Raises ValueError for another kind."""
+    torch's generator on the batch's device, about ``mirror_axis`` (pixel-column coordinates, the
+    dataset's axis of symmetry: :func:`crnn.mirror.mirror_axis`; None: the image centre). Raises
+    ValueError for another kind or an axis that is not a multiple of 0.5 inside the image."""
     if kind == "none":
         return x
     if kind != "hflip":
         raise ValueError(f"train.augment={kind!r}: expected none or hflip")
     frames = x["frames"] if isinstance(x, dict) else x
+    width = frames.shape[-1]
     flip = torch.rand(frames.shape[0], device=frames.device) < 0.5
-    frames = torch.where(flip.view(-1, *[1] * (frames.dim() - 1)), frames.flip(-1), frames)
+    mirrored = mirror(frames, (width - 1) / 2 if mirror_axis is None else mirror_axis, dim=-1)
+    frames = torch.where(flip.view(-1, *[1] * (frames.dim() - 1)), mirrored, frames)
     return {**x, "frames": frames} if isinstance(x, dict) else frames
 
 
-def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config) -> torch.Tensor:
+def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config,
+               mirror_axis: float | None = None) -> torch.Tensor:
     """One optimisation step on a batch (a float (B, T, C, H, W) tensor, or an irregular dict: see the
-    module docstring), augmented as ``train.augment`` says; returns the loss (detached, no sync)."""
-    x = augment(x, cfg.train.augment)
+    module docstring), augmented as ``train.augment`` says (``mirror_axis``: see :func:`augment`);
+    returns the loss (detached, no sync)."""
+    x = augment(x, cfg.train.augment, mirror_axis)
     args, targets, valid = _model_io(x, cfg.data.in_frames, training=True)
     if _cudagraphs(cfg):  # a new iteration: the graphs may reuse the previous step's output memory
         torch.compiler.cudagraph_mark_step_begin()
@@ -227,14 +234,14 @@ def _all_reduce(*values: float | torch.Tensor, device) -> list[float]:
 
 # ----------------------------------------------------------------------------- epoch loops
 def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg: Config,
-              log: Callable[[str], None] | None = None) -> dict[str, float]:
+              log: Callable[[str], None] | None = None, mirror_axis: float | None = None) -> dict[str, float]:
     """Train over ``batches`` (float (B, T, C, H, W), or irregular dicts) on the model's device;
-    returns sums."""
+    returns sums. ``mirror_axis``: the training data's axis of symmetry (``train.augment=hflip``)."""
     model.train()
     loss_sum, n_series, n_steps = None, 0, 0
     t0 = time.perf_counter()
     for x in batches:
-        loss = train_step(model, optimizer, scheduler, x, cfg)
+        loss = train_step(model, optimizer, scheduler, x, cfg, mirror_axis)
         b = batch_size_of(x)
         loss_sum = loss * b if loss_sum is None else loss_sum + loss * b
         n_series += b
@@ -301,7 +308,8 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     """Train without Ray on in-memory uint8 frames (N, T, H, W, C) -- or, for a time-aware model, an
     irregular dataset's numpy columns (``frames``, ``ages``, ``num_frames``, ``num_inputs``:
     :func:`crnn.shards.read_numpy`). Returns (model, history); ``out`` gets the model directory
-    (with ``data``, :func:`crnn.timeaware.data_summary` of the training set, when given)."""
+    (with ``data``, :func:`crnn.timeaware.data_summary` of the training set, when given; its
+    ``mirror_axis`` is the axis ``train.augment=hflip`` mirrors about, else the image centre)."""
     device = torch.device(device)
     cfg.train.validate()
     torch.manual_seed(cfg.train.seed)
@@ -322,7 +330,7 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     history = []
     for epoch in range(cfg.train.epochs):
         batches = _array_batches(train, cfg.train.batch_size, device, True, gen, drop_last=True)
-        stats = run_epoch(cmodel, opt, sched, batches, cfg)
+        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"))
         row = _epoch_row(epoch, stats, opt)
         if val_frames is not None and _length(val_frames):
             # validation runs eager: compiled, its other batch shapes would each cost a recompile

@@ -149,6 +149,13 @@ _SPACE = ParamSpace("pine", PARAMS, INT_PARAMS)
 PARAM_SPACE = _SPACE            # the prior over PARAMS (uniform; ``sample_params`` draws from it)
 
 
+def mirror_axis(width: int) -> float:
+    """The scene's axis of left-right symmetry in pixel-column coordinates (``crnn.mirror``): the
+    trunk, at the centre of column ``width // 2`` (branch azimuths are uniform and the depth shading
+    does not depend on the side, so a tree and its mirror image about the trunk are equally likely)."""
+    return float(width // 2)
+
+
 def default_params() -> dict[str, float]:
     return _SPACE.defaults()
 

@@ -70,6 +70,12 @@ _SPACE = ParamSpace("shapes", PARAMS, INT_PARAMS)
 _GRID = int(MAX_AGE) + 1        # random-walk knots at years 0..MAX_AGE
 
 
+def mirror_axis(width: int) -> float:
+    """The scene's axis of left-right symmetry in pixel-column coordinates (``crnn.mirror``): the image
+    centre (start positions and directions are uniform, walls reflect at both edges)."""
+    return (width - 1) / 2
+
+
 def default_params() -> dict[str, float]:
     return _SPACE.defaults()
 

@@ -94,14 +94,19 @@ def is_time_aware(cfg) -> bool:
 def data_summary(card: dict[str, Any], in_frames: int) -> dict[str, Any]:
     """The part of a dataset card (``dataset.json``) a model directory keeps (the checkpoint's
     ``data``): ``layout`` ("regular" or "irregular"), ``age_unit``, ``age_range`` [lo, hi] of the
-    ages trained on and, on the regular grid, ``ages`` (the first ``in_frames + 1``)."""
+    ages trained on and, on the regular grid, ``ages`` (the first ``in_frames + 1``); ``mirror_axis``,
+    the data's axis of left-right symmetry (:func:`crnn.mirror.mirror_axis`: what
+    ``train.augment=hflip`` mirrors about). ValueError for a card whose ``mirror_axis`` is invalid."""
+    from crnn.mirror import mirror_axis
+
+    axis = mirror_axis(card)
     if card.get("layout") == "irregular":
         lo, hi = card["age_range"]
         return {"layout": "irregular", "age_unit": str(card.get("age_unit", "years")),
-                "age_range": [float(lo), float(hi)]}
+                "age_range": [float(lo), float(hi)], "mirror_axis": axis}
     ages = [float(a) for a in card["ages"][:in_frames + 1]]
     return {"layout": "regular", "age_unit": str(card.get("age_unit", "years")),
-            "age_range": [ages[0], ages[-1]], "ages": ages}
+            "age_range": [ages[0], ages[-1]], "ages": ages, "mirror_axis": axis}
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

@@ -137,7 +137,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 local_shuffle_seed=cfg.train.seed * 1000 + epoch * 10 + rank)
             val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device, irregular))
         setup_s = time.perf_counter() - t_start if epoch == start_epoch else 0.0
-        stats = run_epoch(cmodel, opt, sched, batches, cfg)
+        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"))
         loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
         row = _epoch_row(epoch, stats, opt, loss_sum, series)
         # validation runs eager: compiled, its other batch shapes would each cost a recompile

@@ -376,7 +376,9 @@ def test_timevp_trains_on_an_irregular_dataset_with_ray_train(irr_dataset, tmp_p
         assert result.error is None
         model, mcfg, meta = load_model(f"{out}/model")
         assert meta["data"] == {"layout": "irregular", "age_unit": "years",
-                                "age_range": [float(v) for v in card["age_range"]]}
+                                "age_range": [float(v) for v in card["age_range"]],
+                                "mirror_axis": card["mirror_axis"]}    # the pines' trunk column, 8 // 2
+        assert card["mirror_axis"] == 4.0
         assert math.isfinite(meta["metrics"]["val_loss"])
         domain = time_domain(mcfg, meta["data"])
         assert domain.time_aware and domain.age_range == tuple(card["age_range"])

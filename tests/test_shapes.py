@@ -181,6 +181,7 @@ def test_generate_job_scene_shapes_round_trip(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     card = read_card(out)
     assert card["scene"] == "shapes" and card["generator_version"] == shapes.GENERATOR_VERSION
+    assert card["mirror_axis"] == (card["width"] - 1) / 2                # the image centre
     assert [p["name"] for p in card["params"]] == list(shapes.PARAM_NAMES)
     assert all(name in card["columns"] for name in shapes.PARAM_NAMES)
     assert card["splits"] == {"train": 21, "val": 1, "test": 2}           # test 9, 19; val 4

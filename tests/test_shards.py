@@ -133,6 +133,7 @@ def test_dataset_card(tiny_dataset):
     assert card["base_seed"] == TINY_SEED
     assert card["ages"] == list(pine.DEFAULT_AGES)
     assert (card["height"], card["width"], card["channels"]) == (32, 16, 3)
+    assert card["mirror_axis"] == 8.0                                    # the trunk's column
     cols = card["columns"]
     for c in ("series_id", "seed", "split", "ages", "frames", *pine.PARAM_NAMES):
         assert c in cols, c

@@ -1,0 +1,76 @@
+"""Left-right mirroring about a dataset's axis of symmetry (training augmentation, test-time augmentation).
+
+A scene is mirror-symmetric in distribution when a series and its mirror image are equally likely.
+The mirror that keeps a dataset's series *in* its distribution is about the scene's own axis, which
+is not always the image centre: the pine simulator draws the trunk at the centre of pixel column
+``W // 2`` (``crnn.pine``: "the trunk falls on one output pixel instead of straddling two"), so for
+an even width ``torch.flip`` (about the image centre, between columns W/2 - 1 and W/2) would move
+every mirrored trunk one column left -- a series no test tree looks like.
+
+The axis is given in pixel-column coordinates (column ``c``'s centre is at ``c``): the mirror sends
+column ``c`` to ``2 * axis - c``. It must be a multiple of 0.5 in [0, W - 1], so that columns map to
+columns; columns whose partner falls outside the image (column 0 for the pines' ``axis = W // 2``
+with W even) keep their own values.
+
+Where a dataset's axis comes from (:func:`mirror_axis`): the card's ``mirror_axis`` field (written
+by ``jobs/generate.py`` from the scene's simulator); cards written before it: ``W // 2`` for the pine
+scene, the image centre ``(W - 1) / 2`` otherwise (the shapes scene, ingested photos).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def check_axis(width: int, axis: float, name: str = "mirror axis") -> float:
+    """``axis`` as a float; ValueError naming it when it is not a multiple of 0.5 within the
+    ``width`` columns [0, width - 1]."""
+    try:
+        a = float(axis)
+    except (TypeError, ValueError):
+        a = float("nan")
+    if isinstance(axis, bool) or not (np.isfinite(a) and 0 <= a <= width - 1 and (2 * a).is_integer()):
+        raise ValueError(f"{name} {axis!r}: expected a multiple of 0.5 in [0, {width - 1}] "
+                         f"(pixel-column coordinates of a {width}-column image)")
+    return a
+
+
+def _source(width: int, axis: float) -> np.ndarray:
+    return int(2 * check_axis(width, axis)) - np.arange(width)
+
+
+def mirror_index(width: int, axis: float) -> np.ndarray:
+    """int64 (width,): column ``j`` of the mirrored image is column ``index[j]`` of the original,
+    ``2 * axis - j`` where that is inside the image, else ``j`` itself. ValueError for a bad axis."""
+    src = _source(width, axis)
+    return np.where(paired_columns(width, axis), src, np.arange(width)).astype(np.int64)
+
+
+def paired_columns(width: int, axis: float) -> np.ndarray:
+    """bool (width,): the columns whose mirror partner ``2 * axis - j`` is inside the image (the
+    axis column is its own partner). ValueError for a bad axis."""
+    src = _source(width, axis)
+    return (src >= 0) & (src < width)
+
+
+def mirror(x, axis: float, dim: int = -1):
+    """``x`` (a numpy array or torch tensor) mirrored along ``dim`` (the image's columns) about
+    ``axis`` (module docstring); the same type, a copy. ValueError for a bad axis."""
+    width = x.shape[dim]
+    idx = mirror_index(width, axis)
+    if isinstance(x, torch.Tensor):
+        return x.index_select(dim, torch.as_tensor(idx, device=x.device))
+    return np.take(x, idx, axis=dim)
+
+
+def mirror_axis(card: dict[str, Any]) -> float:
+    """A dataset's axis of left-right symmetry (module docstring) from its card (``dataset.json``).
+    ValueError naming the card's field when it is not a valid axis for the card's width."""
+    width = int(card["width"])
+    if card.get("mirror_axis") is not None:
+        return check_axis(width, card["mirror_axis"], "dataset card field mirror_axis")
+    pine = card.get("scene", "pines" if str(card.get("source", "")).startswith("simulator pine") else None)
+    return float(width // 2) if pine == "pines" else (width - 1) / 2
