@@ -33,6 +33,7 @@ import torch
 from crnn.config import to_dict
 from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
+from crnn.mirror import tta_axis, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
@@ -57,18 +58,20 @@ _METRIC_COLUMNS = (("MAE", "mae"), ("MSE", "mse"), ("PSNR dB", "psnr"), ("SSIM",
 
 # ----------------------------------------------------------------------------- evaluation
 def check_evaluate(model_path: str, data_path: str, split: str | None = None,
-                   device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> str:
+                   device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256,
+                   tta: str = "none", mirror_axis: float | None = None) -> str:
     """What :func:`evaluate` would refuse, checked before any work (cheap: the model file, the card
     and the shards' footers): the arguments, the device, the model directory, the dataset, that the
-    split (default: the model config's ``data.test_split``) is one the card counts series in, and
-    that the frames fit the model. Returns the split; raises ValueError (ModelError, ShardError)."""
+    split (default: the model config's ``data.test_split``) is one the card counts series in, that
+    the frames fit the model, and the test-time augmentation (:func:`crnn.mirror.tta_axis`). Returns the split;
+    raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir
     from crnn.shards import validate
 
     if num_examples < 0 or batch_size < 1:
         raise ValueError(f"--num-examples must be >= 0 and --batch-size >= 1, got {num_examples}, {batch_size}")
     pick_device(device)
-    cfg, _ = check_model_dir(model_path)
+    cfg, payload = check_model_dir(model_path)
     card = validate(data_path)
     split = split or cfg.data.test_split
     counts = {str(k): v for k, v in (card.get("splits") or {}).items()}
@@ -83,6 +86,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
                          f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")
+    tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
 
 
@@ -99,7 +103,8 @@ def check_models_split(model_paths: list[str], data_path: str, split: str | None
 
 
 def evaluate(model_path: str, data_path: str, out: str | None = None, split: str | None = None,
-             device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256) -> dict[str, Any]:
+             device: str | torch.device = "cpu", num_examples: int = 6, batch_size: int = 256,
+             tta: str = "none", mirror_axis: float | None = None) -> dict[str, Any]:
     """Score the model directory ``model_path`` and both baselines on one split of ``data_path``.
 
     ``split`` defaults to the model config's ``data.test_split``. With ``out`` (a local directory,
@@ -111,6 +116,10 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     size differs from the model's (:class:`crnn.inference.ImageSizeError`, naming both), an empty or
     unknown split, a device that is not cpu/cuda[:N] or CUDA unavailable; ModelError for a bad
     model directory.
+
+    ``tta="hflip"``: the model's forecasts with mirror test-time augmentation
+    (:class:`crnn.mirror.MirrorTTA`, about the axis :func:`crnn.mirror.tta_axis` picks; recorded as ``tta`` and
+    ``mirror_axis`` in the result); the baselines are scored as they are.
     """
     device = pick_device(device)
     model, cfg, meta = load_model(model_path, device)
@@ -119,6 +128,8 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
 
     card = read_card(data_path)
     _require_regular(card, data_path)
+    axis = tta_axis(tta, mirror_axis, meta.get("data"), card, data_path)
+    model = with_tta(model, axis)
     ages_all = card_ages(card)  # ints; floats for a card of real ages ("ages_dtype": "float32")
     if len(ages_all) < in_frames + 1:
         raise ValueError(
@@ -176,6 +187,8 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         "model_config": to_dict(cfg)["model"],
         "epoch": meta.get("epoch"),
         "improvement_over_persistence": improvement,
+        "tta": tta,
+        **({"mirror_axis": axis} if axis is not None else {}),
         "skipped_baselines": skipped,
     })
 
@@ -282,6 +295,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
         *_grid(header, rows),
     ]
+    if result.get("tta", "none") != "none":
+        lines.append(f"model: with mirror test-time augmentation ({result['tta']}, about pixel column "
+                     f"{result.get('mirror_axis')})")
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     imp = result.get("improvement_over_persistence")

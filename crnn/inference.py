@@ -76,21 +76,30 @@ def setup_torch(device: str, torch_threads: int = 0) -> None:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_model(path: str, device: str | torch.device = "cpu",
-               version: bool = False) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def load_model(path: str, device: str | torch.device = "cpu", version: bool = False, tta: str = "none",
+               mirror_axis: float | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(model in eval mode on ``device``, its :class:`crnn.config.Config`, meta) from the model
     directory ``path`` (local or URI). meta: ``epoch`` and ``metrics`` (as trained), ``data`` (the
-    training data's summary, :func:`crnn.timeaware.data_summary`, or None), and with
-    ``version`` the content hash :func:`model_version` (it reads every weight once). The model is
-    built from the config the checkpoint carries, never from flags. Raises :class:`ModelError`
-    naming the path for a missing, damaged or foreign directory
-    (:func:`crnn.checkpoint.read_model_file`) or weights that do not fit their config."""
+    training data's summary, :func:`crnn.timeaware.data_summary`, or None), ``tta``, and with
+    ``version`` the content hash :func:`model_version` (it reads every weight once; with TTA,
+    ``+hflip`` is appended: the forecasts differ). The model is built from the config the checkpoint
+    carries, never from flags. ``tta="hflip"``: the model wrapped in mirror test-time augmentation
+    (:class:`crnn.mirror.MirrorTTA`) about ``mirror_axis``, by default the training data's
+    (``data["mirror_axis"]``). Raises :class:`ModelError` naming the path for a missing, damaged or
+    foreign directory (:func:`crnn.checkpoint.read_model_file`) or weights that do not fit their
+    config; ValueError naming it for a bad ``tta`` or axis (:func:`crnn.mirror.model_tta_axis`)."""
+    from crnn.mirror import TTA_KINDS, model_tta_axis, with_tta
+
+    if tta not in TTA_KINDS:  # before reading any weight
+        raise ValueError(f"{path}: tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
     payload = read_model_file(path)
     model, cfg = model_from_payload(payload, path)
     model.to(device).eval()
-    meta = {"epoch": payload["epoch"], "metrics": payload["metrics"], "data": payload.get("data")}
+    meta = {"epoch": payload["epoch"], "metrics": payload["metrics"], "data": payload.get("data"), "tta": tta}
+    size = image_size(cfg.model)  # None: a baseline, any width
+    model = with_tta(model, model_tta_axis(tta, mirror_axis, meta["data"], size[1] if size else None, path))
     if version:
-        meta["version"] = model_version(payload)
+        meta["version"] = model_version(payload) + ("" if tta == "none" else f"+{tta}")
     return model, cfg, meta
 
 

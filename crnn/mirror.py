@@ -74,3 +74,72 @@ def mirror_axis(card: dict[str, Any]) -> float:
         return check_axis(width, card["mirror_axis"], "dataset card field mirror_axis")
     pine = card.get("scene", "pines" if str(card.get("source", "")).startswith("simulator pine") else None)
     return float(width // 2) if pine == "pines" else (width - 1) / 2
+
+
+TTA_KINDS = ("none", "hflip")
+
+
+class MirrorTTA(torch.nn.Module):
+    """Mirror test-time augmentation around a forecaster: the mean of its forecast of the series and
+    the mirror image of its forecast of the mirrored series, on the columns that have a mirror
+    partner (the others keep the plain forecast). Frames (B, T, C, H, W) are the first argument;
+    any others (a time-aware model's ages and masks) are passed as they are. Output: the model's.
+
+    Valid only where the scene is mirror-symmetric in distribution about ``axis`` (module
+    docstring); it costs a second forward pass. On the pines the best model's age-30 MSE falls by
+    ~2 % (BENCHMARKS.md, "Why the best model is still far above the floor", parts 5 and 8).
+    ValueError for a bad axis (at the first forward: the width comes with the frames)."""
+
+    def __init__(self, model: torch.nn.Module, axis: float) -> None:
+        super().__init__()
+        self.model, self.axis = model, float(axis)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        plain = self.model(x, *args, **kwargs)
+        back = mirror(self.model(mirror(x, self.axis), *args, **kwargs), self.axis)
+        keep = torch.as_tensor(paired_columns(x.shape[-1], self.axis), device=plain.device)
+        return torch.where(keep, 0.5 * (plain + back), plain)
+
+
+def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[str, Any],
+             where: str) -> float | None:
+    """The axis mirror test-time augmentation uses on a dataset (None for ``tta="none"``): ``axis``
+    when given, else the model's training data's (its checkpoint's ``data``), else the dataset's
+    (:func:`mirror_axis` of its ``card``). ValueError naming ``where`` for an unknown ``tta``, an
+    axis given without ``hflip``, or an axis outside the card's width."""
+    if tta not in TTA_KINDS:
+        raise ValueError(f"tta {tta!r}: expected one of {', '.join(TTA_KINDS)}")
+    if tta == "none":
+        if axis is not None:
+            raise ValueError(f"mirror axis {axis}: only used with tta hflip")
+        return None
+    chosen = axis if axis is not None else (model_data or {}).get("mirror_axis")
+    chosen = mirror_axis(card) if chosen is None else chosen
+    return check_axis(int(card["width"]), chosen, f"{where}: mirror axis")
+
+
+def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width: int | None,
+                   where: str) -> float | None:
+    """The axis a model directory's forecasts are mirrored about (None for ``tta="none"``): ``axis``
+    when given, else its training data's (``model_data``, the checkpoint's ``data``), checked against
+    the model's image ``width`` (None: a baseline, any width). ValueError naming ``where`` (the model
+    directory) for another kind, a bad axis, or ``hflip`` without an axis (a model directory written
+    before models kept their data's ``mirror_axis``: give one)."""
+    if tta not in TTA_KINDS:
+        raise ValueError(f"{where}: tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
+    if tta == "none":
+        if axis is not None:
+            raise ValueError(f"{where}: mirror axis {axis}: only used with tta hflip")
+        return None
+    chosen = axis if axis is not None else (model_data or {}).get("mirror_axis")
+    if chosen is None:
+        raise ValueError(f"{where}: tta=hflip needs the axis to mirror about, and the model directory does not "
+                         f"record its training data's mirror_axis (trained before it did): give the mirror "
+                         f"axis (pixel columns; the pines' trunk: width // 2)")
+    return float(chosen) if width is None else check_axis(width, chosen, f"{where}: mirror axis")
+
+
+def with_tta(model: torch.nn.Module, axis: float | None) -> torch.nn.Module:
+    """``model`` itself (``axis`` None: no test-time augmentation) or wrapped in :class:`MirrorTTA`
+    about ``axis``."""
+    return model if axis is None else MirrorTTA(model, axis)

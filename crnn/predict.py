@@ -54,6 +54,7 @@ import numpy as np
 
 from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, image_size, load_model,
                             model_version, pick_device, setup_torch)
+from crnn.mirror import TTA_KINDS, tta_axis
 from crnn.shardcheck import ShardError
 from crnn.timeaware import check_ages, forecast_at, time_domain
 
@@ -175,10 +176,10 @@ class BatchForecaster:
 
     def __init__(self, model_path: str, device: str = "cpu", horizon: int | None = None,
                  inputs: str = "first", torch_threads: int = 0, target_ages: Sequence[float] | None = None,
-                 irregular: bool = False):
+                 irregular: bool = False, tta: str = "none", mirror_axis: float | None = None):
         setup_torch(device, torch_threads)
         self.device = device
-        self.model, self.cfg, meta = load_model(model_path, device)
+        self.model, self.cfg, meta = load_model(model_path, device, tta=tta, mirror_axis=mirror_axis)
         self.domain = time_domain(self.cfg, meta.get("data"), meta.get("metrics"))
         self.in_frames = self.cfg.data.in_frames
         self.horizon = horizon
@@ -222,7 +223,8 @@ def target_dtype(target_ages: Sequence[float]):
 def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
                  horizon: int | None = None, inputs: str = "first", batch_size: int = 256, num_gpus: float = 0.0,
                  device: str | None = None, overwrite: bool = False,
-                 target_ages: Sequence[float] | str | None = None) -> dict[str, Any]:
+                 target_ages: Sequence[float] | str | None = None, tta: str = "none",
+                 mirror_axis: float | None = None) -> dict[str, Any]:
     """Every check of :func:`predict_dataset`, without Ray and before any work: arguments, the model
     directory (:class:`crnn.checkpoint.ModelError`), the dataset's card and shard footers
     (:class:`crnn.shardcheck.ShardError`), data the model cannot take, with ``target_ages`` every
@@ -231,7 +233,8 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     splits, ages, the output's ``ages_dtype``) and the arguments it checked (``"args"``): pass it to
     :func:`predict_dataset` as ``plan`` so that the run does not check (and read the ages) again."""
     args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
-                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages)
+                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages,
+                tta=tta, mirror_axis=mirror_axis)
     from crnn import irregular as irr
     from crnn.checkpoint import check_model_dir
     from crnn.shardcheck import SPLITS
@@ -247,10 +250,13 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
                          f"number of steps)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    if tta not in TTA_KINDS:
+        raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
     device = pick_device(device, num_gpus)
     cfg, payload = check_model_dir(model_path)  # ModelError names a bad model directory
     in_frames = cfg.data.in_frames
     card = validate(data_path)
+    axis = tta_axis(tta, mirror_axis, payload.get("data"), card, model_path)
     irregular = irr.is_irregular(card)
     if irregular:  # per-series ages: a time-aware model only (refused by kind, before any age is read)
         from crnn.timeeval import refuse_grid_model
@@ -293,7 +299,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     return {"cfg": cfg, "payload": payload, "card": card, "device": device, "splits": splits, "counts": counts,
             "num_series": num_series, "size": size, "in_ages": in_ages, "out_ages": out_ages,
             "target_ages": target_ages, "irregular": irregular, "ages_dtype": "float32" if fractional else "int32",
-            "args": args}
+            "mirror_axis": axis, "args": args}
 
 
 def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
@@ -301,13 +307,16 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
                     concurrency: int | tuple[int, int] = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
                     device: str | None = None, overwrite: bool = False, preview: str | None = None,
                     preview_count: int = 6, target_ages: Sequence[float] | str | None = None,
-                    plan: dict[str, Any] | None = None) -> dict[str, Any]:
+                    plan: dict[str, Any] | None = None, tta: str = "none",
+                    mirror_axis: float | None = None) -> dict[str, Any]:
     """Forecast every series of ``data_path`` (optionally some splits) with the model directory
     ``model_path`` and publish the forecasts at ``out``; returns the output's card. Needs Ray.
     ``target_ages`` (not with ``horizon``): forecast every series at those ages (module docstring;
     a regular or an irregular dataset). ``plan``: what :func:`plan_predict` returned for the same
     arguments (a job checks before starting Ray), so they are not checked twice; ValueError if it
-    was made for other arguments.
+    was made for other arguments. ``tta="hflip"``: mirror test-time augmentation of every forecast
+    (:class:`crnn.mirror.MirrorTTA`; about ``mirror_axis``, by default the model's training data's,
+    else the dataset's: :func:`crnn.mirror.tta_axis`), recorded in the output card's ``forecast``.
 
     Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
     size, with ``target_ages`` a series whose ages the model cannot answer, named by its id -- all
@@ -318,7 +327,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     from crnn.shards import base_card, publish, read_card, read_ray, write_ray_dataset
 
     args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
-                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages)
+                batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages,
+                tta=tta, mirror_axis=mirror_axis)
     if plan is None:
         plan = plan_predict(**args)
     elif plan.get("args") != args:
@@ -328,7 +338,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     device, payload, splits, counts = plan["device"], plan["payload"], plan["splits"], plan["counts"]
     num_series, size, in_ages, out_ages = plan["num_series"], plan["size"], plan["in_ages"], plan["out_ages"]
     target_ages, irregular = plan["target_ages"], plan["irregular"]
-    version = model_version(payload)
+    version = model_version(payload) + ("" if tta == "none" else f"+{tta}")  # as load_model's
+    axis = plan["mirror_axis"]
 
     # Every shard footer is checked here (ShardError names a bad one) before anything is written.
     cols = ["series_id", "seed", "split", "ages", "frames"] + (["num_frames", "num_inputs"] if irregular else [])
@@ -338,7 +349,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         BatchForecaster, batch_size=batch_size, batch_format="numpy", concurrency=concurrency,
         num_cpus=num_cpus, num_gpus=num_gpus or None,
         fn_constructor_kwargs=dict(model_path=model_path, device=device, horizon=horizon, inputs=inputs,
-                                   torch_threads=threads, target_ages=target_ages, irregular=irregular),
+                                   torch_threads=threads, target_ages=target_ages, irregular=irregular,
+                                   tta=tta, mirror_axis=axis),
     )
     mode = "ages" if target_ages is not None else "window" if horizon is None else "rollout"
     out_card = base_card(
@@ -349,7 +361,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         forecast={"model": model_path, "model_version": version, "model_epoch": payload.get("epoch"),
                   "data": data_path, "split": splits, "mode": mode, "horizon": horizon, "target_ages": out_ages
                   if target_ages is not None else None, "inputs": "first num_inputs frames (all when 0)" if
-                  irregular else inputs, "input_ages": in_ages},
+                  irregular else inputs, "input_ages": in_ages, "tta": tta,
+                  **({"mirror_axis": axis} if axis is not None else {})},
     )
     out_card["columns"]["source_split"] = "string (the source series' split; same as split)"
     out_card["columns"]["series_id"] = "string (the source series' id)"
@@ -368,21 +381,21 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         raise
     if preview:
         write_preview(preview, model_path, data_path, splits, horizon, inputs, device, preview_count,
-                      target_ages=target_ages, irregular=irregular)
+                      target_ages=target_ages, irregular=irregular, tta=tta, mirror_axis=axis)
     return read_card(out)
 
 
 def write_preview(path: str, model_path: str, data_path: str, splits, horizon: int | None, inputs: str,
                   device: str, count: int = 6, target_ages: Sequence[float] | None = None,
-                  irregular: bool = False) -> str:
+                  irregular: bool = False, tta: str = "none", mirror_axis: float | None = None) -> str:
     """PNG sheet of the first ``count`` series: inputs and forecasts (rollout), real vs forecast
     frames at the same ages (window mode), or the forecasts at ``target_ages`` (a row per series,
     labelled with its id). Forecasts are recomputed in-process for these few
-    series."""
+    series (with the run's test-time augmentation)."""
     from crnn.plots import comparison_sheet, contact_sheet
     from crnn.shards import read_ray
 
-    model, cfg, meta = load_model(model_path, device)
+    model, cfg, meta = load_model(model_path, device, tta=tta, mirror_axis=mirror_axis)
     n = cfg.data.in_frames
     cols = ["series_id", "ages", "frames"] + (["num_frames", "num_inputs"] if irregular else [])
     rows = read_ray(data_path, split=splits, columns=cols) \

@@ -30,6 +30,11 @@ def main(argv=None) -> int:
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")
     p.add_argument("--batch-size", type=int, default=None, help="series per forward pass (default 256; 64 on "
                    "an irregular dataset)")
+    p.add_argument("--tta", default="none", help="test-time augmentation of the model's forecasts: none | hflip "
+                   "(the mean of the forecast and the mirrored forecast of the mirrored series; twice the work)")
+    p.add_argument("--mirror-axis", type=float, default=None, metavar="COLUMN",
+                   help="with --tta hflip: the pixel column (a multiple of 0.5) to mirror about (default: the "
+                   "model's training data's axis, else the dataset's: the pines' trunk column width // 2)")
     g = p.add_argument_group("irregular datasets (the time-aware evaluation)")
     g.add_argument("--bank-size", type=int, default=None, help="training trees in the analog bank (default "
                    "2000; 0 skips the analog baseline)")
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
 
     try:
         check_evaluate(a.model, a.data, split=a.split, device=a.device, num_examples=a.num_examples,
-                       batch_size=a.batch_size)
+                       batch_size=a.batch_size, tta=a.tta, mirror_axis=a.mirror_axis)
         if a.write_trust_to_model or a.bank_size is not None or a.bank is not None:
             raise ValueError(f"{a.data}: a regular dataset; --write-trust-to-model, --bank-size and --bank belong "
                              f"to the time-aware evaluation of an irregular dataset")
@@ -60,7 +65,8 @@ def main(argv=None) -> int:
     from crnn.evaluate import evaluate, format_table
 
     return _run(lambda: evaluate(a.model, a.data, out=a.out, split=a.split, device=a.device,
-                                 num_examples=a.num_examples, batch_size=a.batch_size), format_table)
+                                 num_examples=a.num_examples, batch_size=a.batch_size, tta=a.tta,
+                                 mirror_axis=a.mirror_axis), format_table)
 
 
 def _run(evaluation, table) -> int:
@@ -84,6 +90,9 @@ def _evaluate_time(p, a) -> int:
     kw = dict(split=a.split, device=a.device, batch_size=64 if a.batch_size is None else a.batch_size,
               bank_size=BANK_SIZE if a.bank_size is None else a.bank_size, bank_workers=a.bank_workers)
     try:  # before any work: the arguments, a grid model, the dataset, the split, the frame size
+        if a.tta != "none" or a.mirror_axis is not None:
+            raise ValueError(f"{a.data}: an irregular dataset; --tta and --mirror-axis belong to the evaluation of "
+                             f"a regular dataset (the time-aware evaluation has no test-time augmentation)")
         check_time_evaluate(a.model, a.data, **kw)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

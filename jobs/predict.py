@@ -43,6 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (>0: forecast on CUDA)")
     p.add_argument("--preview", help="write a PNG sheet of a few series' inputs/forecasts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.add_argument("--tta", default="none", help="test-time augmentation: none | hflip (the mean of each forecast "
+                   "and the mirrored forecast of the mirrored series; twice the work)")
+    p.add_argument("--mirror-axis", type=float, default=None, metavar="COLUMN",
+                   help="with --tta hflip: the pixel column (a multiple of 0.5) to mirror about (default: the "
+                   "model's training data's axis, else the dataset's: the pines' trunk column width // 2)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
 
     a = parse_job_args(p, argv)
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
         plan = plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                             batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite,
-                            target_ages=a.target_ages)
+                            target_ages=a.target_ages, tta=a.tta, mirror_axis=a.mirror_axis)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
@@ -72,7 +77,8 @@ def main(argv=None) -> int:
         card = predict_dataset(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                                batch_size=a.batch_size, concurrency=a.concurrency, num_cpus=a.num_cpus,
                                num_gpus=a.num_gpus, overwrite=a.overwrite, preview=a.preview,
-                               target_ages=a.target_ages, plan=plan)  # checked above: not again
+                               target_ages=a.target_ages, plan=plan, tta=a.tta,
+                               mirror_axis=a.mirror_axis)  # checked above: not again
     except (ShardError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"predict failed: {e}", file=sys.stderr)
         return 1

@@ -35,11 +35,17 @@ def main(argv=None) -> int:
     p.add_argument("--num-cpus", type=float, help="CPUs per model replica (ray_actor_options.num_cpus)")
     p.add_argument("--ingress-replicas", type=int, help="ingress replicas (HTTP parsing on CPUs; default 1)")
     p.add_argument("--ingress-num-cpus", type=float, help="CPUs per ingress replica (default 1)")
+    p.add_argument("--tta", choices=("none", "hflip"), help="test-time augmentation (default: the config's, else "
+                   "none): hflip = the mean of each forecast and the mirrored forecast of the mirrored series")
+    p.add_argument("--mirror-axis", type=float, metavar="COLUMN", help="with --tta hflip: the pixel column to mirror "
+                   "about (default: the model's training data's axis)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of an embedded local Ray")
 
     a = parse_job_args(p, argv)
 
     from crnn.checkpoint import check_model_dir
+    from crnn.inference import image_size
+    from crnn.mirror import model_tta_axis
     from crnn.serve import ServeSettings, build_app, load_serve_config
 
     args, http = ({}, {})
@@ -50,6 +56,10 @@ def main(argv=None) -> int:
             args["model"] = a.model
         if "model" not in args:
             p.error("--model is required (or args.model in --config)")
+        if a.tta is not None:
+            args["tta"] = a.tta
+        if a.mirror_axis is not None:
+            args["mirror_axis"] = a.mirror_axis
         if a.num_replicas is not None:
             args["num_replicas"], args["autoscaling_config"] = a.num_replicas, None
         actor = dict(args.get("ray_actor_options") or {})
@@ -76,7 +86,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--port must be an integer 1-65535, got {port!r}")
         if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
-        check_model_dir(settings.model)
+        cfg, payload = check_model_dir(settings.model)
+        size = image_size(cfg.model)  # the axis a replica would mirror about (it would refuse the same way)
+        model_tta_axis(settings.tta, settings.mirror_axis, payload.get("data"), size[1] if size else None,
+                       settings.model)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 

@@ -127,7 +127,7 @@ def test_forecast_arguments_refused_with_their_value():
 def test_load_model_eval_mode_meta_and_version(model_dir, tmp_path):
     model, cfg, meta = load_model(model_dir)
     assert not model.training and cfg.model.lstm_units == 8
-    assert meta == {"epoch": 2, "metrics": {"val_loss": 0.5, "input_ages": [1, 2, 3, 4]}, "data": None}
+    assert meta == {"epoch": 2, "metrics": {"val_loss": 0.5, "input_ages": [1, 2, 3, 4]}, "data": None, "tta": "none"}
     version = load_model(model_dir, version=True)[2]["version"]
     assert version == model_version(read_model_file(model_dir)) and len(version) == 12
     other = str(tmp_path / "other")

@@ -73,7 +73,7 @@ def _payload_variant(good, tmp_path, name, change) -> str:
 def test_good_model_dir_loads(good_model):
     cfg, payload = check_model_dir(good_model)
     model, cfg2, meta = load_model(good_model)
-    assert cfg == cfg2 and meta == {"epoch": 3, "metrics": {"val_loss": 0.5}, "data": None}
+    assert cfg == cfg2 and meta == {"epoch": 3, "metrics": {"val_loss": 0.5}, "data": None, "tta": "none"}
     assert set(payload["state_dict"]) == set(model.state_dict())
 
 

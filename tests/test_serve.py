@@ -96,7 +96,8 @@ def test_settings_and_serve_yaml(tmp_path):
     assert "autoscaling_config" in opts and opts["ray_actor_options"]["num_cpus"] == 1
     # device "auto" and torch_threads 0 are resolved in the model replica from the resources Ray gave
     # it (so serve.yaml's deployments overrides count); test_health_model_and_docs checks the result
-    assert s.replica_args() == {"model": "somewhere", "device": "auto", "torch_threads": 0,
+    assert s.replica_args() == {"model": "somewhere", "device": "auto", "torch_threads": 0, "tta": "none",
+                                "mirror_axis": None,
                                 "background": [255, 255, 255]}  # white by default, as jobs/ingest.py
     ing = s.ingress_options()
     assert ing["name"] == "CRNNIngress" and ing["num_replicas"] == 1 and ing["ray_actor_options"]["num_cpus"] == 1

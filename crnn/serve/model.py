@@ -64,13 +64,15 @@ class ForecastEngine:
         self.loaded_at = time.time()
 
     @classmethod
-    def load(cls, path: str, device: str = "auto", torch_threads: int = 0) -> "ForecastEngine":
-        """Load the model directory ``path`` (and its ``trust.json`` when there is one); raises
-        ``ModelError`` naming what is wrong (a replica then refuses to start) or ``ValueError`` for a
-        device that is not there."""
+    def load(cls, path: str, device: str = "auto", torch_threads: int = 0, tta: str = "none",
+             mirror_axis: float | None = None) -> "ForecastEngine":
+        """Load the model directory ``path`` (and its ``trust.json`` when there is one), with test-time
+        augmentation ``tta`` (:func:`crnn.inference.load_model`); raises ``ModelError`` naming what is
+        wrong (a replica then refuses to start) or ``ValueError`` for a device that is not there or a
+        bad ``tta``/axis."""
         device = pick_device(device)
         setup_torch(device, torch_threads)
-        model, cfg, meta = load_model(path, device, version=True)
+        model, cfg, meta = load_model(path, device, version=True, tta=tta, mirror_axis=mirror_axis)
         return cls(model, cfg, meta, device, path, meta.pop("version"))
 
     def forecast(self, frames: np.ndarray, horizons: list[int]) -> list[np.ndarray]:
@@ -112,7 +114,7 @@ class ForecastEngine:
             "in_frames": self.in_frames, "input_ages": self.input_ages,
             "image": {"height": self.height, "width": self.width, "channels": self.channels},
             "device": self.device, "torch_threads": torch.get_num_threads(),
-            "time": self.domain.as_dict(), "trust": self.trust,
+            "time": self.domain.as_dict(), "trust": self.trust, "tta": self.meta.get("tta", "none"),
         })
 
 
@@ -131,8 +133,10 @@ def replica_resources(device: str, torch_threads: int) -> tuple[str, int]:
 class ForecastModel:
     """One model replica: the model and the batch queue. Called by the ingress with arrays only."""
 
-    def __init__(self, model: str, device: str = "auto", torch_threads: int = 0):
-        self.engine = ForecastEngine.load(model, *replica_resources(device, torch_threads))
+    def __init__(self, model: str, device: str = "auto", torch_threads: int = 0, tta: str = "none",
+                 mirror_axis: float | None = None):
+        self.engine = ForecastEngine.load(model, *replica_resources(device, torch_threads), tta=tta,
+                                          mirror_axis=mirror_axis)
         self.limits = BatchLimits()
         self.stats = {"requests": 0, "series": 0, "batches": 0, "largest_batch": 0}
         # One thread runs the forward passes, so the event loop keeps taking calls meanwhile.

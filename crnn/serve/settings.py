@@ -90,6 +90,12 @@ class ServeSettings(BaseModel):
     user_config: Limits = Field(default_factory=Limits)
     ingress: DeploymentSchema = Field(default_factory=_default_ingress,
                                       description="the FastAPI ingress deployment's options (CPU only)")
+    tta: Literal["none", "hflip"] = Field(
+        "none", description="test-time augmentation: hflip = the mean of each forecast and the mirrored forecast "
+                            "of the mirrored series (twice the work; for mirror-symmetric scenes)")
+    mirror_axis: Optional[float] = Field(
+        None, description="with tta hflip: the pixel column (a multiple of 0.5) to mirror about; default: the "
+                          "model's training data's (the pines' trunk column width // 2)")
     background: Union[str, list[int]] = Field(
         "white", description="colour transparent PNG pixels are composited over: a name, '#rrggbb', "
                              "'R,G,B' or [R, G, B]; keep it the one the training data was ingested with "
@@ -155,6 +161,7 @@ class ServeSettings(BaseModel):
         """Constructor args of the model deployment. ``device`` "auto" and ``torch_threads`` 0 are
         resolved in the replica from the resources Ray gave it (config-file overrides included)."""
         return {"model": self.model, "device": self.device, "torch_threads": self.torch_threads,
+                "tta": self.tta, "mirror_axis": self.mirror_axis,
                 "background": list(images.parse_color(self.background))}
 
 
