@@ -49,8 +49,9 @@ Probes combine with ``+`` (``norm+skip`` is what ``model.convlstm.norm=true skip
 Options that change the recipe for every probe: ``--batch-size`` and ``--lr`` (the preset's 32 and
 2e-3), ``--hidden`` (the cells' channels, e.g. 128,128,128
 or 64,64,64,64,64,64), ``--step-weights`` (the loss weight of each forecast step, normalised to mean
-1; e.g. 0,0,0,1 trains on the last forecast age only) and ``--ema`` (also score exponential moving
-averages of the weights, ``torch.optim.swa_utils`` with ``get_ema_multi_avg_fn``, one per decay).
+1; e.g. 0,0,0,1 trains on the last forecast age only), ``--ema`` (also score exponential moving
+averages of the weights, ``torch.optim.swa_utils`` with ``get_ema_multi_avg_fn``, one per decay) and
+``--augment hflip`` (``train.augment``: mirrored training series, about the dataset's axis).
 
 Why a plain loop and not ``jobs/train.py``: the probes change what the model sees (parameters,
 coordinates), which the family configs deliberately do not expose (a served model gets frames
@@ -78,7 +79,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E
 
 from crnn import pine  # noqa: E402
 from crnn.config import load_config  # noqa: E402
-from crnn.loop import make_scheduler  # noqa: E402
+from crnn.loop import augment as augment_batch, make_scheduler  # noqa: E402
+from crnn.mirror import mirror_axis as card_mirror_axis  # noqa: E402
 from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
 from crnn.models.predrnn import SpatioTemporalLSTMCell  # noqa: E402
 from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
@@ -258,12 +260,13 @@ def test_mse(model: ProbeConvLSTM, frames: torch.Tensor, params: torch.Tensor, i
 
 def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 0, in_frames: int = 4,
                 batch_size: int = 32, lr: float = 2e-3, log=print, step_weights=None, ema=(),
-                **model_kw) -> dict:
+                augment: str = "none", mirror_axis: float | None = None, **model_kw) -> dict:
     """Train one probe with the ``convlstm-fast`` recipe; returns {probe, epochs, seed, test_mse (per
     forecast age), train_mse_255 (last epoch, weighted as trained), seconds, and with ``ema`` the
     test MSE of each moving average: ema_test_mse {decay: [...]}}. ``step_weights``: one loss weight
-    per forecast step (normalised to mean 1; None: all 1). ValueError for weights of another length,
-    negative or all zero, or a decay outside (0, 1)."""
+    per forecast step (normalised to mean 1; None: all 1). ``augment``: ``train.augment``'s kinds
+    (``crnn.loop.augment``: ``hflip`` mirrors a training series about ``mirror_axis`` with probability
+    1/2). ValueError for weights of another length, negative or all zero, or a decay outside (0, 1)."""
     w = torch.ones(in_frames) if step_weights is None else torch.as_tensor(step_weights, dtype=torch.float32)
     if w.shape != (in_frames,) or (w < 0).any() or not w.sum() > 0:
         raise ValueError(f"step_weights {step_weights}: expected {in_frames} non-negative numbers, not all 0")
@@ -285,7 +288,7 @@ def train_probe(probe: str, train: tuple, test: tuple, epochs: int, seed: int = 
         perm, loss_sum = torch.randperm(len(frames)), 0.0
         for i in range(0, len(frames), batch_size):
             idx = perm[i:i + batch_size]
-            x = frames[idx]
+            x = augment_batch(frames[idx], augment, mirror_axis)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 pred = model(x[:, :in_frames], params[idx])
             loss = (((pred.float() - x[:, 1:in_frames + 1]) ** 2).mean((2, 3, 4)) * w).mean()
@@ -319,6 +322,8 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", default="64,64,64", help="the cells' channels, bottom first (the preset's 64,64,64)")
     p.add_argument("--step-weights", default=None, metavar="W,W,..",
                    help="loss weight of each forecast step (default all 1; 0,0,0,1: the last age only)")
+    p.add_argument("--augment", default="none", choices=("none", "hflip"),
+                   help="train.augment for every probe: hflip mirrors training series about the dataset's axis")
     p.add_argument("--ema", default="", metavar="D,D,..",
                    help="also score moving averages of the weights with these decays (e.g. 0.99,0.995)")
     p.add_argument("--batch-size", type=int, default=32, help="series per step (the preset's 32)")
@@ -384,6 +389,7 @@ def main(argv=None) -> int:
     if height % a.patch or width % a.patch:
         p.error(f"--patch {a.patch}: the {height}x{width} frames are not divisible by it")
     torch.set_num_threads(a.threads)
+    axis = card_mirror_axis(card)                # the axis train.augment=hflip mirrors about
     with_params = not missing
     train = load_split(a.data, "train", with_params)
     test = load_split(a.data, "test", with_params)
@@ -391,9 +397,10 @@ def main(argv=None) -> int:
         train = (train[0][:a.train_series], train[1][:a.train_series])
     rows = [{**train_probe(probe, train, test, a.epochs, a.seed, in_frames, batch_size=a.batch_size, lr=a.lr,
                            step_weights=weights, ema=decays, kernel_size=a.kernel_size, patch=a.patch,
-                           hidden=hidden),
+                           hidden=hidden, augment=a.augment, mirror_axis=axis),
              "train_series": len(train[0]), "kernel_size": a.kernel_size, "patch": a.patch,
-             "hidden": list(hidden), "step_weights": weights, "batch_size": a.batch_size, "lr": a.lr}
+             "hidden": list(hidden), "step_weights": weights, "batch_size": a.batch_size, "lr": a.lr,
+             "augment": a.augment, **({"mirror_axis": axis} if a.augment != "none" else {})}
             for probe in probes]
     ages = ages[1:]                             # the forecast ages
     for r in rows:

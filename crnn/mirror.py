@@ -106,16 +106,10 @@ def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[s
     """The axis mirror test-time augmentation uses on a dataset (None for ``tta="none"``): ``axis``
     when given, else the model's training data's (its checkpoint's ``data``), else the dataset's
     (:func:`mirror_axis` of its ``card``). ValueError naming ``where`` for an unknown ``tta``, an
-    axis given without ``hflip``, or an axis outside the card's width."""
-    if tta not in TTA_KINDS:
-        raise ValueError(f"tta {tta!r}: expected one of {', '.join(TTA_KINDS)}")
-    if tta == "none":
-        if axis is not None:
-            raise ValueError(f"mirror axis {axis}: only used with tta hflip")
-        return None
-    chosen = axis if axis is not None else (model_data or {}).get("mirror_axis")
-    chosen = mirror_axis(card) if chosen is None else chosen
-    return check_axis(int(card["width"]), chosen, f"{where}: mirror axis")
+    axis given without ``hflip``, or an axis outside the card's width (:func:`model_tta_axis`)."""
+    if tta == "hflip" and axis is None and (model_data or {}).get("mirror_axis") is None:
+        axis = mirror_axis(card)
+    return model_tta_axis(tta, axis, model_data, int(card["width"]), where)
 
 
 def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width: int | None,

@@ -212,3 +212,20 @@ def test_composite_moves_each_pixel_towards_a_predicted_colour():
         assert torch.allclose(m(x, p), x + 0.25 * (0.5 - x))
         m.head.bias[:-4] = 20.0                          # colour -> 1 (sigmoid saturates)
         assert torch.allclose(m(x, p), x + 0.25 * (1 - x), atol=1e-6)
+
+
+def test_augment_hflip_reaches_the_training_batches(monkeypatch):
+    """--augment hflip: every training batch goes through crnn.loop.augment with the dataset's axis;
+    the test split is scored as it is."""
+    seen = []
+    real = cp.augment_batch
+    monkeypatch.setattr(cp, "augment_batch", lambda x, kind, axis: seen.append((kind, axis)) or real(x, kind, axis))
+    torch.manual_seed(0)
+    frames = torch.rand(16, 5, 3, 8, 4)
+    params = torch.rand(16, 23)
+    res = cp.train_probe("base", (frames, params), (frames[:4], params[:4]), epochs=1, batch_size=8,
+                         augment="hflip", mirror_axis=2.0, hidden=(4,), log=lambda s: None)
+    assert seen == [("hflip", 2.0)] * 2 and len(res["test_mse"]) == 4
+    with pytest.raises(ValueError, match="mirror axis 9"):
+        cp.train_probe("base", (frames, params), (frames[:4], params[:4]), epochs=1, batch_size=8,
+                       augment="hflip", mirror_axis=9, hidden=(4,), log=lambda s: None)

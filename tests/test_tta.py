@@ -110,7 +110,7 @@ def test_evaluate_with_tta_scores_the_augmented_forecast(tiny_dataset, tmp_path,
     assert "mirror test-time augmentation (hflip, about pixel column 8.0)" in format_table(res)
     old = _model_dir(tmp_path, "old", data=None, path=tiny_dataset)     # no axis kept: the dataset's
     assert evaluate(old, tiny_dataset, tta="hflip")["mirror_axis"] == 8.0
-    for kw, needle in (({"tta": "vflip"}, "tta 'vflip'"), ({"mirror_axis": 3.0}, "only used with tta hflip"),
+    for kw, needle in (({"tta": "vflip"}, "tta='vflip'"), ({"mirror_axis": 3.0}, "only used with tta hflip"),
                        ({"tta": "hflip", "mirror_axis": 15.5}, "mirror axis 15.5")):
         with pytest.raises(ValueError, match=needle):
             check_evaluate(path, tiny_dataset, **kw)
@@ -123,7 +123,7 @@ def test_evaluate_job_flags(tiny_dataset, tmp_path, capsys):
     assert job.main(["--model", path, "--data", tiny_dataset, "--tta", "hflip"]) == 0
     assert "about pixel column 8.0" in capsys.readouterr().out
     for argv, needle in ((["--tta", "hflip", "--mirror-axis", "2.2"], "mirror axis 2.2"),
-                         (["--mirror-axis", "8"], "only used with tta hflip"), (["--tta", "x"], "tta 'x'")):
+                         (["--mirror-axis", "8"], "only used with tta hflip"), (["--tta", "x"], "tta='x'")):
         assert job.main(["--model", path, "--data", tiny_dataset, *argv]) == 2
         assert needle in capsys.readouterr().err
 
