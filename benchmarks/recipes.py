@@ -54,8 +54,10 @@ RUNS = {
     "convlstm-cpu-h48-e7": ("convlstm-cpu", {"model.convlstm.hidden": [48, 48, 48], "train.epochs": 7}),
     "convlstm-cpu-e5-lr4": ("convlstm-cpu", {"train.epochs": 5, "train.lr": 4e-3}),
     "convlstm-cpu-e5-w02": ("convlstm-cpu", {"train.epochs": 5, "train.warmup_epochs": 0.2}),
-    # mirrored training series (train.augment=hflip; part 7): against over-fitting 3,270 trees
+    # mirrored training series (train.augment=hflip; part 7, measured again about the pines' trunk
+    # column in part 8): against over-fitting 3,270 trees
     "convlstm-cpu-hflip": ("convlstm-cpu", {"train.augment": "hflip"}),
+    "convlstm-cpu-e5-hflip": ("convlstm-cpu", {"train.epochs": 5, "train.augment": "hflip"}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
