@@ -242,6 +242,7 @@ def check_data(cfg: Config, card: dict) -> int:
     returns the number of training series. An irregular dataset (per-series ages, crnn.irregular)
     trains a time-aware model only (``model.kind=timevp``). No Ray: jobs call it before starting Ray."""
     from crnn.inference import check_image_size
+    from crnn.mirror import mirror_axis
     from crnn.shardcheck import SPLITS
     from crnn.timeaware import TIME_AWARE_KINDS
 
@@ -257,6 +258,10 @@ def check_data(cfg: Config, card: dict) -> int:
     check_image_size((cfg.model.height, cfg.model.width, cfg.model.channels),
                      (card["height"], card["width"], card["channels"]), cfg.data.path,
                      hint="set model.height/width/channels")
+    try:  # the axis train.augment=hflip mirrors about and the model directory keeps (crnn.mirror)
+        mirror_axis(card)
+    except ValueError as e:
+        raise ValueError(f"{cfg.data.path}: {e}") from None
     bad = [s for s in (*cfg.data.train_splits, cfg.data.val_split, cfg.data.test_split) if s not in SPLITS]
     if bad:
         raise ValueError(f"data splits {bad}: expected some of {SPLITS}")

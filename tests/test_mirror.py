@@ -120,3 +120,18 @@ def test_fit_plain_mirrors_about_the_data_summarys_axis(monkeypatch):
     seen.clear()
     fit_plain(cfg, _pine_frames(8))                                  # no summary: the image centre
     assert set(seen) == {None}
+
+
+@pytest.mark.parametrize("axis", [16, 7.3, "middle"])
+def test_training_refuses_a_card_with_a_bad_axis_before_anything_runs(axis):
+    """check_data (called before Ray starts and before an old run directory is cleared) names the
+    dataset and the card's bad mirror_axis."""
+    from crnn.config import load_config
+    from crnn.train import check_data
+
+    cfg = load_config("quick", overrides={"data.path": "/data/x"})
+    card = {"width": 16, "height": 32, "channels": 3, "ages": [10, 15, 20, 25, 30], "scene": "pines",
+            "splits": {"train": 10, "val": 2, "test": 2}}
+    assert check_data(cfg, card) == 10
+    with pytest.raises(ValueError, match=f"/data/x: dataset card field mirror_axis {axis!r}"):
+        check_data(cfg, {**card, "mirror_axis": axis})
