@@ -81,7 +81,7 @@ from crnn import pine  # noqa: E402
 from crnn.config import load_config  # noqa: E402
 from crnn.loop import augment as augment_batch, make_scheduler  # noqa: E402
 from crnn.mirror import mirror_axis as card_mirror_axis  # noqa: E402
-from crnn.models.convlstm import ConvLSTMCell  # noqa: E402
+from crnn.models.convlstm import AxialAttention, ConvLSTMCell  # noqa: E402
 from crnn.models.predrnn import SpatioTemporalLSTMCell  # noqa: E402
 from crnn.shards import read_card, read_numpy, require_regular  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
@@ -89,39 +89,6 @@ from crnn.storage import write_json  # noqa: E402
 PROBES = ("base", "oracle", "coord", "global", "axial", "diff", "skip", "norm", "refine", "st", "composite")
 _LOW = np.array([p.low for p in pine.PARAMS], np.float64)
 _HIGH = np.array([p.high for p in pine.PARAMS], np.float64)
-
-
-class AxialAttention(nn.Module):
-    """Self-attention along one axis of a feature map (Ho et al. 2019): (B, C, h, w) -> same shape,
-    ``x + out(attn(norm(x) + pos, norm(x) + pos, norm(x)))`` over each column (``axis="h"``) or each
-    row (``"w"``). ``pos``: sin/cos of the coordinate scaled to [-1, 1] at C/2 frequencies from pi
-    to 64 pi (geometric), so the block has no per-size parameters. The output projection starts at
-    zero: the block starts as the identity. C must be even and divisible by ``heads``."""
-
-    def __init__(self, channels: int, axis: str, heads: int = 4) -> None:
-        super().__init__()
-        if axis not in ("h", "w") or channels % 2 or channels % heads:
-            raise ValueError(f"axial attention: axis {axis!r} (h or w), channels {channels} (even, "
-                             f"divisible by heads={heads})")
-        self.axis = axis
-        self.norm = nn.LayerNorm(channels)
-        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
-        self.out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        self.register_buffer("freq", math.pi * torch.logspace(0, 6, channels // 2, base=2.0), persistent=False)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        b, c, hh, ww = h.shape
-        seq = (h.permute(0, 3, 2, 1).reshape(b * ww, hh, c) if self.axis == "h"
-               else h.permute(0, 2, 3, 1).reshape(b * hh, ww, c))               # (B*, L, C)
-        L = seq.shape[1]
-        coord = torch.linspace(-1, 1, L, device=h.device, dtype=torch.float32)[:, None] * self.freq[None]
-        pos = torch.cat([coord.sin(), coord.cos()], -1).to(seq.dtype)[None]    # (1, L, C)
-        n = self.norm(seq)
-        y = self.out(self.attn(n + pos, n + pos, n, need_weights=False)[0])
-        y = y.reshape(b, ww, hh, c).permute(0, 3, 2, 1) if self.axis == "h" else y.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
-        return h + y
 
 
 class ProbeConvLSTM(nn.Module):

@@ -17,7 +17,10 @@
 #      PHASES=Q Q_EPOCHS=100 Q20K_PRESETS=convlstm Q_OVERRIDES=train.batch_size=128
 #      (the run directories keep the q1-<preset>-20k names); with the normalised, skip-connected
 #      cells of convlstm-cpu (BENCHMARKS.md, part 6) add them to Q_OVERRIDES:
-#      Q_OVERRIDES="train.batch_size=128 model.convlstm.norm=true model.convlstm.skip=true".
+#      Q_OVERRIDES="train.batch_size=128 model.convlstm.norm=true model.convlstm.skip=true";
+#      the per-step candidates of BENCHMARKS.md parts 7-8 (each ~5 % lower age-30 MSE per step on a
+#      CPU, 2.2-3.3x its time per step): add model.convlstm.axial=true (attention along columns and
+#      rows), or model.convlstm.hidden=[128,128,128], or Q20K_PRESETS=predrnn.
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.
 set -u

@@ -24,6 +24,8 @@ def test_every_probe_starts_as_persistence(probe):
     ("base", []),
     # what the convlstm-cpu preset trains
     ("norm+skip", ["model.convlstm.norm=true", "model.convlstm.skip=true"]),
+    ("norm+skip+axial", ["model.convlstm.norm=true", "model.convlstm.skip=true", "model.convlstm.axial=true"]),
+    ("axial", ["model.convlstm.axial=true"]),
 ])
 def test_probe_is_the_convlstm_family(probe, overrides):
     # the convlstm-fast preset's model (with the overrides): the same parameter names and shapes,

@@ -308,10 +308,44 @@ def test_convlstm_skip_option():
     assert outs[False] < 1e-6 and outs[True] > 1e-3
 
 
+@pytest.mark.parametrize("hw", SIZES)
+def test_convlstm_axial_option(hw):
+    """model.convlstm.axial: attention along columns then rows after each cell. Starts as the model
+    without it (zero output projections: the same forecast from the same cell weights); the same
+    parameter count at every image size; a position then sees its whole column (a change at the top
+    row moves the first step's forecast at the bottom row, which 2 layers of 3x3 cells cannot reach)
+    and nothing beyond its column and row after one block."""
+    torch.manual_seed(0)
+    plain = build_model(small("convlstm", *hw)).eval()
+    cfg = dataclasses.replace(small("convlstm", *hw), convlstm=ConvLSTMConfig(hidden=(8, 8), axial=True))
+    torch.manual_seed(0)
+    m = build_model(cfg).eval()
+    counts = {s: count_parameters(build_model(dataclasses.replace(
+        small("convlstm", *s), convlstm=ConvLSTMConfig(hidden=(8, 8), axial=True)))) for s in SIZES}
+    assert len(set(counts.values())) == 1 and counts[hw] > count_parameters(plain)
+    m.load_state_dict({**m.state_dict(), **plain.state_dict()})
+    x = torch.rand(2, 4, 3, *hw)
+    with torch.no_grad():
+        torch.nn.init.normal_(plain.head.weight, std=0.2)
+        m.head.weight.copy_(plain.head.weight)
+        assert torch.allclose(m(x), plain(x), atol=1e-6)          # the identity at the start
+        for blocks in m.axial:
+            for block in blocks:
+                torch.nn.init.normal_(block.out.weight, std=0.2)
+        y = m(x)
+        x2 = x.clone()
+        x2[:, 0, :, 0, :] = 1 - x2[:, 0, :, 0, :]                 # the top row of the first frame
+        moved = (m(x2) - y)[:, 0, :, -1].abs().amax()             # step 0's bottom row
+        still = (plain(x2) - plain(x))[:, 0, :, -1].abs().amax()
+    assert moved > 1e-4 and still < 1e-6
+
+
 @pytest.mark.parametrize("value,match", [
     (dict(skip="yes"), "model.convlstm.skip='yes': expected a bool"),
     (dict(hidden=(8, 6), norm=True), "model.convlstm.hidden=[8, 6]: with norm=true"),
     (dict(norm=1), "model.convlstm.norm=1: expected a bool"),
+    (dict(axial="on"), "model.convlstm.axial='on': expected a bool"),
+    (dict(hidden=(8, 6), axial=True), "model.convlstm.hidden=[8, 6]: with axial=true"),
 ])
 def test_convlstm_norm_bad_fields_are_named(value, match):
     cfg = dataclasses.replace(ModelConfig(kind="convlstm"), convlstm=ConvLSTMConfig(**value))

@@ -20,10 +20,11 @@ step (the next-frame form every model of this project shares), which keeps it ca
     x (B, T, C, H, W) -> per step t: unshuffle -> L ConvLSTM cells -> 1x1 conv -> shuffle
                       -> y_t = x_t + change_t   (residual=True)  or  change_t itself
 
-Two options beyond the paper (both off by default, as models saved before them were built):
+Three options beyond the paper (all off by default, as models saved before them were built):
 ``norm`` group-normalises each cell's gates and cell state (Ba et al., "Layer Normalization", 2016,
 Sec. 3.1), ``skip`` adds residual connections between layers and lets the 1x1 head read every
-layer. Together they lower the age-30 MSE by 7.7 % at the same training steps on the pines, for
+layer, ``axial`` adds attention along each column and row after every cell (Ho et al. 2019; see
+:class:`AxialAttention`). Together they lower the age-30 MSE by 7.7 % at the same training steps on the pines, for
 ~8 % more time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
 With ``norm``, a group whose values are all equal (a blank, uniform frame and zero state, with the
 freshly initialised weights) is divided by sqrt(eps): training from scratch on series that begin
@@ -32,6 +33,7 @@ with blank frames can see huge gradients in its first steps (clipped by ``train.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +63,14 @@ class ConvLSTMConfig:
     # not the top layer's only. With norm: 7.7 % lower age-30 MSE at the same steps for ~8 % more
     # time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
     skip: bool = False
+    # Axial attention after each cell: self-attention along the feature map's columns, then along its
+    # rows (Ho et al., "Axial Attention in Multidimensional Transformers", 2019; 4 heads, pre-norm,
+    # sinusoids of the normalised coordinate, zero-initialised output: it starts as the identity), so
+    # every position sees its whole column -- the tree top and the crown base -- at every step. Per
+    # step 4.8 % lower age-30 MSE on fresh trees for ~2.2x the time per step on a CPU (BENCHMARKS.md,
+    # "Why the best model is still far above the floor", part 8): a run for a GPU. Hidden sizes must
+    # be multiples of 4. False: the cells as they were (and as saved models were built).
+    axial: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, list):
@@ -68,10 +78,13 @@ class ConvLSTMConfig:
 
     def validate(self, height: int, width: int) -> None:
         s = "model.convlstm"
-        check_patch_stack(s, self, height, width, ("residual", "norm", "skip"))
+        check_patch_stack(s, self, height, width, ("residual", "norm", "skip", "axial"))
         if self.norm and any(h % 4 for h in self.hidden):
             raise ValueError(f"{s}.hidden={list(self.hidden)}: with norm=true each layer's channels must be "
                              f"a multiple of 4 (4 normalisation groups)")
+        if self.axial and any(h % 4 for h in self.hidden):
+            raise ValueError(f"{s}.hidden={list(self.hidden)}: with axial=true each layer's channels must be "
+                             f"a multiple of 4 (4 attention heads, sin/cos pairs)")
 
 
 class ConvLSTMCell(nn.Module):
@@ -107,6 +120,39 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
+class AxialAttention(nn.Module):
+    """Self-attention along one axis of a feature map (Ho et al. 2019): (B, C, h, w) -> same shape,
+    ``x + out(attn(norm(x) + pos, norm(x) + pos, norm(x)))`` over each column (``axis="h"``) or each
+    row (``"w"``). ``pos``: sin/cos of the coordinate scaled to [-1, 1] at C/2 frequencies from pi
+    to 64 pi (geometric), so the block has no per-size parameters. The output projection starts at
+    zero: the block starts as the identity. C must be even and divisible by ``heads``."""
+
+    def __init__(self, channels: int, axis: str, heads: int = 4) -> None:
+        super().__init__()
+        if axis not in ("h", "w") or channels % 2 or channels % heads:
+            raise ValueError(f"axial attention: axis {axis!r} (h or w), channels {channels} (even, "
+                             f"divisible by heads={heads})")
+        self.axis = axis
+        self.norm = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("freq", math.pi * torch.logspace(0, 6, channels // 2, base=2.0), persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = h.shape
+        seq = (h.permute(0, 3, 2, 1).reshape(b * ww, hh, c) if self.axis == "h"
+               else h.permute(0, 2, 3, 1).reshape(b * hh, ww, c))               # (B*, L, C)
+        L = seq.shape[1]
+        coord = torch.linspace(-1, 1, L, device=h.device, dtype=torch.float32)[:, None] * self.freq[None]
+        pos = torch.cat([coord.sin(), coord.cos()], -1).to(seq.dtype)[None]    # (1, L, C)
+        n = self.norm(seq)
+        y = self.out(self.attn(n + pos, n + pos, n, need_weights=False)[0])
+        y = y.reshape(b, ww, hh, c).permute(0, 3, 2, 1) if self.axis == "h" else y.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+        return h + y
+
+
 class ConvLSTMForecaster(PatchRecurrentForecaster):
     """Stacked ConvLSTM next-frame forecaster: (B, T, C, H, W) -> (B, T, C, H, W), causal.
 
@@ -118,6 +164,9 @@ class ConvLSTMForecaster(PatchRecurrentForecaster):
         super().__init__(cfg, "convlstm", lambda c_in, hid: ConvLSTMCell(c_in, hid, cc.kernel_size, norm=cc.norm),
                          head_in=sum(cc.hidden) if cc.skip else None)  # skip: the head reads every layer
         self.skip = cc.skip
+        # axial: after each cell, attention along the columns, then the rows (starts as the identity)
+        self.axial = nn.ModuleList(nn.Sequential(AxialAttention(h, "h"), AxialAttention(h, "w"))
+                                   for h in cc.hidden) if cc.axial else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         patches, states = self.to_patches(x)
@@ -128,6 +177,8 @@ class ConvLSTMForecaster(PatchRecurrentForecaster):
                 h, c = cell(inp, states[k])
                 if self.skip and k and h.shape[1] == inp.shape[1]:
                     h = h + inp  # residual between layers of equal width (also what recurs)
+                if self.axial is not None:
+                    h = self.axial[k](h)  # every position sees its column and row (also what recurs)
                 states[k] = (h, c)
                 inp = h
                 hs.append(h)
