@@ -128,8 +128,8 @@ def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width:
     chosen = axis if axis is not None else (model_data or {}).get("mirror_axis")
     if chosen is None:
         raise ValueError(f"{where}: tta=hflip needs the axis to mirror about, and the model directory does not "
-                         f"record its training data's mirror_axis (trained before it did): give the mirror "
-                         f"axis (pixel columns; the pines' trunk: width // 2)")
+                         f"record its training data's mirror_axis (trained before it did, or without a data "
+                         f"summary): give the mirror axis (pixel columns; the pines' trunk: width // 2)")
     return float(chosen) if width is None else check_axis(width, chosen, f"{where}: mirror axis")
 
 
