@@ -8,10 +8,12 @@ dataset's test split (or ``--split``), the MSE per forecast age (0-255 pixels, t
 to uint8 as delivered) of:
 
 * the model alone (``crnn.inference.forecast_window``: the next-frame forecast of every input step);
-* the model with mirror test-time augmentation: the mean of its forecast and the mirror image of its
-  forecast of the mirrored series. The mirror is about the centre of pixel column ``--mirror-column``
-  (default W // 2, where the pine simulator draws the trunk: column c <-> 2 * col - c); columns
-  without a partner inside the image keep the plain forecast. Valid only where the scene is
+* the model with mirror test-time augmentation (``crnn.mirror.MirrorTTA``, what ``jobs/evaluate.py
+  --tta hflip`` scores): the mean of its forecast and the mirror image of its forecast of the
+  mirrored series. The mirror is about pixel column ``--mirror-column`` (a multiple of 0.5; default
+  the dataset's axis, ``crnn.mirror.mirror_axis``: W // 2 for the pines, where the simulator draws
+  the trunk; column c <-> 2 * col - c); columns without a partner inside the image keep the plain
+  forecast. Valid only where the scene is
   mirror-symmetric in distribution (pines: branch azimuths are uniform and the light does not come
   from one side); ``mirror_only`` (the mirrored forecast alone, un-mirrored) checks that: it should
   score like the model;
@@ -35,29 +37,9 @@ import numpy as np  # noqa: E402
 
 from crnn.evaluate import check_models_split  # noqa: E402
 from crnn.inference import forecast_window, load_model  # noqa: E402
-from crnn.mirror import mirror as mirror_about  # noqa: E402
+from crnn.mirror import MirrorTTA, check_axis, mirror, mirror_axis  # noqa: E402
 from crnn.shards import read_card, read_numpy  # noqa: E402
 from crnn.storage import write_json  # noqa: E402
-
-
-def mirror_pairs(width: int, column: int) -> tuple[np.ndarray, np.ndarray]:
-    """(src, dst) column indices of the mirror about the centre of pixel column ``column``: dst =
-    2 * column - src, both inside [0, width). Columns absent from ``src`` have no partner.
-    ValueError for a column outside the image."""
-    if not 0 <= column < width:
-        raise ValueError(f"mirror column {column}: outside the image's {width} columns")
-    src = np.arange(width)
-    dst = 2 * column - src
-    keep = (dst >= 0) & (dst < width)
-    return src[keep], dst[keep]
-
-
-def mirror(a: np.ndarray, column: int, axis: int) -> np.ndarray:
-    """``a`` mirrored along ``axis`` (the image's columns) about pixel column ``column``; columns
-    without a partner are copied unchanged (``crnn.mirror.mirror``, which ``train.augment=hflip``
-    also uses). ValueError for a column outside the image."""
-    mirror_pairs(a.shape[axis], column)                # names a column outside the image
-    return mirror_about(a, column, dim=axis)
 
 
 def per_age_mse(pred: np.ndarray, frames: np.ndarray, in_frames: int) -> list[float]:
@@ -68,29 +50,28 @@ def per_age_mse(pred: np.ndarray, frames: np.ndarray, in_frames: int) -> list[fl
     return [float(((q[:, k] - truth[:, k]) ** 2).mean()) for k in range(in_frames)]
 
 
-def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_column: int | None = None) -> dict:
+def measure(model_dirs: list[str], data: str, split: str | None = None, mirror_column: float | None = None) -> dict:
     """The comparison of the module docstring as a dict: {"ages"?, "series", "split", "models":
     {dir: {"plain", "mirror_tta", "mirror_only"}}, "ensemble": {"plain", "mirror_tta"} (two or more
     models), "error_correlation": {"a | b": r}}. Raises ValueError naming a bad model, dataset, split
     or mirror column before any forecast."""
     split = check_models_split(model_dirs, data, split)
-    width = int(read_card(data)["width"])
-    column = width // 2 if mirror_column is None else mirror_column
-    src, _ = mirror_pairs(width, column)                                       # checks the column
+    card = read_card(data)
+    column = check_axis(int(card["width"]), mirror_axis(card) if mirror_column is None else mirror_column,
+                        "mirror column")
     frames = read_numpy(data, split=split, columns=["frames"])["frames"]      # (N, T, H, W, C)
     loaded = {m: load_model(m)[:2] for m in model_dirs}
     ks = {m: cfg.data.in_frames for m, (_, cfg) in loaded.items()}
     if len(set(ks.values())) > 1:
         raise ValueError(f"the models see different numbers of input frames: {ks}")
     k = next(iter(ks.values()))
-    flipped = mirror(frames, column, axis=3)
+    flipped = mirror(frames, column, dim=3)
     res = {"data": data, "split": split, "series": len(frames), "mirror_column": column, "models": {}}
     plain, tta = {}, {}
     for m, (model, _) in loaded.items():
         p = forecast_window(model, frames, k)
-        back = mirror(forecast_window(model, flipped, k), column, axis=4)   # (N, K, C, H, W)
-        t = p.copy()
-        t[..., src] = 0.5 * (p[..., src] + back[..., src])
+        back = mirror(forecast_window(model, flipped, k), column, dim=4)    # (N, K, C, H, W)
+        t = forecast_window(MirrorTTA(model, column), frames, k)
         plain[m], tta[m] = p, t
         res["models"][m] = {"plain": per_age_mse(p, frames, k), "mirror_tta": per_age_mse(t, frames, k),
                             "mirror_only": per_age_mse(back, frames, k)}
@@ -123,8 +104,9 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+", help="model directories (runs/<name>/model)")
     p.add_argument("--data", required=True, help="a regular dataset (jobs/generate.py output)")
     p.add_argument("--split", default=None, help="split to score (default: the models' test split)")
-    p.add_argument("--mirror-column", type=int, default=None, metavar="C",
-                   help="mirror about the centre of this pixel column (default: width // 2, the pines' trunk)")
+    p.add_argument("--mirror-column", type=float, default=None, metavar="C",
+                   help="mirror about this pixel column, a multiple of 0.5 (default: the dataset's axis, "
+                   "crnn.mirror.mirror_axis: width // 2 for the pines' trunk)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     a = p.parse_args(argv)
     try:

@@ -19,22 +19,26 @@ scene, the image centre ``(W - 1) / 2`` otherwise (the shapes scene, ingested ph
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
 
-def check_axis(width: int, axis: float, name: str = "mirror axis") -> float:
+def check_axis(width: int | None, axis: float, name: str = "mirror axis") -> float:
     """``axis`` as a float; ValueError naming it when it is not a multiple of 0.5 within the
-    ``width`` columns [0, width - 1]."""
+    ``width`` columns [0, width - 1] (``width`` None: any image, so only >= 0 is checked)."""
     try:
         a = float(axis)
     except (TypeError, ValueError):
         a = float("nan")
-    if isinstance(axis, bool) or not (np.isfinite(a) and 0 <= a <= width - 1 and (2 * a).is_integer()):
-        raise ValueError(f"{name} {axis!r}: expected a multiple of 0.5 in [0, {width - 1}] "
-                         f"(pixel-column coordinates of a {width}-column image)")
+    top = math.inf if width is None else width - 1
+    if isinstance(axis, bool) or not (np.isfinite(a) and 0 <= a <= top and (2 * a).is_integer()):
+        where = "(pixel-column coordinates)" if width is None else \
+            f"in [0, {width - 1}] (pixel-column coordinates of a {width}-column image)"
+        raise ValueError(f"{name} {axis!r}: expected a multiple of 0.5 {where}")
     return a
 
 
@@ -87,7 +91,7 @@ class MirrorTTA(torch.nn.Module):
 
     Valid only where the scene is mirror-symmetric in distribution about ``axis`` (module
     docstring); it costs a second forward pass. On the pines the best model's age-30 MSE falls by
-    ~2 % (BENCHMARKS.md, "Why the best model is still far above the floor", parts 5 and 8).
+    2-4 % (BENCHMARKS.md, "Why the best model is still far above the floor", parts 5 and 8).
     ValueError for a bad axis (at the first forward: the width comes with the frames)."""
 
     def __init__(self, model: torch.nn.Module, axis: float) -> None:
@@ -105,10 +109,18 @@ def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[s
              where: str) -> float | None:
     """The axis mirror test-time augmentation uses on a dataset (None for ``tta="none"``): ``axis``
     when given, else the model's training data's (its checkpoint's ``data``), else the dataset's
-    (:func:`mirror_axis` of its ``card``). ValueError naming ``where`` for an unknown ``tta``, an
-    axis given without ``hflip``, or an axis outside the card's width (:func:`model_tta_axis`)."""
-    if tta == "hflip" and axis is None and (model_data or {}).get("mirror_axis") is None:
-        axis = mirror_axis(card)
+    (:func:`mirror_axis` of its ``card``); a warning when the model's and the dataset's axes differ
+    and none is given. ValueError naming ``where`` for an unknown ``tta``, an axis given without
+    ``hflip``, or an axis outside the card's width (:func:`model_tta_axis`)."""
+    trained = (model_data or {}).get("mirror_axis")
+    if tta == "hflip" and axis is None:
+        data_axis = mirror_axis(card)
+        if trained is None:
+            axis = data_axis
+        elif float(trained) != data_axis:
+            warnings.warn(f"{where}: the model's training data are mirror-symmetric about pixel column {trained}, "
+                          f"this dataset about {data_axis}; test-time augmentation mirrors about {trained} "
+                          f"(give the mirror axis to choose)", stacklevel=2)
     return model_tta_axis(tta, axis, model_data, int(card["width"]), where)
 
 
@@ -130,7 +142,7 @@ def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width:
         raise ValueError(f"{where}: tta=hflip needs the axis to mirror about, and the model directory does not "
                          f"record its training data's mirror_axis (trained before it did, or without a data "
                          f"summary): give the mirror axis (pixel columns; the pines' trunk: width // 2)")
-    return float(chosen) if width is None else check_axis(width, chosen, f"{where}: mirror axis")
+    return check_axis(width, chosen, f"{where}: mirror axis")
 
 
 def with_tta(model: torch.nn.Module, axis: float | None) -> torch.nn.Module:

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-examples", type=int, default=6, help="series shown in predictions.png")
     p.add_argument("--batch-size", type=int, default=None, help="series per forward pass (default 256; 64 on "
                    "an irregular dataset)")
-    p.add_argument("--tta", default="none", help="test-time augmentation of the model's forecasts: none | hflip "
+    p.add_argument("--tta", default="none", choices=("none", "hflip"), help="test-time augmentation of the model's forecasts: none | hflip "
                    "(the mean of the forecast and the mirrored forecast of the mirrored series; twice the work)")
     p.add_argument("--mirror-axis", type=float, default=None, metavar="COLUMN",
                    help="with --tta hflip: the pixel column (a multiple of 0.5) to mirror about (default: the "

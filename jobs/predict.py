@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (>0: forecast on CUDA)")
     p.add_argument("--preview", help="write a PNG sheet of a few series' inputs/forecasts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    p.add_argument("--tta", default="none", help="test-time augmentation: none | hflip (the mean of each forecast "
+    p.add_argument("--tta", default="none", choices=("none", "hflip"), help="test-time augmentation: none | hflip (the mean of each forecast "
                    "and the mirrored forecast of the mirrored series; twice the work)")
     p.add_argument("--mirror-axis", type=float, default=None, metavar="COLUMN",
                    help="with --tta hflip: the pixel column (a multiple of 0.5) to mirror about (default: the "

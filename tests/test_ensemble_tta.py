@@ -10,17 +10,6 @@ from crnn.config import load_config
 from crnn.model import build_model
 
 
-def test_mirror_pairs_and_mirror_by_hand():
-    src, dst = et.mirror_pairs(6, 3)                   # column c <-> 6 - c; column 0 has no partner
-    assert src.tolist() == [1, 2, 3, 4, 5] and dst.tolist() == [5, 4, 3, 2, 1]
-    a = np.arange(6)[None, :]
-    assert et.mirror(a, 3, axis=1).tolist() == [[0, 5, 4, 3, 2, 1]]
-    assert et.mirror(et.mirror(a, 3, 1), 3, 1).tolist() == a.tolist()   # an involution
-    assert et.mirror(a, 0, axis=1).tolist() == a.tolist()                # only column 0 pairs with itself
-    with pytest.raises(ValueError, match="mirror column 6: outside the image's 6 columns"):
-        et.mirror_pairs(6, 6)
-
-
 def test_per_age_mse_rounds_like_delivery():
     frames = np.zeros((1, 2, 2, 2, 3), np.uint8)
     frames[0, 1] = 10
@@ -52,6 +41,13 @@ def test_persistence_like_models_gain_nothing_and_ensembles_compare(tiny_dataset
     noisy = _model(tmp_path, "noisy", tiny_dataset, 2, head=0.3)
     res = et.measure([zero, noisy], tiny_dataset, mirror_column=3)
     assert res["models"][noisy]["mirror_tta"] != res["models"][noisy]["plain"]
+    # its augmented forecast is what jobs/evaluate.py --tta hflip scores (the same MirrorTTA)
+    from crnn.evaluate import evaluate
+
+    one = et.measure([noisy], tiny_dataset)
+    ev = evaluate(noisy, tiny_dataset, tta="hflip", mirror_axis=one["mirror_column"])
+    assert one["mirror_column"] == 8.0
+    assert one["models"][noisy]["mirror_tta"][-1] == pytest.approx(ev["results"]["model"]["30"]["mse"], abs=1.0)
     assert list(res["error_correlation"].values())[0] < 0.999
     assert et.main(["--data", tiny_dataset, zero, noisy]) == 0
     assert "mean of the 2 models" in capsys.readouterr().out
@@ -61,6 +57,7 @@ def test_cli_names_bad_input_before_forecasting(tiny_dataset, tmp_path, capsys, 
     zero = _model(tmp_path, "zero", tiny_dataset, 0)
     monkeypatch.setattr(et, "forecast_window", lambda *a, **k: pytest.fail("forecast before the checks"))
     for argv, needle in ([["--data", tiny_dataset, zero, "--mirror-column", "16"], "mirror column 16"],
+                         [["--data", tiny_dataset, zero, "--mirror-column", "7.25"], "mirror column 7.25"],
                          [["--data", str(tmp_path / "none"), zero], "none"],
                          [["--data", tiny_dataset, str(tmp_path / "nomodel")], "nomodel"]):
         with pytest.raises(SystemExit):

@@ -135,3 +135,28 @@ def test_training_refuses_a_card_with_a_bad_axis_before_anything_runs(axis):
     assert check_data(cfg, card) == 10
     with pytest.raises(ValueError, match=f"/data/x: dataset card field mirror_axis {axis!r}"):
         check_data(cfg, {**card, "mirror_axis": axis})
+
+
+def test_tta_axis_prefers_the_given_then_the_models_then_the_datasets_and_warns_on_a_mismatch():
+    import warnings as w
+
+    from crnn.mirror import tta_axis
+
+    pines, shapes_card = {"width": 16, "scene": "pines"}, {"width": 16, "scene": "shapes"}
+    assert tta_axis("none", None, {"mirror_axis": 8.0}, pines, "d") is None
+    assert tta_axis("hflip", 3.5, {"mirror_axis": 8.0}, shapes_card, "d") == 3.5
+    assert tta_axis("hflip", None, None, shapes_card, "d") == 7.5
+    with w.catch_warnings():
+        w.simplefilter("error")                                          # agreeing axes: no warning
+        assert tta_axis("hflip", None, {"mirror_axis": 8.0}, pines, "d") == 8.0
+    with pytest.warns(UserWarning, match="d: the model's training data .* column 8.0, this dataset about 7.5"):
+        assert tta_axis("hflip", None, {"mirror_axis": 8.0}, shapes_card, "d") == 8.0
+
+
+def test_an_axis_for_a_model_of_any_width_is_still_checked():
+    from crnn.mirror import model_tta_axis
+
+    assert model_tta_axis("hflip", 40.5, None, None, "m") == 40.5          # a baseline: any width
+    for bad in (7.25, -1, "x"):
+        with pytest.raises(ValueError, match=f"m: mirror axis {bad!r}"):
+            model_tta_axis("hflip", bad, None, None, "m")

@@ -84,6 +84,22 @@ def test_window_forecasts_match_the_model(dataset, model_dir, tmp_path):
     assert np.abs(got["frames"].astype(int) - want).max() <= 1 and (got["frames"] == want).mean() > 0.99
 
 
+def test_mirror_test_time_augmentation_end_to_end(dataset, model_dir, tmp_path):
+    """predict_dataset(tta="hflip"): every forecast is MirrorTTA's, and the output card says so (with
+    the axis and a model version of its own). The toy card has no scene: its axis would be the image
+    centre; the model (fit_plain, no data summary) records none; the given axis wins."""
+    out = str(tmp_path / "fc-tta")
+    card = predict_dataset(model_dir, dataset, out, batch_size=8, tta="hflip", mirror_axis=8)
+    plain = predict_dataset(model_dir, dataset, str(tmp_path / "fc-plain"), batch_size=8)
+    f = card["forecast"]
+    assert f["tta"] == "hflip" and f["mirror_axis"] == 8.0 and f["model_version"] == plain["forecast"]["model_version"] + "+hflip"
+    assert plain["forecast"]["tta"] == "none" and "mirror_axis" not in plain["forecast"]
+    got, src = _by_id(read_numpy(out)), _by_id(read_numpy(dataset))
+    want = to_uint8(forecast_window(load_model(model_dir, tta="hflip", mirror_axis=8)[0], src["frames"], 4))
+    assert np.abs(got["frames"].astype(int) - want).max() <= 1 and (got["frames"] == want).mean() > 0.99
+    assert not np.array_equal(got["frames"], _by_id(read_numpy(str(tmp_path / "fc-plain")))["frames"])
+
+
 def _no_leftovers(out):
     parent, name = os.path.split(out)
     return [p for p in os.listdir(parent) if p.startswith(name + ".")] == []

@@ -123,9 +123,12 @@ def test_evaluate_job_flags(tiny_dataset, tmp_path, capsys):
     assert job.main(["--model", path, "--data", tiny_dataset, "--tta", "hflip"]) == 0
     assert "about pixel column 8.0" in capsys.readouterr().out
     for argv, needle in ((["--tta", "hflip", "--mirror-axis", "2.2"], "mirror axis 2.2"),
-                         (["--mirror-axis", "8"], "only used with tta hflip"), (["--tta", "x"], "tta='x'")):
+                         (["--mirror-axis", "8"], "only used with tta hflip")):
         assert job.main(["--model", path, "--data", tiny_dataset, *argv]) == 2
         assert needle in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:                                # argparse's choices
+        job.main(["--model", path, "--data", tiny_dataset, "--tta", "x"])
+    assert e.value.code == 2 and "invalid choice: 'x'" in capsys.readouterr().err
 
 
 def test_predict_plan_and_forecaster_use_the_axis(tiny_dataset, tmp_path):
