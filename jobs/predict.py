@@ -63,6 +63,13 @@ def main(argv=None) -> int:
                              f"{a.concurrency}, {a.num_cpus}, {a.num_gpus}")
         if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
+        if a.ray_num_cpus is not None and a.concurrency * a.num_cpus + 1 > a.ray_num_cpus:
+            # the actors hold their CPUs for the whole run, and Ray Data's read and write tasks need one
+            # whole CPU each: with less left over the run waits for a CPU that never frees (a hang)
+            raise ValueError(f"--ray-num-cpus {a.ray_num_cpus}: the forecasting actors take --concurrency x "
+                             f"--num-cpus = {a.concurrency * a.num_cpus:g} CPUs and Ray Data's read and write "
+                             f"tasks need 1 more; give --ray-num-cpus >= {a.concurrency * a.num_cpus + 1:g} or fewer "
+                             f"actor CPUs")
         plan = plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                             batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite,
                             target_ages=a.target_ages, tta=a.tta, mirror_axis=a.mirror_axis)

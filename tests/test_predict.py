@@ -165,6 +165,12 @@ def test_job_cli_rollout_on_one_split_with_preview(dataset, model_dir, tmp_path,
     # checked before Ray: a usage error (status 2) naming the path
     assert job.main(["--model", model_dir, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
+    # an embedded Ray too small for the actors and a read/write task hung; now refused before Ray
+    for extra, need in ((["--ray-num-cpus", "1"], "2"), (["--ray-num-cpus", "2", "--num-cpus", "1.5"], "2.5"),
+                        (["--ray-num-cpus", "3", "--concurrency", "3"], "4")):
+        assert job.main(["--model", model_dir, "--data", dataset, "--out", str(tmp_path / "y"), *extra]) == 2
+        assert f"give --ray-num-cpus >= {need}" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "y")
 
 
 def test_plain_list_ages_forecast_like_the_contract(dataset, model_dir, tmp_path):
