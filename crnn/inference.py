@@ -88,10 +88,9 @@ def load_model(path: str, device: str | torch.device = "cpu", version: bool = Fa
     (``data["mirror_axis"]``). Raises :class:`ModelError` naming the path for a missing, damaged or
     foreign directory (:func:`crnn.checkpoint.read_model_file`) or weights that do not fit their
     config; ValueError naming it for a bad ``tta`` or axis (:func:`crnn.mirror.model_tta_axis`)."""
-    from crnn.mirror import TTA_KINDS, model_tta_axis, with_tta
+    from crnn.mirror import check_tta, model_tta_axis, with_tta
 
-    if tta not in TTA_KINDS:  # before reading any weight
-        raise ValueError(f"{path}: tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
+    check_tta(tta, path)  # before reading any weight
     payload = read_model_file(path)
     model, cfg = model_from_payload(payload, path)
     model.to(device).eval()
@@ -99,17 +98,18 @@ def load_model(path: str, device: str | torch.device = "cpu", version: bool = Fa
     size = image_size(cfg.model)  # None: a baseline, any width
     model = with_tta(model, model_tta_axis(tta, mirror_axis, meta["data"], size[1] if size else None, path))
     if version:
-        meta["version"] = model_version(payload) + ("" if tta == "none" else f"+{tta}")
+        meta["version"] = model_version(payload, tta)
     return model, cfg, meta
 
 
-def model_version(payload: dict[str, Any]) -> str:
-    """Short content hash of a model file payload (config + weights): equal models, equal versions."""
+def model_version(payload: dict[str, Any], tta: str = "none") -> str:
+    """Short content hash of a model file payload (config + weights): equal models, equal versions;
+    with test-time augmentation ``tta`` other than none, ``+<tta>`` is appended (other forecasts)."""
     h = hashlib.sha256(json.dumps(payload.get("config", {}), sort_keys=True).encode())
     for name, t in sorted(payload["state_dict"].items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too (BatchNorm counters)
-    return h.hexdigest()[:12]
+    return h.hexdigest()[:12] + ("" if tta == "none" else f"+{tta}")
 
 
 def default_input_ages(cfg, metrics: dict | None = None) -> list[int]:

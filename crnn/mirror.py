@@ -83,6 +83,13 @@ def mirror_axis(card: dict[str, Any]) -> float:
 TTA_KINDS = ("none", "hflip")
 
 
+def check_tta(tta: str, where: str) -> None:
+    """ValueError naming ``where`` unless ``tta`` is one of :data:`TTA_KINDS` (cheap: callers check
+    it before reading any weight)."""
+    if tta not in TTA_KINDS:
+        raise ValueError(f"{where}: tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
+
+
 class MirrorTTA(torch.nn.Module):
     """Mirror test-time augmentation around a forecaster: the mean of its forecast of the series and
     the mirror image of its forecast of the mirrored series, on the columns that have a mirror
@@ -131,8 +138,7 @@ def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width:
     the model's image ``width`` (None: a baseline, any width). ValueError naming ``where`` (the model
     directory) for another kind, a bad axis, or ``hflip`` without an axis (a model directory written
     before models kept their data's ``mirror_axis``: give one)."""
-    if tta not in TTA_KINDS:
-        raise ValueError(f"{where}: tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
+    check_tta(tta, where)
     if tta == "none":
         if axis is not None:
             raise ValueError(f"{where}: mirror axis {axis}: only used with tta hflip")

@@ -54,7 +54,7 @@ import numpy as np
 
 from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, image_size, load_model,
                             model_version, pick_device, setup_torch)
-from crnn.mirror import TTA_KINDS, tta_axis
+from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
 from crnn.timeaware import check_ages, forecast_at, time_domain
 
@@ -250,8 +250,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
                          f"number of steps)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
-    if tta not in TTA_KINDS:
-        raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_KINDS)}")
+    check_tta(tta, model_path)  # before reading the model
     device = pick_device(device, num_gpus)
     cfg, payload = check_model_dir(model_path)  # ModelError names a bad model directory
     in_frames = cfg.data.in_frames
@@ -338,7 +337,7 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     device, payload, splits, counts = plan["device"], plan["payload"], plan["splits"], plan["counts"]
     num_series, size, in_ages, out_ages = plan["num_series"], plan["size"], plan["in_ages"], plan["out_ages"]
     target_ages, irregular = plan["target_ages"], plan["irregular"]
-    version = model_version(payload) + ("" if tta == "none" else f"+{tta}")  # as load_model's
+    version = model_version(payload, tta)  # as load_model's
     axis = plan["mirror_axis"]
 
     # Every shard footer is checked here (ShardError names a bad one) before anything is written.

@@ -24,8 +24,8 @@ Three options beyond the paper (all off by default, as models saved before them 
 ``norm`` group-normalises each cell's gates and cell state (Ba et al., "Layer Normalization", 2016,
 Sec. 3.1), ``skip`` adds residual connections between layers and lets the 1x1 head read every
 layer, ``axial`` adds attention along each column and row after every cell (Ho et al. 2019; see
-:class:`AxialAttention`). Together they lower the age-30 MSE by 7.7 % at the same training steps on the pines, for
-~8 % more time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
+:class:`AxialAttention`). ``norm`` and ``skip`` together lower the age-30 MSE by 7.7 % at the same
+training steps on the pines, for ~8 % more time per step (BENCHMARKS.md, "Why the best model is still far above the floor", part 6).
 With ``norm``, a group whose values are all equal (a blank, uniform frame and zero state, with the
 freshly initialised weights) is divided by sqrt(eps): training from scratch on series that begin
 with blank frames can see huge gradients in its first steps (clipped by ``train.grad_clip``).
@@ -67,7 +67,7 @@ class ConvLSTMConfig:
     # rows (Ho et al., "Axial Attention in Multidimensional Transformers", 2019; 4 heads, pre-norm,
     # sinusoids of the normalised coordinate, zero-initialised output: it starts as the identity), so
     # every position sees its whole column -- the tree top and the crown base -- at every step. Per
-    # step 4.8 % lower age-30 MSE on fresh trees for ~2.2x the time per step on a CPU (BENCHMARKS.md,
+    # step 4.8 % lower age-30 MSE on fresh trees for 2.2-2.5x the time per step on a CPU (BENCHMARKS.md,
     # "Why the best model is still far above the floor", part 8): a run for a GPU. Hidden sizes must
     # be multiples of 4. False: the cells as they were (and as saved models were built).
     axial: bool = False
