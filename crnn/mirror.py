@@ -83,6 +83,12 @@ def mirror_axis(card: dict[str, Any]) -> float:
 TTA_KINDS = ("none", "hflip")
 
 
+class MirrorAxisWarning(UserWarning):
+    """A model's training data and the dataset it forecasts are mirror-symmetric about different
+    columns (:func:`tta_axis`). Its own category so that a job which checks its arguments up front
+    (and warns there) can keep the second resolution, in the run itself, from saying it again."""
+
+
 def check_tta(tta: str, where: str) -> None:
     """ValueError naming ``where`` unless ``tta`` is one of :data:`TTA_KINDS` (cheap: callers check
     it before reading any weight)."""
@@ -127,7 +133,7 @@ def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[s
         elif float(trained) != data_axis:
             warnings.warn(f"{where}: the model's training data are mirror-symmetric about pixel column {trained}, "
                           f"this dataset about {data_axis}; test-time augmentation mirrors about {trained} "
-                          f"(give the mirror axis to choose)", stacklevel=2)
+                          f"(give the mirror axis to choose)", MirrorAxisWarning, stacklevel=2)
     return model_tta_axis(tta, axis, model_data, int(card["width"]), where)
 
 

@@ -405,7 +405,8 @@ def trust_from_bins(bins: Sequence[dict[str, Any]], ratios: dict[str, float] = T
 def trust_record(result: dict[str, Any]) -> dict[str, Any]:
     """The ``trust.json`` of an :func:`evaluate_time` result: ``{"unit", "better_than_persistence":
     {"2x": gap or null, "1.2x": ...}, "bins": [{"gap": [lo, hi], "targets", "model_mse",
-    "persistence_mse", "ratio"}], "dataset", "split", "series", "targets", "model", "measured"}``."""
+    "persistence_mse", "ratio"}], "dataset", "split", "series", "targets", "model", "tta", "measured"}``
+    (``tta``: the test-time augmentation the model was scored with; ``mirror_axis`` with hflip)."""
     rows = []
     for row in result["by_gap"]["bins"]:
         m = row["metrics"]
@@ -418,6 +419,8 @@ def trust_record(result: dict[str, Any]) -> dict[str, Any]:
     return json_safe({"unit": result["unit"], "better_than_persistence": result["trust"], "bins": rows,
                       "dataset": result["data"], "split": result["split"], "series": result["num_series"],
                       "targets": result["num_targets"], "model": result["model"],
+                      "tta": result.get("tta", "none"),
+                      **({"mirror_axis": result["mirror_axis"]} if result.get("mirror_axis") is not None else {}),
                       "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
 
@@ -459,19 +462,23 @@ def _check_args(batch_size: int, k: int, bank_size: int, bank_workers: int) -> N
 
 def check_time_evaluate(model_path: str, data_path: str, split: str | None = None,
                         device: str | torch.device = "cpu", batch_size: int = 64, bank_size: int = BANK_SIZE,
-                        k: int = ANALOG_K, bank_workers: int = 0) -> str:
+                        k: int = ANALOG_K, bank_workers: int = 0, tta: str = "none",
+                        mirror_axis: float | None = None) -> str:
     """What :func:`evaluate_time` would refuse, checked before any work (the model file, the card and
     the shards' footers): the arguments, the device, a grid model (:func:`refuse_grid_model`), a
     dataset that is not irregular, an unknown or empty split (default: the model config's
-    ``data.test_split``), a frame size other than the model's. Returns the split; raises ValueError
-    (ModelError, ShardError, ImageSizeError)."""
+    ``data.test_split``), a frame size other than the model's, the test-time augmentation and its
+    axis (:func:`crnn.mirror.tta_axis`). Returns the split; raises ValueError (ModelError,
+    ShardError, ImageSizeError)."""
     from crnn.checkpoint import check_model_dir
     from crnn.inference import check_image_size, image_size, pick_device
+    from crnn.mirror import check_tta, tta_axis
     from crnn.shards import validate
 
     _check_args(batch_size, k, bank_size, bank_workers)
+    check_tta(tta, model_path)
     pick_device(device)
-    cfg, _ = check_model_dir(model_path)
+    cfg, payload = check_model_dir(model_path)
     refuse_grid_model(cfg, model_path, data_path)
     card = validate(data_path)
     if card.get("layout") != "irregular":
@@ -483,6 +490,7 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
         raise ValueError(f"{data_path}: split {split!r} is unknown or empty (series per split: {counts})")
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")
+    tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
 
 
@@ -507,19 +515,24 @@ def _series(data: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], list[dic
 def evaluate_time(model_path: str, data_path: str, out: str | None = None, split: str | None = None,
                   device: str | torch.device = "cpu", batch_size: int = 64, bank_size: int = BANK_SIZE,
                   bank_path: str | None = None, bank_workers: int = 0, k: int = ANALOG_K,
-                  write_trust_to_model: bool = False) -> dict[str, Any]:
+                  write_trust_to_model: bool = False, tta: str = "none",
+                  mirror_axis: float | None = None) -> dict[str, Any]:
     """Score the time-aware model directory ``model_path`` and the baselines on one split (default:
     the model config's ``data.test_split``) of the irregular dataset ``data_path``, per forecast-gap
     and per input-spacing bin (module docstring).
 
     ``bank_size`` trees in the analog bank (0: no analog baseline), cached at ``bank_path`` (a
     ``.npy``; default ``<out>/analog_bank.npy`` with ``out``, else not cached), rendered by
-    ``bank_workers`` processes (0: all CPUs). With ``out`` (a local directory or URI) writes
+    ``bank_workers`` processes (0: all CPUs). ``tta="hflip"``: the model's forecasts with mirror
+    test-time augmentation (:class:`crnn.mirror.MirrorTTA`: the ages pass through as they are; about
+    the axis :func:`crnn.mirror.tta_axis` picks), recorded as ``tta`` and ``mirror_axis`` in the result
+    and in ``trust.json``; the baselines are scored as they are. With ``out`` (a local directory or URI) writes
     ``result.json`` (the returned dict), ``table.txt`` (:func:`format_time_table`), ``mse_by_gap.png``
     (MSE vs gap and vs spacing, one line per forecaster, log y) and ``trust.json``
     (:func:`trust_record`); ``write_trust_to_model`` also writes ``<model_path>/trust.json``.
 
-    Raises ValueError (before forecasting) for a grid model (:func:`refuse_grid_model`), a regular
+    Raises ValueError (before forecasting) for an unknown ``tta`` or a bad axis, a grid model
+    (:func:`refuse_grid_model`), a regular
     dataset, an empty split, a frame size other than the model's, a series whose ages the model does
     not answer (:class:`crnn.timeaware.AgeError` naming the series); ModelError for a bad model
     directory. A bank that cannot be made (an ingested dataset) skips the analog baseline, said in
@@ -527,11 +540,13 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     """
     from crnn.config import to_dict
     from crnn.inference import check_image_size, image_size, load_model, pick_device
+    from crnn.mirror import check_tta, tta_axis, with_tta
     from crnn.shards import read_card, read_numpy
     from crnn.storage import join, json_safe, write_bytes, write_json, write_text
     from crnn.timeaware import check_ages, forecast_at, time_domain
 
     _check_args(batch_size, k, bank_size, bank_workers)
+    check_tta(tta, model_path)
     device = pick_device(device)
     model, cfg, meta = load_model(model_path, device)
     refuse_grid_model(cfg, model_path, data_path)
@@ -541,6 +556,7 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     split = split or cfg.data.test_split
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")
+    axis = tta_axis(tta, mirror_axis, meta.get("data"), card, data_path)
     data = read_numpy(data_path, split=split, columns=["series_id", "ages", "frames", "num_frames", "num_inputs"])
     if not data or len(data["series_id"]) == 0:
         raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {card.get('splits')})")
@@ -571,7 +587,8 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     else:
         skipped["analog"] = "--bank-size 0"
     preds: dict[str, list[np.ndarray]] = {
-        "model": forecast_at(model, domain, frames, ages, targets, device=device, batch_size=batch_size),
+        "model": forecast_at(with_tta(model, axis), domain, frames, ages, targets, device=device,
+                             batch_size=batch_size),
         "persistence": [persistence_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
         "linear": [linear_at(f, a, t) for f, a, t in zip(frames, ages, targets)],
     }
@@ -606,6 +623,8 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
         "overall": overall,
         "trust": trust_from_bins(by_gap),
         "model_config": to_dict(cfg)["model"],
+        "tta": tta,
+        **({"mirror_axis": axis} if axis is not None else {}),
     })
     if out is not None:
         files = {"result": join(out, "result.json"), "table": join(out, "table.txt"),
@@ -688,6 +707,9 @@ def format_time_table(result: dict[str, Any]) -> str:
     t = result["trust"]
     lines.append("trust (model MSE better than persistence's in every gap bin up to): "
                  + ", ".join(f"{r}: {'none' if g is None else f'{g:g} {unit}'}" for r, g in t.items()))
+    if result.get("tta", "none") != "none":
+        lines.append(f"model: with mirror test-time augmentation ({result['tta']}, about pixel column "
+                     f"{result.get('mirror_axis')})")
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     bank = (result.get("analog") or {}).get("bank")

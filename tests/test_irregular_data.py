@@ -423,14 +423,3 @@ def test_usable_series_and_training_refuses_splits_without_lessons(irr_dataset, 
     cfg.data.path = bad
     with pytest.raises(ValueError, match=r"the training split\(s\) \['train'\] have \d+ series but none"):
         check_data(cfg, read_card(bad))
-
-
-def test_evaluate_job_refuses_tta_on_an_irregular_dataset(irr_dataset, tmp_path, capsys):
-    """--tta / --mirror-axis belong to the regular evaluation: named, before the model is read."""
-    import jobs.evaluate as job
-
-    path, _ = irr_dataset
-    for argv in (["--tta", "hflip"], ["--mirror-axis", "4"]):
-        assert job.main(["--model", str(tmp_path / "no-model"), "--data", path, *argv]) == 2
-        err = capsys.readouterr().err
-        assert "an irregular dataset; --tta and --mirror-axis belong" in err and "no-model" not in err

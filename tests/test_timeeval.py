@@ -219,7 +219,7 @@ def test_a_grid_model_is_refused_by_name_before_any_work(tmp_path):
 TINY_TIMEVP = dict(hid_s=8, hid_t=16, n_t=2, window=4, time_dim=8)
 
 
-def _timevp_dir(tmp_path, name="timevp", perturb=False):
+def _timevp_dir(tmp_path, name="timevp", perturb=False, scale=0.05):
     from crnn.checkpoint import save_model_dir
 
     mc = ModelConfig(kind="timevp", height=H, width=W, timevp=TimeVPConfig(**TINY_TIMEVP))
@@ -229,7 +229,7 @@ def _timevp_dir(tmp_path, name="timevp", perturb=False):
     if perturb:  # an untrained residual model is persistence; random weights make it differ
         with torch.no_grad():
             for p in model.parameters():
-                p.normal_(0, 0.05)
+                p.normal_(0, scale)
     path = str(tmp_path / name)
     save_model_dir(path, model, cfg, epoch=0,
                    data={"layout": "irregular", "age_unit": "years", "age_range": [1.0, 20.0]})
@@ -295,6 +295,64 @@ def test_job_writes_result_table_plot_and_trust(irr_data, tmp_path, capsys):
     # a second run reads the bank from its cache
     rc = main(["--model", model, "--data", irr_data, "--out", str(out), "--bank-size", "12"])
     assert rc == 0 and "read from its cache" in capsys.readouterr().out
+
+
+def test_mirror_tta_scores_the_augmented_forecast_and_says_so(irr_data, tmp_path):
+    """tta="hflip": the model's forecasts are MirrorTTA's (computed by hand here), the baselines are
+    scored as they are, and the result, its table and trust.json say which axis."""
+    from crnn.inference import load_model
+    from crnn.mirror import MirrorTTA
+    from crnn.shards import read_numpy
+    from crnn.timeaware import forecast_at, time_domain
+    from crnn.timeeval import _series, evaluate_time, format_time_table, trust_record
+
+    path = _timevp_dir(tmp_path, "perturbed", perturb=True, scale=0.3)   # far from mirror-equivariant
+    plain = evaluate_time(path, irr_data, bank_size=0)
+    res = evaluate_time(path, irr_data, bank_size=0, tta="hflip")
+    assert plain["tta"] == "none" and "mirror_axis" not in plain
+    assert res["tta"] == "hflip" and res["mirror_axis"] == W // 2           # the pines' trunk column
+    for name in ("persistence", "linear"):
+        assert res["overall"][name] == plain["overall"][name]
+    assert res["overall"]["model"]["mse"] != plain["overall"]["model"]["mse"]
+    model, cfg, meta = load_model(path)
+    series, _ = _series(read_numpy(irr_data, split="test",
+                                   columns=["series_id", "ages", "frames", "num_frames", "num_inputs"]))
+    preds = forecast_at(MirrorTTA(model, W // 2), time_domain(cfg, meta["data"], meta["metrics"]),
+                        [s["frames"] for s in series], [s["ages"] for s in series],
+                        [s["target_ages"] for s in series])
+    err = np.concatenate(preds).astype(np.float64) - np.concatenate([s["targets"] for s in series])
+    assert res["overall"]["model"]["mse"] == pytest.approx((err ** 2).mean(), rel=1e-12)
+    assert f"mirror test-time augmentation (hflip, about pixel column {W // 2:.1f})" in format_time_table(res)
+    assert trust_record(res)["tta"] == "hflip" and trust_record(res)["mirror_axis"] == W // 2
+    assert trust_record(plain)["tta"] == "none" and "mirror_axis" not in trust_record(plain)
+    assert evaluate_time(path, irr_data, bank_size=0, tta="hflip", mirror_axis=3.5)["mirror_axis"] == 3.5
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--tta", "hflip", "--mirror-axis", "7.5"], "mirror axis 7.5"),          # beyond an 8-column image
+    (["--tta", "hflip", "--mirror-axis", "2.25"], "mirror axis 2.25"),        # not a column or a boundary
+    (["--mirror-axis", "4"], "only used with tta hflip"),
+])
+def test_job_refuses_a_bad_tta_axis_before_any_work(irr_data, tmp_path, capsys, argv, needle):
+    from jobs.evaluate import main
+
+    path = _timevp_dir(tmp_path)
+    out = tmp_path / "e"
+    assert main(["--model", path, "--data", irr_data, "--out", str(out), *argv]) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_job_with_tta_writes_the_axis_into_trust(irr_data, tmp_path, capsys):
+    from crnn.storage import read_json
+    from jobs.evaluate import main
+
+    path = _timevp_dir(tmp_path, "perturbed", perturb=True)
+    out = tmp_path / "e"
+    assert main(["--model", path, "--data", irr_data, "--out", str(out), "--bank-size", "0", "--tta", "hflip"]) == 0
+    assert f"about pixel column {W // 2:.1f}" in capsys.readouterr().out
+    assert read_json(str(out / "trust.json"))["tta"] == "hflip"
+    assert read_json(str(out / "result.json"))["mirror_axis"] == W // 2
 
 
 def test_job_refuses_a_grid_model_on_an_irregular_dataset(irr_data, tmp_path, capsys):

@@ -169,3 +169,19 @@ def test_serve_engine_and_job_check(tiny_dataset, tmp_path, capsys):
     old = _model_dir(tmp_path, "old", data=None, path=tiny_dataset)
     assert job.main(["--model", old, "--tta", "hflip", "--ray-num-cpus", "1"]) == 2   # before Ray starts
     assert "needs the axis" in capsys.readouterr().err
+
+
+def test_evaluate_job_warns_once_when_the_models_and_the_datasets_axes_differ(tiny_dataset, tmp_path, capsys):
+    """The up-front check and the run both resolve the axis; the job says a disagreement once."""
+    import warnings
+
+    import jobs.evaluate as job
+    from crnn.mirror import MirrorAxisWarning
+
+    path = _model_dir(tmp_path, data={**PINES, "scene": "shapes"}, path=tiny_dataset)   # axis 7.5; data 8
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert job.main(["--model", path, "--data", tiny_dataset, "--tta", "hflip"]) == 0
+    said = [w for w in seen if issubclass(w.category, MirrorAxisWarning)]
+    assert len(said) == 1 and "column 7.5, this dataset about 8.0" in str(said[0].message)
+    assert "about pixel column 7.5" in capsys.readouterr().out
