@@ -54,6 +54,30 @@ class ScriptedValidation:
         row["val_loss"] = float(self.losses[epoch])
 
 
+class WatchAugment:
+    """Record, in the Ray Train worker itself, what each training step hands ``crnn.loop.augment``
+    (its kind and mirror axis): one ``kind axis`` line per call appended to ``log`` (a file: the
+    worker is another process). Installed at the first epoch's start; it then calls the real one."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def on_epoch_start(self, epoch: int, rank: int) -> None:
+        import crnn.loop as loop
+
+        if getattr(loop.augment, "watched", False):
+            return
+        real, log = loop.augment, self.log
+
+        def watched(x, kind, mirror_axis=None):
+            with open(log, "a") as f:
+                f.write(f"{kind} {mirror_axis}\n")
+            return real(x, kind, mirror_axis)
+
+        watched.watched = True
+        loop.augment = watched
+
+
 def random_timevp_dir(path: str, data: dict, seed: int = 0) -> str:
     """A tiny time-aware model directory (``timevp-fast`` with hid_s 8, hid_t 16, n_t 2) with random
     weights everywhere -- its untrained residual head would answer persistence, the same frame at

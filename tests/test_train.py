@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import CrashOnce, ScriptedValidation, tiny_config
+from tests.helpers import CrashOnce, ScriptedValidation, WatchAugment, tiny_config
 from crnn.checkpoint import read_model_file
 from crnn.inference import load_model
 from crnn.config import load_config
@@ -205,6 +205,21 @@ def test_train_step_reduces_loss_on_fixed_batch(precision):
     assert {v.dtype for st in opt.state.values() for v in st.values() if v.numel() > 1} == {torch.float32}
     err, n = eval_step(model, x, cfg)
     assert n == 8 * 4 * 3 * 32 * 16 and math.isfinite(float(err))
+
+
+def test_ray_train_worker_hands_the_datas_mirror_axis_to_every_step(ray_local, tiny_dataset, tmp_path):
+    """train.augment=hflip on Ray Train: every training step of the worker mirrors about the dataset
+    card's axis (the pines' trunk column 8, not the image centre 7.5), and the model directory keeps it."""
+    from crnn.shards import read_card
+
+    log = str(tmp_path / "augment.log")
+    cfg = tiny_config(tiny_dataset, **{"train.epochs": 2, "train.augment": "hflip"})
+    fit(cfg, str(tmp_path / "run"), hooks=[WatchAugment(log)])
+    calls = open(log).read().split("\n")[:-1]
+    steps = 2 * (read_card(tiny_dataset)["splits"]["train"] // 8)          # epochs x full batches of 8
+    assert read_card(tiny_dataset)["mirror_axis"] == 8.0
+    assert calls == ["hflip 8.0"] * steps
+    assert read_model_file(os.path.join(str(tmp_path / "run"), "model"))["data"]["mirror_axis"] == 8.0
 
 
 def test_ray_train_resumes_after_worker_dies(ray_local, tiny_dataset, tmp_path):
