@@ -81,12 +81,12 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
 def _check_init_from_outside(out: str, cfg: Config) -> None:
     """RunDirError when ``train.init_from`` lies inside ``out``: --overwrite would delete the starting
     model before the run reads it, and the run would replace out/model with its own anyway."""
-    from crnn.storage import absolute
+    from crnn.storage import location
 
     src = cfg.train.init_from
     if not src:
         return
-    a, b = absolute(src).rstrip("/"), absolute(out).rstrip("/")
+    a, b = location(src), location(out)  # file:///r/x and /r/x are one place
     if a == b or a.startswith(b + "/"):
         raise RunDirError(f"train.init_from={src!r} lies inside --out {out}: the run would delete or replace "
                           f"the model it starts from; copy that model elsewhere or choose another --out")

@@ -72,6 +72,21 @@ def absolute(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
+def location(path: str) -> str:
+    """The place ``path`` names, spelled one way, for comparing two paths: a local path or a
+    ``file://`` URI becomes the normalised absolute local path (``file:///r/x``, ``/r/x/``, ``/r/./x``
+    and ``/r/y/../x`` are all ``/r/x``), any other URI is kept as given without a trailing ``/``.
+    Symbolic links are not followed (an object store has none)."""
+    if path.startswith("file://"):
+        try:
+            path = resolve(path)[1]
+        except (ValueError, OSError):  # not a URI pyarrow reads: compared as written
+            return path.rstrip("/")
+    elif "://" in path:
+        return path.rstrip("/")
+    return os.path.normpath(os.path.abspath(path))
+
+
 def join(root: str, *parts: str) -> str:
     """``root``/``parts``: ``/``-joined for a URI, ``os.path.join`` for a local path."""
     return posixpath.join(root, *parts) if "://" in root else os.path.join(root, *parts)

@@ -554,6 +554,12 @@ def test_init_from_inside_out_is_refused_and_a_resumed_run_does_not_read_it(tmp_
     for overwrite in (False, True):
         with pytest.raises(RunDirError, match="lies inside --out"):
             check_run_dir(str(out), cfg, overwrite)
+    # the same place spelled otherwise: a file:// URI on either side, a trailing /, . and ..
+    for src, where in ((f"file://{out}/model", str(out)), (str(out / "model"), f"file://{out}/"),
+                       (f"{out}/./model/", str(out)), (f"{out}/../run/model", str(out)),
+                       (str(out), f"file://{out}")):
+        with pytest.raises(RunDirError, match="lies inside --out"):
+            check_run_dir(where, _small_cfg(**{"train.init_from": src}), True)
     assert (out / "model" / "model.pt").exists()
     gone = _small_cfg(**{"train.init_from": str(tmp_path / "moved-away")})
     resumed = tmp_path / "ft"
