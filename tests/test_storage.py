@@ -305,3 +305,14 @@ def test_user_files_read_through_storage_accept_uris(tmp_path):
     serve_file = tmp_path / "serve.yaml"
     serve_file.write_text(open(os.path.join(ROOT, "serve.yaml")).read())
     assert load_serve_config(f"file://{serve_file}") == load_serve_config(os.path.join(ROOT, "serve.yaml"))
+
+
+def test_location_spells_one_place_one_way(tmp_path, monkeypatch):
+    from crnn.storage import location
+
+    monkeypatch.chdir(tmp_path)
+    r = str(tmp_path)
+    for spelling in (f"{r}/x", f"{r}/x/", f"file://{r}/x", f"file://{r}/x/", f"{r}/./x", f"{r}/y/../x", "x", "./x/"):
+        assert location(spelling) == f"{r}/x", spelling
+    assert location("s3://bucket/runs/x/") == "s3://bucket/runs/x"            # a store: as given
+    assert location("s3://bucket/runs/x") != location("s3://bucket/runs/y")
