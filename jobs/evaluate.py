@@ -8,7 +8,9 @@ age; with --out writes metrics.json and predictions.png (real vs forecast frames
 An irregular dataset ("layout": "irregular"; a time-aware model, model.kind=timevp): the evaluation
 as a function of time (crnn/timeeval.py): MSE and MAE per forecast-gap and input-spacing bin beside
 persistence, linear-in-time and the analog forecast, and up to which gap the model beats persistence
-by 2x and 1.2x; with --out writes result.json, table.txt, mse_by_gap.png and trust.json. No Ray.
+by 2x and 1.2x; with --out writes result.json, table.txt, mse_by_gap.png and trust.json. Either kind:
+--tta hflip scores the model with mirror test-time augmentation (crnn/mirror.py; the baselines as they
+are). No Ray.
 """
 
 import sys
