@@ -33,7 +33,7 @@ import torch
 from crnn.config import to_dict
 from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
-from crnn.mirror import tta_axis, with_tta
+from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
@@ -295,9 +295,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
         *_grid(header, rows),
     ]
-    if result.get("tta", "none") != "none":
-        lines.append(f"model: with mirror test-time augmentation ({result['tta']}, about pixel column "
-                     f"{result.get('mirror_axis')})")
+    if tta_note(result):
+        lines.append(tta_note(result))
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     imp = result.get("improvement_over_persistence")

@@ -127,10 +127,13 @@ def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[s
     ``hflip``, or an axis outside the card's width (:func:`model_tta_axis`)."""
     trained = (model_data or {}).get("mirror_axis")
     if tta == "hflip" and axis is None:
-        data_axis = mirror_axis(card)
+        try:
+            data_axis = mirror_axis(card)
+        except ValueError as e:  # name the dataset, not only the card's field
+            raise ValueError(f"{where}: {e}") from None
         if trained is None:
             axis = data_axis
-        elif float(trained) != data_axis:
+        elif check_axis(None, trained, f"{where}: the model's recorded training-data mirror_axis") != data_axis:
             warnings.warn(f"{where}: the model's training data are mirror-symmetric about pixel column {trained}, "
                           f"this dataset about {data_axis}; test-time augmentation mirrors about {trained} "
                           f"(give the mirror axis to choose)", MirrorAxisWarning, stacklevel=2)
@@ -150,11 +153,21 @@ def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width:
             raise ValueError(f"{where}: mirror axis {axis}: only used with tta hflip")
         return None
     chosen = axis if axis is not None else (model_data or {}).get("mirror_axis")
+    name = f"{where}: mirror axis" if axis is not None else f"{where}: the model's recorded training-data mirror_axis"
     if chosen is None:
         raise ValueError(f"{where}: tta=hflip needs the axis to mirror about, and the model directory does not "
                          f"record its training data's mirror_axis (trained before it did, or without a data "
                          f"summary): give the mirror axis (pixel columns; the pines' trunk: width // 2)")
-    return check_axis(width, chosen, f"{where}: mirror axis")
+    return check_axis(width, chosen, name)
+
+
+def tta_note(result: dict[str, Any]) -> str | None:
+    """The line an evaluation table prints under its rows when ``result`` (an evaluation's dict, with
+    ``tta`` and ``mirror_axis``) scored the model with test-time augmentation; None without."""
+    if result.get("tta", "none") == "none":
+        return None
+    return (f"model: with mirror test-time augmentation ({result['tta']}, about pixel column "
+            f"{result.get('mirror_axis')})")
 
 
 def with_tta(model: torch.nn.Module, axis: float | None) -> torch.nn.Module:

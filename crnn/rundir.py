@@ -81,13 +81,12 @@ def check_run_dir(out: str, cfg: Config, overwrite: bool = False) -> bool:
 def _check_init_from_outside(out: str, cfg: Config) -> None:
     """RunDirError when ``train.init_from`` lies inside ``out``: --overwrite would delete the starting
     model before the run reads it, and the run would replace out/model with its own anyway."""
-    from crnn.storage import location
+    from crnn.storage import inside
 
     src = cfg.train.init_from
     if not src:
         return
-    a, b = location(src), location(out)  # file:///r/x and /r/x are one place
-    if a == b or a.startswith(b + "/"):
+    if inside(src, out):  # however spelled: file:///r/x and /r/x, a symbolic link, . and ..
         raise RunDirError(f"train.init_from={src!r} lies inside --out {out}: the run would delete or replace "
                           f"the model it starts from; copy that model elsewhere or choose another --out")
 
@@ -116,8 +115,14 @@ def clear_run_dir(out: str) -> None:
     from crnn.storage import is_local, resolve
 
     fs, root = resolve(out)
-    if is_local(out):
-        shutil.rmtree(root)
+    if is_local(out):  # the contents, not the directory: --out may be a symbolic link to it (kept)
+        real = os.path.realpath(root)
+        for name in os.listdir(real):
+            p = os.path.join(real, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.remove(p)
     else:
         fs.delete_dir_contents(root, missing_dir_ok=True)
 

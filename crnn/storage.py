@@ -74,9 +74,10 @@ def absolute(path: str) -> str:
 
 def location(path: str) -> str:
     """The place ``path`` names, spelled one way, for comparing two paths: a local path or a
-    ``file://`` URI becomes the normalised absolute local path (``file:///r/x``, ``/r/x/``, ``/r/./x``
-    and ``/r/y/../x`` are all ``/r/x``), any other URI is kept as given without a trailing ``/``.
-    Symbolic links are not followed (an object store has none)."""
+    ``file://`` URI becomes the real absolute local path (``os.path.realpath``: symbolic links
+    followed, then ``.`` and ``..``, so ``file:///r/x``, ``/r/x/``, ``//r/x``, ``/r/./x``, ``/r/y/../x``
+    and a link to ``/r/x`` are all ``/r/x``; parts that do not exist yet are kept as written), any
+    other URI is kept as given without a trailing ``/`` (an object store has no links)."""
     if path.startswith("file://"):
         try:
             path = resolve(path)[1]
@@ -84,7 +85,13 @@ def location(path: str) -> str:
             return path.rstrip("/")
     elif "://" in path:
         return path.rstrip("/")
-    return os.path.normpath(os.path.abspath(path))
+    return os.path.realpath(path)
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (both compared by :func:`location`)."""
+    a, b = location(path), location(root)
+    return a == b or a.startswith(b.rstrip("/") + "/")
 
 
 def join(root: str, *parts: str) -> str:

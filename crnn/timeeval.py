@@ -690,6 +690,8 @@ def format_time_table(result: dict[str, Any]) -> str:
     """Plain-text tables of an :func:`evaluate_time` result: MSE and MAE (0-255 pixels) per
     forecast-gap bin and per input-spacing bin for every forecaster, persistence / model MSE, the
     trust gaps and what was skipped or left out."""
+    from crnn.mirror import tta_note
+
     names = result["forecasters"]
     unit = result["unit"]
     lines = [f"{result['kind']} on {result['data']} split {result['split']!r}: {result['num_series']} series, "
@@ -707,9 +709,8 @@ def format_time_table(result: dict[str, Any]) -> str:
     t = result["trust"]
     lines.append("trust (model MSE better than persistence's in every gap bin up to): "
                  + ", ".join(f"{r}: {'none' if g is None else f'{g:g} {unit}'}" for r, g in t.items()))
-    if result.get("tta", "none") != "none":
-        lines.append(f"model: with mirror test-time augmentation ({result['tta']}, about pixel column "
-                     f"{result.get('mirror_axis')})")
+    if tta_note(result):
+        lines.append(tta_note(result))
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     bank = (result.get("analog") or {}).get("bank")

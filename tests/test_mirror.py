@@ -160,3 +160,24 @@ def test_an_axis_for_a_model_of_any_width_is_still_checked():
     for bad in (7.25, -1, "x"):
         with pytest.raises(ValueError, match=f"m: mirror axis {bad!r}"):
             model_tta_axis("hflip", bad, None, None, "m")
+
+
+@pytest.mark.parametrize("recorded", ["abc", 16.0, 7.25, -1])
+def test_a_bad_axis_recorded_in_the_model_is_named_as_the_models(recorded):
+    """The review's inputs: a model directory whose data summary holds a bad mirror_axis (a string,
+    beyond the image, not on a half column): named as the model's, not as if the user had given it."""
+    from crnn.mirror import model_tta_axis, tta_axis
+
+    pines = {"width": 16, "scene": "pines"}
+    with pytest.raises(ValueError, match=f"d: the model's recorded training-data mirror_axis {recorded!r}"):
+        tta_axis("hflip", None, {"mirror_axis": recorded}, pines, "d")
+    with pytest.raises(ValueError, match=f"m: the model's recorded training-data mirror_axis {recorded!r}"):
+        model_tta_axis("hflip", None, {"mirror_axis": recorded}, 16, "m")
+    assert tta_axis("hflip", 8.0, {"mirror_axis": recorded}, pines, "d") == 8.0   # a given axis wins
+
+
+def test_a_bad_axis_on_the_dataset_card_names_the_dataset():
+    from crnn.mirror import tta_axis
+
+    with pytest.raises(ValueError, match="data/x: dataset card field mirror_axis 99"):
+        tta_axis("hflip", None, None, {"width": 16, "mirror_axis": 99}, "data/x")

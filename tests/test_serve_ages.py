@@ -71,6 +71,25 @@ _png, _unpng = png_b64, from_png_b64  # (tests.image_utils)
 
 
 # ----------------------------------------------------------------------------- no Ray
+def test_an_engine_whose_trust_was_measured_with_another_tta_warns(tmp_path):
+    """trust.json says which test-time augmentation it measured; an engine serving another says so
+    (GET /model shows both), and one serving the same, or a trust.json from before the field, does not."""
+    import warnings
+
+    from crnn.serve.model import ForecastEngine
+
+    out = random_timevp_dir(str(tmp_path / "m"), {**DATA, "mirror_axis": 8.0})
+    (tmp_path / "m" / "trust.json").write_text(json.dumps({**TRUST, "tta": "hflip", "mirror_axis": 8.0}))
+    with pytest.warns(UserWarning, match="trust.json was measured with test-time augmentation 'hflip', this "
+                                         "replica serves 'none'"):
+        ForecastEngine.load(out, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ForecastEngine.load(out, device="cpu", tta="hflip").info()["trust"]["tta"] == "hflip"
+        (tmp_path / "m" / "trust.json").write_text(json.dumps(TRUST))          # no tta: measured plain
+        ForecastEngine.load(out, device="cpu")
+
+
 def test_read_trust(tmp_path):
     assert read_trust(str(tmp_path)) is None  # none written: GET /model says null
     (tmp_path / "trust.json").write_text("[1, 2]")

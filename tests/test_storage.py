@@ -316,3 +316,24 @@ def test_location_spells_one_place_one_way(tmp_path, monkeypatch):
         assert location(spelling) == f"{r}/x", spelling
     assert location("s3://bucket/runs/x/") == "s3://bucket/runs/x"            # a store: as given
     assert location("s3://bucket/runs/x") != location("s3://bucket/runs/y")
+    assert location(f"/{r}/x") == f"{r}/x"                                     # a leading // is /
+
+
+def test_inside_follows_symbolic_links_and_handles_the_root(tmp_path):
+    from crnn.storage import inside
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "link-model").symlink_to(tmp_path / "run" / "model")
+    (tmp_path / "link-run").symlink_to(tmp_path / "run")
+    (tmp_path / "rd").mkdir()
+    (tmp_path / "rd" / "linkA").symlink_to(tmp_path / "elsewhere" / "sub")
+    run = str(tmp_path / "run")
+    assert inside(str(tmp_path / "link-model"), run)                           # the source is a link
+    assert inside(f"{run}/model", str(tmp_path / "link-run"))                 # --out is a link
+    via = f"{tmp_path}/rd/linkA/../run/model"                                   # .. after a link: elsewhere/run
+    assert inside(via, str(tmp_path / "elsewhere" / "run")) and not inside(via, str(tmp_path / "rd" / "run"))
+    assert inside(f"{tmp_path}/not-yet/model", f"{tmp_path}/not-yet")          # parts that do not exist yet
+    assert inside("/anything", "/") and inside("/anything", "file:///")        # the root holds everything
+    assert not inside(f"{tmp_path}/runs-other/model", run)                     # a sibling prefix is not inside
+    assert inside("s3://b/run/model", "s3://b/run/") and not inside("s3://b/run2", "s3://b/run")

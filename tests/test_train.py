@@ -557,7 +557,13 @@ def test_init_from_inside_out_is_refused_and_a_resumed_run_does_not_read_it(tmp_
     # the same place spelled otherwise: a file:// URI on either side, a trailing /, . and ..
     for src, where in ((f"file://{out}/model", str(out)), (str(out / "model"), f"file://{out}/"),
                        (f"{out}/./model/", str(out)), (f"{out}/../run/model", str(out)),
-                       (str(out), f"file://{out}")):
+                       (str(out), f"file://{out}"), (f"/{out}/model", str(out))):
+        with pytest.raises(RunDirError, match="lies inside --out"):
+            check_run_dir(where, _small_cfg(**{"train.init_from": src}), True)
+    # ... and through a symbolic link (the review's input: --overwrite then deleted the model)
+    (tmp_path / "link-model").symlink_to(out / "model")
+    (tmp_path / "link-run").symlink_to(out)
+    for src, where in ((str(tmp_path / "link-model"), str(out)), (str(out / "model"), str(tmp_path / "link-run"))):
         with pytest.raises(RunDirError, match="lies inside --out"):
             check_run_dir(where, _small_cfg(**{"train.init_from": src}), True)
     assert (out / "model" / "model.pt").exists()
@@ -635,3 +641,23 @@ def test_ray_train_init_from_and_rerun_from_another_directory(ray_local, tiny_da
                                                             "train.init_from": "../src/model",
                                                             "train.num_workers": 2, "train.cache": "never"}))
     check_run_dir(str(tmp_path / "ft"), again, False)  # the same run: no "another config" refusal
+
+
+def test_overwrite_clears_a_run_directory_reached_through_a_symbolic_link(tmp_path):
+    """--out may be a symbolic link to the run directory: --overwrite empties the directory it points
+    to and keeps the link (shutil.rmtree refused the link with a traceback)."""
+    from crnn.rundir import clear_run_dir
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "model.pt").write_bytes(b"x")
+    (run / "config.yaml").write_text("{}")
+    (tmp_path / "keep").mkdir()
+    (run / "to-keep").symlink_to(tmp_path / "keep")         # a link inside: removed, its target kept
+    (tmp_path / "link-run").symlink_to(run)
+    clear_run_dir(str(tmp_path / "link-run"))
+    assert (tmp_path / "link-run").is_symlink() and run.is_dir() and not any(run.iterdir())
+    assert (tmp_path / "keep").is_dir()
+    (run / "metrics.csv").write_text("epoch\n")
+    clear_run_dir(f"file://{run}")
+    assert run.is_dir() and not any(run.iterdir())

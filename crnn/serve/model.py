@@ -19,6 +19,7 @@ import asyncio
 import gc
 import math
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,6 +62,11 @@ class ForecastEngine:
         self.input_ages = default_input_ages(cfg, meta.get("metrics")) \
             if not self.domain.time_aware or self.domain.default_ages else []
         self.trust = read_trust(source)
+        measured, served = (self.trust or {}).get("tta", "none"), meta.get("tta", "none")
+        if self.trust is not None and measured != served:  # GET /model shows both; say it in the log too
+            warnings.warn(f"{source}: trust.json was measured with test-time augmentation {measured!r}, this "
+                          f"replica serves {served!r}: the trust it shows belongs to other forecasts (serve with "
+                          f"tta {measured!r}, or measure trust again)", stacklevel=2)
         self.loaded_at = time.time()
 
     @classmethod
