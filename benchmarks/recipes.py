@@ -58,6 +58,10 @@ RUNS = {
     # column in part 8): against over-fitting 3,270 trees
     "convlstm-cpu-hflip": ("convlstm-cpu", {"train.augment": "hflip"}),
     "convlstm-cpu-e5-hflip": ("convlstm-cpu", {"train.epochs": 5, "train.augment": "hflip"}),
+    # twice the loss weight on the last forecast step (train.step_weights; part 9), and with lr 4e-3
+    "convlstm-cpu-e5-sw": ("convlstm-cpu", {"train.epochs": 5, "train.step_weights": [1, 1, 1, 2]}),
+    "convlstm-cpu-e5-lr4-sw": ("convlstm-cpu", {"train.epochs": 5, "train.lr": 4e-3,
+                                                "train.step_weights": [1, 1, 1, 2]}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,

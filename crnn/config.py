@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -67,6 +68,11 @@ class TrainConfig:
                                         # pines, shapes, most photos) about the data's axis of symmetry
                                         # (crnn.mirror: the card's mirror_axis; pines: the trunk column
                                         # W // 2); validation and test frames never
+    step_weights: tuple[float, ...] = ()  # loss weight of each forecast step (data.in_frames of them,
+                                        # the first forecasts from one frame, the last is the headline
+                                        # age), normalised to mean 1; () = equal. Regular datasets only.
+                                        # 1,1,1,2: -1.4 % age-30 MSE, +0.7 % age 15 (BENCHMARKS.md, "Why
+                                        # the best model...", part 9); validation stays unweighted
     init_from: str = ""                 # a model directory (local or URI) whose weights start the run
                                         # (fine-tuning, a warm restart): same model.* config required;
                                         # fresh optimizer and schedule; "" = random initialisation
@@ -90,6 +96,11 @@ class TrainConfig:
                      "checkpoint_interval_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)!r}: expected >= 0")
+        w = self.step_weights
+        if w and not (all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                          for v in w) and any(v > 0 for v in w)):
+            raise ValueError(f"train.step_weights={list(w)!r}: expected finite numbers >= 0, not all 0 "
+                             f"(one per forecast step), or [] for equal weights")
 
 
 @dataclass

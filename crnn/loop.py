@@ -91,13 +91,21 @@ def _device_of(x) -> torch.device:
 
 
 def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse",
-            valid: torch.Tensor | None = None) -> torch.Tensor:
+            valid: torch.Tensor | None = None, step_weights=()) -> torch.Tensor:
     """Mean squared (``mse``) or absolute (``l1``) error; with ``valid`` (bool, the leading dims of
-    ``pred``) the mean over the valid frames only (0 when none is)."""
+    ``pred``) the mean over the valid frames only (0 when none is). ``step_weights`` (regular
+    batches, (B, T, C, H, W): T numbers, ``train.step_weights``): each forecast step's mean error
+    weighted, the weights normalised to mean 1 (equal weights give the plain mean)."""
     if kind not in ("mse", "l1"):
         raise ValueError(f"train.loss={kind!r}: expected mse or l1")
     diff = pred.float() - target.float()
     err = diff.pow(2) if kind == "mse" else diff.abs()
+    if step_weights:
+        if valid is not None or len(step_weights) != err.shape[1]:
+            raise ValueError(f"train.step_weights={list(step_weights)!r}: a regular batch with {len(step_weights)} "
+                             f"forecast steps expected, got {'an irregular batch' if valid is not None else tuple(err.shape)}")
+        w = torch.as_tensor(step_weights, dtype=err.dtype, device=err.device)
+        return (err.flatten(2).mean(2) * (w / w.mean())).mean()
     if valid is None:
         return err.mean()
     w = valid.to(err.dtype).reshape(*valid.shape, *([1] * (err.dim() - valid.dim())))
@@ -143,7 +151,7 @@ def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config,
         torch.compiler.cudagraph_mark_step_begin()
     with autocast(_device_of(x), cfg.train.precision):
         pred = model(*args)
-    loss = loss_fn(pred, targets, cfg.train.loss, valid)
+    loss = loss_fn(pred, targets, cfg.train.loss, valid, cfg.train.step_weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.train.grad_clip > 0:

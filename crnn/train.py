@@ -231,6 +231,9 @@ def check_config(cfg: Config, out: str | None = None, overwrite: bool = False) -
     ``overwrite``): a resumed run never reads its starting model again, which may be gone by then."""
     cfg.model.validate()
     cfg.train.validate()
+    if cfg.train.step_weights and len(cfg.train.step_weights) != cfg.data.in_frames:
+        raise ValueError(f"train.step_weights={list(cfg.train.step_weights)!r}: expected one weight per forecast "
+                         f"step, data.in_frames={cfg.data.in_frames} of them (or [] for equal weights)")
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
     if cfg.train.init_from and not (out and not overwrite and has_checkpoint(out)):
@@ -251,6 +254,10 @@ def check_data(cfg: Config, card: dict) -> int:
             raise ValueError(f"{cfg.data.path}: an irregular dataset (per-series ages, up to {card['max_frames']} "
                              f"frames) trains a time-aware model only: model.kind={cfg.model.kind!r} reads the "
                              f"regular grid; use model.kind={TIME_AWARE_KINDS[0]} (preset {TIME_AWARE_KINDS[0]})")
+        if cfg.train.step_weights:
+            raise ValueError(f"{cfg.data.path}: an irregular dataset has no fixed forecast steps to weigh: "
+                             f"train.step_weights={list(cfg.train.step_weights)!r} is for regular datasets; "
+                             f"drop it (every target frame weighs the same)")
     else:
         need = cfg.data.in_frames + 1
         if len(card["ages"]) < need:

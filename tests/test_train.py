@@ -661,3 +661,62 @@ def test_overwrite_clears_a_run_directory_reached_through_a_symbolic_link(tmp_pa
     (run / "metrics.csv").write_text("epoch\n")
     clear_run_dir(f"file://{run}")
     assert run.is_dir() and not any(run.iterdir())
+
+
+# ----------------------------------------------------------------------------- train.step_weights
+def test_step_weights_weigh_each_forecast_steps_mean_error():
+    from crnn.loop import loss_fn
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 4, 3, 8, 4, generator=g), torch.rand(3, 4, 3, 8, 4, generator=g)
+    per_step = ((pred - target) ** 2).mean((0, 2, 3, 4))                     # (4,)
+    assert torch.allclose(loss_fn(pred, target, "mse", None, (1, 1, 1, 1)), loss_fn(pred, target))
+    assert torch.allclose(loss_fn(pred, target, "mse", None, (0, 0, 0, 1)), per_step[3])
+    want = (per_step * torch.tensor([1, 1, 1, 2.0])).sum() / 5                # weights / their mean 5/4
+    assert torch.allclose(loss_fn(pred, target, "mse", None, (1, 1, 1, 2)), want)
+    assert torch.allclose(loss_fn(pred, target, "mse", None, (2, 2, 2, 4)), want)   # scale-free
+    l1 = (pred - target).abs().mean((0, 2, 3, 4))
+    assert torch.allclose(loss_fn(pred, target, "l1", None, (0, 1, 0, 0)), l1[1])
+    with pytest.raises(ValueError, match=r"train.step_weights=\[1, 2\]: a regular batch with 2 forecast steps"):
+        loss_fn(pred, target, "mse", None, (1, 2))
+    with pytest.raises(ValueError, match="got an irregular batch"):
+        loss_fn(pred, target, "mse", torch.ones(3, 4, dtype=torch.bool), (1, 1, 1, 1))
+
+
+def test_train_step_trains_on_the_weighted_loss():
+    """train.step_weights=0,0,0,1: the step's loss is the last forecast step's MSE only."""
+    cfg = _small_cfg(**{"train.step_weights": [0, 0, 0, 1]})
+    assert cfg.train.step_weights == (0.0, 0.0, 0.0, 1.0)
+    from crnn.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()          # no dropout: the forward pass below is the step's
+    x = torch_frames(_frames(8))
+    with torch.no_grad():
+        last = ((model(x[:, :4]) - x[:, 1:5]) ** 2)[:, 3].mean()
+    loss = train_step(model, make_optimizer(model, cfg), None, x, cfg)
+    assert float(loss) == pytest.approx(float(last), rel=1e-5)
+
+
+@pytest.mark.parametrize("weights, needle", [
+    ([1, -1, 1, 1], "expected finite numbers >= 0"), ([0, 0, 0, 0], "not all 0"),
+    ([1, float("nan"), 1, 1], "expected finite numbers"), ([1, float("inf"), 1, 1], "expected finite numbers"),
+])
+def test_bad_step_weights_are_refused_by_name(weights, needle):
+    with pytest.raises(ValueError, match=f"train.step_weights=.*{needle}"):
+        _small_cfg(**{"train.step_weights": weights}).train.validate()
+
+
+def test_step_weights_must_match_the_forecast_steps_and_a_regular_dataset():
+    from crnn.train import check_config, check_data
+
+    with pytest.raises(ValueError, match=r"train.step_weights=\[1.0, 2.0\]: expected one weight per forecast step, "
+                                         r"data.in_frames=4"):
+        check_config(_small_cfg(**{"train.step_weights": [1, 2]}))
+    check_config(_small_cfg(**{"train.step_weights": [1, 1, 1, 2]}))
+    cfg = load_config("timevp-fast", overrides={"data.path": "/d/irr", "model.height": 16, "model.width": 8,
+                                                "train.step_weights": [1, 1, 1, 2]})
+    card = {"layout": "irregular", "max_frames": 6, "height": 16, "width": 8, "channels": 3,
+            "splits": {"train": 4}, "scene": "pines"}
+    with pytest.raises(ValueError, match=r"/d/irr: an irregular dataset has no fixed forecast steps to weigh"):
+        check_data(cfg, card)
