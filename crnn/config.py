@@ -103,6 +103,34 @@ class TrainConfig:
                              f"(one per forecast step), or [] for equal weights")
 
 
+def step_weights_factors(weights) -> list[float]:
+    """``train.step_weights`` normalised to mean 1, in float64 and scaled by their largest first, so
+    that weights far from 1 (1e39, 1e-320) give the same factors as their ratios do (float32 sums
+    overflowed to inf or underflowed to 0 and the loss became NaN or 0). [] for equal weights."""
+    w = [float(v) for v in weights]
+    if not w:
+        return []
+    top = max(w)
+    w = [v / top for v in w]
+    mean = math.fsum(w) / len(w)
+    return [v / mean for v in w]
+
+
+def check_training_fields(cfg: "Config") -> None:
+    """The training section (:meth:`TrainConfig.validate`) and what it must agree with elsewhere:
+    ``data.in_frames`` >= 1, and one ``train.step_weights`` weight per forecast step. ValueError
+    naming the field. (Whether the dataset is regular is checked against its card:
+    ``crnn.train.check_data``.)"""
+    cfg.train.validate()
+    if isinstance(cfg.data.in_frames, bool) or cfg.data.in_frames < 1:
+        raise ValueError(f"data.in_frames={cfg.data.in_frames!r}: expected >= 1 (the frames a forecast sees)")
+    w = cfg.train.step_weights
+    if w and len(w) != cfg.data.in_frames:
+        raise ValueError(f"train.step_weights={list(w)!r}: expected one weight per forecast step, "
+                         f"data.in_frames={cfg.data.in_frames} of them, or [] for equal weights (regular "
+                         f"datasets only)")
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -215,7 +243,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert ``value`` to the dataclass field type ``tp``; errors name ``key``."""
     origin = typing.get_origin(tp)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
+        if value is None:  # key= (nothing): the empty list
+            value = []
+        elif isinstance(value, str) and "," in value:  # key=1,1,1,2 without brackets
+            value = [v.strip() for v in value.split(",")]
+        elif not isinstance(value, (list, tuple)):
             value = [value]
         (item_tp, *_rest) = typing.get_args(tp)
         return tuple(_coerce(v, item_tp, key) for v in value)

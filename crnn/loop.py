@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from crnn.checkpoint import check_init_from, save_model_dir
-from crnn.config import Config
+from crnn.config import Config, step_weights_factors
 from crnn.mirror import mirror
 from crnn.model import build_model
 from crnn.shards import torch_frames
@@ -104,8 +104,8 @@ def loss_fn(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse",
         if valid is not None or len(step_weights) != err.shape[1]:
             raise ValueError(f"train.step_weights={list(step_weights)!r}: a regular batch with {len(step_weights)} "
                              f"forecast steps expected, got {'an irregular batch' if valid is not None else tuple(err.shape)}")
-        w = torch.as_tensor(step_weights, dtype=err.dtype, device=err.device)
-        return (err.flatten(2).mean(2) * (w / w.mean())).mean()
+        w = torch.as_tensor(step_weights_factors(step_weights), dtype=err.dtype, device=err.device)
+        return (err.flatten(2).mean(2) * w).mean()
     if valid is None:
         return err.mean()
     w = valid.to(err.dtype).reshape(*valid.shape, *([1] * (err.dim() - valid.dim())))

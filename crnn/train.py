@@ -22,7 +22,7 @@ import torch
 
 from crnn.checkpoint import (check_init_from, init_weights, load_training_state, read_model_file, save_model_dir,
                              unwrap)
-from crnn.config import Config, from_dict, save as save_config, to_dict
+from crnn.config import Config, check_training_fields, from_dict, save as save_config, to_dict
 from crnn.loop import (
     _all_reduce, _array_batches, _epoch_row, make_optimizer, make_scheduler, maybe_compile, run_epoch, run_eval,
     series_tensors,
@@ -230,10 +230,7 @@ def check_config(cfg: Config, out: str | None = None, overwrite: bool = False) -
     unless the run directory ``out`` already holds a checkpoint to resume from (and not
     ``overwrite``): a resumed run never reads its starting model again, which may be gone by then."""
     cfg.model.validate()
-    cfg.train.validate()
-    if cfg.train.step_weights and len(cfg.train.step_weights) != cfg.data.in_frames:
-        raise ValueError(f"train.step_weights={list(cfg.train.step_weights)!r}: expected one weight per forecast "
-                         f"step, data.in_frames={cfg.data.in_frames} of them (or [] for equal weights)")
+    check_training_fields(cfg)
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; evaluate it instead")
     if cfg.train.init_from and not (out and not overwrite and has_checkpoint(out)):

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     # checked before Ray starts: config, search space, searcher, dataset (card, every shard's schema)
     from crnn.shards import validate
     from crnn.train import check_data
-    from crnn.tune import check_config, load_space, validate_space
+    from crnn.tune import check_config, check_space_data, load_space, validate_space
 
     try:
         cfg = from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
@@ -66,7 +66,9 @@ def main(argv=None) -> int:
             if not ok:
                 raise ValueError(f"{flag} must be {'> 1' if flag == '--reduction-factor' else '>= 0' if 'cpus' in flag else '>= 1'}, "
                                  f"got {value}")
-        check_data(cfg, validate(cfg.data.path))
+        card = validate(cfg.data.path)
+        check_data(cfg, card)
+        check_space_data(cfg, load_space(a.space), card)
         check_search_dir(a.out, a.name, resume=not a.no_resume)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

@@ -720,3 +720,34 @@ def test_step_weights_must_match_the_forecast_steps_and_a_regular_dataset():
             "splits": {"train": 4}, "scene": "pines"}
     with pytest.raises(ValueError, match=r"/d/irr: an irregular dataset has no fixed forecast steps to weigh"):
         check_data(cfg, card)
+
+
+def test_step_weights_far_from_one_give_the_factors_of_their_ratios():
+    """The review's inputs: float32 normalisation overflowed (1e39, 1e38 x 4) or underflowed (1e-320)
+    to a NaN or zero loss; factors are now taken in float64 after scaling by the largest."""
+    from crnn.config import step_weights_factors
+    from crnn.loop import loss_fn
+
+    g = torch.Generator().manual_seed(1)
+    pred, target = torch.rand(2, 4, 3, 8, 4, generator=g), torch.rand(2, 4, 3, 8, 4, generator=g)
+    plain, first = loss_fn(pred, target), loss_fn(pred, target, "mse", None, (1, 0, 0, 0))
+    for weights, want in (((1e38,) * 4, plain), ((3e38,) * 4, plain), ((1e308,) * 4, plain), ((1e-46,) * 4, plain),
+                          ((1e39, 1, 1, 1), first), ((1e308, 1, 1, 1), first), ((1e-320, 0, 0, 0), first),
+                          ((1e-50, 0, 0, 0), first)):
+        got = loss_fn(pred, target, "mse", None, weights)
+        assert torch.isfinite(got) and torch.allclose(got, want), weights
+    assert step_weights_factors([1, 1, 1, 2]) == [0.8, 0.8, 0.8, 1.6] and step_weights_factors([]) == []
+
+
+@pytest.mark.parametrize("text, want", [("[1,1,1,2]", (1.0, 1.0, 1.0, 2.0)), ("1,1,1,2", (1.0, 1.0, 1.0, 2.0)),
+                                        ("1, 1, 1, 2", (1.0, 1.0, 1.0, 2.0)), ("", ()), ("[]", ()), ("null", ())])
+def test_step_weights_override_spellings(text, want):
+    assert load_config("quick", overrides=[f"train.step_weights={text}"]).train.step_weights == want
+
+
+def test_in_frames_below_one_is_refused():
+    from crnn.train import check_config
+
+    for n in (0, -1):
+        with pytest.raises(ValueError, match=f"data.in_frames={n}: expected >= 1"):
+            check_config(_small_cfg(**{"data.in_frames": n}))

@@ -65,6 +65,32 @@ def test_space_from_yaml_and_errors_name_the_key(tmp_path):
             validate_space(cfg, load_space(bad))
 
 
+def test_step_weights_in_a_space_are_checked_before_ray(tmp_path):
+    """The review's inputs: step weights of the wrong length as a base override, a choice, a
+    constant, or against a data.in_frames the space varies; any on an irregular dataset."""
+    from crnn.tune import check_config, check_space_data
+
+    cfg = load_config("quick")
+    with pytest.raises(ValueError, match=r"train.step_weights=\[1.0, 1.0, 2.0\]: expected one weight per forecast step"):
+        check_config(apply(cfg, {"train.step_weights": [1, 1, 2]}))
+    for space, needle in (({"train.step_weights": {"choice": [[1, 1, 1, 1], [1, 1, 2]]}}, r"\[1, 1, 2\]"),
+                          ({"train.step_weights": [1, 1, 2]}, "step_weights"),
+                          ({"train.step_weights": {"choice": [[1, 1, 1, 2], [1, 1, 1, 1]]},
+                            "data.in_frames": {"choice": [3, 4]}}, "combination .*data.in_frames=3")):
+        with pytest.raises(ValueError, match=needle):
+            validate_space(cfg, load_space(space))
+    validate_space(cfg, load_space({"train.step_weights": {"choice": [[], [1, 1, 1, 2]]}}))
+    f = tmp_path / "s.yaml"                              # YAML 1.1 reads 1e-4 as a string: taken as the number
+    f.write_text("train.lr: {loguniform: [1e-4, 3e-3]}\n")
+    validate_space(cfg, load_space(str(f)))
+    irregular = {"layout": "irregular", "max_frames": 6}
+    weights = load_space({"train.step_weights": {"choice": [[], [1, 1, 1, 2]]}})
+    with pytest.raises(ValueError, match=r"train.step_weights=\[1, 1, 1, 2\]: .* an irregular dataset"):
+        check_space_data(cfg, weights, irregular)
+    check_space_data(cfg, weights, {"ages": [10, 15, 20, 25, 30]})                 # regular: fine
+    check_space_data(cfg, load_space({"train.step_weights": {"choice": [[]]}}), irregular)
+
+
 def test_space_combinations_that_break_the_config_are_named_before_any_trial(monkeypatch):
     """Values fine alone but not together (a family picked by model.kind with a field its cells
     refuse) are refused, naming the smallest breaking combination; unrelated keys stay out of it."""

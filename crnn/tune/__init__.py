@@ -41,12 +41,12 @@ published model). This package re-exports their public names.
 from crnn.tune.results import plot_curves, publish_model, results_table, write_results_csv
 from crnn.tune.search import (ASHA_TIME_ATTR, SEARCHERS, ResourcePlan, check_searcher, crnn_trial, make_searcher,
                               plan_resources, run_search)
-from crnn.tune.space import (METRIC, MODE, PAPER_FACTORS, SPACES, check_config, describe_space, load_space,
-                             parse_space, prepare_space, validate_space)
+from crnn.tune.space import (METRIC, MODE, PAPER_FACTORS, SPACES, check_config, check_space_data, describe_space,
+                             load_space, parse_space, prepare_space, validate_space)
 
 __all__ = [
     "SPACES", "PAPER_FACTORS", "METRIC", "MODE", "load_space", "parse_space", "describe_space", "check_config",
-    "validate_space", "prepare_space", "SEARCHERS", "check_searcher", "make_searcher", "ASHA_TIME_ATTR",
+    "check_space_data", "validate_space", "prepare_space", "SEARCHERS", "check_searcher", "make_searcher", "ASHA_TIME_ATTR",
     "ResourcePlan", "plan_resources", "crnn_trial", "run_search", "results_table", "write_results_csv",
     "plot_curves", "publish_model",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import yaml
 
 from crnn.checkpoint import check_init_from, read_init_source
-from crnn.config import Config, apply
+from crnn.config import Config, apply, check_training_fields
 from crnn.model import FAMILIES
 
 #: The objective every searcher and ASHA optimise: the validation loss reported after each epoch.
@@ -77,6 +78,17 @@ _DOMAIN_KINDS = ("choice", "grid", "uniform", "quniform", "loguniform", "qloguni
                  "qrandint", "lograndint", "qlograndint")
 
 
+def _number(a: Any) -> Any:
+    """``a`` as a float when it is a string that spells a finite number (``"1e-4"``), else as it is."""
+    if isinstance(a, str):
+        try:
+            v = float(a)
+        except ValueError:
+            return a
+        return v if math.isfinite(v) else a
+    return a
+
+
 def _domain(kind: str, args: Any, key: str):
     from ray import tune
 
@@ -84,6 +96,8 @@ def _domain(kind: str, args: Any, key: str):
         if not isinstance(args, (list, tuple)) or not args:
             raise ValueError(f"search space {key}: {kind} needs a non-empty list, got {args!r}")
         return tune.choice(list(args)) if kind == "choice" else tune.grid_search(list(args))
+    if isinstance(args, (list, tuple)):  # YAML 1.1 reads 1e-4 (no dot) as a string: take it as the number
+        args = [_number(a) for a in args]
     if not isinstance(args, (list, tuple)) or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                                       for a in args):
         raise ValueError(f"search space {key}: {kind} needs a list of numbers, got {args!r}")
@@ -203,7 +217,7 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
     cfg.model.validate()
     if cfg.model.kind not in FAMILIES:
         raise ValueError(f"model.kind={cfg.model.kind!r} has no trainable parameters; nothing to tune")
-    cfg.train.validate()
+    check_training_fields(cfg)
     path = cfg.train.init_from
     if path:
         source = (sources or {}).get(path)
@@ -212,6 +226,19 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
             if sources is not None:
                 sources[path] = source
         check_init_from(cfg, source)
+
+
+def check_space_data(base: Config, space: dict[str, Any], card: dict[str, Any]) -> None:
+    """The space's values that depend on the dataset, against its ``card``: every candidate of
+    ``train.step_weights`` (an irregular dataset has no fixed forecast steps to weigh:
+    ``crnn.train.check_data`` refuses any). ValueError naming the key and value."""
+    from crnn.irregular import is_irregular
+
+    if "train.step_weights" in space and is_irregular(card):
+        for value in _candidate_values(space["train.step_weights"]):
+            if value:
+                raise ValueError(f"search space train.step_weights={value!r}: {base.data.path} is an irregular "
+                                 f"dataset, which has no fixed forecast steps to weigh; drop the key")
 
 
 def validate_space(base: Config, space: dict[str, Any]) -> None:
@@ -287,11 +314,12 @@ def _check_interactions(base: Config, space: dict[str, Any], check) -> None:
     each value is fine alone (``model.kind=predrnn`` with ``model.predrnn.hidden=[32, 64]``; norm
     with a width that is not a multiple of 4 under a family that uses it): every candidate value of
     each key (``_candidate_values``). Only the network's keys (``model.*`` and ``train.init_from``)
-    can break together: ``check_config`` compares no two training fields and checks no other
-    section, so the others are not combined. Smaller combinations first, so the combination named
+    and ``train.step_weights`` with ``data.in_frames`` (one weight per forecast step) can break
+    together: ``check_config`` compares no other two fields, so the others are not combined. Smaller combinations first, so the combination named
     is a smallest one. ``check(base, combo)`` raises for a bad combination; raises ValueError
     naming it."""
-    keys = [k for k in space if k.startswith("model.") or k == "train.init_from"]
+    keys = [k for k in space if k.startswith("model.") or k in ("train.init_from", "train.step_weights",
+                                                                "data.in_frames")]
     values = {k: _candidate_values(space[k]) for k in keys}
 
     def count(order: int) -> int:
