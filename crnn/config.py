@@ -246,7 +246,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:  # key= (nothing): the empty list
             value = []
         elif isinstance(value, str) and "," in value:  # key=1,1,1,2 without brackets
-            value = [v.strip() for v in value.split(",")]
+            value = [yaml.safe_load(v) for v in value.split(",")]
         elif not isinstance(value, (list, tuple)):
             value = [value]
         (item_tp, *_rest) = typing.get_args(tp)

@@ -745,6 +745,13 @@ def test_step_weights_override_spellings(text, want):
     assert load_config("quick", overrides=[f"train.step_weights={text}"]).train.step_weights == want
 
 
+def test_any_list_field_takes_commas_without_brackets():
+    cfg = load_config("quick", overrides=["model.conv_filters=4,8", "data.train_splits=train,val"])
+    assert cfg.model.conv_filters == (4, 8) and cfg.data.train_splits == ("train", "val")
+    with pytest.raises((TypeError, ValueError), match="model.conv_filters"):
+        load_config("quick", overrides=["model.conv_filters=4,x"])
+
+
 def test_in_frames_below_one_is_refused():
     from crnn.train import check_config
 
