@@ -111,6 +111,8 @@ def step_weights_factors(weights) -> list[float]:
     if not w:
         return []
     top = max(w)
+    if not top > 0:
+        raise ValueError(f"train.step_weights={list(weights)!r}: expected numbers >= 0, not all 0")
     w = [v / top for v in w]
     mean = math.fsum(w) / len(w)
     return [v / mean for v in w]
@@ -239,17 +241,27 @@ PRESETS["strong-fast"] = {**PRESETS["strong"], "train.precision": "bf16", "train
                           "train.warmup_epochs": 1}
 
 
+def _yaml_item(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise TypeError(f"{key}: cannot read {text!r}") from None
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert ``value`` to the dataclass field type ``tp``; errors name ``key``."""
     origin = typing.get_origin(tp)
     if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
         if value is None:  # key= (nothing): the empty list
             value = []
         elif isinstance(value, str) and "," in value:  # key=1,1,1,2 without brackets
-            value = [yaml.safe_load(v) for v in value.split(",")]
+            items = [v.strip() for v in value.split(",")]
+            if not all(items):
+                raise TypeError(f"{key}: an empty item in {value!r} (items separated by single commas)")
+            value = items if item_tp is str else [_yaml_item(v, key) for v in items]  # names stay as typed
         elif not isinstance(value, (list, tuple)):
             value = [value]
-        (item_tp, *_rest) = typing.get_args(tp)
         return tuple(_coerce(v, item_tp, key) for v in value)
     if tp is bool:
         if isinstance(value, bool):
@@ -269,7 +281,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise TypeError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a float's range
+            raise TypeError(f"{key}: {value!r} is beyond a float's range") from None
     if tp is str:
         if not isinstance(value, str):
             raise TypeError(f"{key}: expected a string, got {value!r}")
@@ -367,7 +382,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.field=value")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value is not valid YAML "
+                             f"({str(e).splitlines()[0]})") from None
         if _override_type(key.strip()) is str and not isinstance(value, str):
             value = raw.strip()
         out[key.strip()] = value

@@ -89,9 +89,26 @@ def location(path: str) -> str:
 
 
 def inside(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or lies under it (both compared by :func:`location`)."""
-    a, b = location(path), location(root)
-    return a == b or a.startswith(b.rstrip("/") + "/")
+    """Whether ``path`` is ``root`` or lies under it, as written (normalised, links not followed: a
+    link inside ``root`` to a directory elsewhere is removed with ``root``) or where the links lead
+    (:func:`location`: a link elsewhere to a directory inside ``root``). Either one is enough."""
+    def under(a: str, b: str) -> bool:
+        return a == b or a.startswith(b.rstrip("/") + "/")
+
+    return under(location(path), location(root)) or under(_written(path), _written(root))
+
+
+def _written(path: str) -> str:
+    """``path`` normalised as written (absolute, ``.``/``..``/``//`` folded, links not followed)."""
+    if path.startswith("file://"):
+        try:
+            path = resolve(path)[1]
+        except (ValueError, OSError):
+            return path.rstrip("/")
+    elif "://" in path:
+        return path.rstrip("/")
+    p = os.path.normpath(os.path.abspath(path))
+    return "/" + p.lstrip("/") if p.startswith("//") else p
 
 
 def join(root: str, *parts: str) -> str:

@@ -331,8 +331,12 @@ def test_inside_follows_symbolic_links_and_handles_the_root(tmp_path):
     run = str(tmp_path / "run")
     assert inside(str(tmp_path / "link-model"), run)                           # the source is a link
     assert inside(f"{run}/model", str(tmp_path / "link-run"))                 # --out is a link
-    via = f"{tmp_path}/rd/linkA/../run/model"                                   # .. after a link: elsewhere/run
-    assert inside(via, str(tmp_path / "elsewhere" / "run")) and not inside(via, str(tmp_path / "rd" / "run"))
+    via = f"{tmp_path}/rd/linkA/../run/model"                # .. after a link: elsewhere/run (and rd/run as written)
+    assert inside(via, str(tmp_path / "elsewhere" / "run")) and inside(via, str(tmp_path / "rd" / "run"))
+    # a link inside the root to a model elsewhere: removed with the root (the second review's input)
+    (tmp_path / "src" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "start").symlink_to(tmp_path / "src" / "model")
+    assert inside(f"{run}/start", run) and not inside(str(tmp_path / "src" / "model"), run)
     assert inside(f"{tmp_path}/not-yet/model", f"{tmp_path}/not-yet")          # parts that do not exist yet
     assert inside("/anything", "/") and inside("/anything", "file:///")        # the root holds everything
     assert not inside(f"{tmp_path}/runs-other/model", run)                     # a sibling prefix is not inside

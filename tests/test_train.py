@@ -748,8 +748,19 @@ def test_step_weights_override_spellings(text, want):
 def test_any_list_field_takes_commas_without_brackets():
     cfg = load_config("quick", overrides=["model.conv_filters=4,8", "data.train_splits=train,val"])
     assert cfg.model.conv_filters == (4, 8) and cfg.data.train_splits == ("train", "val")
-    with pytest.raises((TypeError, ValueError), match="model.conv_filters"):
-        load_config("quick", overrides=["model.conv_filters=4,x"])
+    # names stay as typed (the second review's inputs: YAML read them as True, None, 1, a date)
+    for text in ("yes,no", "train,null", "train,~", "1,2", "2026-01-01,val"):
+        assert load_config("quick", overrides=[f"data.train_splits={text}"]).data.train_splits == \
+            tuple(text.split(","))
+    for bad, needle in (("model.conv_filters=4,x", "model.conv_filters: expected an integer, got 'x'"),
+                        ("model.conv_filters=4,", "model.conv_filters: an empty item in '4,'"),
+                        ("train.step_weights=1,,2", "train.step_weights: an empty item"),
+                        ("model.conv_filters=,4", "model.conv_filters=,4.: the value is not valid YAML"),
+                        ("model.conv_filters=4,[8", "model.conv_filters: cannot read '\\[8'"),
+                        ("train.lr=[1", "override 'train.lr=\\[1': the value is not valid YAML"),
+                        ("train.lr=" + "9" * 400, "beyond a float's range")):
+        with pytest.raises((TypeError, ValueError), match=needle):
+            load_config("quick", overrides=[bad])
 
 
 def test_in_frames_below_one_is_refused():

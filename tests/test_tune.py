@@ -89,6 +89,12 @@ def test_step_weights_in_a_space_are_checked_before_ray(tmp_path):
         check_space_data(cfg, weights, irregular)
     check_space_data(cfg, weights, {"ages": [10, 15, 20, 25, 30]})                 # regular: fine
     check_space_data(cfg, load_space({"train.step_weights": {"choice": [[]]}}), irregular)
+    card = {"ages": [10, 15, 20, 25, 30], "height": 32, "width": 16, "channels": 3, "scene": "pines",
+            "splits": {"train": 8, "val": 2, "test": 2}}
+    frames = load_space({"data.in_frames": {"choice": [3, 4, 5]}})
+    with pytest.raises(ValueError, match=r"search space data.in_frames=5: .*in_frames\+1 = 6 needed"):
+        check_space_data(apply(cfg, {"data.path": "/d/p"}), frames, card)
+    check_space_data(cfg, load_space({"data.in_frames": {"choice": [3, 4]}}), card)
 
 
 def test_space_combinations_that_break_the_config_are_named_before_any_trial(monkeypatch):

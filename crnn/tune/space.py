@@ -231,14 +231,20 @@ def check_config(cfg: Config, sources: dict[str, Config] | None = None) -> None:
 def check_space_data(base: Config, space: dict[str, Any], card: dict[str, Any]) -> None:
     """The space's values that depend on the dataset, against its ``card``: every candidate of
     ``train.step_weights`` (an irregular dataset has no fixed forecast steps to weigh:
-    ``crnn.train.check_data`` refuses any). ValueError naming the key and value."""
+    ``crnn.train.check_data`` refuses any) and, on a regular dataset, of ``data.in_frames`` (the
+    series must hold in_frames + 1 frames). ValueError naming the key and value."""
     from crnn.irregular import is_irregular
+    from crnn.train import check_data
 
     if "train.step_weights" in space and is_irregular(card):
         for value in _candidate_values(space["train.step_weights"]):
             if value:
                 raise ValueError(f"search space train.step_weights={value!r}: {base.data.path} is an irregular "
                                  f"dataset, which has no fixed forecast steps to weigh; drop the key")
+    if "data.in_frames" in space and not is_irregular(card):
+        for value in _candidate_values(space["data.in_frames"]):
+            _named(lambda: check_data(apply(base, {"data.in_frames": value}), card),
+                   f"search space data.in_frames={value!r}")
 
 
 def validate_space(base: Config, space: dict[str, Any]) -> None:
