@@ -295,8 +295,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
         *_grid(header, rows),
     ]
-    if tta_note(result):
-        lines.append(tta_note(result))
+    note = tta_note(result)
+    if note:
+        lines.append(note)
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     imp = result.get("improvement_over_persistence")

@@ -72,12 +72,13 @@ def absolute(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
-def location(path: str) -> str:
+def location(path: str, follow_links: bool = True) -> str:
     """The place ``path`` names, spelled one way, for comparing two paths: a local path or a
-    ``file://`` URI becomes the real absolute local path (``os.path.realpath``: symbolic links
-    followed, then ``.`` and ``..``, so ``file:///r/x``, ``/r/x/``, ``//r/x``, ``/r/./x``, ``/r/y/../x``
-    and a link to ``/r/x`` are all ``/r/x``; parts that do not exist yet are kept as written), any
-    other URI is kept as given without a trailing ``/`` (an object store has no links)."""
+    ``file://`` URI becomes the absolute local path with ``.``, ``..`` and a leading ``//`` folded --
+    with ``follow_links`` the real path (``os.path.realpath``: ``file:///r/x``, ``/r/x/``, ``//r/x``,
+    ``/r/./x``, ``/r/y/../x`` and a link to ``/r/x`` are all ``/r/x``; parts that do not exist yet are
+    kept as written), without it as written (``os.path.normpath``). Any other URI is kept as given
+    without a trailing ``/`` (an object store has no links)."""
     if path.startswith("file://"):
         try:
             path = resolve(path)[1]
@@ -85,30 +86,20 @@ def location(path: str) -> str:
             return path.rstrip("/")
     elif "://" in path:
         return path.rstrip("/")
-    return os.path.realpath(path)
+    if follow_links:
+        return os.path.realpath(path)
+    p = os.path.normpath(os.path.abspath(path))
+    return "/" + p.lstrip("/") if p.startswith("//") else p
 
 
 def inside(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or lies under it, as written (normalised, links not followed: a
-    link inside ``root`` to a directory elsewhere is removed with ``root``) or where the links lead
-    (:func:`location`: a link elsewhere to a directory inside ``root``). Either one is enough."""
+    """Whether ``path`` is ``root`` or lies under it, as written (links not followed: a link inside
+    ``root`` to a directory elsewhere is removed with ``root``) or where the links lead (a link
+    elsewhere to a directory inside ``root``): either one is enough (:func:`location`)."""
     def under(a: str, b: str) -> bool:
         return a == b or a.startswith(b.rstrip("/") + "/")
 
-    return under(location(path), location(root)) or under(_written(path), _written(root))
-
-
-def _written(path: str) -> str:
-    """``path`` normalised as written (absolute, ``.``/``..``/``//`` folded, links not followed)."""
-    if path.startswith("file://"):
-        try:
-            path = resolve(path)[1]
-        except (ValueError, OSError):
-            return path.rstrip("/")
-    elif "://" in path:
-        return path.rstrip("/")
-    p = os.path.normpath(os.path.abspath(path))
-    return "/" + p.lstrip("/") if p.startswith("//") else p
+    return any(under(location(path, f), location(root, f)) for f in (True, False))
 
 
 def join(root: str, *parts: str) -> str:

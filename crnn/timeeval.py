@@ -709,8 +709,9 @@ def format_time_table(result: dict[str, Any]) -> str:
     t = result["trust"]
     lines.append("trust (model MSE better than persistence's in every gap bin up to): "
                  + ", ".join(f"{r}: {'none' if g is None else f'{g:g} {unit}'}" for r, g in t.items()))
-    if tta_note(result):
-        lines.append(tta_note(result))
+    note = tta_note(result)
+    if note:
+        lines.append(note)
     for name, why in (result.get("skipped_baselines") or {}).items():
         lines.append(f"{name}: skipped ({why})")
     bank = (result.get("analog") or {}).get("bank")
