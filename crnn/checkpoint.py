@@ -235,7 +235,8 @@ def read_init_source(path: str) -> tuple[Config, dict[str, Any]]:
         raise ModelError(f"train.init_from: {e}{hint}") from None
 
 
-def check_init_from(cfg: Config, source: Config | None = None) -> dict[str, Any] | None:
+def check_init_from(cfg: Config, source: Config | None = None,
+                    data: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Check ``train.init_from`` (fine-tuning / a warm restart) before any training starts.
 
     Nothing to check when it is "". Otherwise it must name a model directory (local or URI) that
@@ -243,14 +244,17 @@ def check_init_from(cfg: Config, source: Config | None = None) -> dict[str, Any]
     otherwise) and whose network config equals ``cfg``'s (:func:`model_differences`: the weights are
     loaded as they are, so the network must be the same; ValueError listing the differing fields with
     both values). ``source``: that directory's Config when the caller has read it already (Tune
-    checks many candidate configs against one). Returns the starting model's state dict when this
-    call read it (``source`` not given), so a caller that trains in this process loads it without a
-    second read; None otherwise.
+    checks many candidate configs against one). ``data``: the training dataset's card (or its
+    :func:`crnn.timeaware.data_summary`), when the caller has it: a time-aware starting model must
+    have been trained on ages in the same unit (:func:`crnn.timeaware.check_start_ages`, ValueError
+    naming both; only checked when this call reads the model, ``source`` not given). Returns the
+    starting model's state dict when this call read it (``source`` not given), so a caller that
+    trains in this process loads it without a second read; None otherwise.
     """
     path = cfg.train.init_from
     if not path:
         return None
-    state = None
+    state = payload = None
     if source is None:
         source, payload = read_init_source(path)
         state = payload["state_dict"]
@@ -261,6 +265,10 @@ def check_init_from(cfg: Config, source: Config | None = None) -> dict[str, Any]
         raise ValueError(f"train.init_from={path!r}: that model's network differs from this run's: {shown}{more}. "
                          f"Give the same model.* settings (e.g. the preset it was trained with), or drop "
                          f"train.init_from to start from random weights")
+    if data is not None and payload is not None:
+        from crnn.timeaware import check_start_ages
+
+        check_start_ages(path, source, payload.get("data"), data, cfg.data.path)
     return state
 
 

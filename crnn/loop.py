@@ -317,7 +317,9 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     irregular dataset's numpy columns (``frames``, ``ages``, ``num_frames``, ``num_inputs``:
     :func:`crnn.shards.read_numpy`). Returns (model, history); ``out`` gets the model directory
     (with ``data``, :func:`crnn.timeaware.data_summary` of the training set, when given; its
-    ``mirror_axis`` is the axis ``train.augment=hflip`` mirrors about, else the image centre)."""
+    ``mirror_axis`` is the axis ``train.augment=hflip`` mirrors about, else the image centre). With
+    ``train.init_from`` and ``data``, a time-aware starting model must have been trained on ages in
+    ``data``'s ``age_unit`` (ValueError otherwise: :func:`crnn.timeaware.check_start_ages`)."""
     device = torch.device(device)
     cfg.train.validate()
     torch.manual_seed(cfg.train.seed)
@@ -325,7 +327,7 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
         torch.set_num_threads(cfg.train.torch_threads)
     model = build_model(cfg.model)
     if cfg.train.init_from:  # fine-tuning / a warm restart: the same network, its trained weights
-        model.load_state_dict(check_init_from(cfg))  # checked, then loaded from one read
+        model.load_state_dict(check_init_from(cfg, data=data))  # checked, then loaded from one read
     model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:

@@ -237,6 +237,20 @@ def check_config(cfg: Config, out: str | None = None, overwrite: bool = False) -
         check_init_from(cfg)
 
 
+def check_start_data(cfg: Config, card: dict, out: str | None = None, overwrite: bool = False) -> None:
+    """ValueError when ``train.init_from`` names a time-aware model trained on ages in another unit
+    than the dataset ``card``'s (:func:`crnn.timeaware.check_start_ages`). Only a time-aware run
+    reads its starting model again for this (grid models do not read ages; :func:`check_config` has
+    checked the network), and, as there, not when ``out`` holds a checkpoint to resume from."""
+    from crnn.checkpoint import read_init_source
+    from crnn.timeaware import check_start_ages, is_time_aware
+
+    if not cfg.train.init_from or not is_time_aware(cfg) or (out and not overwrite and has_checkpoint(out)):
+        return
+    source, payload = read_init_source(cfg.train.init_from)
+    check_start_ages(cfg.train.init_from, source, payload.get("data"), card, cfg.data.path)
+
+
 def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
     returns the number of training series. An irregular dataset (per-series ages, crnn.irregular)
@@ -331,6 +345,7 @@ def fit(cfg: Config, out: str, cache: bool | None = None, hooks: list | None = N
                          use_gpu=cfg.train.use_gpu)
     clear = check_run_dir(out, cfg, overwrite)
     train_ds, val_ds, n_train, card = load_datasets(cfg)
+    check_start_data(cfg, card, out, overwrite)
     if clear:  # only after the data checked out: a refused run deletes nothing
         clear_run_dir(out)
     fs, root = resolve(out)

@@ -34,13 +34,15 @@ def main(argv=None) -> int:
     # that the data fits the model, and that --out is free or holds a run of this same config.
     from crnn.shards import validate
     from crnn.rundir import check_run_dir
-    from crnn.train import check_config, check_data, with_absolute_paths
+    from crnn.train import check_config, check_data, check_start_data, with_absolute_paths
 
     try:
         cfg = with_absolute_paths(from_job_args(a.preset, a.config, a.overrides, data=a.data, workers=a.workers,
                                                 use_gpu=a.use_gpu, epochs=a.epochs))
         check_config(cfg, a.out, a.overwrite)
-        check_data(cfg, validate(cfg.data.path))
+        card = validate(cfg.data.path)
+        check_data(cfg, card)
+        check_start_data(cfg, card, a.out, a.overwrite)
         check_run_dir(a.out, cfg, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

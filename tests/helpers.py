@@ -78,10 +78,11 @@ class WatchAugment:
         loop.augment = watched
 
 
-def random_timevp_dir(path: str, data: dict, seed: int = 0) -> str:
-    """A tiny time-aware model directory (``timevp-fast`` with hid_s 8, hid_t 16, n_t 2) with random
-    weights everywhere -- its untrained residual head would answer persistence, the same frame at
-    every age -- and the training-data summary ``data`` (what ages it answers). Returns ``path``."""
+def random_timevp_dir(path: str, data: dict, seed: int = 0, **overrides) -> str:
+    """A tiny time-aware model directory (``timevp-fast`` with hid_s 8, hid_t 16, n_t 2, and config
+    ``overrides`` such as ``**{"model.height": 16}``) with random weights everywhere -- its untrained
+    residual head would answer persistence, the same frame at every age -- and the training-data
+    summary ``data`` (what ages it answers). Returns ``path``."""
     import torch
 
     from crnn.checkpoint import save_model_dir
@@ -89,7 +90,7 @@ def random_timevp_dir(path: str, data: dict, seed: int = 0) -> str:
     from crnn.model import build_model
 
     cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
-                                                "model.timevp.n_t": 2})
+                                                "model.timevp.n_t": 2, **overrides})
     torch.manual_seed(seed)
     model = build_model(cfg.model)
     with torch.no_grad():

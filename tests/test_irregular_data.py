@@ -423,3 +423,101 @@ def test_usable_series_and_training_refuses_splits_without_lessons(irr_dataset, 
     cfg.data.path = bad
     with pytest.raises(ValueError, match=r"the training split\(s\) \['train'\] have \d+ series but none"):
         check_data(cfg, read_card(bad))
+
+
+# ----------------------------------------------------------------------------- fine-tuning across age units
+YEARS = {"layout": "irregular", "age_unit": "years", "age_range": [1.0, 30.0]}
+
+
+def _in_months(path: str, dest) -> str:
+    """A copy of the dataset ``path`` whose card says its ages are months (the shards unchanged)."""
+    shutil.copytree(path, dest)
+    with open(os.path.join(dest, "dataset.json")) as f:
+        card = json.load(f)
+    with open(os.path.join(dest, "dataset.json"), "w") as f:
+        json.dump({**card, "age_unit": "months"}, f)
+    return str(dest)
+
+
+@pytest.mark.parametrize("was, now, ok", [
+    ("years", "years", True), ("Years", " years ", True),   # case and spaces do not matter
+    (None, "years", True),                                    # a model directory without a data summary: years
+    ("years", "months", False), ("months", "years", False), ("days", "weeks", False),
+    (None, "months", False), ("years", None, True), ("months", None, False),  # a card without age_unit: years
+])
+def test_check_start_ages_compares_the_units_of_a_time_aware_starting_model(was, now, ok):
+    from crnn.config import load_config
+    from crnn.timeaware import check_start_ages
+
+    source = load_config("timevp-fast")
+    source_data = None if was is None else {**YEARS, "age_unit": was}
+    card = {"layout": "irregular"} if now is None else {"layout": "irregular", "age_unit": now}
+    if ok:
+        check_start_ages("m", source, source_data, card, "data/x")
+    else:
+        with pytest.raises(ValueError) as e:
+            check_start_ages("m", source, source_data, card, "data/x")
+        msg = str(e.value)
+        assert "train.init_from='m'" in msg and "data/x" in msg
+        assert repr(was or "years") in msg and repr(now or "years") in msg
+    # a grid model does not read ages: any units pass
+    check_start_ages("m", load_config("convlstm-fast"), source_data, card, "data/x")
+
+
+def test_fine_tuning_a_time_aware_model_on_ages_in_another_unit_is_refused(irr_dataset, tmp_path, capsys):
+    """A time-aware model trained on years, fine-tuned on a dataset whose ages are months, would
+    read 18 months as 18 years: train and tune refuse it before Ray, naming both units, the model
+    and the dataset; --out is never made. The same model on data in years passes the check."""
+    from jobs.train import main as train_main
+    from jobs.tune import main as tune_main
+    from crnn.config import load_config
+    from crnn.train import check_start_data
+    from tests.helpers import random_timevp_dir
+
+    path, card = irr_dataset
+    months = _in_months(path, tmp_path / "months")
+    start = random_timevp_dir(str(tmp_path / "years-model"), YEARS, **{"model.height": 16, "model.width": 8})
+    size = ["model.height=16", "model.width=8", "model.timevp.hid_s=8", "model.timevp.hid_t=16",
+            "model.timevp.n_t=2", "train.epochs=1"]
+    out = str(tmp_path / "run")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"train.init_from: {{choice: ['{start}']}}\n")
+    for main, argv in ((train_main, ["--out", out, f"train.init_from={start}"]),
+                       (tune_main, ["--out", out, f"train.init_from={start}", "--space", str(tmp_path / "lr.yaml")]),
+                       (tune_main, ["--out", out, "--space", str(space)])):
+        (tmp_path / "lr.yaml").write_text("train.lr: {choice: [0.001]}\n")
+        assert main(["--data", months, "--preset", "timevp-fast", *size, *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"train.init_from={start!r}" in err and "'years'" in err and "'months'" in err and months in err, err
+        assert not os.path.exists(out)
+    cfg = load_config("timevp-fast", overrides=[f"data.path={path}", f"train.init_from={start}", *size])
+    check_start_data(cfg, card)                      # the same units: fine
+    with pytest.raises(ValueError, match="'months'"):
+        check_start_data(cfg, {**card, "age_unit": "months"})
+
+
+def test_fine_tuning_checks_the_units_in_the_plain_loop_and_not_on_resume(irr_dataset, tmp_path):
+    """fit_plain checks the units from the one read of the starting model; a run resuming from its
+    own checkpoint does not read the starting model again (it may be gone), as check_config."""
+    from crnn.config import load_config
+    from crnn.loop import fit_plain
+    from crnn.shards import read_numpy
+    from crnn.train import check_start_data
+    from tests.helpers import random_timevp_dir
+
+    path, card = irr_dataset
+    start = random_timevp_dir(str(tmp_path / "years-model"), YEARS, **{"model.height": 16, "model.width": 8})
+    cfg = load_config("timevp-fast", overrides={"model.height": 16, "model.width": 8, "model.timevp.hid_s": 8,
+                                                "model.timevp.hid_t": 16, "model.timevp.n_t": 2,
+                                                "train.epochs": 1, "train.init_from": start})
+    data = read_numpy(path, split="train")
+    with pytest.raises(ValueError, match="reads ages in 'years'.*are in 'months'"):
+        fit_plain(cfg, data, data, out=str(tmp_path / "m"), data={**YEARS, "age_unit": "months"})
+    assert not os.path.exists(tmp_path / "m")
+    fit_plain(cfg, data, data, data=YEARS)           # the same units: trains
+    shutil.rmtree(start)
+    resumed = tmp_path / "resumed"
+    (resumed / "ray" / "train" / "checkpoint_000000").mkdir(parents=True)
+    check_start_data(cfg, {**card, "age_unit": "months"}, str(resumed))   # resuming: not read again
+    with pytest.raises(Exception, match="train.init_from"):
+        check_start_data(cfg, card, str(resumed), overwrite=True)         # starting over: read, gone

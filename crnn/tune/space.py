@@ -232,9 +232,19 @@ def check_space_data(base: Config, space: dict[str, Any], card: dict[str, Any]) 
     """The space's values that depend on the dataset, against its ``card``: every candidate of
     ``train.step_weights`` (an irregular dataset has no fixed forecast steps to weigh:
     ``crnn.train.check_data`` refuses any) and, on a regular dataset, of ``data.in_frames`` (the
-    series must hold in_frames + 1 frames). ValueError naming the key and value."""
+    series must hold in_frames + 1 frames); and each starting model (the base's ``train.init_from``
+    and the space's candidates): a time-aware one must have been trained on ages in the dataset's
+    ``age_unit`` (:func:`crnn.timeaware.check_start_ages`). ValueError naming the key and value."""
     from crnn.irregular import is_irregular
+    from crnn.timeaware import check_start_ages
     from crnn.train import check_data
+
+    starts = [base.train.init_from] if base.train.init_from else []
+    if "train.init_from" in space:
+        starts += [v for v in _candidate_values(space["train.init_from"]) if isinstance(v, str) and v]
+    for start in dict.fromkeys(starts):  # each starting model read once
+        source, payload = read_init_source(start)
+        check_start_ages(start, source, payload.get("data"), card, base.data.path)
 
     if "train.step_weights" in space and is_irregular(card):
         for value in _candidate_values(space["train.step_weights"]):
