@@ -376,7 +376,9 @@ def _override_type(key: str) -> Any:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["train.lr=3e-4", "model.conv_filters=[32,64]"]`` -> dict (values parsed as YAML). A string
     field keeps the text as typed when YAML would read something else (``train.init_from=`` is "",
-    ``data.path=2026-11-30`` a path, not a date)."""
+    ``data.path=2026-11-30`` a path, not a date). A list field takes its items separated by commas,
+    with or without brackets (``train.step_weights=1,1,1,2``); a quoted value is one item
+    (``data.train_splits='a,b'`` is the one split "a,b")."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -387,8 +389,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: the value is not valid YAML "
                              f"({str(e).splitlines()[0]})") from None
-        if _override_type(key.strip()) is str and not isinstance(value, str):
+        tp = _override_type(key.strip())
+        if tp is str and not isinstance(value, str):
             value = raw.strip()
+        elif (typing.get_origin(tp) is tuple and isinstance(value, str)
+              and raw.strip()[:1] in ("'", '"')):  # a quoted value is one item, commas and all
+            value = [value]
         out[key.strip()] = value
     return out
 
