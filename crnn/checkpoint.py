@@ -268,7 +268,7 @@ def check_init_from(cfg: Config, source: Config | None = None,
     if data is not None and payload is not None:
         from crnn.timeaware import check_start_ages
 
-        check_start_ages(path, source, payload.get("data"), data, cfg.data.path)
+        check_start_ages(path, source, payload.get("data"), data)  # in-memory data: no dataset path
     return state
 
 

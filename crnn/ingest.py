@@ -293,9 +293,13 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
 
     ``irregular``: see :func:`collect`; folders with different sets of ages give a dataset in the
     irregular layout (:mod:`crnn.irregular`) whose card records ``age_unit`` (the unit of the ages
-    in the file names); folders that all agree give the regular dataset."""
+    in the file names); folders that all agree give the regular dataset. Either card records
+    ``age_unit`` (a time-aware model reads the ages in it; ValueError when it is blank)."""
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
+    if not isinstance(age_unit, str) or not age_unit.strip():
+        raise ValueError(f"age_unit must name the unit of the ages in the file names (e.g. years, months), "
+                         f"got {age_unit!r}")
     background = images.parse_color(background)
     rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels,
                            irregular=irregular)
@@ -320,9 +324,10 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
         left_out=report.problems, ignored=report.ignored, unclear_ages=report.unclear,
         background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
     )
+    card["age_unit"] = age_unit.strip()  # the regular card too: a time-aware model reads ages in it
     if report.irregular:
         found = [a for r in rows for a in r["ages"]]
-        card = irr.finish_card({**card, **irr.card_fields(max_frames=t_max, age_unit=age_unit,
+        card = irr.finish_card({**card, **irr.card_fields(max_frames=t_max, age_unit=age_unit.strip(),
                                                           age_range=(min(found), max(found)))})
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)
     return report

@@ -109,6 +109,12 @@ def data_summary(card: dict[str, Any], in_frames: int) -> dict[str, Any]:
             "age_range": [ages[0], ages[-1]], "ages": ages, "mirror_axis": axis}
 
 
+def _unit(text: str) -> str:
+    """An age unit as compared: case, surrounding spaces and a plural ``s`` do not matter."""
+    u = text.strip().lower()
+    return u[:-1] if len(u) > 1 and u.endswith("s") else u
+
+
 def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None, data: dict[str, Any],
                      data_path: str = "") -> None:
     """Refuse fine-tuning a time-aware model on ages counted in another unit (issue #14's leftover).
@@ -116,21 +122,24 @@ def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None,
     A time-aware model (:func:`is_time_aware`) reads the ages as numbers in its training data's
     ``age_unit``: started from it on a dataset in months, it would read 18 months as 18 years.
     ``init_from``: the ``train.init_from`` path (named in the error); ``source``: that model's Config;
-    ``source_data``: its checkpoint's ``data`` summary (:func:`data_summary`; None for model
-    directories written before it: years); ``data``: the new training data's card or summary
-    (``age_unit``, years when absent); ``data_path``: the dataset, named in the error. Units compare
-    case- and space-insensitively. Grid models do not read ages: nothing to check. ValueError naming
+    ``source_data``: its checkpoint's ``data`` summary (:func:`data_summary`; None or without
+    ``age_unit`` for model directories written before it: years, and the error says so); ``data``: the
+    new training data's card or summary (``age_unit``, years when absent); ``data_path``: the dataset,
+    named in the error ("" for in-memory arrays). Units compare without case, surrounding spaces or a
+    plural ``s`` ("Years" = "year"). Grid models do not read ages: nothing to check. ValueError naming
     both units otherwise."""
     if not is_time_aware(source):
         return
+    recorded = "age_unit" in (source_data or {})
     was = str((source_data or {}).get("age_unit", "years"))
     now = str((data or {}).get("age_unit", "years"))
-    if was.strip().lower() != now.strip().lower():
-        where = f"{data_path}'s" if data_path else "this dataset's"
-        raise ValueError(f"train.init_from={init_from!r}: that time-aware model reads ages in {was!r}, {where} ages "
-                         f"are in {now!r}; fine-tuning would read one as the other. Ingest the photos again with "
-                         f"--age-unit {was} (ages converted to {was}), or drop train.init_from to train from "
-                         f"random weights")
+    if _unit(was) != _unit(now):
+        assumed = "" if recorded else " (its directory records no unit: years assumed)"
+        where = f"the dataset {data_path}" if data_path else "the training data"
+        raise ValueError(f"train.init_from={init_from!r}: that time-aware model reads ages in {was!r}{assumed}, "
+                         f"{where} counts them in {now!r}; fine-tuning would read one as the other. Give the "
+                         f"dataset's ages in {was!r} (photo file names in {was}, jobs/ingest.py --age-unit {was}), "
+                         f"or drop train.init_from to train from random weights")
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

@@ -29,7 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--irregular", action="store_true",
                    help="keep each series' own ages (>= 2): folders with different sets of ages give an "
                         "irregular dataset (padded frames + num_frames); excludes --ages")
-    p.add_argument("--age-unit", default="years", help="unit of the ages in the file names (irregular card)")
+    p.add_argument("--age-unit", default="years",
+                   help="unit of the ages in the file names, recorded in the card (default years); a time-aware "
+                        "model reads ages in it")
     p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop")
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad")
@@ -63,6 +65,9 @@ def main(argv=None) -> int:
         if a.height < 1 or a.width < 1 or a.shard_size < 1:
             raise ValueError(f"--height, --width and --shard-size must be >= 1, got {a.height}, {a.width}, "
                              f"{a.shard_size}")
+        if not a.age_unit.strip():
+            raise ValueError(f"--age-unit must name the unit of the ages in the file names (e.g. years, months), "
+                             f"got {a.age_unit!r}")
         if a.irregular and ages is not None:
             raise ValueError("--irregular keeps each series' own ages: do not give --ages too")
         check_out_free(a.out, a.overwrite)

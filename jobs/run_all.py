@@ -39,13 +39,14 @@ def main(argv=None) -> int:
     from crnn import pine
     from crnn.generate import check_generate
     from crnn.rundir import check_run_dir
-    from crnn.train import check_config, with_absolute_paths
+    from crnn.train import check_config, check_start_data, with_absolute_paths
 
     data, run, ev = (os.path.join(a.out, d) for d in ("data", "train", "eval"))
     try:  # before Ray starts (the dataset is made here: its fit to the model is checked by fit)
         cfg = with_absolute_paths(apply(load_config(a.preset, overrides=a.overrides),
                                         {"data.path": data, "train.num_workers": a.workers}))
         check_config(cfg, run, a.overwrite)
+        check_start_data(cfg, {"age_unit": "years"}, run, a.overwrite)  # the simulator counts years
         check_generate(a.num_series, 256, pine.DEFAULT_AGES, 32, 16)  # what generate() below makes
         check_run_dir(run, cfg, a.overwrite)
     except USAGE_ERRORS as e:

@@ -441,6 +441,8 @@ def _in_months(path: str, dest) -> str:
 
 @pytest.mark.parametrize("was, now, ok", [
     ("years", "years", True), ("Years", " years ", True),   # case and spaces do not matter
+    ("year", "years", True), ("YEARS", "Year ", True), ("months", "month", True),  # nor a plural s
+    ("yr", "years", False), ("s", "years", False),
     (None, "years", True),                                    # a model directory without a data summary: years
     ("years", "months", False), ("months", "years", False), ("days", "weeks", False),
     (None, "months", False), ("years", None, True), ("months", None, False),  # a card without age_unit: years
@@ -458,8 +460,9 @@ def test_check_start_ages_compares_the_units_of_a_time_aware_starting_model(was,
         with pytest.raises(ValueError) as e:
             check_start_ages("m", source, source_data, card, "data/x")
         msg = str(e.value)
-        assert "train.init_from='m'" in msg and "data/x" in msg
+        assert "train.init_from='m'" in msg and "the dataset data/x counts them in" in msg
         assert repr(was or "years") in msg and repr(now or "years") in msg
+        assert ("no unit: years assumed" in msg) == (was is None)
     # a grid model does not read ages: any units pass
     check_start_ages("m", load_config("convlstm-fast"), source_data, card, "data/x")
 
@@ -511,7 +514,7 @@ def test_fine_tuning_checks_the_units_in_the_plain_loop_and_not_on_resume(irr_da
                                                 "model.timevp.hid_t": 16, "model.timevp.n_t": 2,
                                                 "train.epochs": 1, "train.init_from": start})
     data = read_numpy(path, split="train")
-    with pytest.raises(ValueError, match="reads ages in 'years'.*are in 'months'"):
+    with pytest.raises(ValueError, match="reads ages in 'years', the training data counts them in 'months'"):
         fit_plain(cfg, data, data, out=str(tmp_path / "m"), data={**YEARS, "age_unit": "months"})
     assert not os.path.exists(tmp_path / "m")
     fit_plain(cfg, data, data, data=YEARS)           # the same units: trains
@@ -521,3 +524,25 @@ def test_fine_tuning_checks_the_units_in_the_plain_loop_and_not_on_resume(irr_da
     check_start_data(cfg, {**card, "age_unit": "months"}, str(resumed))   # resuming: not read again
     with pytest.raises(Exception, match="train.init_from"):
         check_start_data(cfg, card, str(resumed), overwrite=True)         # starting over: read, gone
+
+
+def test_ingest_records_the_age_unit_in_either_layout(ray_local, tmp_path):
+    """The review's hole: photos whose folders all share their ages give the regular layout, whose
+    card did not record ``--age-unit`` -- a time-aware model fine-tuned on them read months as years.
+    Both layouts record it now (and the time-aware model trained on them keeps it); a blank unit is
+    refused before any work."""
+    from crnn.ingest import ingest
+    from crnn.timeaware import data_summary
+
+    _photos(tmp_path / "p", {"cat": (6, 12, 18, 24), "dog": (6, 12, 18, 24), "fern": (6, 12, 18, 24)})
+    out = str(tmp_path / "ds")
+    report = ingest(str(tmp_path / "p"), out, height=8, width=4, age_unit=" months ")
+    card = read_card(out)
+    assert not report.irregular and card.get("layout", "regular") == "regular" and card["age_unit"] == "months"
+    assert data_summary(card, 3)["age_unit"] == "months"
+    report = ingest(str(tmp_path / "p"), out, height=8, width=4, irregular=True, overwrite=True)
+    assert read_card(out)["age_unit"] == "years"                         # the default, in either layout
+    for blank in ("", "  ", None):
+        with pytest.raises(ValueError, match="age_unit must name the unit"):
+            ingest(str(tmp_path / "p"), str(tmp_path / "never"), height=8, width=4, age_unit=blank)
+    assert not os.path.exists(tmp_path / "never")

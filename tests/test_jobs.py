@@ -592,6 +592,29 @@ def test_model_file_that_is_not_a_file_says_what_it_is(good_model, tmp_path, cap
         load_model(str(tmp_path / "empty"))
 
 
+def test_run_all_refuses_a_time_aware_start_in_another_age_unit_before_ray(tmp_path, capsys):
+    """The review's input: run_all simulates pines (ages in years); a time-aware starting model trained
+    on months was refused only after Ray started and the data was generated, with a traceback. Now
+    a usage error before Ray, and nothing is written."""
+    from tests.helpers import random_timevp_dir
+
+    months = random_timevp_dir(str(tmp_path / "m"), {"layout": "irregular", "age_unit": "months",
+                                                     "age_range": [1.0, 30.0]})
+    out = str(tmp_path / "ra")
+    _fails(capsys, "run_all", ["--out", out, "--num-series", "30", "--preset", "timevp-fast", "model.timevp.hid_s=8",
+                               "model.timevp.hid_t=16", "model.timevp.n_t=2", f"train.init_from={months}"],
+           f"train.init_from={months!r}", "'months'", "'years'")
+    assert not os.path.exists(out)
+
+
+def test_ingest_refuses_a_blank_age_unit_before_ray(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    for blank in ("", " "):
+        _fails(capsys, "ingest", ["--src", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--age-unit", blank],
+               "--age-unit must name the unit")
+    assert not os.path.exists(tmp_path / "o")
+
+
 @pytest.mark.parametrize("job", ["train", "tune"])
 def test_bad_init_from_refused_before_ray(job, good_model, tiny_dataset, tmp_path, capsys):
     """train.init_from (fine-tuning): a missing or broken model directory, or one whose network differs
