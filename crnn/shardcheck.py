@@ -62,7 +62,8 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     strictly increasing as float32; ``ages_dtype`` absent or ``"int32"`` is the whole-number default,
     another value is refused), ``height``/``width``/``channels`` (ints >= 1), ``splits`` (split
     -> count, summing to ``num_series``), ``shards`` (``{"file", "rows"}`` objects, rows summing to
-    ``num_series``), ``params`` (objects with a ``name``). An irregular card (``"layout":
+    ``num_series``), ``params`` (objects with a ``name``), ``age_unit`` when given (a non-blank
+    string: what a time-aware model reads the ages in; years when absent). An irregular card (``"layout":
     "irregular"``) has no ``ages`` but the fields :func:`crnn.irregular.check_card` checks; another
     ``layout`` is refused. A ShardError names the card and the field (``"300"`` for
     ``num_series`` or ``"10,15"`` for ``ages`` is refused, not coerced)."""
@@ -72,6 +73,9 @@ def check_card(card: dict[str, Any], card_path: str = CARD_NAME) -> None:
     layout = card.get("layout")
     if layout is not None and layout != "irregular":
         bad("layout", f"is {layout!r}; expected 'irregular' or no layout field (the regular grid)")
+    unit = card.get("age_unit", "years")  # optional on the regular grid (years); irregular: required
+    if not isinstance(unit, str) or not unit.strip():
+        bad("age_unit", f"is {unit!r}; expected the unit of the ages, such as 'years' or 'months'")
     for name in ("num_series", "height", "width", "channels", "splits", "shards") + (() if layout else ("ages",)):
         if name not in card:
             bad(name, "is missing")

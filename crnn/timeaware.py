@@ -110,9 +110,10 @@ def data_summary(card: dict[str, Any], in_frames: int) -> dict[str, Any]:
 
 
 def _unit(text: str) -> str:
-    """An age unit as compared: case, surrounding spaces and a plural ``s`` do not matter."""
+    """An age unit as compared: case, surrounding spaces and the plural ``s`` of a word longer than
+    three letters do not matter ("Years" = "year"; "ms" is not "m", "hrs" not "hr")."""
     u = text.strip().lower()
-    return u[:-1] if len(u) > 1 and u.endswith("s") else u
+    return u[:-1] if len(u) > 3 and u.endswith("s") else u
 
 
 def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None, data: dict[str, Any],
@@ -125,8 +126,8 @@ def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None,
     ``source_data``: its checkpoint's ``data`` summary (:func:`data_summary`; None or without
     ``age_unit`` for model directories written before it: years, and the error says so); ``data``: the
     new training data's card or summary (``age_unit``, years when absent); ``data_path``: the dataset,
-    named in the error ("" for in-memory arrays). Units compare without case, surrounding spaces or a
-    plural ``s`` ("Years" = "year"). Grid models do not read ages: nothing to check. ValueError naming
+    named in the error ("" for in-memory arrays). Units compare without case, surrounding spaces or the
+    plural ``s`` of a word longer than three letters ("Years" = "year", "ms" is not "m"). Grid models do not read ages: nothing to check. ValueError naming
     both units otherwise."""
     if not is_time_aware(source):
         return

@@ -43,6 +43,9 @@ def main(argv=None) -> int:
         card = validate(cfg.data.path)
         check_data(cfg, card)
         check_start_data(cfg, card, a.out, a.overwrite)
+        if a.evaluate and not card["splits"].get(cfg.data.test_split):  # was a traceback after training
+            raise ValueError(f"--evaluate: {cfg.data.path}: split {cfg.data.test_split!r} (data.test_split) is empty "
+                             f"(series per split: {card['splits']}); drop --evaluate or name another split")
         check_run_dir(a.out, cfg, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

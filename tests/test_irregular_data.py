@@ -98,6 +98,17 @@ def test_card_checks():
         check_card({**card, "age_range": [9, 1]}, "c.json")
     with pytest.raises(ShardError, match="c.json: field 'layout'"):
         check_card({**card, "layout": "ragged"}, "c.json")
+    # age_unit (the second review: a blank or non-string unit passed, then a model recorded 'None')
+    regular = {k: v for k, v in card.items() if k not in ("layout", "max_frames", "age_unit", "age_range")}
+    regular["ages"] = [10, 15]
+    check_card(regular, "c.json")                                  # absent on the regular grid: years
+    for c in (card, regular):
+        check_card({**c, "age_unit": "months"}, "c.json")
+        for unit in ("", "  ", None, 5):
+            with pytest.raises(ShardError, match="c.json: field 'age_unit' is .*expected the unit of the ages"):
+                check_card({**c, "age_unit": unit}, "c.json")
+    with pytest.raises(ShardError, match="c.json: field 'age_unit' is missing"):
+        check_card({k: v for k, v in card.items() if k != "age_unit"}, "c.json")
 
 
 # ----------------------------------------------------------------------------- with Ray
@@ -443,6 +454,7 @@ def _in_months(path: str, dest) -> str:
     ("years", "years", True), ("Years", " years ", True),   # case and spaces do not matter
     ("year", "years", True), ("YEARS", "Year ", True), ("months", "month", True),  # nor a plural s
     ("yr", "years", False), ("s", "years", False),
+    ("m", "ms", False), ("s", "ss", False), ("hr", "hrs", False), ("days", "day", True),  # 2nd review
     (None, "years", True),                                    # a model directory without a data summary: years
     ("years", "months", False), ("months", "years", False), ("days", "weeks", False),
     (None, "months", False), ("years", None, True), ("months", None, False),  # a card without age_unit: years

@@ -494,6 +494,27 @@ def test_evaluate_refuses_an_empty_split_up_front(good_model, tiny_dataset, tmp_
         check_evaluate(good_model, str(data), split="val")
 
 
+def test_train_evaluate_refuses_an_empty_test_split_before_ray(tiny_dataset, tmp_path, capsys):
+    """The second review's input: ``jobs/train.py --evaluate`` on a dataset whose test split is empty
+    trained, then failed with a traceback in the evaluation; now refused before Ray, naming the split.
+    Its neighbours: data.test_split naming a split with series, and no --evaluate, reach Ray."""
+    import json
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    card = json.loads((data / "dataset.json").read_text())
+    card["splits"] = {"train": card["splits"]["train"] + card["splits"]["test"], "val": card["splits"]["val"], "test": 0}
+    (data / "dataset.json").write_text(json.dumps(card))
+    out = str(tmp_path / "O")
+    base = ["--data", str(data), "--out", out, "--preset", "quick", "--evaluate"]
+    _fails(capsys, "train", base, "--evaluate:", "split 'test' (data.test_split) is empty")
+    with pytest.raises(RayStarted):      # data.test_split=val names a split with series: evaluated there
+        _job("train").main([*base, "data.test_split=val"])
+    with pytest.raises(RayStarted):      # without --evaluate the empty test split is no obstacle
+        _job("train").main(base[:-1])
+    assert not os.path.exists(os.path.join(out, "eval"))
+
+
 def test_tune_refuses_an_out_that_is_not_a_search_directory(tiny_dataset, tmp_path, capsys):
     """tune --out was not checked before Ray: a photo folder or a file as --out went to the search."""
     base = ["--data", tiny_dataset, "--preset", "quick"]
