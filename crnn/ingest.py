@@ -327,7 +327,7 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
     card["age_unit"] = age_unit.strip()  # the regular card too: a time-aware model reads ages in it
     if report.irregular:
         found = [a for r in rows for a in r["ages"]]
-        card = irr.finish_card({**card, **irr.card_fields(max_frames=t_max, age_unit=age_unit.strip(),
+        card = irr.finish_card({**card, **irr.card_fields(max_frames=t_max, age_unit=card["age_unit"],
                                                           age_range=(min(found), max(found)))})
     publish(lambda d: write_ray_dataset(ds, d), out, card, overwrite=overwrite)
     return report

@@ -236,15 +236,18 @@ def check_space_data(base: Config, space: dict[str, Any], card: dict[str, Any]) 
     and the space's candidates): a time-aware one must have been trained on ages in the dataset's
     ``age_unit`` (:func:`crnn.timeaware.check_start_ages`). ValueError naming the key and value."""
     from crnn.irregular import is_irregular
-    from crnn.timeaware import check_start_ages
+    from crnn.timeaware import check_start_ages, is_time_aware
     from crnn.train import check_data
 
     starts = [base.train.init_from] if base.train.init_from else []
     if "train.init_from" in space:
         starts += [v for v in _candidate_values(space["train.init_from"]) if isinstance(v, str) and v]
-    for start in dict.fromkeys(starts):  # each starting model read once
-        source, payload = read_init_source(start)
-        check_start_ages(start, source, payload.get("data"), card, base.data.path)
+    # a starting model fixes the kind (validate_space compared the networks): grid runs read ages in
+    # no unit, so their starting models are not read again
+    if is_time_aware(base) or "model.kind" in space:
+        for start in dict.fromkeys(starts):  # each starting model read once
+            source, payload = read_init_source(start)
+            check_start_ages(start, source, payload.get("data"), card, base.data.path)
 
     if "train.step_weights" in space and is_irregular(card):
         for value in _candidate_values(space["train.step_weights"]):
