@@ -37,6 +37,7 @@ from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
+from crnn.timeaware import check_data_unit
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
 
@@ -63,7 +64,8 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     """What :func:`evaluate` would refuse, checked before any work (cheap: the model file, the card
     and the shards' footers): the arguments, the device, the model directory, the dataset, that the
     split (default: the model config's ``data.test_split``) is one the card counts series in, that
-    the frames fit the model, and the test-time augmentation (:func:`crnn.mirror.tta_axis`). Returns the split;
+    the frames fit the model, a time-aware model's age unit (:func:`crnn.timeaware.check_data_unit`) and
+    the test-time augmentation (:func:`crnn.mirror.tta_axis`). Returns the split;
     raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir
     from crnn.shards import validate
@@ -80,6 +82,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     if not counts[split]:
         raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
     _require_regular(card, data_path)
+    check_data_unit(model_path, cfg, payload.get("data"), card, data_path)
     in_frames = cfg.data.in_frames
     if len(card["ages"]) < in_frames + 1:
         raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "
@@ -128,6 +131,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
 
     card = read_card(data_path)
     _require_regular(card, data_path)
+    check_data_unit(model_path, cfg, meta.get("data"), card, data_path)
     axis = tta_axis(tta, mirror_axis, meta.get("data"), card, data_path)
     model = with_tta(model, axis)
     ages_all = card_ages(card)  # ints; floats for a card of real ages ("ages_dtype": "float32")

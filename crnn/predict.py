@@ -32,7 +32,7 @@ same shard format (:mod:`crnn.shards`), one row per input series::
 
 with K = in_frames (window), horizon or ``len(target_ages)``, and a ``dataset.json`` card with
 ``"kind": "forecasts"`` and a ``"forecast"`` section (model, its version, data, mode, input ages or
-``"per series"``, target ages). When any target age is fractional, ``ages`` is a **float32** tensor
+``"per series"``, target ages) and the source's ``age_unit`` (years when it has none). When any target age is fractional, ``ages`` is a **float32** tensor
 (K,) and the card's ``ages`` list holds those floats (``"ages_dtype": "float32"``); :mod:`crnn.shards`'
 readers take it like any dataset and return float32 ages (so does a window/horizon forecast of such a
 dataset, whose ages stay float32). Output goes through
@@ -56,7 +56,7 @@ from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, 
                             model_version, pick_device, setup_torch)
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
-from crnn.timeaware import check_ages, forecast_at, time_domain
+from crnn.timeaware import check_ages, check_data_unit, forecast_at, time_domain
 
 __all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard",
            "parse_target_ages", "check_series_ages"]
@@ -255,6 +255,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     cfg, payload = check_model_dir(model_path)  # ModelError names a bad model directory
     in_frames = cfg.data.in_frames
     card = validate(data_path)
+    check_data_unit(model_path, cfg, payload.get("data"), card, data_path)
     axis = tta_axis(tta, mirror_axis, payload.get("data"), card, model_path)
     irregular = irr.is_irregular(card)
     if irregular:  # per-series ages: a time-aware model only (refused by kind, before any age is read)
@@ -363,6 +364,9 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
                   irregular else inputs, "input_ages": in_ages, "tta": tta,
                   **({"mirror_axis": axis} if axis is not None else {})},
     )
+    # the forecast ages count in the source's unit (a time-aware model's too: check_data_unit): kept, so
+    # that a model trained or scored on the forecasts reads them as the source's ages
+    out_card["age_unit"] = str(plan["card"].get("age_unit", "years"))
     out_card["columns"]["source_split"] = "string (the source series' split; same as split)"
     out_card["columns"]["series_id"] = "string (the source series' id)"
     out_card["columns"]["ages"] = f"tensor {plan['ages_dtype']} (K,) forecast ages"

@@ -116,6 +116,17 @@ def _unit(text: str) -> str:
     return u[:-1] if len(u) > 3 and u.endswith("s") else u
 
 
+def _unit_mismatch(model_data: dict[str, Any] | None, data: dict[str, Any] | None) -> tuple[str, str, str] | None:
+    """``(model's unit, data's unit, note)`` when they differ as :func:`_unit` compares them, else None.
+    Either absent: years; the note says when the model's directory records no unit."""
+    was = str((model_data or {}).get("age_unit", "years"))
+    now = str((data or {}).get("age_unit", "years"))
+    if _unit(was) == _unit(now):
+        return None
+    assumed = "" if "age_unit" in (model_data or {}) else " (its directory records no unit: years assumed)"
+    return was, now, assumed
+
+
 def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None, data: dict[str, Any],
                      data_path: str = "") -> None:
     """Refuse fine-tuning a time-aware model on ages counted in another unit (issue #14's leftover).
@@ -131,16 +142,36 @@ def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None,
     both units otherwise."""
     if not is_time_aware(source):
         return
-    recorded = "age_unit" in (source_data or {})
-    was = str((source_data or {}).get("age_unit", "years"))
-    now = str((data or {}).get("age_unit", "years"))
-    if _unit(was) != _unit(now):
-        assumed = "" if recorded else " (its directory records no unit: years assumed)"
+    bad = _unit_mismatch(source_data, data)
+    if bad:
+        was, now, assumed = bad
         where = f"the dataset {data_path}" if data_path else "the training data"
         raise ValueError(f"train.init_from={init_from!r}: that time-aware model reads ages in {was!r}{assumed}, "
                          f"{where} counts them in {now!r}; fine-tuning would read one as the other. Give the "
                          f"dataset's ages in {was!r} (photo file names in {was}, jobs/ingest.py --age-unit {was}), "
                          f"or drop train.init_from to train from random weights")
+
+
+def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, card: dict[str, Any],
+                    data_path: str) -> None:
+    """Refuse forecasting or scoring a dataset whose ages are in another unit than a time-aware
+    model's (issue #14: "what will it look like at 18 months?" asked of a model that counts years
+    would be answered at 18 years). ``model_path``, ``data_path``: named in the error; ``cfg``: the
+    model's Config; ``model_data``: its checkpoint's ``data`` summary (:func:`data_summary`; None or
+    without ``age_unit`` for directories written before it: years, and the error says so); ``card``:
+    the dataset card (``age_unit``, years when absent). Units compare as in :func:`check_start_ages`.
+    Grid models do not read ages: nothing to check. ValueError naming both units otherwise; used by
+    :func:`crnn.predict.plan_predict`, :func:`crnn.evaluate.evaluate` and
+    :func:`crnn.timeeval.check_time_evaluate` before any work."""
+    if not is_time_aware(cfg):
+        return
+    bad = _unit_mismatch(model_data, card)
+    if bad:
+        was, now, assumed = bad
+        raise ValueError(f"model {model_path} is time-aware and reads ages in {was!r}{assumed}, but {data_path} "
+                         f"counts them in {now!r}: it would read one as the other. Give it the dataset's ages in "
+                         f"{was!r} (photo file names in {was}, jobs/ingest.py --age-unit {was}), or use a model "
+                         f"trained on ages in {now!r}")
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

@@ -466,7 +466,8 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
                         mirror_axis: float | None = None) -> str:
     """What :func:`evaluate_time` would refuse, checked before any work (the model file, the card and
     the shards' footers): the arguments, the device, a grid model (:func:`refuse_grid_model`), a
-    dataset that is not irregular, an unknown or empty split (default: the model config's
+    dataset that is not irregular, ages in another unit than the model's
+    (:func:`crnn.timeaware.check_data_unit`), an unknown or empty split (default: the model config's
     ``data.test_split``), a frame size other than the model's, the test-time augmentation and its
     axis (:func:`crnn.mirror.tta_axis`). Returns the split; raises ValueError (ModelError,
     ShardError, ImageSizeError)."""
@@ -474,6 +475,7 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
     from crnn.inference import check_image_size, image_size, pick_device
     from crnn.mirror import check_tta, tta_axis
     from crnn.shards import validate
+    from crnn.timeaware import check_data_unit
 
     _check_args(batch_size, k, bank_size, bank_workers)
     check_tta(tta, model_path)
@@ -484,6 +486,7 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
     if card.get("layout") != "irregular":
         raise ValueError(f"{data_path}: a regular dataset (the same ages in every series); the time-aware "
                          f"evaluation takes an irregular one (crnn.evaluate.evaluate scores regular datasets)")
+    check_data_unit(model_path, cfg, payload.get("data"), card, data_path)
     split = split or cfg.data.test_split
     counts = {str(s): v for s, v in (card.get("splits") or {}).items()}
     if not counts.get(split):
@@ -543,7 +546,7 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     from crnn.mirror import check_tta, tta_axis, with_tta
     from crnn.shards import read_card, read_numpy
     from crnn.storage import join, json_safe, write_bytes, write_json, write_text
-    from crnn.timeaware import check_ages, forecast_at, time_domain
+    from crnn.timeaware import check_ages, check_data_unit, forecast_at, time_domain
 
     _check_args(batch_size, k, bank_size, bank_workers)
     check_tta(tta, model_path)
@@ -553,6 +556,7 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     card = read_card(data_path)
     if card.get("layout") != "irregular":
         raise ValueError(f"{data_path}: a regular dataset; the time-aware evaluation takes an irregular one")
+    check_data_unit(model_path, cfg, meta.get("data"), card, data_path)
     split = split or cfg.data.test_split
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")

@@ -421,3 +421,100 @@ def test_window_forecast_of_a_real_ages_dataset_reads_back_float32(ray_local, mo
     assert card["forecast"]["input_ages"] == [0.1, 0.2, 0.3, 0.4]
     got = read_numpy(out)
     assert got["ages"].dtype == np.float32 and np.array_equal(got["ages"], np.tile(want, (4, 1)))
+
+
+# ----------------------------------------------------------------------------- age units (#14 leftover)
+def _with_unit(path: str, dest, unit) -> str:
+    """A copy of the dataset ``path`` whose card counts its ages in ``unit`` (None: no age_unit), shards unchanged."""
+    import json
+
+    shutil.copytree(path, dest)
+    card_path = os.path.join(dest, "dataset.json")
+    with open(card_path) as f:
+        card = {k: v for k, v in json.load(f).items() if k != "age_unit"}
+    with open(card_path, "w") as f:
+        json.dump(card if unit is None else {**card, "age_unit": unit}, f)
+    return str(dest)
+
+
+@pytest.mark.parametrize("was, now, ok", [
+    ("years", "years", True), ("Years", " year ", True), (None, "years", True), ("years", None, True),
+    ("months", "Month", True), ("years", "months", False), ("months", "years", False), (None, "months", False),
+    ("months", None, False), ("m", "ms", False), ("days", "weeks", False),
+])
+def test_check_data_unit_compares_a_time_aware_models_unit_with_the_datasets(was, now, ok):
+    from crnn.config import load_config
+    from crnn.timeaware import check_data_unit
+
+    model_data = {**TA_DATA, "age_unit": was} if was is not None else {k: v for k, v in TA_DATA.items()
+                                                                       if k != "age_unit"}
+    card = {"ages": [10, 15]} if now is None else {"ages": [10, 15], "age_unit": now}
+    if ok:
+        check_data_unit("runs/m", load_config("timevp-fast"), model_data, card, "data/d")
+    else:
+        with pytest.raises(ValueError) as e:
+            check_data_unit("runs/m", load_config("timevp-fast"), model_data, card, "data/d")
+        msg = str(e.value)
+        assert "model runs/m is time-aware and reads ages in" in msg and "data/d counts them in" in msg
+        assert repr(was or "years") in msg and repr(now or "years") in msg
+        assert ("no unit: years assumed" in msg) == (was is None)
+    check_data_unit("runs/m", load_config("convlstm-fast"), model_data, card, "data/d")  # a grid model: any unit
+
+
+def test_a_time_aware_model_refuses_a_dataset_in_another_age_unit(irregular_dataset, dataset, ta_model_dir,
+                                                                  model_dir, tmp_path, capsys):
+    """A model that counts years asked about a dataset counting months ("what at 18 months?") would
+    answer at 18 years: predict and evaluate (regular and time-aware, functions and jobs) refuse it
+    before any work, naming the model, the dataset and both units; nothing is written at --out. A grid
+    model reads no ages (passes), and a model trained on months forecasts months data, the output card
+    keeping the unit."""
+    from crnn.evaluate import check_evaluate, evaluate
+    from crnn.predict import plan_predict
+    from crnn.timeeval import check_time_evaluate
+    from jobs import evaluate as eval_job, predict as pred_job
+
+    irr_months = _with_unit(irregular_dataset, tmp_path / "irr-months", "months")
+    reg_months = _with_unit(dataset, tmp_path / "reg-months", "months")
+    out = str(tmp_path / "fc")
+    checks = [lambda: plan_predict(ta_model_dir, irr_months, out, target_ages=[31.5]),
+              lambda: plan_predict(ta_model_dir, reg_months, out, target_ages=[32.5]),
+              lambda: plan_predict(ta_model_dir, reg_months, out),                      # a window forecast too
+              lambda: check_time_evaluate(ta_model_dir, irr_months),
+              lambda: check_evaluate(ta_model_dir, reg_months),
+              lambda: evaluate(ta_model_dir, reg_months)]
+    for i, check in enumerate(checks):
+        with pytest.raises(ValueError) as e:
+            check()
+        msg = f"check {i}: {e.value}"
+        assert f"model {ta_model_dir} is time-aware and reads ages in 'years'" in msg, msg
+        assert "counts them in 'months'" in msg and ("irr-months" in msg or "reg-months" in msg)
+    for argv in (["--data", irr_months, "--target-ages", "31.5"], ["--data", reg_months]):
+        assert pred_job.main(["--model", ta_model_dir, "--out", out, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "'years'" in err and "'months'" in err and argv[1] in err, err
+    for data in (irr_months, reg_months):
+        assert eval_job.main(["--model", ta_model_dir, "--data", data, "--out", str(tmp_path / "ev")]) == 2
+        assert "counts them in 'months'" in capsys.readouterr().err
+    assert not os.path.exists(out) and not os.path.exists(tmp_path / "ev")
+    # a grid model reads no ages: the unit does not matter
+    assert plan_predict(model_dir, reg_months, out)["num_series"] == N
+    assert check_evaluate(model_dir, reg_months) == "test"
+    # the same data in the model's unit (or none, read as years) passes; a months model takes months data
+    assert "age_unit" not in read_card(dataset)
+    plan_predict(ta_model_dir, dataset, out, target_ages=[32.5])
+    plan_predict(ta_model_dir, _with_unit(dataset, tmp_path / "reg-years", " Years"), out, target_ages=[32.5])
+    assert check_evaluate(ta_model_dir, dataset) == "test"
+    months_model = random_timevp_dir(str(tmp_path / "months-model"), {**TA_DATA, "age_unit": " Months"})
+    card = predict_dataset(months_model, irr_months, out, target_ages=[31.5], split="test", batch_size=8)
+    assert card["age_unit"] == "months" and read_card(out)["age_unit"] == "months"
+    with pytest.raises(ValueError, match=f"model {months_model} is time-aware and reads ages in ' Months'"):
+        plan_predict(months_model, irregular_dataset, str(tmp_path / "fc2"), target_ages=[31.5])
+
+
+def test_forecast_cards_keep_the_source_age_unit(dataset, model_dir, tmp_path):
+    """The forecasts' ages count in the source's unit: the output card says so (years when the source
+    card has none), so a model trained or scored on the forecasts reads them as the source's ages."""
+    assert predict_dataset(model_dir, dataset, str(tmp_path / "a"), split="test", batch_size=8)["age_unit"] == "years"
+    weeks = _with_unit(dataset, tmp_path / "weeks", "weeks")
+    card = predict_dataset(model_dir, weeks, str(tmp_path / "b"), split="test", horizon=2, batch_size=8)
+    assert card["age_unit"] == "weeks" and validate(str(tmp_path / "b"))["age_unit"] == "weeks"
