@@ -268,6 +268,8 @@ def _figure(frames: np.ndarray, preds: dict[str, np.ndarray], series_ids: list[s
 
 # ----------------------------------------------------------------------------- table
 def _fmt(value: Any, key: str, mse: Any) -> str:
+    if key == "ssim" and isinstance(value, float) and math.isnan(value):
+        return "n/a"  # frames smaller than SSIM's window (crnn.metrics)
     if value is None:
         # None = non-finite; psnr/snr/snr_db are +inf iff mse == 0
         return "inf" if key in ("psnr", "snr", "snr_db") and mse == 0 else "n/a"

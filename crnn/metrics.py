@@ -28,7 +28,8 @@ API
     placed where it fits entirely inside the image, exactly like Wang's reference
     ``ssim_index.m`` (``filter2(..., 'valid')``); no padding is invented. On the
     paper's 32 x 16 images this gives a 22 x 6 SSIM map per channel. Images smaller
-    than the window raise ValueError.
+    than the window raise ValueError here; ``frame_metrics``/``per_age_metrics`` give them
+    SSIM NaN (their other metrics are defined), so a model of small images can be evaluated.
 
 ``snr_candidates(pred, target, ...)``: the alternative "SNR" definitions discussed
 below, to compare with the paper once real data is available.
@@ -195,14 +196,18 @@ def _metrics_0255(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
         "psnr": psnr,
         "snr": snr,
         "snr_db": snr_db,
-        "ssim": float(_ssim_per_image(p, t, 11, 1.5).mean()),
+        # images smaller than SSIM's 11x11 window (a user's 8x8 thumbnails) have no SSIM; the other
+        # metrics still score them: NaN here (null in JSON, "n/a" in crnn.evaluate's tables), where
+        # ssim() itself raises -- evaluating such a model after training it must not fail
+        "ssim": float(_ssim_per_image(p, t, 11, 1.5).mean()) if min(p.shape[-2:]) >= 11 else math.nan,
     }
 
 
 def frame_metrics(
     pred: Any, target: Any, *, scale: float = 255.0, channels_last: bool = False
 ) -> dict[str, float]:
-    """MAE, MSE, RMSE, PSNR, SNR, SNR dB, SSIM of (N, C, H, W) frames on 0-255 pixels.
+    """MAE, MSE, RMSE, PSNR, SNR, SNR dB, SSIM of (N, C, H, W) frames on 0-255 pixels (SSIM NaN for
+    frames smaller than its 11x11 window, whose other metrics are still defined).
 
     ``scale`` multiplies the inputs into 0-255 units: 255.0 (default) for floats in
     [0, 1], 1.0 for uint8 / 0-255 data. ``channels_last=True`` for (N, H, W, C).

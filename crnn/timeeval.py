@@ -334,15 +334,10 @@ def _frame_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float | None
     """MSE, MAE, RMSE, PSNR (dB), SSIM of uint8 (n, H, W, C) frames on 0-255 pixels
     (:func:`crnn.metrics.frame_metrics`); frames smaller than SSIM's 11x11 window get the same MSE,
     MAE, RMSE and PSNR definitions and SSIM None."""
-    from crnn.metrics import PEAK, frame_metrics
+    from crnn.metrics import frame_metrics
 
-    if min(truth.shape[1:3]) >= 11:
-        m = frame_metrics(pred, truth, scale=1.0, channels_last=True)
-        return {k: m[k] for k in _METRICS}
-    err = pred.astype(np.float64) - truth.astype(np.float64)
-    mse = float((err ** 2).mean())
-    return {"mse": mse, "mae": float(np.abs(err).mean()), "rmse": math.sqrt(mse),
-            "psnr": 10.0 * math.log10(PEAK ** 2 / mse) if mse > 0 else math.inf, "ssim": None}
+    m = frame_metrics(pred, truth, scale=1.0, channels_last=True)  # SSIM NaN below its window
+    return {k: None if k == "ssim" and math.isnan(m[k]) else m[k] for k in _METRICS}
 
 
 def score_by_bins(preds: dict[str, Sequence[np.ndarray]], truth: Sequence[np.ndarray], bins: np.ndarray,

@@ -143,8 +143,10 @@ def print_summary(outcome: dict) -> None:
     if best is not None:
         tm = outcome.get("test_metrics") or {}
         head_m = (tm.get("headline") or {}).get("model") or {}
+        ssim = head_m.get("ssim")  # null for frames smaller than SSIM's 11x11 window (crnn.metrics)
+        ssim = f"{ssim:.3f}" if isinstance(ssim, (int, float)) and math.isfinite(ssim) else "n/a"
         print(f"best trial {best['trial_id']}: val_loss {best['best_val_loss']:.5f} at epoch {best['best_epoch']}"
-              + (f"; test MSE {head_m['mse']:.2f}, SSIM {head_m['ssim']:.3f} at age {tm.get('headline_age')}"
+              + (f"; test MSE {head_m['mse']:.2f}, SSIM {ssim} at age {tm.get('headline_age')}"
                  if head_m.get("mse") is not None else ""))
     for what, path in outcome["files"].items():
         print(f"  {what}: {path if isinstance(path, str) else ', '.join(path)}")

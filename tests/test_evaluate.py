@@ -272,3 +272,36 @@ def test_analog_never_uses_the_evaluated_series(dataset, model_dir):
     assert "needs >= 8 series" in res["skipped_baselines"]["analog"]
     text = format_table(res)
     assert "analog: skipped (" in text and not any(ln.startswith("analog ") for ln in text.splitlines())
+
+
+@pytest.mark.parametrize("h, w", [(10, 16), (32, 8), (11, 11)])
+def test_frames_smaller_than_the_ssim_window_are_evaluated(ray_local, tmp_path, h, w):
+    """A model trained on a user's small images (under SSIM's 11x11 window in either dimension) is
+    scored: every metric but SSIM, which is null in metrics.json and "n/a" in the table (evaluation
+    failed at the SSIM step, after training). At 11 px SSIM is a number as before."""
+    import ray.data
+
+    rows = [{"series_id": f"toy-{i:02d}", "seed": i, "split": _split(i), "ages": list(AGES),
+             "frames": np.ascontiguousarray(_series(i)[:, :h, :w]), "params": {}} for i in range(N_SERIES)]
+    batch = rows_to_batch(rows, ())
+    ds = ray.data.from_items([{k: v[i] for k, v in batch.items()} for i in range(N_SERIES)])
+    splits = {s: sum(_split(i) == s for i in range(N_SERIES)) for s in ("train", "val", "test")}
+    data = str(tmp_path / "small")
+    publish(lambda d: write_ray_dataset(ds, d), data,
+            base_card(num_series=N_SERIES, ages=AGES, height=h, width=w, channels=C, splits=splits, source="small"))
+    torch.manual_seed(0)
+    cfg = _tiny_cfg(height=h, width=w)
+    model = str(tmp_path / "model")
+    save_model_dir(model, build_model(cfg.model), cfg, epoch=1)
+    r = evaluate(model, data, out=str(tmp_path / "eval"), num_examples=2)
+    small = min(h, w) < 11
+    with open(tmp_path / "eval" / "metrics.json") as f:
+        saved = json.load(f)
+    f = read_numpy(data, split="test", columns=["frames"])["frames"].astype(np.float64)
+    for name in ("model", "persistence", "linear", "analog"):
+        m = saved["results"][name]["30"]
+        assert (m["ssim"] is None) == small and m["mse"] > 0 and m["mae"] > 0
+    pers = ((f[:, 3] - f[:, 4]) ** 2).mean()  # the age-25 frame as the age-30 forecast
+    assert saved["results"]["persistence"]["30"]["mse"] == pytest.approx(pers)
+    model_line = next(line for line in format_table(r).splitlines() if line.startswith("model "))
+    assert (model_line.split()[4] == "n/a") == small

@@ -159,6 +159,28 @@ def test_per_age_metrics_keyed_by_age():
     assert res_cl[30] == pytest.approx(res[30])
 
 
+@pytest.mark.parametrize("h, w", [(10, 16), (16, 10), (8, 4), (1, 1), (11, 11), (11, 40)])
+def test_frames_smaller_than_the_ssim_window_score_everything_but_ssim(h, w):
+    """A user's thumbnails under 11 px: frame/per-age metrics give SSIM NaN (undefined) and every other
+    metric as for any frame -- they raised, so evaluating a model trained on them failed after
+    training; ssim() itself still refuses them. From 11 px on SSIM is a number."""
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 256, (3, 2, 3, h, w)).astype(np.float64)
+    p = np.clip(t + rng.integers(-9, 10, t.shape), 0, 255)
+    res = per_age_metrics(p, t, [25, 30], scale=1.0)
+    for i, age in enumerate((25, 30)):
+        err = p[:, i] - t[:, i]
+        assert res[age]["mse"] == pytest.approx((err ** 2).mean()) and res[age]["mae"] == pytest.approx(np.abs(err).mean())
+        assert res[age]["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / (err ** 2).mean()))
+        if min(h, w) < 11:
+            assert math.isnan(res[age]["ssim"])
+            with pytest.raises(ValueError, match=f"{h}x{w} smaller than the 11x11 window"):
+                ssim(p[:, i], t[:, i], scale=1.0)
+        else:
+            assert res[age]["ssim"] == pytest.approx(ssim(p[:, i], t[:, i], scale=1.0)) and 0 < res[age]["ssim"] < 1
+    assert math.isnan(frame_metrics(p[:, 0], t[:, 0], scale=1.0)["ssim"]) == (min(h, w) < 11)
+
+
 def test_per_age_metrics_wrong_number_of_ages():
     a = np.zeros((1, 4, 3, 32, 16))
     with pytest.raises(ValueError, match="3 ages"):

@@ -445,3 +445,17 @@ def test_search_of_an_older_crnn_is_refused_by_name(ray_dashboard, tmp_path, mon
     (exp / "tuner.pkl").write_bytes(data)
     with pytest.raises(ValueError, match=f"{exp} was written by an older crnn .*_ASHA"):
         run_search(tiny_config(str(tmp_path / "data")), str(tmp_path / "search"), space="small", evaluate=False)
+
+
+@pytest.mark.parametrize("ssim, shown", [(0.97531, "SSIM 0.975"), (None, "SSIM n/a"), (float("nan"), "SSIM n/a")])
+def test_tune_summary_prints_a_missing_ssim(capsys, ssim, shown):
+    """The best trial's test SSIM is null for frames under SSIM's 11x11 window (crnn.metrics): the
+    summary says n/a (it raised a TypeError after the whole search)."""
+    from jobs.tune import print_summary
+
+    row = {"rank": 1, "status": "TERMINATED", "epochs": 2, "best_val_loss": 0.01, "config": {"train.lr": 0.001}}
+    print_summary({"rows": [row], "plan": {"note": "1 trial at a time"}, "files": {},
+                   "best": {"trial_id": "t0", "best_val_loss": 0.01, "best_epoch": 1},
+                   "test_metrics": {"headline_age": 30, "headline": {"model": {"mse": 12.5, "ssim": ssim}}}})
+    out = capsys.readouterr().out
+    assert f"best trial t0: val_loss 0.01000 at epoch 1; test MSE 12.50, {shown} at age 30" in out
