@@ -128,7 +128,7 @@ def _unit_mismatch(model_data: dict[str, Any] | None, data: dict[str, Any] | Non
 
 
 def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None, data: dict[str, Any],
-                     data_path: str = "") -> None:
+                     data_path: str = "", remedy: str | None = None) -> None:
     """Refuse fine-tuning a time-aware model on ages counted in another unit (issue #14's leftover).
 
     A time-aware model (:func:`is_time_aware`) reads the ages as numbers in its training data's
@@ -139,17 +139,18 @@ def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None,
     new training data's card or summary (``age_unit``, years when absent); ``data_path``: the dataset,
     named in the error ("" for in-memory arrays). Units compare without case, surrounding spaces or the
     plural ``s`` of a word longer than three letters ("Years" = "year", "ms" is not "m"). Grid models do not read ages: nothing to check. ValueError naming
-    both units otherwise."""
+    both units otherwise, ending with ``remedy`` (default: give the dataset's ages in the model's unit,
+    as ingest can, or drop ``train.init_from``; jobs whose data is simulated say what they can do)."""
     if not is_time_aware(source):
         return
     bad = _unit_mismatch(source_data, data)
     if bad:
         was, now, assumed = bad
         where = f"the dataset {data_path}" if data_path else "the training data"
+        remedy = remedy or (f"Give the dataset's ages in {was!r} (photo file names in {was}, jobs/ingest.py "
+                            f"--age-unit {was}), or drop train.init_from to train from random weights")
         raise ValueError(f"train.init_from={init_from!r}: that time-aware model reads ages in {was!r}{assumed}, "
-                         f"{where} counts them in {now!r}; fine-tuning would read one as the other. Give the "
-                         f"dataset's ages in {was!r} (photo file names in {was}, jobs/ingest.py --age-unit {was}), "
-                         f"or drop train.init_from to train from random weights")
+                         f"{where} counts them in {now!r}; fine-tuning would read one as the other. {remedy}")
 
 
 def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, card: dict[str, Any],

@@ -237,18 +237,20 @@ def check_config(cfg: Config, out: str | None = None, overwrite: bool = False) -
         check_init_from(cfg)
 
 
-def check_start_data(cfg: Config, card: dict, out: str | None = None, overwrite: bool = False) -> None:
+def check_start_data(cfg: Config, card: dict, out: str | None = None, overwrite: bool = False,
+                     remedy: str | None = None) -> None:
     """ValueError when ``train.init_from`` names a time-aware model trained on ages in another unit
     than the dataset ``card``'s (:func:`crnn.timeaware.check_start_ages`). Only a time-aware run
     reads its starting model again for this (grid models do not read ages; :func:`check_config` has
-    checked the network), and, as there, not when ``out`` holds a checkpoint to resume from."""
+    checked the network), and, as there, not when ``out`` holds a checkpoint to resume from. ``remedy``:
+    the error's last sentence, for a job whose data it makes itself (:func:`check_start_ages`)."""
     from crnn.checkpoint import read_init_source
     from crnn.timeaware import check_start_ages, is_time_aware
 
     if not cfg.train.init_from or not is_time_aware(cfg) or (out and not overwrite and has_checkpoint(out)):
         return
     source, payload = read_init_source(cfg.train.init_from)
-    check_start_ages(cfg.train.init_from, source, payload.get("data"), card, cfg.data.path)
+    check_start_ages(cfg.train.init_from, source, payload.get("data"), card, cfg.data.path, remedy)
 
 
 def check_data(cfg: Config, card: dict) -> int:

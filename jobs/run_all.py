@@ -46,7 +46,9 @@ def main(argv=None) -> int:
         cfg = with_absolute_paths(apply(load_config(a.preset, overrides=a.overrides),
                                         {"data.path": data, "train.num_workers": a.workers}))
         check_config(cfg, run, a.overwrite)
-        check_start_data(cfg, {"age_unit": "years"}, run, a.overwrite)  # the simulator counts years
+        check_start_data(cfg, {"age_unit": "years"}, run, a.overwrite,  # the simulator counts years
+                         remedy="run_all simulates pines whose ages are years: start from a time-aware model "
+                                "trained on years, or drop train.init_from to train from random weights")
         check_generate(a.num_series, 256, pine.DEFAULT_AGES, 32, 16)  # what generate() below makes
         check_run_dir(run, cfg, a.overwrite)
     except USAGE_ERRORS as e:

@@ -622,9 +622,12 @@ def test_run_all_refuses_a_time_aware_start_in_another_age_unit_before_ray(tmp_p
     months = random_timevp_dir(str(tmp_path / "m"), {"layout": "irregular", "age_unit": "months",
                                                      "age_range": [1.0, 30.0]})
     out = str(tmp_path / "ra")
-    _fails(capsys, "run_all", ["--out", out, "--num-series", "30", "--preset", "timevp-fast", "model.timevp.hid_s=8",
-                               "model.timevp.hid_t=16", "model.timevp.n_t=2", f"train.init_from={months}"],
-           f"train.init_from={months!r}", "'months'", "'years'")
+    line = _fails(capsys, "run_all", ["--out", out, "--num-series", "30", "--preset", "timevp-fast",
+                                      "model.timevp.hid_s=8", "model.timevp.hid_t=16", "model.timevp.n_t=2",
+                                      f"train.init_from={months}"],
+                  f"train.init_from={months!r}", "'months'", "'years'",
+                  "run_all simulates pines whose ages are years: start from a time-aware model trained on years")
+    assert "ingest" not in line  # the simulated data has no file names to rename
     assert not os.path.exists(out)
 
 
