@@ -24,6 +24,8 @@
 #      Q20K_PRESETS=predrnn; and train.step_weights=1,1,1,2 (part 9: -1.4 % at age 30, no cost).
 #      Part 10: the fourth layer with the step weights on 37,616 series x 10 epochs (CPU) is the best
 #      model so far (46.1; 44.4 with jobs/evaluate.py --tta hflip), 2.1 % below three layers.
+#      Part 11: 6 more epochs of that model on 37,616 fresh trees (jobs/generate.py --seed 1) reach
+#      44.3 (43.0 with --tta hflip): fresh trees, not repeats -- generate more with other seeds.
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.
 set -u
