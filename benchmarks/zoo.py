@@ -145,7 +145,8 @@ def quality_table(evals: dict[str, dict], floor: dict | None = None) -> str:
     head = "| forecaster | " + " | ".join(f"age {a} MSE / MAE / SSIM" for a in ages) + " | age-30 MSE (field: sum over frame, [0,1]) |"
     lines = [head, "|---" * (len(ages) + 2) + "|"]
     for name, res in rows:
-        cells = [f"{res[a]['mse']:.1f} / {res[a]['mae']:.2f} / {res[a]['ssim']:.3f}" for a in ages]
+        cells = [f"{res[a]['mse']:.1f} / {res[a]['mae']:.2f} / " + ("n/a" if res[a].get("ssim") is None  # frames
+                 else f"{res[a]['ssim']:.3f}") for a in ages]                                  # under SSIM's window
         last = res[ages[-1]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {last.get('mse_frame01', float('nan')):.3f} |")
     if floor:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
-           "is_time_aware", "MARGIN_FRACTION", "TIME_AWARE_KINDS"]
+           "is_time_aware", "check_start_ages", "check_data_unit", "MARGIN_FRACTION", "TIME_AWARE_KINDS"]
 
 #: Families conditioned on real-valued ages (forward(frames, ages, mask, target_ages)).
 TIME_AWARE_KINDS = ("timevp",)
@@ -116,15 +116,23 @@ def _unit(text: str) -> str:
     return u[:-1] if len(u) > 3 and u.endswith("s") else u
 
 
-def _unit_mismatch(model_data: dict[str, Any] | None, data: dict[str, Any] | None) -> tuple[str, str, str] | None:
-    """``(model's unit, data's unit, note)`` when they differ as :func:`_unit` compares them, else None.
-    Either absent: years; the note says when the model's directory records no unit."""
-    was = str((model_data or {}).get("age_unit", "years"))
-    now = str((data or {}).get("age_unit", "years"))
+def _unit_mismatch(model_data: dict[str, Any] | None, data: dict[str, Any] | None) -> tuple[str, str, str, str] | None:
+    """``(model's unit, data's unit, model note, data note)`` when they differ as :func:`_unit`
+    compares them, else None. The units as written, without surrounding spaces; either absent: years,
+    and its note says so (a model directory or dataset card that records no unit)."""
+    was = str((model_data or {}).get("age_unit", "years")).strip()
+    now = str((data or {}).get("age_unit", "years")).strip()
     if _unit(was) == _unit(now):
         return None
     assumed = "" if "age_unit" in (model_data or {}) else " (its directory records no unit: years assumed)"
-    return was, now, assumed
+    data_assumed = "" if "age_unit" in (data or {}) else " (its card records no unit: years assumed)"
+    return was, now, assumed, data_assumed
+
+
+def _photo_fix(unit: str) -> str:
+    """How photos get ages in ``unit``: ingest records the numbers in the file names as they are."""
+    return (f"for photos: files named by their ages in {unit} -- ingest does not convert ages -- ingested with "
+            f"jobs/ingest.py --age-unit {unit}")
 
 
 def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None, data: dict[str, Any],
@@ -145,12 +153,13 @@ def check_start_ages(init_from: str, source, source_data: dict[str, Any] | None,
         return
     bad = _unit_mismatch(source_data, data)
     if bad:
-        was, now, assumed = bad
+        was, now, assumed, data_assumed = bad
         where = f"the dataset {data_path}" if data_path else "the training data"
-        remedy = remedy or (f"Give the dataset's ages in {was!r} (photo file names in {was}, jobs/ingest.py "
-                            f"--age-unit {was}), or drop train.init_from to train from random weights")
+        remedy = remedy or (f"Train on a dataset whose ages count in {was!r} ({_photo_fix(was)}), or drop "
+                            f"train.init_from to train from random weights")
         raise ValueError(f"train.init_from={init_from!r}: that time-aware model reads ages in {was!r}{assumed}, "
-                         f"{where} counts them in {now!r}; fine-tuning would read one as the other. {remedy}")
+                         f"{where} counts them in {now!r}{data_assumed}; fine-tuning would read one as the "
+                         f"other. {remedy}")
 
 
 def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, card: dict[str, Any],
@@ -161,18 +170,18 @@ def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, car
     model's Config; ``model_data``: its checkpoint's ``data`` summary (:func:`data_summary`; None or
     without ``age_unit`` for directories written before it: years, and the error says so); ``card``:
     the dataset card (``age_unit``, years when absent). Units compare as in :func:`check_start_ages`.
-    Grid models do not read ages: nothing to check. ValueError naming both units otherwise; used by
-    :func:`crnn.predict.plan_predict`, :func:`crnn.evaluate.evaluate` and
-    :func:`crnn.timeeval.check_time_evaluate` before any work."""
+    Grid models do not read ages: nothing to check. ValueError naming both units otherwise (and which
+    side records no unit); used before any work by :func:`crnn.predict.plan_predict`,
+    :func:`crnn.evaluate.check_evaluate` and :func:`crnn.evaluate.evaluate`,
+    :func:`crnn.timeeval.check_time_evaluate` and :func:`crnn.timeeval.evaluate_time`."""
     if not is_time_aware(cfg):
         return
     bad = _unit_mismatch(model_data, card)
     if bad:
-        was, now, assumed = bad
+        was, now, assumed, data_assumed = bad
         raise ValueError(f"model {model_path} is time-aware and reads ages in {was!r}{assumed}, but {data_path} "
-                         f"counts them in {now!r}: it would read one as the other. Give it the dataset's ages in "
-                         f"{was!r} (photo file names in {was}, jobs/ingest.py --age-unit {was}), or use a model "
-                         f"trained on ages in {now!r}")
+                         f"counts them in {now!r}{data_assumed}: it would read one as the other. Use a dataset "
+                         f"whose ages count in {was!r} ({_photo_fix(was)}), or a model trained on ages in {now!r}")
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

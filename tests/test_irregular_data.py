@@ -474,7 +474,9 @@ def test_check_start_ages_compares_the_units_of_a_time_aware_starting_model(was,
         msg = str(e.value)
         assert "train.init_from='m'" in msg and "the dataset data/x counts them in" in msg
         assert repr(was or "years") in msg and repr(now or "years") in msg
-        assert ("no unit: years assumed" in msg) == (was is None)
+        assert ("its directory records no unit: years assumed" in msg) == (was is None)
+        assert ("its card records no unit: years assumed" in msg) == (now is None)
+        assert "ingest does not convert ages" in msg and "or drop train.init_from" in msg
     # a grid model does not read ages: any units pass
     check_start_ages("m", load_config("convlstm-fast"), source_data, card, "data/x")
 

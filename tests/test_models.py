@@ -249,6 +249,10 @@ def test_zoo_benchmark_tables():
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["simvp", "persistence", "analog",
                                                             "simulator floor (benchmarks/floor.py)"]
     assert "53.0 / 1.00 / 0.900" in lines[2] and "3.00" in lines[-1]
+    # frames under SSIM's 11x11 window have no SSIM (null in metrics.json): n/a, not a TypeError
+    small = {"ages": [15, 30], "results": {"model": {a: {"mse": 9.0, "mae": 1.0, "ssim": None, "mse_frame01": 0.1}
+                                                     for a in ("15", "30")}}}
+    assert "| 8x8 | 9.0 / 1.00 / n/a | 9.0 / 1.00 / n/a |" in zoo.quality_table({"8x8": small}).splitlines()[2]
     with pytest.raises(SystemExit):
         zoo.main(["cost", "--sizes", "32by16"])
     if not torch.cuda.is_available():

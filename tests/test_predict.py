@@ -457,7 +457,10 @@ def test_check_data_unit_compares_a_time_aware_models_unit_with_the_datasets(was
         msg = str(e.value)
         assert "model runs/m is time-aware and reads ages in" in msg and "data/d counts them in" in msg
         assert repr(was or "years") in msg and repr(now or "years") in msg
-        assert ("no unit: years assumed" in msg) == (was is None)
+        assert ("its directory records no unit: years assumed" in msg) == (was is None)
+        assert ("its card records no unit: years assumed" in msg) == (now is None)
+        # no advice to re-ingest the same files with another --age-unit (that relabels, not converts)
+        assert "ingest does not convert ages" in msg and f"or a model trained on ages in {now or 'years'!r}" in msg
     check_data_unit("runs/m", load_config("convlstm-fast"), model_data, card, "data/d")  # a grid model: any unit
 
 
@@ -470,7 +473,7 @@ def test_a_time_aware_model_refuses_a_dataset_in_another_age_unit(irregular_data
     keeping the unit."""
     from crnn.evaluate import check_evaluate, evaluate
     from crnn.predict import plan_predict
-    from crnn.timeeval import check_time_evaluate
+    from crnn.timeeval import check_time_evaluate, evaluate_time
     from jobs import evaluate as eval_job, predict as pred_job
 
     irr_months = _with_unit(irregular_dataset, tmp_path / "irr-months", "months")
@@ -480,6 +483,7 @@ def test_a_time_aware_model_refuses_a_dataset_in_another_age_unit(irregular_data
               lambda: plan_predict(ta_model_dir, reg_months, out, target_ages=[32.5]),
               lambda: plan_predict(ta_model_dir, reg_months, out),                      # a window forecast too
               lambda: check_time_evaluate(ta_model_dir, irr_months),
+              lambda: evaluate_time(ta_model_dir, irr_months),
               lambda: check_evaluate(ta_model_dir, reg_months),
               lambda: evaluate(ta_model_dir, reg_months)]
     for i, check in enumerate(checks):
@@ -507,7 +511,8 @@ def test_a_time_aware_model_refuses_a_dataset_in_another_age_unit(irregular_data
     months_model = random_timevp_dir(str(tmp_path / "months-model"), {**TA_DATA, "age_unit": " Months"})
     card = predict_dataset(months_model, irr_months, out, target_ages=[31.5], split="test", batch_size=8)
     assert card["age_unit"] == "months" and read_card(out)["age_unit"] == "months"
-    with pytest.raises(ValueError, match=f"model {months_model} is time-aware and reads ages in ' Months'"):
+    with pytest.raises(ValueError, match=f"model {months_model} is time-aware and reads ages in 'Months', but "
+                                         f"{irregular_dataset} counts them in 'years': "):  # as written, unpadded
         plan_predict(months_model, irregular_dataset, str(tmp_path / "fc2"), target_ages=[31.5])
 
 
