@@ -184,6 +184,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         "num_series": n,
         "ages": ages,
         "input_ages": ages_all[:in_frames],
+        "age_unit": str(card.get("age_unit", "years")).strip(),  # a card without one counts years
         "headline_age": headline,
         "results": results,
         "headline": {name: r[headline] for name, r in results.items()},
@@ -282,9 +283,12 @@ def _fmt(value: Any, key: str, mse: Any) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """Plain-text tables (0-255 pixels): all metrics at the headline age for the model, both
-    baselines and the paper's Table 3; then MSE per forecast age."""
+    baselines and the paper's Table 3; then MSE per forecast age. Ages in another unit than years
+    (the result's ``age_unit``) are labelled with it, and the paper's rows (age 30 years) left out."""
     age = result["headline_age"]
     res = result["results"]
+    unit = str(result.get("age_unit") or "years").strip()
+    in_years = unit.lower() in ("year", "years")
     paper = result.get("paper", {**PAPER_TABLE3, "age": PAPER_AGE})
     names = ["model", *(b for b in BASELINES if b in res)]  # a baseline may be skipped (no bank)
     rows: list[list[str]] = []
@@ -293,14 +297,19 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append([name] + [_fmt(m.get(k), k, m.get("mse")) for _, k in _METRIC_COLUMNS])
     paper_vals = {"mae": f"{paper['mae']:.2f}", "mse": f"{paper['mse']:.2f}",
                   "snr": f"{paper['snr_paper']:.2f} (definition unknown)"}
-    rows.append([f"paper (T3, age {paper.get('age', PAPER_AGE)})"]
-                + [paper_vals.get(k, "-") for _, k in _METRIC_COLUMNS])
+    if in_years:
+        rows.append([f"paper (T3, age {paper.get('age', PAPER_AGE)})"]
+                    + [paper_vals.get(k, "-") for _, k in _METRIC_COLUMNS])
     header = ["", *(label for label, _ in _METRIC_COLUMNS)]
+    of = "" if in_years else f" {unit}"
     lines = [
-        f"Forecast of age {age}: split {result['split']!r}, {result['num_series']} series, "
-        f"inputs ages {result.get('input_ages', '?')} (pixels 0-255)",
+        f"Forecast of age {age}{of}: split {result['split']!r}, {result['num_series']} series, "
+        f"inputs ages {result.get('input_ages', '?')}{of} (pixels 0-255)",
         *_grid(header, rows),
     ]
+    if not in_years:
+        lines.append(f"(the paper's Table 3, at age {paper.get('age', PAPER_AGE)} years, is not shown beside ages "
+                     f"in {unit})")
     note = tta_note(result)
     if note:
         lines.append(note)
@@ -310,14 +319,15 @@ def format_table(result: dict[str, Any]) -> str:
     if imp is None:
         lines.append("model MSE is 0 (perfect forecast)")
     else:
-        lines.append(f"persistence MSE / model MSE at age {age}: {imp:.3f}"
+        lines.append(f"persistence MSE / model MSE at age {age}{of}: {imp:.3f}"
                      f" ({'model better' if imp > 1 else 'model not better'})")
     lines.append("")
     ages = [str(a) for a in result["ages"]]
     mse_rows = [[name] + [_fmt(res[name][a]["mse"], "mse", None) for a in ages] for name in names]
-    mse_rows.append(["paper"] + [f"{paper['mse']:.2f}" if a == str(paper.get("age", PAPER_AGE)) else "-"
-                                 for a in ages])
-    lines.append("MSE per forecast age")
+    if in_years:
+        mse_rows.append(["paper"] + [f"{paper['mse']:.2f}" if a == str(paper.get("age", PAPER_AGE)) else "-"
+                                     for a in ages])
+    lines.append("MSE per forecast age" + ("" if in_years else f" (ages in {unit})"))
     lines += _grid(["", *(f"age {a}" for a in ages)], mse_rows)
     return "\n".join(lines)
 

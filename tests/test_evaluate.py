@@ -189,6 +189,26 @@ def test_format_table(result):
     assert "MSE per forecast age" in text
 
 
+@pytest.mark.parametrize("unit, paper", [("years", True), (" Year", True), (None, True), ("months", False),
+                                         ("weeks", False)])
+def test_format_table_labels_ages_in_another_unit_and_leaves_the_paper_out(result, unit, paper):
+    """Photos ingested with --age-unit months: the table says "age 30 months" and does not put the
+    paper's age-30-years row beside it (it did, unlabelled). Years (or no unit: a card without one)
+    keep the paper's rows."""
+    assert result["age_unit"] == "years"  # the toy card has no age_unit: years
+    r = copy.deepcopy(result)
+    if unit is None:
+        del r["age_unit"]  # a metrics.json written before age_unit was recorded
+    else:
+        r["age_unit"] = unit
+    text = format_table(r)
+    assert (("377.35" in text) and any(line.startswith("paper") for line in text.splitlines())) == paper
+    assert ("Forecast of age 30:" in text) == paper and ("is not shown beside ages" in text) != paper
+    if not paper:
+        assert f"Forecast of age 30 {unit}:" in text and f"MSE per forecast age (ages in {unit})" in text
+        assert f"persistence MSE / model MSE at age 30 {unit}:" in text
+
+
 def test_non_finite_values_become_none_and_print_as_inf(result):
     assert json_safe({1: float("inf"), "x": [np.float32(2.5), float("nan")]}) == {"1": None, "x": [2.5, None]}
     r = copy.deepcopy(result)
