@@ -37,7 +37,7 @@ from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
-from crnn.timeaware import check_data_unit
+from crnn.timeaware import check_data_unit, check_grid_inputs
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
 
@@ -89,6 +89,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
                          f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")
+    check_grid_inputs(model_path, cfg, card_ages(card)[:in_frames], data_path, "the evaluation")
     tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
 
@@ -142,6 +143,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         )
     expected = image_size(cfg.model)  # None: a baseline, any size
     check_image_size(expected, (card["height"], card["width"], card["channels"]), data_path, f"model {model_path}")
+    check_grid_inputs(model_path, cfg, ages_all[:in_frames], data_path, "the evaluation")
 
     data = read_numpy(data_path, split=split, columns=["series_id", "frames"])
     frames = data.get("frames")

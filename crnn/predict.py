@@ -56,7 +56,7 @@ from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, 
                             model_version, pick_device, setup_torch)
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
-from crnn.timeaware import check_ages, check_data_unit, forecast_at, time_domain
+from crnn.timeaware import check_ages, check_data_unit, check_grid_inputs, forecast_at, time_domain
 
 __all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard",
            "parse_target_ages", "check_series_ages"]
@@ -286,6 +286,9 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     if num_series == 0:
         raise ValueError(f"{data_path}: no series in split(s) {splits} (series per split: {card.get('splits')})")
     in_ages = "per series" if irregular else src_ages[:in_frames] if inputs == "first" else src_ages[-in_frames:]
+    if target_ages is None:  # model(frames): a time-aware model reads them at its grid ages
+        check_grid_inputs(model_path, cfg, in_ages, data_path,
+                          "the rollout (--horizon)" if horizon is not None else "the window forecast")
     if target_ages is not None:
         domain = time_domain(cfg, payload.get("data"), payload.get("metrics"))
         check_series_ages(domain, data_path, card, splits, in_frames, inputs, target_ages)

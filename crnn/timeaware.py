@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 __all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
-           "is_time_aware", "check_start_ages", "check_data_unit", "MARGIN_FRACTION", "TIME_AWARE_KINDS"]
+           "is_time_aware", "check_start_ages", "check_data_unit", "check_grid_inputs", "MARGIN_FRACTION",
+           "TIME_AWARE_KINDS"]
 
 #: Families conditioned on real-valued ages (forward(frames, ages, mask, target_ages)).
 TIME_AWARE_KINDS = ("timevp",)
@@ -182,6 +183,27 @@ def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, car
         raise ValueError(f"model {model_path} is time-aware and reads ages in {was!r}{assumed}, but {data_path} "
                          f"counts them in {now!r}{data_assumed}: it would read one as the other. Use a dataset "
                          f"whose ages count in {was!r} ({_photo_fix(was)}), or a model trained on ages in {now!r}")
+
+
+def check_grid_inputs(model_path: str, cfg, input_ages: Sequence[float], data_path: str, what: str) -> None:
+    """Refuse a window or rollout forecast (``model(frames)``: :func:`crnn.inference.forecast_window`,
+    predict's window and ``--horizon`` modes, the regular evaluation) of a time-aware model whose
+    inputs are not at its grid ages: ``model(x)`` reads frame t as age ``model.timevp.grid_start + t *
+    grid_step`` whatever the dataset says, so frames at other ages (``--inputs last`` of the pines:
+    15..30) were forecast as if at the grid's and labelled with the dataset's ages. ``input_ages``: the
+    ages of the frames given; ``what``: the mode, named in the error with the fix (forecasting at the
+    series' own ages: :func:`forecast_at`, predict's ``--target-ages``). Grid models read no ages:
+    nothing to check. ValueError otherwise."""
+    if not is_time_aware(cfg):
+        return
+    tc = cfg.model.timevp
+    grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(len(input_ages))]
+    if not np.allclose(np.asarray(input_ages, np.float64), grid, rtol=0, atol=1e-6):
+        raise ValueError(f"model {model_path} is time-aware: {what} reads its inputs as its grid ages {_fmt(grid)} "
+                         f"(model.timevp.grid_start {tc.grid_start:g}, grid_step {tc.grid_step:g}), but {data_path}'s "
+                         f"inputs are at ages {_fmt([float(a) for a in input_ages])}: the forecasts would be made for "
+                         f"the grid's ages and labelled with these. Forecast at the series' own ages instead "
+                         f"(jobs/predict.py --target-ages; crnn.timeaware.forecast_at)")
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

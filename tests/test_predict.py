@@ -523,3 +523,37 @@ def test_forecast_cards_keep_the_source_age_unit(dataset, model_dir, tmp_path):
     weeks = _with_unit(dataset, tmp_path / "weeks", "weeks")
     card = predict_dataset(model_dir, weeks, str(tmp_path / "b"), split="test", horizon=2, batch_size=8)
     assert card["age_unit"] == "weeks" and validate(str(tmp_path / "b"))["age_unit"] == "weeks"
+
+
+def test_window_and_rollout_of_a_time_aware_model_need_inputs_at_its_grid_ages(dataset, ta_model_dir, model_dir,
+                                                                               tmp_path, capsys):
+    """model(frames) reads frame t of a time-aware model at model.timevp.grid_start + t * grid_step
+    whatever the dataset says: --inputs last (ages 15..30) was forecast as ages 10..25 and labelled 35,
+    and a model with another grid was evaluated at ages it was not given. Refused before any work,
+    naming both sets of ages and --target-ages (which forecasts at the series' own ages); inputs at the
+    grid pass, and grid models read no ages."""
+    from crnn.evaluate import check_evaluate, evaluate
+    from crnn.predict import plan_predict
+    from jobs import predict as pred_job
+
+    out = str(tmp_path / "fc")
+    for kw, what in (({"inputs": "last"}, "the window forecast"), ({"inputs": "last", "horizon": 2}, "the rollout")):
+        with pytest.raises(ValueError) as e:
+            plan_predict(ta_model_dir, dataset, out, **kw)
+        msg = str(e.value)
+        assert f"model {ta_model_dir} is time-aware: {what}" in msg and "grid ages [10, 15, 20, 25]" in msg, msg
+        assert "inputs are at ages [15, 20, 25, 30]" in msg and "--target-ages" in msg
+    assert pred_job.main(["--model", ta_model_dir, "--data", dataset, "--out", out, "--inputs", "last"]) == 2
+    assert "grid ages [10, 15, 20, 25]" in capsys.readouterr().err and not os.path.exists(out)
+    assert plan_predict(ta_model_dir, dataset, out, horizon=2)["out_ages"] == [30, 35]  # at the grid: fine
+    assert plan_predict(ta_model_dir, dataset, out, inputs="last", target_ages=[35])["out_ages"] == [35]
+    assert plan_predict(model_dir, dataset, out, inputs="last")["out_ages"] == [20, 25, 30, 35]  # a grid model
+    # a time-aware model on another grid (months 1, 2, 3, ...) is not evaluated at ages 10..25
+    other = random_timevp_dir(str(tmp_path / "grid1"), TA_DATA, **{"model.timevp.grid_start": 1.0,
+                                                                    "model.timevp.grid_step": 1.0})
+    for check in (lambda: check_evaluate(other, dataset), lambda: evaluate(other, dataset),
+                  lambda: plan_predict(other, dataset, out)):
+        with pytest.raises(ValueError, match=r"grid ages \[1, 2, 3, 4\] \(model.timevp.grid_start 1, grid_step 1\), "
+                                             r"but \S+'s inputs are at ages \[10, 15, 20, 25\]"):
+            check()
+    assert plan_predict(other, dataset, out, target_ages=[32.5])["out_ages"] == [32.5]
