@@ -37,7 +37,7 @@ from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
-from crnn.timeaware import check_data_unit, check_grid_inputs
+from crnn.timeaware import _unit, check_data_unit, check_grid_inputs
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
 
@@ -290,7 +290,7 @@ def format_table(result: dict[str, Any]) -> str:
     age = result["headline_age"]
     res = result["results"]
     unit = str(result.get("age_unit") or "years").strip()
-    in_years = unit.lower() in ("year", "years")
+    in_years = _unit(unit) == "year"  # compared as the age-unit checks compare units
     paper = result.get("paper", {**PAPER_TABLE3, "age": PAPER_AGE})
     names = ["model", *(b for b in BASELINES if b in res)]  # a baseline may be skipped (no bank)
     rows: list[list[str]] = []
