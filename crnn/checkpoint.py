@@ -251,13 +251,31 @@ def check_init_from(cfg: Config, source: Config | None = None,
     starting model's state dict when this call read it (``source`` not given), so a caller that
     trains in this process loads it without a second read; None otherwise.
     """
-    path = cfg.train.init_from
-    if not path:
+    if not cfg.train.init_from:
         return None
-    state = payload = None
     if source is None:
-        source, payload = read_init_source(path)
-        state = payload["state_dict"]
+        return read_checked_init(cfg, data)[0]
+    _check_same_network(cfg, source)
+    return None
+
+
+def read_checked_init(cfg: Config, data: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`check_init_from`'s checks from one read of the ``train.init_from`` directory (which
+    must be set), returning ``(state dict, that model's data summary)`` (the checkpoint's ``data``; None
+    for a model directory without one): :func:`crnn.loop.fit_plain` keeps the summary for a
+    fine-tune given no ``data`` of its own, so the age unit and grid carry over."""
+    path = cfg.train.init_from
+    source, payload = read_init_source(path)
+    _check_same_network(cfg, source)
+    if data is not None:
+        from crnn.timeaware import check_start_ages
+
+        check_start_ages(path, source, payload.get("data"), data)  # in-memory data: no dataset path
+    return payload["state_dict"], payload.get("data")
+
+
+def _check_same_network(cfg: Config, source: Config) -> None:
+    path = cfg.train.init_from
     diff = model_differences(cfg, source)
     if diff:
         shown = "; ".join(f"{k}: this run {va!r}, that model {vb!r}" for k, va, vb in diff[:4])
@@ -265,11 +283,6 @@ def check_init_from(cfg: Config, source: Config | None = None,
         raise ValueError(f"train.init_from={path!r}: that model's network differs from this run's: {shown}{more}. "
                          f"Give the same model.* settings (e.g. the preset it was trained with), or drop "
                          f"train.init_from to start from random weights")
-    if data is not None and payload is not None:
-        from crnn.timeaware import check_start_ages
-
-        check_start_ages(path, source, payload.get("data"), data)  # in-memory data: no dataset path
-    return state
 
 
 def init_weights(model: torch.nn.Module, path: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crnn.checkpoint import check_init_from, save_model_dir
+from crnn.checkpoint import read_checked_init, save_model_dir
 from crnn.config import Config, step_weights_factors
 from crnn.mirror import mirror
 from crnn.model import build_model
@@ -319,7 +319,9 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     (with ``data``, :func:`crnn.timeaware.data_summary` of the training set, when given; its
     ``mirror_axis`` is the axis ``train.augment=hflip`` mirrors about, else the image centre). With
     ``train.init_from`` and ``data``, a time-aware starting model must have been trained on ages in
-    ``data``'s ``age_unit`` (ValueError otherwise: :func:`crnn.timeaware.check_start_ages`)."""
+    ``data``'s ``age_unit`` (ValueError otherwise: :func:`crnn.timeaware.check_start_ages`); with
+    ``train.init_from`` and no ``data``, the frames' ages are not known and the starting model's data
+    summary is kept (its age unit, ages and mirror axis), as fine-tuning needs the same units anyway."""
     device = torch.device(device)
     cfg.train.validate()
     torch.manual_seed(cfg.train.seed)
@@ -327,7 +329,10 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
         torch.set_num_threads(cfg.train.torch_threads)
     model = build_model(cfg.model)
     if cfg.train.init_from:  # fine-tuning / a warm restart: the same network, its trained weights
-        model.load_state_dict(check_init_from(cfg, data=data))  # checked, then loaded from one read
+        state, start_data = read_checked_init(cfg, data)  # checked, then loaded from one read
+        model.load_state_dict(state)
+        if data is None:  # frames of unrecorded ages: the start's unit, ages and mirror axis carry over
+            data = start_data
     model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:

@@ -540,6 +540,32 @@ def test_fine_tuning_checks_the_units_in_the_plain_loop_and_not_on_resume(irr_da
         check_start_data(cfg, card, str(resumed), overwrite=True)         # starting over: read, gone
 
 
+@pytest.mark.parametrize("start_data", [{**YEARS, "age_unit": "months"}, YEARS, None],
+                         ids=["months", "years", "no-summary"])
+def test_plain_fine_tune_without_data_keeps_the_starting_models_ages(irr_dataset, tmp_path, start_data):
+    """The last notes' leftover: fit_plain fine-tuning a months model on in-memory series given no
+    ``data`` summary wrote a model directory without one, and everything after read its ages as years.
+    The start's summary is kept (none when it had none); given ``data``, that is what is written."""
+    from crnn.config import load_config
+    from crnn.loop import fit_plain
+    from crnn.shards import read_numpy
+    from crnn.checkpoint import read_model_file
+    from tests.helpers import random_timevp_dir
+
+    path, _ = irr_dataset
+    size = {"model.height": 16, "model.width": 8}
+    start = random_timevp_dir(str(tmp_path / "start"), start_data, **size)
+    cfg = load_config("timevp-fast", overrides={**size, "model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
+                                                "model.timevp.n_t": 2, "train.epochs": 1, "train.init_from": start})
+    data = read_numpy(path, split="train")
+    fit_plain(cfg, data, out=str(tmp_path / "tuned"))
+    assert read_model_file(str(tmp_path / "tuned")).get("data") == start_data
+    given = {**YEARS, "age_range": [2.0, 20.0]} if start_data in (YEARS, None) else None
+    if given is not None:  # a summary of its own wins over the start's
+        fit_plain(cfg, data, out=str(tmp_path / "given"), data=given)
+        assert read_model_file(str(tmp_path / "given"))["data"] == given
+
+
 def test_ingest_records_the_age_unit_in_either_layout(ray_local, tmp_path):
     """The review's hole: photos whose folders all share their ages give the regular layout, whose
     card did not record ``--age-unit`` -- a time-aware model fine-tuned on them read months as years.
