@@ -204,6 +204,14 @@ def test_bad_config_refused_before_ray(job, tiny_dataset, tmp_path, capsys):
            "32x16x3 but the model expects 64x16x3")
     _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "data.train_splits=[nope]"],
            "data splits ['nope']")
+    # training on the series scored as unseen: test trees leaked into training, or the best checkpoint
+    # chosen on trained series (any order, alone, or the splits renamed onto each other)
+    for splits, named in (("train,test", "data.test_split='test'"), ("test,train", "data.test_split='test'"),
+                          ("[test]", "data.test_split='test'"), ("train,val", "data.val_split='val'")):
+        _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), f"data.train_splits={splits}"],
+               named, "series the model trained on")
+    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "data.test_split=train"],
+           "data.test_split='train'")
 
 
 def test_broken_shard_refused_before_ray(tiny_dataset, tmp_path, capsys):

@@ -65,6 +65,25 @@ def test_space_from_yaml_and_errors_name_the_key(tmp_path):
             validate_space(cfg, load_space(bad))
 
 
+@pytest.mark.parametrize("key,domain", [
+    ("data.path", {"choice": ["data/pines", "/nowhere/pines"]}),    # the leftover: never checked, ranked together
+    ("data.path", "/nowhere/pines"),                                # a constant: checked against the base only
+    ("data.val_split", {"choice": ["val", "test"]}),
+    ("data.test_split", {"grid_search": ["test", "val"]}),
+    ("data.max_val_series", {"randint": [16, 64]}),
+])
+def test_a_space_cannot_vary_the_series_trials_are_scored_on(key, domain):
+    """Trials are ranked by validation loss and the best tested on the base config's splits: a space
+    key choosing the dataset or those splits is refused before Ray, naming it; the training series
+    (data.max_train_series, data.train_splits) stay searchable, but not onto those splits."""
+    cfg = load_config("quick")
+    with pytest.raises(ValueError, match=rf"search space {key}: .*one search per value"):
+        validate_space(cfg, load_space({key: domain}))
+    validate_space(cfg, load_space({"data.max_train_series": {"choice": [64, 0]}, "data.train_splits": ["train"]}))
+    with pytest.raises(ValueError, match=r"search space data.train_splits=\['train', 'test'\]: .*data.test_split='test'"):
+        validate_space(cfg, load_space({"data.train_splits": {"choice": [["train"], ["train", "test"]]}}))
+
+
 def test_step_weights_in_a_space_are_checked_before_ray(tmp_path):
     """The review's inputs: step weights of the wrong length as a base override, a choice, a
     constant, or against a data.in_frames the space varies; any on an irregular dataset."""

@@ -260,12 +260,24 @@ def check_space_data(base: Config, space: dict[str, Any], card: dict[str, Any]) 
                    f"search space data.in_frames={value!r}")
 
 
+# config keys that choose the series a trial is scored on (validation, test): not searchable, as one
+# search ranks its trials by one validation loss and tests its best on one test split
+SCORING_DATA_KEYS = ("data.path", "data.val_split", "data.test_split", "data.max_val_series")
+
+
 def validate_space(base: Config, space: dict[str, Any]) -> None:
-    """Raise ValueError naming the key if a space key is not a config field or one of its values
+    """Raise ValueError naming the key if a space key is not a config field, is one of
+    :data:`SCORING_DATA_KEYS` (the dataset and splits trials are scored on: not searchable), or one of its values
     (each category, each grid value, the bounds of a range) makes an invalid config, or naming the
     keys and values of a combination that does (``_check_interactions``). Keys the space fixes (a
     constant, a one-value choice or grid) are part of every trial, so the other keys are checked on
     the base with them applied."""
+    for key in space:
+        if key in SCORING_DATA_KEYS:
+            raise ValueError(f"search space {key}: trials are ranked by their validation loss and the best is "
+                             f"tested, both on the base config's dataset and splits; varying {key} would rank "
+                             f"losses on different series. Set it for the whole search (--data or an override "
+                             f"{key}=...), one search per value")
     sources: dict[str, Config] = {}
     # a starting model fixes the network: every model.* candidate is checked against each one
     starts = list(_candidate_values(space["train.init_from"])) if "train.init_from" in space else []
