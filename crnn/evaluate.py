@@ -37,7 +37,7 @@ from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
 from crnn.shards import card_ages, read_card, read_numpy, require_regular
 from crnn.storage import join, json_safe, write_bytes, write_json
-from crnn.timeaware import _unit, check_data_unit, check_grid_inputs
+from crnn.timeaware import AtAges, _unit, check_data_unit, window_ages
 
 __all__ = ["evaluate", "check_evaluate", "format_table", "BASELINES", "PAPER_AGE"]
 
@@ -64,7 +64,8 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     """What :func:`evaluate` would refuse, checked before any work (cheap: the model file, the card
     and the shards' footers): the arguments, the device, the model directory, the dataset, that the
     split (default: the model config's ``data.test_split``) is one the card counts series in, that
-    the frames fit the model, a time-aware model's age unit (:func:`crnn.timeaware.check_data_unit`) and
+    the frames fit the model, a time-aware model's age unit (:func:`crnn.timeaware.check_data_unit`)
+    and, off its grid, the dataset's ages (:func:`crnn.timeaware.window_ages`), and
     the test-time augmentation (:func:`crnn.mirror.tta_axis`). Returns the split;
     raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir
@@ -89,7 +90,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
                          f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
     check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
                      f"model {model_path}")
-    check_grid_inputs(model_path, cfg, card_ages(card)[:in_frames], data_path, "the evaluation")
+    window_ages(model_path, cfg, payload.get("data"), card_ages(card), data_path, payload.get("metrics"))
     tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
 
@@ -121,6 +122,10 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     unknown split, a device that is not cpu/cuda[:N] or CUDA unavailable; ModelError for a bad
     model directory.
 
+    A time-aware model (``model.kind=timevp``) on a dataset whose ages are not its grid ages is
+    asked at the dataset's ages (:class:`crnn.timeaware.AtAges`; :class:`crnn.timeaware.AgeError`
+    when it cannot answer them).
+
     ``tta="hflip"``: the model's forecasts with mirror test-time augmentation
     (:class:`crnn.mirror.MirrorTTA`, about the axis :func:`crnn.mirror.tta_axis` picks; recorded as ``tta`` and
     ``mirror_axis`` in the result); the baselines are scored as they are.
@@ -134,7 +139,6 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     _require_regular(card, data_path)
     check_data_unit(model_path, cfg, meta.get("data"), card, data_path)
     axis = tta_axis(tta, mirror_axis, meta.get("data"), card, data_path)
-    model = with_tta(model, axis)
     ages_all = card_ages(card)  # ints; floats for a card of real ages ("ages_dtype": "float32")
     if len(ages_all) < in_frames + 1:
         raise ValueError(
@@ -143,7 +147,9 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         )
     expected = image_size(cfg.model)  # None: a baseline, any size
     check_image_size(expected, (card["height"], card["width"], card["channels"]), data_path, f"model {model_path}")
-    check_grid_inputs(model_path, cfg, ages_all[:in_frames], data_path, "the evaluation")
+    # a time-aware model off its grid: the window forecast at the dataset's ages (None: on the grid)
+    at_ages = window_ages(model_path, cfg, meta.get("data"), ages_all, data_path, meta.get("metrics"))
+    model = with_tta(model if at_ages is None else AtAges(model, at_ages), axis)
 
     data = read_numpy(data_path, split=split, columns=["series_id", "frames"])
     frames = data.get("frames")

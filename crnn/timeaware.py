@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 __all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
-           "is_time_aware", "check_start_ages", "check_data_unit", "check_grid_inputs", "MARGIN_FRACTION",
+           "is_time_aware", "check_start_ages", "check_data_unit", "check_grid_inputs", "window_ages", "AtAges",
+           "MARGIN_FRACTION",
            "TIME_AWARE_KINDS"]
 
 #: Families conditioned on real-valued ages (forward(frames, ages, mask, target_ages)).
@@ -187,7 +188,8 @@ def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, car
 
 def check_grid_inputs(model_path: str, cfg, input_ages: Sequence[float], data_path: str, what: str) -> None:
     """Refuse a window or rollout forecast (``model(frames)``: :func:`crnn.inference.forecast_window`,
-    predict's window and ``--horizon`` modes, the regular evaluation) of a time-aware model whose
+    predict's window and ``--horizon`` modes; the regular evaluation asks at the dataset's ages
+    instead: :func:`window_ages`) of a time-aware model whose
     inputs are not at its grid ages: ``model(x)`` reads frame t as age ``model.timevp.grid_start + t *
     grid_step`` whatever the dataset says, so frames at other ages (``--inputs last`` of the pines:
     15..30) were forecast as if at the grid's and labelled with the dataset's ages. ``input_ages``: the
@@ -204,6 +206,41 @@ def check_grid_inputs(model_path: str, cfg, input_ages: Sequence[float], data_pa
                          f"inputs are at ages {_fmt([float(a) for a in input_ages])}: the forecasts would be made for "
                          f"the grid's ages and labelled with these. Forecast at the series' own ages instead "
                          f"(jobs/predict.py --target-ages; crnn.timeaware.forecast_at)")
+
+
+class AtAges(torch.nn.Module):
+    """A time-aware model's window forecast at ``ages`` instead of its grid: ``forward(x)`` on x (B, T,
+    C, H, W) is :meth:`crnn.models.timevp.TimeVP.forward_grid` with frame t at ``ages[t]`` and output t
+    the forecast of ``ages[t + 1]`` (``ages``: T + 1 values, shared by every series; see
+    :func:`window_ages`). What the regular evaluation scores a time-aware model with on a dataset whose
+    ages are not the model's grid."""
+
+    def __init__(self, model: torch.nn.Module, ages: Sequence[float]) -> None:
+        super().__init__()
+        self.model, self.ages = model, [float(a) for a in ages]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_grid(x, self.ages[:x.shape[1] + 1])
+
+
+def window_ages(model_path: str, cfg, model_data: dict[str, Any] | None, ages: Sequence[float],
+                data_path: str, metrics: dict[str, Any] | None = None) -> list[float] | None:
+    """The ages a time-aware model's window forecast is made at when ``ages`` (a regular dataset's
+    first ``in_frames + 1``: the inputs, then the last target) are not its grid ages; None when they
+    are, and for grid models (which read no ages). :class:`AgeError` naming ``data_path`` when the
+    model cannot answer them (:func:`check_ages`: not strictly increasing, far outside the ages it
+    was trained on). Wrap the model in :class:`AtAges` with the result."""
+    if not is_time_aware(cfg):
+        return None
+    n = int(cfg.data.in_frames)
+    a = [float(v) for v in ages[:n + 1]]
+    tc = cfg.model.timevp
+    grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(n + 1)]
+    if np.allclose(a, grid, rtol=0, atol=1e-6):
+        return None
+    domain = time_domain(cfg, model_data, metrics)
+    check_ages(domain, a[:n], a[n:], where=f"{data_path} (a regular dataset; model {model_path})")
+    return a
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

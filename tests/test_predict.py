@@ -528,10 +528,10 @@ def test_forecast_cards_keep_the_source_age_unit(dataset, model_dir, tmp_path):
 def test_window_and_rollout_of_a_time_aware_model_need_inputs_at_its_grid_ages(dataset, ta_model_dir, model_dir,
                                                                                tmp_path, capsys):
     """model(frames) reads frame t of a time-aware model at model.timevp.grid_start + t * grid_step
-    whatever the dataset says: --inputs last (ages 15..30) was forecast as ages 10..25 and labelled 35,
-    and a model with another grid was evaluated at ages it was not given. Refused before any work,
-    naming both sets of ages and --target-ages (which forecasts at the series' own ages); inputs at the
-    grid pass, and grid models read no ages."""
+    whatever the dataset says: --inputs last (ages 15..30) was forecast as ages 10..25 and labelled 35.
+    Predict's window and rollout refuse it before any work, naming both sets of ages and --target-ages
+    (which forecasts at the series' own ages); inputs at the grid pass, and grid models read no ages.
+    The evaluation asks such a model at the dataset's ages instead (the next test)."""
     from crnn.evaluate import check_evaluate, evaluate
     from crnn.predict import plan_predict
     from jobs import predict as pred_job
@@ -548,12 +548,53 @@ def test_window_and_rollout_of_a_time_aware_model_need_inputs_at_its_grid_ages(d
     assert plan_predict(ta_model_dir, dataset, out, horizon=2)["out_ages"] == [30, 35]  # at the grid: fine
     assert plan_predict(ta_model_dir, dataset, out, inputs="last", target_ages=[35])["out_ages"] == [35]
     assert plan_predict(model_dir, dataset, out, inputs="last")["out_ages"] == [20, 25, 30, 35]  # a grid model
-    # a time-aware model on another grid (months 1, 2, 3, ...) is not evaluated at ages 10..25
+    # a time-aware model on another grid (1, 2, 3, ...): predict's window forecast is refused
     other = random_timevp_dir(str(tmp_path / "grid1"), TA_DATA, **{"model.timevp.grid_start": 1.0,
                                                                     "model.timevp.grid_step": 1.0})
-    for check in (lambda: check_evaluate(other, dataset), lambda: evaluate(other, dataset),
-                  lambda: plan_predict(other, dataset, out)):
-        with pytest.raises(ValueError, match=r"grid ages \[1, 2, 3, 4\] \(model.timevp.grid_start 1, grid_step 1\), "
-                                             r"but \S+'s inputs are at ages \[10, 15, 20, 25\]"):
-            check()
+    with pytest.raises(ValueError, match=r"grid ages \[1, 2, 3, 4\] \(model.timevp.grid_start 1, grid_step 1\), "
+                                         r"but \S+'s inputs are at ages \[10, 15, 20, 25\]"):
+        plan_predict(other, dataset, out)
     assert plan_predict(other, dataset, out, target_ages=[32.5])["out_ages"] == [32.5]
+
+
+def test_the_evaluation_asks_a_time_aware_model_off_its_grid_at_the_datasets_ages(dataset, tmp_path):
+    """The last note's leftover: a time-aware model whose grid (1, 2, 3, ...) is not the dataset's
+    ages (10, 15, 20, 25 -> 30) was refused by the regular evaluation. It is now scored at the
+    dataset's ages: each step is what forecast_at answers from the frames so far (checked at age 30,
+    and for ages 20 and 25), the grid path stays bit-identical, and ages the model cannot answer
+    (far outside its training range) are refused before any work, naming the dataset."""
+    from crnn.evaluate import check_evaluate, evaluate
+    from crnn.metrics import per_age_metrics
+    from crnn.timeaware import AgeError, AtAges, forecast_at, time_domain
+
+    other = random_timevp_dir(str(tmp_path / "grid1"), TA_DATA, seed=3, **{"model.timevp.grid_start": 1.0,
+                                                                            "model.timevp.grid_step": 1.0})
+    assert check_evaluate(other, dataset) == "test"
+    result = evaluate(other, dataset)
+    model, cfg, meta = load_model(other)
+    test = read_numpy(dataset, split="test")
+    frames, ages = test["frames"], [float(a) for a in AGES]
+    domain = time_domain(cfg, meta["data"])
+    for k in (2, 3, 4):                                    # the forecast of age ages[k] from frames 0..k-1
+        at = np.stack(forecast_at(model, domain, list(frames[:, :k]), [ages[:k]] * len(frames), [[ages[k]]] * len(frames)))
+        want = per_age_metrics(at.transpose(0, 1, 4, 2, 3).astype(np.float64),
+                               frames[:, k:k + 1].transpose(0, 1, 4, 2, 3).astype(np.float64), [AGES[k]], scale=1.0)
+        got = result["results"]["model"][str(AGES[k])]["mse"]   # forecast_at rounds to uint8: ~1/12 apart
+        assert got == pytest.approx(want[AGES[k]]["mse"], abs=0.3), (k, got, want)
+    on_grid = forecast_window(model, frames, 4)[:, 3].astype(np.float64) * 255  # read as ages 1..4 -> 5
+    assert abs(((on_grid - frames[:, 4].transpose(0, 3, 1, 2)) ** 2).mean() - result["results"]["model"]["30"]["mse"]) > 3
+    mirrored = evaluate(other, dataset, tta="hflip")       # the mirror TTA wraps the model at the dataset's ages
+    assert mirrored["tta"] == "hflip" and mirrored["results"]["model"]["30"]["mse"] != result["results"]["model"]["30"]["mse"]
+    x = torch.rand(2, 4, 3, 32, 16)
+    with torch.no_grad():                                  # at the grid ages: what model(x) answers, exactly
+        assert torch.equal(AtAges(model, [1, 2, 3, 4, 5])(x), model(x))
+        assert not torch.allclose(AtAges(model, ages)(x), model(x))
+    with pytest.raises(ValueError, match=r"ages of shape \(4,\) for 4 frames; expected 5"):
+        AtAges(model, [1, 2, 3, 4])(x)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        model.forward_grid(x, [1, 2, 2, 4, 5])
+    far = random_timevp_dir(str(tmp_path / "young"), {**TA_DATA, "age_range": [1.0, 8.0]},
+                            **{"model.timevp.grid_start": 1.0, "model.timevp.grid_step": 1.0})
+    for check in (lambda: check_evaluate(far, dataset), lambda: evaluate(far, dataset)):
+        with pytest.raises(AgeError, match=rf"{dataset} \(a regular dataset; model {far}\): age 10 is far outside"):
+            check()

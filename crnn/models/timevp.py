@@ -44,6 +44,7 @@ Every layer is a convolution or acts on time features only: parameters do not gr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -191,17 +192,32 @@ class TimeVP(Forecaster):
             raise ValueError("timevp: pass ages, mask and target_ages together (or none: the regular grid)")
         return self.forward_irregular(frames, ages, mask, target_ages)
 
-    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_grid(self, x: torch.Tensor, ages: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
         """(B, T, C, H, W) at ages grid_start + t * grid_step -> (B, T, C, H, W); output t forecasts
-        the next grid age from frames <= t (causal, like :class:`crnn.models.simvp.SimVP`)."""
+        the next grid age from frames <= t (causal, like :class:`crnn.models.simvp.SimVP`).
+
+        ``ages``: the window forecast at other ages shared by every series (a regular dataset off the
+        grid: :class:`crnn.timeaware.AtAges`): T + 1 strictly increasing finite ages in the dataset's
+        unit, frame t at ``ages[t]`` and output t the forecast of age ``ages[t + 1]``. ValueError
+        naming the problem otherwise."""
         check_input(x, self.shape)
         b, t = x.shape[:2]
+        if ages is None:
+            grid = self.grid_start + self.grid_step * torch.arange(t, device=x.device, dtype=torch.float32)
+            target = grid + self.grid_step
+        else:
+            given = torch.as_tensor(ages, dtype=torch.float32).to(x.device)
+            if given.shape != (t + 1,):
+                raise ValueError(f"timevp: ages of shape {tuple(given.shape)} for {t} frames; expected {t + 1} "
+                                 f"(each frame's age, then the age the last output forecasts)")
+            if not torch.isfinite(given).all() or (given.diff() <= 0).any():
+                raise ValueError(f"timevp: ages {given.tolist()} must be finite and strictly increasing")
+            grid, target = given[:t], given[1:]
         z, skip = self.encoder(x.flatten(0, 1))                            # (B*T, hid_s, h, w), (B*T, hid_s, H, W)
         win, valid = causal_windows(z.unflatten(0, (b, t)), self.window)   # (B, T, W, hid_s, h, w), (T, W)
-        grid = self.grid_start + self.grid_step * torch.arange(t, device=x.device, dtype=torch.float32)
         ages = causal_windows(grid.expand(b, t)[..., None], self.window)[0][..., 0]  # (B, T, W)
         real = valid.expand(b, t, self.window).flatten(0, 1)
-        out = self._translate(win.flatten(0, 1), ages.flatten(0, 1), real, (grid + self.grid_step).repeat(b),
+        out = self._translate(win.flatten(0, 1), ages.flatten(0, 1), real, target.repeat(b),
                               skip, x.flatten(0, 1))
         return out.unflatten(0, (b, t))
 
