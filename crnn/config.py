@@ -219,8 +219,9 @@ _FAMILY_RECIPE = {
 # SimVP with the gSTA translator (crnn/models/simvp.py), causal, residual.
 PRESETS["simvp"] = {**_FAMILY_RECIPE, "model.kind": "simvp"}
 PRESETS["simvp-fast"] = {**PRESETS["simvp"], "train.epochs": 10}
-# TimeVP (crnn/models/timevp.py): SimVP conditioned on real-valued ages (issue #14); on the regular
-# grid (model.timevp.grid_start/grid_step: ages 10, 15, ...) it trains with today's pipeline.
+# TimeVP (crnn/models/timevp.py): SimVP conditioned on real-valued ages (issue #14); on a regular
+# dataset it trains with today's pipeline, at the dataset's ages (its grid, model.timevp.grid_start /
+# grid_step, is what model(x) alone assumes: ages 10, 15, ...).
 PRESETS["timevp"] = {**_FAMILY_RECIPE, "model.kind": "timevp"}
 PRESETS["timevp-fast"] = {**PRESETS["timevp"], "train.epochs": 10}
 # ConvLSTM (crnn/models/convlstm.py), residual, 3 x 64 channels at half resolution.

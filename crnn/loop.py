@@ -78,12 +78,14 @@ def batch_size_of(x) -> int:
     return (x["ages"] if isinstance(x, dict) else x).shape[0]
 
 
-def _model_io(x, in_frames: int, training: bool):
-    """(model args, targets, valid or None) of a regular tensor or an irregular dict batch."""
+def _model_io(x, in_frames: int, training: bool, ages: torch.Tensor | None = None):
+    """(model args, targets, valid or None) of a regular tensor or an irregular dict batch; ``ages``
+    (regular batches of a time-aware model off its grid: :func:`crnn.timeaware.training_window_ages`)
+    is passed on as ``model(inputs, ages)``."""
     if isinstance(x, dict):
         return irregular_io(x, training)
     inputs, targets = split_io(x, in_frames)
-    return (inputs,), targets, None
+    return ((inputs,) if ages is None else (inputs, ages.to(inputs.device))), targets, None
 
 
 def _device_of(x) -> torch.device:
@@ -141,12 +143,12 @@ def augment(x, kind: str, mirror_axis: float | None = None):
 
 
 def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config,
-               mirror_axis: float | None = None) -> torch.Tensor:
+               mirror_axis: float | None = None, ages: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on a batch (a float (B, T, C, H, W) tensor, or an irregular dict: see the
     module docstring), augmented as ``train.augment`` says (``mirror_axis``: see :func:`augment`);
-    returns the loss (detached, no sync)."""
+    ``ages``: see :func:`_model_io`. Returns the loss (detached, no sync)."""
     x = augment(x, cfg.train.augment, mirror_axis)
-    args, targets, valid = _model_io(x, cfg.data.in_frames, training=True)
+    args, targets, valid = _model_io(x, cfg.data.in_frames, training=True, ages=ages)
     if _cudagraphs(cfg):  # a new iteration: the graphs may reuse the previous step's output memory
         torch.compiler.cudagraph_mark_step_begin()
     with autocast(_device_of(x), cfg.train.precision):
@@ -163,10 +165,10 @@ def train_step(model, optimizer, scheduler, x: torch.Tensor, cfg: Config,
 
 
 @torch.no_grad()
-def eval_step(model, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, int]:
+def eval_step(model, x: torch.Tensor, cfg: Config, ages: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Sum of squared errors over a batch (pixels in [0,1], predictions clamped) and its element count
-    (irregular batches: over the valid target frames)."""
-    args, targets, valid = _model_io(x, cfg.data.in_frames, training=False)
+    (irregular batches: over the valid target frames). ``ages``: see :func:`_model_io`."""
+    args, targets, valid = _model_io(x, cfg.data.in_frames, training=False, ages=ages)
     with autocast(_device_of(x), cfg.train.precision):
         pred = model(*args)
     err = (pred.float().clamp(0, 1) - targets.float()).pow(2)
@@ -242,14 +244,16 @@ def _all_reduce(*values: float | torch.Tensor, device) -> list[float]:
 
 # ----------------------------------------------------------------------------- epoch loops
 def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg: Config,
-              log: Callable[[str], None] | None = None, mirror_axis: float | None = None) -> dict[str, float]:
+              log: Callable[[str], None] | None = None, mirror_axis: float | None = None,
+              ages: torch.Tensor | None = None) -> dict[str, float]:
     """Train over ``batches`` (float (B, T, C, H, W), or irregular dicts) on the model's device;
-    returns sums. ``mirror_axis``: the training data's axis of symmetry (``train.augment=hflip``)."""
+    returns sums. ``mirror_axis``: the training data's axis of symmetry (``train.augment=hflip``);
+    ``ages``: the window ages of a time-aware model off its grid (:func:`_model_io`)."""
     model.train()
     loss_sum, n_series, n_steps = None, 0, 0
     t0 = time.perf_counter()
     for x in batches:
-        loss = train_step(model, optimizer, scheduler, x, cfg, mirror_axis)
+        loss = train_step(model, optimizer, scheduler, x, cfg, mirror_axis, ages)
         b = batch_size_of(x)
         loss_sum = loss * b if loss_sum is None else loss_sum + loss * b
         n_series += b
@@ -260,11 +264,12 @@ def run_epoch(model, optimizer, scheduler, batches: Iterable[torch.Tensor], cfg:
     return {"loss_sum": loss_total, "series": n_series, "seconds": time.perf_counter() - t0}
 
 
-def run_eval(model, batches: Iterable[torch.Tensor], cfg: Config) -> tuple[float, int]:
+def run_eval(model, batches: Iterable[torch.Tensor], cfg: Config,
+             ages: torch.Tensor | None = None) -> tuple[float, int]:
     model.eval()
     err, count = 0.0, 0
     for x in batches:
-        e, n = eval_step(model, x, cfg)
+        e, n = eval_step(model, x, cfg, ages)
         err, count = err + e, count + n
     return float(err), count
 
@@ -309,6 +314,15 @@ def _length(data) -> int:
     return len(data["frames"]) if isinstance(data, dict) else len(data)
 
 
+def _window_ages(cfg: Config, data: dict | None) -> torch.Tensor | None:
+    """float32 (in_frames + 1,): the ages a time-aware model trains at on a regular dataset off its
+    grid (:func:`crnn.timeaware.training_window_ages`), else None (``model(inputs)`` as ever)."""
+    from crnn.timeaware import training_window_ages
+
+    ages = training_window_ages(cfg, data)
+    return None if ages is None else torch.tensor(ages, dtype=torch.float32)
+
+
 # ----------------------------------------------------------------------------- plain loop
 def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarray | dict | None = None,
               device: str | torch.device = "cpu", out: str | None = None,
@@ -341,16 +355,17 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     steps = max(1, _length(train) // cfg.train.batch_size)
     sched = make_scheduler(opt, cfg, steps)
     cmodel = maybe_compile(model, cfg)
+    ages = _window_ages(cfg, data)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     history = []
     for epoch in range(cfg.train.epochs):
         batches = _array_batches(train, cfg.train.batch_size, device, True, gen, drop_last=True)
-        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"))
+        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"), ages=ages)
         row = _epoch_row(epoch, stats, opt)
         if val_frames is not None and _length(val_frames):
             # validation runs eager: compiled, its other batch shapes would each cost a recompile
             err, count = run_eval(model, _array_batches(_to(series_tensors(val_frames), device), 512, device,
-                                                        False), cfg)
+                                                        False), cfg, ages)
             row.update(val_loss=err / count, val_mse_255=err / count * 255**2)
         history.append(row)
         if epoch_callback:

@@ -35,6 +35,7 @@ import torch
 
 __all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
            "is_time_aware", "check_start_ages", "check_data_unit", "check_grid_inputs", "window_ages", "AtAges",
+           "training_window_ages",
            "MARGIN_FRACTION",
            "TIME_AWARE_KINDS"]
 
@@ -220,7 +221,7 @@ class AtAges(torch.nn.Module):
         self.model, self.ages = model, [float(a) for a in ages]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_grid(x, self.ages[:x.shape[1] + 1])
+        return self.model(x, self.ages[:x.shape[1] + 1])
 
 
 def window_ages(model_path: str, cfg, model_data: dict[str, Any] | None, ages: Sequence[float],
@@ -230,17 +231,36 @@ def window_ages(model_path: str, cfg, model_data: dict[str, Any] | None, ages: S
     are, and for grid models (which read no ages). :class:`AgeError` naming ``data_path`` when the
     model cannot answer them (:func:`check_ages`: not strictly increasing, far outside the ages it
     was trained on). Wrap the model in :class:`AtAges` with the result."""
+    a = _off_grid(cfg, ages)
+    if a is None:
+        return None
+    n = int(cfg.data.in_frames)
+    domain = time_domain(cfg, model_data, metrics)
+    check_ages(domain, a[:n], a[n:], where=f"{data_path} (a regular dataset; model {model_path})")
+    return a
+
+
+def training_window_ages(cfg, data: dict[str, Any] | None) -> list[float] | None:
+    """The ages a time-aware model trains at on a regular dataset whose ages (the training data's
+    summary ``data``, :func:`data_summary`) are not its grid ages: ``in_frames + 1`` values, passed to
+    ``model(x, ages)`` by the training loop (:func:`crnn.loop.train_step`) so it learns the ages it
+    will be asked at (:class:`AtAges`, :func:`forecast_at`). None on the grid, for an irregular dataset
+    (per-series ages), for grid models and without a summary."""
+    if not data or data.get("layout") == "irregular" or not data.get("ages"):
+        return None
+    return _off_grid(cfg, data["ages"])
+
+
+def _off_grid(cfg, ages: Sequence[float]) -> list[float] | None:
+    """A time-aware model's first ``in_frames + 1`` of ``ages`` when they are not its grid ages
+    (``model.timevp.grid_start + t * grid_step``); None when they are, and for grid models."""
     if not is_time_aware(cfg):
         return None
     n = int(cfg.data.in_frames)
     a = [float(v) for v in ages[:n + 1]]
     tc = cfg.model.timevp
-    grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(n + 1)]
-    if np.allclose(a, grid, rtol=0, atol=1e-6):
-        return None
-    domain = time_domain(cfg, model_data, metrics)
-    check_ages(domain, a[:n], a[n:], where=f"{data_path} (a regular dataset; model {model_path})")
-    return a
+    grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(len(a))]
+    return None if np.allclose(a, grid, rtol=0, atol=1e-6) else a
 
 
 def time_domain(cfg, data: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> TimeDomain:

@@ -24,8 +24,8 @@ from crnn.checkpoint import (check_init_from, init_weights, load_training_state,
                              unwrap)
 from crnn.config import Config, check_training_fields, from_dict, save as save_config, to_dict
 from crnn.loop import (
-    _all_reduce, _array_batches, _epoch_row, make_optimizer, make_scheduler, maybe_compile, run_epoch, run_eval,
-    series_tensors,
+    _all_reduce, _array_batches, _epoch_row, _window_ages, make_optimizer, make_scheduler, maybe_compile, run_epoch,
+    run_eval, series_tensors,
 )
 from crnn.model import FAMILIES, build_model
 from crnn.timeaware import data_summary
@@ -116,6 +116,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cache = loop_config.get("cache", False)
     irregular = loop_config.get("irregular", False)
     data = loop_config.get("data")  # the training data's summary, kept in every checkpoint
+    ages = _window_ages(cfg, data)  # a time-aware model on a regular dataset off its grid: model(x, ages)
     if cache:  # (streaming both shards at once in threads was slower on 2 cores: BENCHMARKS.md)
         train_data = _materialize(train_shard, device, irregular)
         val_data = _materialize(val_shard, device, irregular)
@@ -137,11 +138,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 local_shuffle_seed=cfg.train.seed * 1000 + epoch * 10 + rank)
             val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=_collate(device, irregular))
         setup_s = time.perf_counter() - t_start if epoch == start_epoch else 0.0
-        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"))
+        stats = run_epoch(cmodel, opt, sched, batches, cfg, mirror_axis=(data or {}).get("mirror_axis"), ages=ages)
         loss_sum, series = _all_reduce(stats["loss_sum"], stats["series"], device=device)
         row = _epoch_row(epoch, stats, opt, loss_sum, series)
         # validation runs eager: compiled, its other batch shapes would each cost a recompile
-        err, count = _all_reduce(*run_eval(model, val_batches, cfg), device=device)
+        err, count = _all_reduce(*run_eval(model, val_batches, cfg, ages), device=device)
         row["val_loss"] = err / count if count else float("nan")
         for h in hooks:
             getattr(h, "on_validation", _no_hook)(epoch, row)

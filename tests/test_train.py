@@ -478,6 +478,36 @@ def test_fit_plain_trains_timevp_on_irregular_series_and_keeps_the_data_summary(
     assert read_model_file(str(tmp_path / "m"))["data"] == summary
 
 
+@pytest.mark.parametrize("ages,expect", [
+    ([1.0, 2.0, 4.0, 8.0, 16.0], [1.0, 2.0, 4.0, 8.0, 16.0]),      # months, unevenly spaced: these ages
+    ([3.0, 6.0, 9.0, 12.0, 15.0], [3.0, 6.0, 9.0, 12.0, 15.0]),    # evenly spaced, another grid
+    ([10.0, 15.0, 20.0, 25.0, 30.0], None),                        # the model's grid: model(x) as ever
+])
+def test_a_time_aware_model_trains_at_a_regular_datasets_own_ages(tmp_path, monkeypatch, ages, expect):
+    """Found beside the evaluation fix: a time-aware model trained on a regular dataset whose ages are
+    not its grid (photos at months 1, 2, 4, 8 -> 16) read them as ages 10, 15, 20, 25 -> 30, while
+    Serve and the evaluation ask it at the real ages. Training and validation now pass the dataset's
+    ages (``model(x, ages)``); on the grid nothing changes."""
+    from crnn.models.timevp import TimeVP
+
+    seen = []
+    forward_grid = TimeVP.forward_grid
+
+    def spy(self, x, ages=None):
+        seen.append(None if ages is None else [float(a) for a in ages])
+        return forward_grid(self, x, ages)
+
+    monkeypatch.setattr(TimeVP, "forward_grid", spy)
+    cfg = load_config("timevp-fast", overrides={"model.timevp.hid_s": 8, "model.timevp.hid_t": 16,
+                                                "model.timevp.n_t": 2, "train.epochs": 1, "train.batch_size": 8})
+    summary = {"layout": "regular", "age_unit": "months", "age_range": [ages[0], ages[-1]], "ages": ages,
+               "mirror_axis": 7.5}
+    data = _frames(16)
+    fit_plain(cfg, data[:8], data[8:], out=str(tmp_path / "m"), data=summary)
+    assert len(seen) == 2 and seen == [expect, expect], seen        # one training step, one validation batch
+    assert read_model_file(str(tmp_path / "m"))["data"]["ages"] == ages
+
+
 def _small_cfg(**over):
     base = {"model.conv_filters": [4, 8], "model.lstm_units": 32, "train.epochs": 6, "train.batch_size": 8,
             "train.lr": 3e-3, "model.dropout": 0.0, "model.recurrent_dropout": 0.0}

@@ -137,8 +137,9 @@ class TimeVP(Forecaster):
     (B, N) in the dataset's unit; mask bool (B, N), True = real frame (>= 2 per series, in order of
     strictly increasing age); target_ages float (B, M), each after the series' last real age ->
     (B, M, C, H, W). ``forward(x)``: x (B, T, C, H, W) on the regular grid -> (B, T, C, H, W), output
-    t = forecast of frame t + 1 from frames <= t. Raises ValueError naming the problem for a bad
-    config or bad inputs (shapes, dtypes, too few real frames, ages out of order, a target age not
+    t = forecast of frame t + 1 from frames <= t; ``forward(x, ages)``: the same window at T + 1 ages
+    shared by the batch (a regular dataset off the grid: :meth:`forward_grid`). Raises ValueError
+    naming the problem for a bad config or bad inputs (shapes, dtypes, too few real frames, ages out of order, a target age not
     after the last input, non-finite ages).
     """
 
@@ -186,10 +187,11 @@ class TimeVP(Forecaster):
     def forward(self, frames: torch.Tensor, ages: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 target_ages: torch.Tensor | None = None) -> torch.Tensor:
         given = [a is not None for a in (ages, mask, target_ages)]
-        if not any(given):
-            return self.forward_grid(frames)
+        if not any(given[1:]):  # the regular window: at the grid ages, or at the T + 1 ``ages`` given
+            return self.forward_grid(frames, ages)
         if not all(given):
-            raise ValueError("timevp: pass ages, mask and target_ages together (or none: the regular grid)")
+            raise ValueError("timevp: pass ages, mask and target_ages together (or ages alone, or none: the "
+                             "regular window)")
         return self.forward_irregular(frames, ages, mask, target_ages)
 
     def forward_grid(self, x: torch.Tensor, ages: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
