@@ -120,18 +120,22 @@ def step_weights_factors(weights) -> list[float]:
 
 def check_training_fields(cfg: "Config") -> None:
     """The training section (:meth:`TrainConfig.validate`) and what it must agree with elsewhere:
-    ``data.in_frames`` >= 1, one ``train.step_weights`` weight per forecast step, and
-    ``data.train_splits`` apart from ``data.val_split`` and ``data.test_split`` (the best checkpoint
-    is chosen on validation series and the evaluation reports test series as unseen: training on
-    either would score series the model learned). ValueError naming the field. (Whether the dataset
-    is regular is checked against its card: ``crnn.train.check_data``.)"""
+    ``data.in_frames`` >= 1, one ``train.step_weights`` weight per forecast step, and three apart:
+    ``data.train_splits``, ``data.val_split`` and ``data.test_split`` (the best checkpoint is chosen
+    on validation series and the evaluation reports test series as unseen: training on either, or
+    choosing on the test series, would score series the model was fitted to). ValueError naming the
+    fields. (Whether the dataset is regular is checked against its card: ``crnn.train.check_data``.)"""
     cfg.train.validate()
-    for key, split, use in (("test_split", cfg.data.test_split, "the evaluation scores as unseen"),
-                            ("val_split", cfg.data.val_split, "the best checkpoint is chosen on")):
-        if split in cfg.data.train_splits:
-            raise ValueError(f"data.train_splits={list(cfg.data.train_splits)!r} includes data.{key}={split!r}, the "
+    d = cfg.data
+    for key, split, use in (("test_split", d.test_split, "the evaluation scores as unseen"),
+                            ("val_split", d.val_split, "the best checkpoint is chosen on")):
+        if split in d.train_splits:
+            raise ValueError(f"data.train_splits={list(d.train_splits)!r} includes data.{key}={split!r}, the "
                              f"series {use}: the scores would be on series the model trained on. Train on "
-                             f"other splits (e.g. data.train_splits=train)")
+                             f"other splits or score on another (data.train_splits, data.{key})")
+    if d.val_split == d.test_split:
+        raise ValueError(f"data.val_split and data.test_split are both {d.val_split!r}: the best checkpoint would be "
+                         f"chosen on the series the evaluation reports as unseen. Give them different splits")
     if isinstance(cfg.data.in_frames, bool) or cfg.data.in_frames < 1:
         raise ValueError(f"data.in_frames={cfg.data.in_frames!r}: expected >= 1 (the frames a forecast sees)")
     w = cfg.train.step_weights

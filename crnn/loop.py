@@ -323,6 +323,16 @@ def _window_ages(cfg: Config, data: dict | None) -> torch.Tensor | None:
     return None if ages is None else torch.tensor(ages, dtype=torch.float32)
 
 
+def _carried_summary(start: dict | None, in_frames: int) -> dict | None:
+    """The starting model's data summary for a fine-tune given none: a regular one cut to the
+    ``in_frames + 1`` ages this run trains on (its ``age_range`` with them); fewer are left as they
+    are (:func:`_window_ages` refuses a time-aware run on them)."""
+    if not start or start.get("layout") == "irregular" or len(start.get("ages") or ()) <= in_frames + 1:
+        return start
+    ages = list(start["ages"][:in_frames + 1])
+    return {**start, "ages": ages, "age_range": [ages[0], ages[-1]]}
+
+
 # ----------------------------------------------------------------------------- plain loop
 def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarray | dict | None = None,
               device: str | torch.device = "cpu", out: str | None = None,
@@ -335,7 +345,9 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     ``train.init_from`` and ``data``, a time-aware starting model must have been trained on ages in
     ``data``'s ``age_unit`` (ValueError otherwise: :func:`crnn.timeaware.check_start_ages`); with
     ``train.init_from`` and no ``data``, the frames' ages are not known and the starting model's data
-    summary is kept (its age unit, ages and mirror axis), as fine-tuning needs the same units anyway."""
+    summary is kept (its age unit, ages and mirror axis; cut to the ``in_frames + 1`` ages trained on),
+    as fine-tuning needs the same units anyway; a time-aware model needing more ages than it records
+    is refused (ValueError, before training)."""
     device = torch.device(device)
     cfg.train.validate()
     torch.manual_seed(cfg.train.seed)
@@ -346,7 +358,8 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
         state, start_data = read_checked_init(cfg, data)  # checked, then loaded from one read
         model.load_state_dict(state)
         if data is None:  # frames of unrecorded ages: the start's unit, ages and mirror axis carry over
-            data = start_data
+            data = _carried_summary(start_data, cfg.data.in_frames)
+    ages = _window_ages(cfg, data)  # before any work: ValueError when the frames' ages are not known
     model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:
@@ -355,7 +368,7 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     steps = max(1, _length(train) // cfg.train.batch_size)
     sched = make_scheduler(opt, cfg, steps)
     cmodel = maybe_compile(model, cfg)
-    ages = _window_ages(cfg, data)
+    ages = None if ages is None else ages.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     history = []
     for epoch in range(cfg.train.epochs):

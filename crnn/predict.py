@@ -56,7 +56,9 @@ from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, 
                             model_version, pick_device, setup_torch)
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
-from crnn.timeaware import check_ages, check_data_unit, check_grid_inputs, forecast_at, time_domain
+from crnn.timeaware import (
+    AtAges, check_ages, check_data_unit, check_grid_inputs, forecast_at, time_domain, window_ages,
+)
 
 __all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard",
            "parse_target_ages", "check_series_ages"]
@@ -176,10 +178,13 @@ class BatchForecaster:
 
     def __init__(self, model_path: str, device: str = "cpu", horizon: int | None = None,
                  inputs: str = "first", torch_threads: int = 0, target_ages: Sequence[float] | None = None,
-                 irregular: bool = False, tta: str = "none", mirror_axis: float | None = None):
+                 irregular: bool = False, tta: str = "none", mirror_axis: float | None = None,
+                 window_ages: Sequence[float] | None = None):
         setup_torch(device, torch_threads)
         self.device = device
         self.model, self.cfg, meta = load_model(model_path, device, tta=tta, mirror_axis=mirror_axis)
+        # the window of a time-aware model off its grid, at the dataset's ages (plan_predict's)
+        self.window = self.model if window_ages is None else AtAges(self.model, window_ages)
         self.domain = time_domain(self.cfg, meta.get("data"), meta.get("metrics"))
         self.in_frames = self.cfg.data.in_frames
         self.horizon = horizon
@@ -198,7 +203,8 @@ class BatchForecaster:
             out_ages = np.tile(np.asarray(self.target_ages, target_dtype(self.target_ages)), (len(x), 1))
         else:
             sel = _input_slice(frames.shape[1], n, self.inputs)
-            out = forecast_uint8(self.model, frames[:, sel], n, self.horizon, self.device)
+            out = forecast_uint8(self.window if self.horizon is None else self.model, frames[:, sel], n,
+                                 self.horizon, self.device)
             out_ages = forecast_ages(ages[:, sel], self.horizon)
         b, _, h, w, c = out.shape
         return {
@@ -286,9 +292,9 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     if num_series == 0:
         raise ValueError(f"{data_path}: no series in split(s) {splits} (series per split: {card.get('splits')})")
     in_ages = "per series" if irregular else src_ages[:in_frames] if inputs == "first" else src_ages[-in_frames:]
-    if target_ages is None:  # model(frames): a time-aware model reads them at its grid ages
-        check_grid_inputs(model_path, cfg, in_ages, data_path,
-                          "the rollout (--horizon)" if horizon is not None else "the window forecast")
+    if target_ages is None and horizon is not None:  # model(frames): a time-aware model reads its grid ages
+        check_grid_inputs(model_path, cfg, in_ages, data_path, "the rollout (--horizon)")
+    window_at = None  # the window of a time-aware model off its grid: asked at the dataset's ages (AtAges)
     if target_ages is not None:
         domain = time_domain(cfg, payload.get("data"), payload.get("metrics"))
         check_series_ages(domain, data_path, card, splits, in_frames, inputs, target_ages)
@@ -298,11 +304,14 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
         fractional = ages_dtype(card).kind == "f"
         # from the ages as the shards store them, as BatchForecaster computes the rows' ages: the same values
         out_ages = forecast_ages(np.asarray(in_ages, ages_dtype(card)), horizon).tolist()
+        if horizon is None:
+            window_at = window_ages(model_path, cfg, payload.get("data"), [*in_ages, out_ages[-1]], data_path,
+                                    payload.get("metrics"))
     check_out_free(out, overwrite)
     return {"cfg": cfg, "payload": payload, "card": card, "device": device, "splits": splits, "counts": counts,
             "num_series": num_series, "size": size, "in_ages": in_ages, "out_ages": out_ages,
             "target_ages": target_ages, "irregular": irregular, "ages_dtype": "float32" if fractional else "int32",
-            "mirror_axis": axis, "args": args}
+            "mirror_axis": axis, "window_ages": window_at, "args": args}
 
 
 def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | Sequence[str] | None = None,
@@ -353,7 +362,7 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         num_cpus=num_cpus, num_gpus=num_gpus or None,
         fn_constructor_kwargs=dict(model_path=model_path, device=device, horizon=horizon, inputs=inputs,
                                    torch_threads=threads, target_ages=target_ages, irregular=irregular,
-                                   tta=tta, mirror_axis=axis),
+                                   tta=tta, mirror_axis=axis, window_ages=plan.get("window_ages")),
     )
     mode = "ages" if target_ages is not None else "window" if horizon is None else "rollout"
     out_card = base_card(

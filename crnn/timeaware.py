@@ -26,6 +26,7 @@ config's ages (the paper's grid 10, 15, 20, 25 -> 30).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -229,15 +230,16 @@ def window_ages(model_path: str, cfg, model_data: dict[str, Any] | None, ages: S
     """The ages a time-aware model's window forecast is made at when ``ages`` (a regular dataset's
     first ``in_frames + 1``: the inputs, then the last target) are not its grid ages; None when they
     are, and for grid models (which read no ages). :class:`AgeError` naming ``data_path`` when the
-    model cannot answer them (:func:`check_ages`: not strictly increasing, far outside the ages it
-    was trained on). Wrap the model in :class:`AtAges` with the result."""
-    a = _off_grid(cfg, ages)
-    if a is None:
+    model cannot answer them, on its grid or off it (:func:`check_ages`: not strictly increasing, far
+    outside the ages it was trained on; one input frame is enough here, as the window's first step
+    reads one). Wrap the model in :class:`AtAges` with the result."""
+    if not is_time_aware(cfg):
         return None
     n = int(cfg.data.in_frames)
-    domain = time_domain(cfg, model_data, metrics)
+    a = [float(v) for v in ages[:n + 1]]
+    domain = dataclasses.replace(time_domain(cfg, model_data, metrics), min_inputs=1)
     check_ages(domain, a[:n], a[n:], where=f"{data_path} (a regular dataset; model {model_path})")
-    return a
+    return _off_grid(cfg, a)
 
 
 def training_window_ages(cfg, data: dict[str, Any] | None) -> list[float] | None:
@@ -245,9 +247,15 @@ def training_window_ages(cfg, data: dict[str, Any] | None) -> list[float] | None
     summary ``data``, :func:`data_summary`) are not its grid ages: ``in_frames + 1`` values, passed to
     ``model(x, ages)`` by the training loop (:func:`crnn.loop.train_step`) so it learns the ages it
     will be asked at (:class:`AtAges`, :func:`forecast_at`). None on the grid, for an irregular dataset
-    (per-series ages), for grid models and without a summary."""
-    if not data or data.get("layout") == "irregular" or not data.get("ages"):
+    (per-series ages), for grid models and without a summary. ValueError when a regular summary holds
+    fewer than ``in_frames + 1`` ages (the frames' ages are not known)."""
+    if not data or data.get("layout") == "irregular" or not data.get("ages") or not is_time_aware(cfg):
         return None
+    need = int(cfg.data.in_frames) + 1
+    if len(data["ages"]) < need:
+        raise ValueError(f"the training data's summary records {len(data['ages'])} ages {_fmt(data['ages'])}, but "
+                         f"data.in_frames={need - 1} trains on {need} frames: their ages are not known (pass the "
+                         f"summary of their own dataset: crnn.timeaware.data_summary)")
     return _off_grid(cfg, data["ages"])
 
 

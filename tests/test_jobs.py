@@ -210,8 +210,12 @@ def test_bad_config_refused_before_ray(job, tiny_dataset, tmp_path, capsys):
                           ("[test]", "data.test_split='test'"), ("train,val", "data.val_split='val'")):
         _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), f"data.train_splits={splits}"],
                named, "series the model trained on")
-    _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), "data.test_split=train"],
-           "data.test_split='train'")
+    for split, named in (("data.test_split=train", "data.test_split='train'"), ("data.val_split=train", "data.val_split='train'")):
+        _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), split], named,
+               "score on another (data.train_splits, data." + named.split("=")[0][5:] + ")")
+    for splits in (["data.val_split=test"], ["data.test_split=val"], ["data.train_splits=train,val", "data.val_split=test"]):
+        _fails(capsys, job, ["--data", tiny_dataset, "--out", str(tmp_path / "O"), *splits],
+               "data.val_split and data.test_split are both")
 
 
 def test_broken_shard_refused_before_ray(tiny_dataset, tmp_path, capsys):
@@ -516,8 +520,8 @@ def test_train_evaluate_refuses_an_empty_test_split_before_ray(tiny_dataset, tmp
     out = str(tmp_path / "O")
     base = ["--data", str(data), "--out", out, "--preset", "quick", "--evaluate"]
     _fails(capsys, "train", base, "--evaluate:", "split 'test' (data.test_split) is empty")
-    with pytest.raises(RayStarted):      # data.test_split=val names a split with series: evaluated there
-        _job("train").main([*base, "data.test_split=val"])
+    # data.test_split=val names a split with series, but the one the best checkpoint is chosen on
+    _fails(capsys, "train", [*base, "data.test_split=val"], "data.val_split and data.test_split are both 'val'")
     with pytest.raises(RayStarted):      # without --evaluate the empty test split is no obstacle
         _job("train").main(base[:-1])
     assert not os.path.exists(os.path.join(out, "eval"))

@@ -525,35 +525,49 @@ def test_forecast_cards_keep_the_source_age_unit(dataset, model_dir, tmp_path):
     assert card["age_unit"] == "weeks" and validate(str(tmp_path / "b"))["age_unit"] == "weeks"
 
 
-def test_window_and_rollout_of_a_time_aware_model_need_inputs_at_its_grid_ages(dataset, ta_model_dir, model_dir,
-                                                                               tmp_path, capsys):
+def test_a_time_aware_models_window_is_at_the_datasets_ages_and_its_rollout_needs_its_grid(
+        dataset, ta_model_dir, model_dir, tmp_path, capsys):
     """model(frames) reads frame t of a time-aware model at model.timevp.grid_start + t * grid_step
     whatever the dataset says: --inputs last (ages 15..30) was forecast as ages 10..25 and labelled 35.
-    Predict's window and rollout refuse it before any work, naming both sets of ages and --target-ages
-    (which forecasts at the series' own ages); inputs at the grid pass, and grid models read no ages.
-    The evaluation asks such a model at the dataset's ages instead (the next test)."""
-    from crnn.evaluate import check_evaluate, evaluate
+    The window forecast now asks it at the inputs' own ages (step 3 is forecast_at's 15..30 -> 35, up
+    to uint8 rounding); the rollout (--horizon), which feeds its forecasts back as grid frames, is
+    refused before any work, naming both sets of ages and --target-ages; grid models read no ages."""
     from crnn.predict import plan_predict
+    from crnn.timeaware import forecast_at, time_domain
     from jobs import predict as pred_job
 
     out = str(tmp_path / "fc")
-    for kw, what in (({"inputs": "last"}, "the window forecast"), ({"inputs": "last", "horizon": 2}, "the rollout")):
-        with pytest.raises(ValueError) as e:
-            plan_predict(ta_model_dir, dataset, out, **kw)
-        msg = str(e.value)
-        assert f"model {ta_model_dir} is time-aware: {what}" in msg and "grid ages [10, 15, 20, 25]" in msg, msg
-        assert "inputs are at ages [15, 20, 25, 30]" in msg and "--target-ages" in msg
-    assert pred_job.main(["--model", ta_model_dir, "--data", dataset, "--out", out, "--inputs", "last"]) == 2
+    with pytest.raises(ValueError) as e:
+        plan_predict(ta_model_dir, dataset, out, inputs="last", horizon=2)
+    msg = str(e.value)
+    assert f"model {ta_model_dir} is time-aware: the rollout (--horizon)" in msg and "grid ages [10, 15, 20, 25]" in msg
+    assert "inputs are at ages [15, 20, 25, 30]" in msg and "--target-ages" in msg
+    assert pred_job.main(["--model", ta_model_dir, "--data", dataset, "--out", out, "--inputs", "last",
+                          "--horizon", "2"]) == 2
     assert "grid ages [10, 15, 20, 25]" in capsys.readouterr().err and not os.path.exists(out)
+    plan = plan_predict(ta_model_dir, dataset, out, inputs="last")
+    assert plan["out_ages"] == [20, 25, 30, 35] and plan["window_ages"] == [15, 20, 25, 30, 35]
+    assert plan_predict(ta_model_dir, dataset, out)["window_ages"] is None               # at the grid: model(x)
     assert plan_predict(ta_model_dir, dataset, out, horizon=2)["out_ages"] == [30, 35]  # at the grid: fine
-    assert plan_predict(ta_model_dir, dataset, out, inputs="last", target_ages=[35])["out_ages"] == [35]
-    assert plan_predict(model_dir, dataset, out, inputs="last")["out_ages"] == [20, 25, 30, 35]  # a grid model
-    # a time-aware model on another grid (1, 2, 3, ...): predict's window forecast is refused
+    assert plan_predict(model_dir, dataset, out, inputs="last")["window_ages"] is None   # a grid model
+    done = str(tmp_path / "fc-last")
+    card = predict_dataset(ta_model_dir, dataset, done, split="test", inputs="last", batch_size=8)
+    assert card["ages"] == [20, 25, 30, 35]
+    got = read_numpy(done)
+    src = read_numpy(dataset, split="test")
+    model, cfg, meta = load_model(ta_model_dir)
+    order = np.argsort(got["series_id"])
+    want = np.stack(forecast_at(model, time_domain(cfg, meta["data"]), list(src["frames"][:, 1:5]),
+                                [[15, 20, 25, 30]] * len(src["frames"]), [[35]] * len(src["frames"])))
+    diff = np.abs(got["frames"][order][:, 3].astype(int) - want[np.argsort(src["series_id"])][:, 0].astype(int))
+    assert diff.max() <= 1, diff.max()
+    # a time-aware model on another grid (1, 2, 3, ...): its window at the dataset's ages too
     other = random_timevp_dir(str(tmp_path / "grid1"), TA_DATA, **{"model.timevp.grid_start": 1.0,
                                                                     "model.timevp.grid_step": 1.0})
+    assert plan_predict(other, dataset, out)["window_ages"] == [10, 15, 20, 25, 30]
     with pytest.raises(ValueError, match=r"grid ages \[1, 2, 3, 4\] \(model.timevp.grid_start 1, grid_step 1\), "
                                          r"but \S+'s inputs are at ages \[10, 15, 20, 25\]"):
-        plan_predict(other, dataset, out)
+        plan_predict(other, dataset, out, horizon=1)
     assert plan_predict(other, dataset, out, target_ages=[32.5])["out_ages"] == [32.5]
 
 
@@ -593,8 +607,14 @@ def test_the_evaluation_asks_a_time_aware_model_off_its_grid_at_the_datasets_age
         AtAges(model, [1, 2, 3, 4])(x)
     with pytest.raises(ValueError, match="strictly increasing"):
         model.forward_grid(x, [1, 2, 2, 4, 5])
-    far = random_timevp_dir(str(tmp_path / "young"), {**TA_DATA, "age_range": [1.0, 8.0]},
-                            **{"model.timevp.grid_start": 1.0, "model.timevp.grid_step": 1.0})
-    for check in (lambda: check_evaluate(far, dataset), lambda: evaluate(far, dataset)):
-        with pytest.raises(AgeError, match=rf"{dataset} \(a regular dataset; model {far}\): age 10 is far outside"):
-            check()
+    young = {**TA_DATA, "age_range": [1.0, 8.0]}  # accepted up to 9.75 off the 1, 2, 3 grid; 13 on the 10, 15 one
+    far = random_timevp_dir(str(tmp_path / "young"), young, **{"model.timevp.grid_start": 1.0,
+                                                                "model.timevp.grid_step": 1.0})
+    on_grid = random_timevp_dir(str(tmp_path / "young-grid"), young)  # the dataset's ages are its grid: checked too
+    for m, age in ((far, 10), (on_grid, 15)):
+        for check in (lambda: check_evaluate(m, dataset), lambda: evaluate(m, dataset)):
+            with pytest.raises(AgeError, match=rf"{dataset} \(a regular dataset; model {m}\): age {age} is far outside"):
+                check()
+    for grid in ({}, {"model.timevp.grid_start": 1.0, "model.timevp.grid_step": 1.0}):  # one input frame: a window
+        one = random_timevp_dir(str(tmp_path / f"one{len(grid)}"), TA_DATA, **{"data.in_frames": 1, **grid})
+        assert check_evaluate(one, dataset) == "test" and list(evaluate(one, dataset)["results"]["model"]) == ["15"]

@@ -508,6 +508,25 @@ def test_a_time_aware_model_trains_at_a_regular_datasets_own_ages(tmp_path, monk
     assert read_model_file(str(tmp_path / "m"))["data"]["ages"] == ages
 
 
+def test_a_plain_fine_tune_keeps_the_starting_ages_it_trains_on(tmp_path):
+    """The review's input: fine-tuning (fit_plain, no data summary) a model trained at months 1, 2, 4,
+    8 -> 16 with another data.in_frames. Fewer frames: the start's summary is cut to the ages trained
+    on; more: their ages are not known, refused before training (it failed at the first step)."""
+    tv = {"model.timevp.hid_s": 8, "model.timevp.hid_t": 16, "model.timevp.n_t": 2, "train.epochs": 1,
+          "train.batch_size": 8}
+    months = {"layout": "regular", "age_unit": "months", "age_range": [1.0, 16.0], "ages": [1.0, 2.0, 4.0, 8.0, 16.0],
+              "mirror_axis": 7.5}
+    start = str(tmp_path / "start")
+    fit_plain(load_config("timevp-fast", overrides=tv), _frames(8), out=start, data=months)
+    fewer = load_config("timevp-fast", overrides={**tv, "data.in_frames": 2, "train.init_from": start})
+    fit_plain(fewer, _frames(8), out=str(tmp_path / "fewer"))
+    assert read_model_file(str(tmp_path / "fewer"))["data"] == {**months, "ages": [1.0, 2.0, 4.0], "age_range": [1.0, 4.0]}
+    more = load_config("timevp-fast", overrides={**tv, "data.in_frames": 6, "train.init_from": start})
+    with pytest.raises(ValueError, match=r"records 5 ages \[1, 2, 4, 8, 16\], but data.in_frames=6 trains on 7"):
+        fit_plain(more, _frames(8, t=7), out=str(tmp_path / "more"))
+    assert not os.path.exists(tmp_path / "more")
+
+
 def _small_cfg(**over):
     base = {"model.conv_filters": [4, 8], "model.lstm_units": 32, "train.epochs": 6, "train.batch_size": 8,
             "train.lr": 3e-3, "model.dropout": 0.0, "model.recurrent_dropout": 0.0}

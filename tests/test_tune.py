@@ -68,6 +68,7 @@ def test_space_from_yaml_and_errors_name_the_key(tmp_path):
 @pytest.mark.parametrize("key,domain", [
     ("data.path", {"choice": ["data/pines", "/nowhere/pines"]}),    # the leftover: never checked, ranked together
     ("data.path", "/nowhere/pines"),                                # a constant: checked against the base only
+    ("data.val_split", "val"),                                      # even the base's own value
     ("data.val_split", {"choice": ["val", "test"]}),
     ("data.test_split", {"grid_search": ["test", "val"]}),
     ("data.max_val_series", {"randint": [16, 64]}),

@@ -199,21 +199,25 @@ class TimeVP(Forecaster):
         the next grid age from frames <= t (causal, like :class:`crnn.models.simvp.SimVP`).
 
         ``ages``: the window forecast at other ages shared by every series (a regular dataset off the
-        grid: :class:`crnn.timeaware.AtAges`): T + 1 strictly increasing finite ages in the dataset's
-        unit, frame t at ``ages[t]`` and output t the forecast of age ``ages[t + 1]``. ValueError
-        naming the problem otherwise."""
+        grid: :class:`crnn.timeaware.AtAges`, the training loop): T + 1 strictly increasing finite ages
+        in the dataset's unit, frame t at ``ages[t]`` and output t the forecast of age ``ages[t + 1]``.
+        A sequence of numbers is checked here (ValueError naming the problem); a tensor's shape only,
+        its values being the caller's (the training loop's come from the dataset card): a value check
+        would sync the device and break torch.compile's graph at every step."""
         check_input(x, self.shape)
         b, t = x.shape[:2]
         if ages is None:
             grid = self.grid_start + self.grid_step * torch.arange(t, device=x.device, dtype=torch.float32)
             target = grid + self.grid_step
         else:
-            given = torch.as_tensor(ages, dtype=torch.float32).to(x.device)
+            if not isinstance(ages, torch.Tensor):
+                values = [float(a) for a in ages]
+                if not all(math.isfinite(a) for a in values) or any(b <= a for a, b in zip(values, values[1:])):
+                    raise ValueError(f"timevp: ages {values} must be finite and strictly increasing")
+            given = torch.as_tensor(ages, dtype=torch.float32, device=x.device)
             if given.shape != (t + 1,):
                 raise ValueError(f"timevp: ages of shape {tuple(given.shape)} for {t} frames; expected {t + 1} "
                                  f"(each frame's age, then the age the last output forecasts)")
-            if not torch.isfinite(given).all() or (given.diff() <= 0).any():
-                raise ValueError(f"timevp: ages {given.tolist()} must be finite and strictly increasing")
             grid, target = given[:t], given[1:]
         z, skip = self.encoder(x.flatten(0, 1))                            # (B*T, hid_s, h, w), (B*T, hid_s, H, W)
         win, valid = causal_windows(z.unflatten(0, (b, t)), self.window)   # (B, T, W, hid_s, h, w), (T, W)

@@ -274,10 +274,10 @@ def validate_space(base: Config, space: dict[str, Any]) -> None:
     the base with them applied."""
     for key in space:
         if key in SCORING_DATA_KEYS:
-            raise ValueError(f"search space {key}: trials are ranked by their validation loss and the best is "
-                             f"tested, both on the base config's dataset and splits; varying {key} would rank "
-                             f"losses on different series. Set it for the whole search (--data or an override "
-                             f"{key}=...), one search per value")
+            raise ValueError(f"search space {key}: a space may not set it (even to one value): trials are ranked "
+                             f"by their validation loss and the best is tested, on the base config's dataset and "
+                             f"splits, which every trial must share. Set it for the whole search (--data or an "
+                             f"override {key}=...), one search per value")
     sources: dict[str, Config] = {}
     # a starting model fixes the network: every model.* candidate is checked against each one
     starts = list(_candidate_values(space["train.init_from"])) if "train.init_from" in space else []
