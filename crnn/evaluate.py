@@ -65,7 +65,7 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     and the shards' footers): the arguments, the device, the model directory, the dataset, that the
     split (default: the model config's ``data.test_split``) is one the card counts series in, that
     the frames fit the model, a time-aware model's age unit (:func:`crnn.timeaware.check_data_unit`)
-    and, off its grid, the dataset's ages (:func:`crnn.timeaware.window_ages`), and
+    and whether it answers the dataset's ages (:func:`crnn.timeaware.window_ages`), and
     the test-time augmentation (:func:`crnn.mirror.tta_axis`). Returns the split;
     raises ValueError (ModelError, ShardError)."""
     from crnn.checkpoint import check_model_dir

@@ -189,8 +189,8 @@ def check_data_unit(model_path: str, cfg, model_data: dict[str, Any] | None, car
 
 
 def check_grid_inputs(model_path: str, cfg, input_ages: Sequence[float], data_path: str, what: str) -> None:
-    """Refuse a window or rollout forecast (``model(frames)``: :func:`crnn.inference.forecast_window`,
-    predict's window and ``--horizon`` modes; the regular evaluation asks at the dataset's ages
+    """Refuse a rollout (``model(frames)`` fed its own forecasts: predict's ``--horizon`` mode; the
+    window forecast, predict's default and the regular evaluation, asks at the dataset's ages
     instead: :func:`window_ages`) of a time-aware model whose
     inputs are not at its grid ages: ``model(x)`` reads frame t as age ``model.timevp.grid_start + t *
     grid_step`` whatever the dataset says, so frames at other ages (``--inputs last`` of the pines:
