@@ -26,6 +26,7 @@
 #      model so far (46.1; 44.4 with jobs/evaluate.py --tta hflip), 2.1 % below three layers.
 #      Part 11: 6 more epochs of that model on 37,616 fresh trees (jobs/generate.py --seed 1) reach
 #      44.3 (43.0 with --tta hflip): fresh trees, not repeats -- generate more with other seeds.
+#      Part 12: 3 more epochs on fresh trees (--seed 2): 43.4 (42.6); on the same trees: no gain.
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.
 set -u
