@@ -9,7 +9,10 @@ ages 10..25 for the paper's data) are the inputs, as in training and evaluation;
 uses the last ``in_frames`` frames instead (forecast beyond the end of the data). Three modes:
 
 * ``horizon=None`` (window): the model's next-frame forecast for every input step, like
-  :func:`crnn.inference.forecast_window` -- inputs ages 10..25 -> forecasts of ages 15..30;
+  :func:`crnn.inference.forecast_window` -- inputs ages 10..25 -> forecasts of ages 15..30 (the last
+  one the last age plus the last spacing: a grid model's next step); a time-aware model is asked at
+  the dataset's ages (:class:`crnn.timeaware.AtAges`), its last step at the frame after the inputs
+  when the dataset has it;
 * ``horizon=h``: autoregressive rollout (:func:`crnn.inference.forecast_uint8`) ``h`` steps past the last input,
   forecasts fed back as inputs -- inputs ages 10..25 -> ages 30, 35, ... (``h`` frames);
 * ``target_ages=[t1, ...]`` (issue #14): every series forecast at those ages with
@@ -57,7 +60,7 @@ from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, 
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
 from crnn.timeaware import (
-    AtAges, check_ages, check_data_unit, check_grid_inputs, forecast_at, time_domain, window_ages,
+    AtAges, check_ages, check_data_unit, check_grid_inputs, forecast_at, is_time_aware, time_domain, window_ages,
 )
 
 __all__ = ["predict_dataset", "plan_predict", "BatchForecaster", "forecast_ages", "find_unreadable_shard",
@@ -179,12 +182,13 @@ class BatchForecaster:
     def __init__(self, model_path: str, device: str = "cpu", horizon: int | None = None,
                  inputs: str = "first", torch_threads: int = 0, target_ages: Sequence[float] | None = None,
                  irregular: bool = False, tta: str = "none", mirror_axis: float | None = None,
-                 window_ages: Sequence[float] | None = None):
+                 window_ages: Sequence[float] | None = None, window_out_ages: Sequence[float] | None = None):
         setup_torch(device, torch_threads)
         self.device = device
         self.model, self.cfg, meta = load_model(model_path, device, tta=tta, mirror_axis=mirror_axis)
         # the window of a time-aware model off its grid, at the dataset's ages (plan_predict's)
         self.window = self.model if window_ages is None else AtAges(self.model, window_ages)
+        self.window_out_ages = window_out_ages  # the window's ages on a regular dataset (plan_predict's)
         self.domain = time_domain(self.cfg, meta.get("data"), meta.get("metrics"))
         self.in_frames = self.cfg.data.in_frames
         self.horizon = horizon
@@ -206,6 +210,8 @@ class BatchForecaster:
             out = forecast_uint8(self.window if self.horizon is None else self.model, frames[:, sel], n,
                                  self.horizon, self.device)
             out_ages = forecast_ages(ages[:, sel], self.horizon)
+            if self.horizon is None and self.window_out_ages is not None:  # every row of a regular dataset
+                out_ages = np.tile(np.asarray(self.window_out_ages, out_ages.dtype), (len(out_ages), 1))
         b, _, h, w, c = out.shape
         return {
             "series_id": batch["series_id"],
@@ -235,8 +241,10 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     directory (:class:`crnn.checkpoint.ModelError`), the dataset's card and shard footers
     (:class:`crnn.shardcheck.ShardError`), data the model cannot take, with ``target_ages`` every
     series' input ages against them and the model (:func:`check_series_ages`: ValueError naming the
-    series id), an existing ``out``. Returns what the run needs (config, model payload, card,
-    splits, ages, the output's ``ages_dtype``) and the arguments it checked (``"args"``): pass it to
+    series id), an existing ``out``; in the window mode, a time-aware model's ages
+    (:func:`crnn.timeaware.window_ages`: AgeError naming the dataset). Returns what the run needs
+    (config, model payload, card, splits, ages, the output's ``ages_dtype``, ``window_ages``: the ages
+    a time-aware model's window is asked at, None on its grid) and the arguments it checked (``"args"``): pass it to
     :func:`predict_dataset` as ``plan`` so that the run does not check (and read the ages) again."""
     args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
                 batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages,
@@ -304,6 +312,10 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
         fractional = ages_dtype(card).kind == "f"
         # from the ages as the shards store them, as BatchForecaster computes the rows' ages: the same values
         out_ages = forecast_ages(np.asarray(in_ages, ages_dtype(card)), horizon).tolist()
+        if horizon is None and inputs == "first" and len(src_ages) > in_frames and is_time_aware(cfg):
+            # a time-aware window's last step forecasts the frame after the inputs (a grid model's: the
+            # next step of its grid, the last age plus the last spacing)
+            out_ages[-1] = src_ages[in_frames]
         if horizon is None:
             window_at = window_ages(model_path, cfg, payload.get("data"), [*in_ages, out_ages[-1]], data_path,
                                     payload.get("metrics"))
@@ -331,9 +343,9 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     else the dataset's: :func:`crnn.mirror.tta_axis`), recorded in the output card's ``forecast``.
 
     Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
-    size, with ``target_ages`` a series whose ages the model cannot answer, named by its id -- all
-    before any work), :class:`crnn.shardcheck.ShardError` naming the shard for a corrupt input,
-    FileExistsError when ``out`` exists without ``overwrite``.
+    size, with ``target_ages`` a series whose ages the model cannot answer, named by its id, in the
+    window mode ages a time-aware model cannot answer, naming the dataset -- all before any work),
+    :class:`crnn.shardcheck.ShardError` naming the shard for a corrupt input, FileExistsError when ``out`` exists without ``overwrite``.
     """
     from crnn.shardcheck import SPLITS
     from crnn.shards import base_card, publish, read_card, read_ray, write_ray_dataset
@@ -362,7 +374,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         num_cpus=num_cpus, num_gpus=num_gpus or None,
         fn_constructor_kwargs=dict(model_path=model_path, device=device, horizon=horizon, inputs=inputs,
                                    torch_threads=threads, target_ages=target_ages, irregular=irregular,
-                                   tta=tta, mirror_axis=axis, window_ages=plan.get("window_ages")),
+                                   tta=tta, mirror_axis=axis, window_ages=plan.get("window_ages"),
+                                   window_out_ages=out_ages if plan.get("window_ages") else None),
     )
     mode = "ages" if target_ages is not None else "window" if horizon is None else "rollout"
     out_card = base_card(

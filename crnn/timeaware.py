@@ -247,11 +247,14 @@ def training_window_ages(cfg, data: dict[str, Any] | None) -> list[float] | None
     summary ``data``, :func:`data_summary`) are not its grid ages: ``in_frames + 1`` values, passed to
     ``model(x, ages)`` by the training loop (:func:`crnn.loop.train_step`) so it learns the ages it
     will be asked at (:class:`AtAges`, :func:`forecast_at`). None on the grid, for an irregular dataset
-    (per-series ages), for grid models and without a summary. ValueError when a regular summary holds
-    fewer than ``in_frames + 1`` ages (the frames' ages are not known)."""
+    (per-series ages), for grid models and without a summary. ValueError when a regular summary off
+    the grid holds fewer than ``in_frames + 1`` ages (the frames' ages are not known; on the grid the
+    grid goes on)."""
     if not data or data.get("layout") == "irregular" or not data.get("ages") or not is_time_aware(cfg):
         return None
     need = int(cfg.data.in_frames) + 1
+    if _off_grid(cfg, data["ages"]) is None:  # on the grid as far as recorded: it goes on along the grid
+        return None
     if len(data["ages"]) < need:
         raise ValueError(f"the training data's summary records {len(data['ages'])} ages {_fmt(data['ages'])}, but "
                          f"data.in_frames={need - 1} trains on {need} frames: their ages are not known (pass the "

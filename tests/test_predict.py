@@ -571,6 +571,43 @@ def test_a_time_aware_models_window_is_at_the_datasets_ages_and_its_rollout_need
     assert plan_predict(other, dataset, out, target_ages=[32.5])["out_ages"] == [32.5]
 
 
+def test_the_window_of_unevenly_spaced_ages_forecasts_the_next_frames_age(ray_local, ta_model_dir, model_dir,
+                                                                          tmp_path):
+    """The second review's input: ages 10, 12, 16, 24, 40. The window's last step was labelled (and a
+    time-aware model asked at) the last input age plus the last spacing, 32, though the dataset holds
+    the next frame at 40 (which the evaluation scores). It is 40 now, in the card and every row, for
+    a time-aware model; with --inputs last the next frame is unknown: the last spacing goes on (56). A
+    grid model's last step is the next step of its grid: 32 stays its label."""
+    import ray.data
+
+    from crnn.predict import plan_predict
+    from crnn.timeaware import forecast_at, time_domain
+
+    ages = (10, 12, 16, 24, 40)
+    frames = _frames(6, 2)
+    rows = [{"series_id": f"u-{i}", "seed": 200 + i, "split": "test", "ages": list(ages), "frames": frames[i],
+             "params": {}} for i in range(6)]
+    batch = rows_to_batch(rows, ())
+    ds = ray.data.from_items([{k: v[i] for k, v in batch.items()} for i in range(6)], override_num_blocks=1)
+    uneven = str(tmp_path / "uneven")
+    publish(lambda d: write_ray_dataset(ds, d), uneven,
+            base_card(num_series=6, ages=ages, height=H, width=W, channels=C, splits={"test": 6}, source="uneven"))
+    plan = plan_predict(ta_model_dir, uneven, str(tmp_path / "p"))
+    assert plan["out_ages"] == [12, 16, 24, 40] and plan["window_ages"] == [10, 12, 16, 24, 40]
+    last = plan_predict(ta_model_dir, uneven, str(tmp_path / "p"), inputs="last")
+    assert last["out_ages"] == [16, 24, 40, 56] and last["window_ages"] == [12, 16, 24, 40, 56]
+    assert plan_predict(model_dir, uneven, str(tmp_path / "p"))["out_ages"] == [12, 16, 24, 32]  # a grid model
+    out = str(tmp_path / "fc")
+    assert predict_dataset(ta_model_dir, uneven, out, batch_size=4)["ages"] == [12, 16, 24, 40]
+    got = read_numpy(out)
+    assert (got["ages"] == [12, 16, 24, 40]).all()
+    model, cfg, meta = load_model(ta_model_dir)
+    want = np.stack(forecast_at(model, time_domain(cfg, meta["data"]), list(frames[:, :4]), [list(ages[:4])] * 6,
+                                [[40]] * 6))[:, 0]
+    order = np.argsort(got["series_id"])
+    assert np.abs(got["frames"][order][:, 3].astype(int) - want.astype(int)).max() <= 1
+
+
 def test_the_evaluation_asks_a_time_aware_model_off_its_grid_at_the_datasets_ages(dataset, tmp_path):
     """The last note's leftover: a time-aware model whose grid (1, 2, 3, ...) is not the dataset's
     ages (10, 15, 20, 25 -> 30) was refused by the regular evaluation. It is now scored at the

@@ -525,6 +525,10 @@ def test_a_plain_fine_tune_keeps_the_starting_ages_it_trains_on(tmp_path):
     with pytest.raises(ValueError, match=r"records 5 ages \[1, 2, 4, 8, 16\], but data.in_frames=6 trains on 7"):
         fit_plain(more, _frames(8, t=7), out=str(tmp_path / "more"))
     assert not os.path.exists(tmp_path / "more")
+    on_grid = {**months, "age_unit": "years", "age_range": [10.0, 30.0], "ages": [10.0, 15.0, 20.0, 25.0, 30.0]}
+    fit_plain(load_config("timevp-fast", overrides=tv), _frames(8), out=str(tmp_path / "grid"), data=on_grid)
+    longer = load_config("timevp-fast", overrides={**tv, "data.in_frames": 6, "train.init_from": str(tmp_path / "grid")})
+    fit_plain(longer, _frames(8, t=7), out=str(tmp_path / "grid-more"))  # on the grid: the grid goes on
 
 
 def _small_cfg(**over):
