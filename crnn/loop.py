@@ -85,7 +85,7 @@ def _model_io(x, in_frames: int, training: bool, ages: torch.Tensor | None = Non
     if isinstance(x, dict):
         return irregular_io(x, training)
     inputs, targets = split_io(x, in_frames)
-    return ((inputs,) if ages is None else (inputs, ages.to(inputs.device))), targets, None
+    return ((inputs,) if ages is None else (inputs, ages)), targets, None
 
 
 def _device_of(x) -> torch.device:
@@ -314,13 +314,13 @@ def _length(data) -> int:
     return len(data["frames"]) if isinstance(data, dict) else len(data)
 
 
-def _window_ages(cfg: Config, data: dict | None) -> torch.Tensor | None:
-    """float32 (in_frames + 1,): the ages a time-aware model trains at on a regular dataset off its
-    grid (:func:`crnn.timeaware.training_window_ages`), else None (``model(inputs)`` as ever)."""
+def _window_ages(cfg: Config, data: dict | None, device) -> torch.Tensor | None:
+    """float32 (in_frames + 1,) on ``device``: the ages a time-aware model trains at on a regular
+    dataset off its grid (:func:`crnn.timeaware.training_window_ages`), else None (``model(inputs)``)."""
     from crnn.timeaware import training_window_ages
 
     ages = training_window_ages(cfg, data)
-    return None if ages is None else torch.tensor(ages, dtype=torch.float32)
+    return None if ages is None else torch.tensor(ages, dtype=torch.float32, device=device)
 
 
 def _carried_summary(start: dict | None, in_frames: int) -> dict | None:
@@ -359,7 +359,7 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
         model.load_state_dict(state)
         if data is None:  # frames of unrecorded ages: the start's unit, ages and mirror axis carry over
             data = _carried_summary(start_data, cfg.data.in_frames)
-    ages = _window_ages(cfg, data)  # before any work: ValueError when the frames' ages are not known
+    ages = _window_ages(cfg, data, device)  # before any work: ValueError when the frames' ages are not known
     model = model.to(device)
     opt = make_optimizer(model, cfg)
     if opt is None:
@@ -368,7 +368,6 @@ def fit_plain(cfg: Config, train_frames: np.ndarray | dict, val_frames: np.ndarr
     steps = max(1, _length(train) // cfg.train.batch_size)
     sched = make_scheduler(opt, cfg, steps)
     cmodel = maybe_compile(model, cfg)
-    ages = None if ages is None else ages.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     history = []
     for epoch in range(cfg.train.epochs):

@@ -182,13 +182,13 @@ class BatchForecaster:
     def __init__(self, model_path: str, device: str = "cpu", horizon: int | None = None,
                  inputs: str = "first", torch_threads: int = 0, target_ages: Sequence[float] | None = None,
                  irregular: bool = False, tta: str = "none", mirror_axis: float | None = None,
-                 window_ages: Sequence[float] | None = None, window_out_ages: Sequence[float] | None = None):
+                 window_ages: Sequence[float] | None = None):
         setup_torch(device, torch_threads)
         self.device = device
         self.model, self.cfg, meta = load_model(model_path, device, tta=tta, mirror_axis=mirror_axis)
         # the window of a time-aware model off its grid, at the dataset's ages (plan_predict's)
         self.window = self.model if window_ages is None else AtAges(self.model, window_ages)
-        self.window_out_ages = window_out_ages  # the window's ages on a regular dataset (plan_predict's)
+        self.window_ages = window_ages
         self.domain = time_domain(self.cfg, meta.get("data"), meta.get("metrics"))
         self.in_frames = self.cfg.data.in_frames
         self.horizon = horizon
@@ -210,8 +210,8 @@ class BatchForecaster:
             out = forecast_uint8(self.window if self.horizon is None else self.model, frames[:, sel], n,
                                  self.horizon, self.device)
             out_ages = forecast_ages(ages[:, sel], self.horizon)
-            if self.horizon is None and self.window_out_ages is not None:  # every row of a regular dataset
-                out_ages = np.tile(np.asarray(self.window_out_ages, out_ages.dtype), (len(out_ages), 1))
+            if self.horizon is None and self.window_ages is not None:  # the ages asked, every row alike
+                out_ages = np.tile(np.asarray(self.window_ages[1:], out_ages.dtype), (len(out_ages), 1))
         b, _, h, w, c = out.shape
         return {
             "series_id": batch["series_id"],
@@ -244,7 +244,8 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
     series id), an existing ``out``; in the window mode, a time-aware model's ages
     (:func:`crnn.timeaware.window_ages`: AgeError naming the dataset). Returns what the run needs
     (config, model payload, card, splits, ages, the output's ``ages_dtype``, ``window_ages``: the ages
-    a time-aware model's window is asked at, None on its grid) and the arguments it checked (``"args"``): pass it to
+    a time-aware model's window is asked at, None on its grid) and the arguments it checked
+    (``"args"``): pass it to
     :func:`predict_dataset` as ``plan`` so that the run does not check (and read the ages) again."""
     args = dict(model_path=model_path, data_path=data_path, out=out, split=split, horizon=horizon, inputs=inputs,
                 batch_size=batch_size, num_gpus=num_gpus, device=device, overwrite=overwrite, target_ages=target_ages,
@@ -345,7 +346,8 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
     Raises ValueError for bad arguments or data the model cannot take (too few frames, another image
     size, with ``target_ages`` a series whose ages the model cannot answer, named by its id, in the
     window mode ages a time-aware model cannot answer, naming the dataset -- all before any work),
-    :class:`crnn.shardcheck.ShardError` naming the shard for a corrupt input, FileExistsError when ``out`` exists without ``overwrite``.
+    :class:`crnn.shardcheck.ShardError` naming the shard for a corrupt input, FileExistsError when
+    ``out`` exists without ``overwrite``.
     """
     from crnn.shardcheck import SPLITS
     from crnn.shards import base_card, publish, read_card, read_ray, write_ray_dataset
@@ -374,8 +376,7 @@ def predict_dataset(model_path: str, data_path: str, out: str, *, split: str | S
         num_cpus=num_cpus, num_gpus=num_gpus or None,
         fn_constructor_kwargs=dict(model_path=model_path, device=device, horizon=horizon, inputs=inputs,
                                    torch_threads=threads, target_ages=target_ages, irregular=irregular,
-                                   tta=tta, mirror_axis=axis, window_ages=plan.get("window_ages"),
-                                   window_out_ages=out_ages if plan.get("window_ages") else None),
+                                   tta=tta, mirror_axis=axis, window_ages=plan.get("window_ages")),
     )
     mode = "ages" if target_ages is not None else "window" if horizon is None else "rollout"
     out_card = base_card(

@@ -36,9 +36,7 @@ import torch
 
 __all__ = ["TimeDomain", "AgeError", "time_domain", "data_summary", "check_ages", "forecast_at",
            "is_time_aware", "check_start_ages", "check_data_unit", "check_grid_inputs", "window_ages", "AtAges",
-           "training_window_ages",
-           "MARGIN_FRACTION",
-           "TIME_AWARE_KINDS"]
+           "training_window_ages", "MARGIN_FRACTION", "TIME_AWARE_KINDS"]
 
 #: Families conditioned on real-valued ages (forward(frames, ages, mask, target_ages)).
 TIME_AWARE_KINDS = ("timevp",)
@@ -198,11 +196,9 @@ def check_grid_inputs(model_path: str, cfg, input_ages: Sequence[float], data_pa
     ages of the frames given; ``what``: the mode, named in the error with the fix (forecasting at the
     series' own ages: :func:`forecast_at`, predict's ``--target-ages``). Grid models read no ages:
     nothing to check. ValueError otherwise."""
-    if not is_time_aware(cfg):
-        return
-    tc = cfg.model.timevp
-    grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(len(input_ages))]
-    if not np.allclose(np.asarray(input_ages, np.float64), grid, rtol=0, atol=1e-6):
+    if _off_grid(cfg, input_ages) is not None:  # a time-aware model, inputs off its grid
+        tc = cfg.model.timevp
+        grid = [float(tc.grid_start) + t * float(tc.grid_step) for t in range(len(input_ages))]
         raise ValueError(f"model {model_path} is time-aware: {what} reads its inputs as its grid ages {_fmt(grid)} "
                          f"(model.timevp.grid_start {tc.grid_start:g}, grid_step {tc.grid_step:g}), but {data_path}'s "
                          f"inputs are at ages {_fmt([float(a) for a in input_ages])}: the forecasts would be made for "

@@ -116,8 +116,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cache = loop_config.get("cache", False)
     irregular = loop_config.get("irregular", False)
     data = loop_config.get("data")  # the training data's summary, kept in every checkpoint
-    ages = _window_ages(cfg, data)  # a time-aware model on a regular dataset off its grid: model(x, ages)
-    ages = None if ages is None else ages.to(device)
+    ages = _window_ages(cfg, data, device)  # a time-aware model on a regular dataset off its grid: model(x, ages)
     if cache:  # (streaming both shards at once in threads was slower on 2 cores: BENCHMARKS.md)
         train_data = _materialize(train_shard, device, irregular)
         val_data = _materialize(val_shard, device, irregular)

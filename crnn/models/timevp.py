@@ -139,8 +139,8 @@ class TimeVP(Forecaster):
     (B, M, C, H, W). ``forward(x)``: x (B, T, C, H, W) on the regular grid -> (B, T, C, H, W), output
     t = forecast of frame t + 1 from frames <= t; ``forward(x, ages)``: the same window at T + 1 ages
     shared by the batch (a regular dataset off the grid: :meth:`forward_grid`). Raises ValueError
-    naming the problem for a bad config or bad inputs (shapes, dtypes, too few real frames, ages out of order, a target age not
-    after the last input, non-finite ages).
+    naming the problem for a bad config or bad inputs (shapes, dtypes, too few real frames, ages out
+    of order, a target age not after the last input, non-finite ages).
     """
 
     def __init__(self, cfg) -> None:  # cfg: crnn.model.ModelConfig with kind="timevp"
