@@ -39,7 +39,8 @@ class TrainConfig:
     epochs: int = 95                    # the paper: 95
     batch_size: int = 16                # global batch (split over workers); the paper: 16
     lr: float = 1e-3                    # the paper: Adam's default 1e-3
-    optimizer: str = "adam"             # adam | nadam | adamw
+    optimizer: str = "adam"             # adam | nadam | adamw | muon (Muon on kernels and matrices,
+                                        # AdamW on the rest, one lr: crnn.optim.MuonAdamW)
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0          # linear warm-up (fraction of epochs allowed)
     schedule: str = "constant"          # constant | cosine (after warm-up)
@@ -77,7 +78,7 @@ class TrainConfig:
                                         # (fine-tuning, a warm restart): same model.* config required;
                                         # fresh optimizer and schedule; "" = random initialisation
 
-    CHOICES = {"optimizer": ("adam", "nadam", "adamw"), "schedule": ("constant", "cosine"),
+    CHOICES = {"optimizer": ("adam", "nadam", "adamw", "muon"), "schedule": ("constant", "cosine"),
                "loss": ("mse", "l1"), "precision": ("fp32", "bf16"), "cache": ("auto", "always", "never"),
                "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                "augment": ("none", "hflip")}

@@ -28,6 +28,7 @@ from crnn.checkpoint import read_checked_init, save_model_dir
 from crnn.config import Config, step_weights_factors
 from crnn.mirror import mirror
 from crnn.model import build_model
+from crnn.optim import MuonAdamW
 from crnn.shards import torch_frames
 
 
@@ -180,7 +181,9 @@ def eval_step(model, x: torch.Tensor, cfg: Config, ages: torch.Tensor | None = N
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """The configured optimizer; Adam/AdamW use torch's fused kernels (same update rule, one
-    kernel for all parameters: 1.38x the paper recipe's steps/s on a 2-core CPU, see BENCHMARKS.md)."""
+    kernel for all parameters: 1.38x the paper recipe's steps/s on a 2-core CPU, see BENCHMARKS.md);
+    ``muon`` is :class:`crnn.optim.MuonAdamW` (Muon on weights of 2+ dimensions, AdamW on the rest).
+    None when the model has nothing to train."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -192,7 +195,9 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
         return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
-    raise ValueError(f"train.optimizer={t.optimizer!r}: expected adam, nadam or adamw")
+    if t.optimizer == "muon":  # Muon on the kernels and matrices, AdamW on the rest (crnn.optim)
+        return MuonAdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused.get("fused"))
+    raise ValueError(f"train.optimizer={t.optimizer!r}: expected adam, nadam, adamw or muon")
 
 
 def _fused_ok(params: list[torch.Tensor]) -> bool:

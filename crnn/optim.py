@@ -1,0 +1,111 @@
+"""Muon for the weight matrices and convolution kernels, AdamW for the rest: ``train.optimizer=muon``.
+
+Muon (Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024) replaces each
+weight matrix's momentum-SGD update by its nearest semi-orthogonal matrix (five Newton-Schulz
+iterations): every direction of the update moves at the same rate, not only the few that dominate
+the gradient. Here it is :class:`torch.optim.Muon`, with ``adjust_lr_fn="match_rms_adamw"`` (Liu et
+al., "Muon is scalable for LLM training", 2025, section 2.2: the update scaled to AdamW's typical
+RMS, 0.2 * sqrt(max(rows, cols))), so one ``train.lr`` serves both halves and a recipe tuned for
+AdamW keeps its learning rate. Biases, norm gains and other vectors (which Muon is not for) go to
+:class:`torch.optim.AdamW`.
+
+Why a wrapper and not torch's Muon alone: it takes 2-D parameters only, and a convolution kernel is
+4-D (out, in, kh, kw). Muon's reference implementation and its CIFAR-10 results treat a kernel as the
+matrix (out, in * kh * kw); this class hands torch's Muon such 2-D views, which share memory with the
+kernels, and views each kernel's gradient the same way before every step. One object, so the trainers,
+the learning-rate schedule (its ``param_groups`` are the two optimizers' groups) and the checkpoints
+(``state_dict`` holds both) treat it as any other optimizer.
+
+On the pines (BENCHMARKS.md, "Why the best model is still far above the floor", part 13): the
+``convlstm-cpu`` recipe learns far more per step with it. Its cost: the orthogonalisation is
+~2 * 5 * 3 * rows^2 * cols FLOP per matrix and step -- small for convolution kernels (~25 % of a
+ConvLSTM step at batch 8 on a CPU), large for the paper CRNN's 1536 x 10752 LSTM matrix (keep
+``adam`` there).
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MuonAdamW"]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon on every trainable parameter with 2 or more dimensions (as ``(shape[0], -1)`` matrices),
+    AdamW on the others (fused where torch allows).
+
+    ``params``: the model's parameters (an iterable of tensors). ``lr``: both halves' learning rate
+    (Muon's scaled to AdamW's update size, see the module docstring); ``weight_decay``: decoupled, both
+    halves; ``momentum``: Muon's (Nesterov), AdamW keeps its betas. ``param_groups`` lists Muon's group
+    first, then AdamW's (either may be absent when the model has no such parameters): a scheduler
+    scales both. ValueError for an empty parameter list, a parameter given twice, or ``lr <= 0``.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
+                 fused: bool | None = None):
+        params = [p for p in params]
+        if not params:
+            raise ValueError("MuonAdamW got an empty parameter list")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("MuonAdamW: a parameter appears twice")
+        if not lr > 0:
+            raise ValueError(f"MuonAdamW: lr={lr!r}: expected > 0")
+        matrices = [p for p in params if p.ndim >= 2]
+        vectors = [p for p in params if p.ndim < 2]
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+        for p in matrices:
+            if not p.is_contiguous():  # a view of it would not share its memory
+                raise ValueError(f"MuonAdamW: a parameter of shape {tuple(p.shape)} is not contiguous "
+                                 "(channels_last?); Muon updates it through a 2-D view")
+        # torch's Muon updates each 2-D view in place, i.e. the kernel it shares memory with
+        self._views = [(p, p.detach().view(p.shape[0], -1)) for p in matrices]
+        self.muon = (torch.optim.Muon([v for _, v in self._views], lr=lr, weight_decay=weight_decay,
+                                      momentum=momentum, adjust_lr_fn="match_rms_adamw")
+                     if matrices else None)
+        self.adamw = (torch.optim.AdamW(vectors, lr=lr, weight_decay=weight_decay,
+                                        **({"fused": fused} if fused is not None else {}))
+                      if vectors else None)
+        self.param_groups = [g for o in self._parts() for g in o.param_groups]
+
+    def _parts(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.muon, self.adamw) if o is not None]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. ``closure`` (re-evaluates the loss) is
+        called once, before the update, as torch's optimizers do."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for p, v in self._views:
+            v.grad = None if p.grad is None else p.grad.reshape(v.shape)
+        for o in self._parts():
+            o.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p, v in self._views:  # the kernels' own gradients (the views only borrow them)
+            v.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+        if self.adamw is not None:
+            self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": None if self.muon is None else self.muon.state_dict(),
+                "adamw": None if self.adamw is None else self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`state_dict`'s output. ValueError when it is not a MuonAdamW state (another
+        optimizer's, or one of a model with other parameters)."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
+            raise ValueError("not a MuonAdamW optimizer state (was the checkpoint written with another "
+                             "train.optimizer?)")
+        for name, opt in (("muon", self.muon), ("adamw", self.adamw)):
+            if (opt is None) != (state_dict[name] is None):
+                raise ValueError(f"MuonAdamW state: the {name} half does not match this model's parameters")
+            if opt is not None:
+                opt.load_state_dict(state_dict[name])
+        self.param_groups = [g for o in self._parts() for g in o.param_groups]
