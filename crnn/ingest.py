@@ -11,7 +11,7 @@ after the word ``age`` (any case, then optionally ``_``, ``-``, ``=`` or a space
 ``IMG_age20.jpg``, ``Age-5_v2.png``; not inside a longer word such as ``page``), else the only
 number in the name (``10.jpg``, ``tree10.png``). A name whose age is ambiguous -- a decimal
 (``10.5.png``), several numbers and no ``age`` marker (``img2-at-30.png``), two different ``age``
-numbers -- is not guessed: the image is ignored and listed with the reason
+numbers, a number over :data:`MAX_AGE` (2**24: a camera counter or timestamp) -- is not guessed: the image is ignored and listed with the reason
 (``IngestReport.unclear``, ``"unclear_ages"`` in ``dataset.json``). An image without any number
 (``cover.jpg``) leaves its series out.
 
@@ -56,6 +56,10 @@ IMAGE_EXTS = images.IMAGE_EXTENSIONS
 _AGE_MARKED = re.compile(r"(?<![a-z])age[ _=-]?(\d+)", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
+#: The largest age a file name may give: 2**24, the largest whole number every reader holds exactly
+#: (float32 ages of an irregular dataset; int32 of a regular one). A longer number (a camera's
+#: counter, a timestamp) is not guessed as an age.
+MAX_AGE = 2 ** 24
 
 
 @dataclass
@@ -95,11 +99,12 @@ class IngestReport:
 def parse_age(filename: str) -> tuple[int | None, str | None]:
     """(age, None) by the module's rule, (None, None) for a name without a number, or (None, why)
     when the age is ambiguous: ``10.png`` -> 10, ``age_15.png`` -> 15, ``IMG_age20.jpg`` -> 20,
-    ``age10_v2.png`` -> 10; ``10.5.png``, ``img2-at-30.png``, ``age10_age15.png`` -> (None, why)."""
+    ``age10_v2.png`` -> 10; ``10.5.png``, ``img2-at-30.png``, ``age10_age15.png``, ``99999999999.png``
+    (over :data:`MAX_AGE`) -> (None, why)."""
     stem = os.path.splitext(os.path.basename(filename))[0]
     marked = {int(m.group(1)) for m in _AGE_MARKED.finditer(stem)}
     if len(marked) == 1 and not _DECIMAL.search(stem[stem.lower().find("age"):]):
-        return marked.pop(), None
+        return _in_range(marked.pop())
     if len(marked) > 1:
         return None, f"several ages marked {sorted(marked)}"
     decimal = _DECIMAL.search(stem)
@@ -110,7 +115,13 @@ def parse_age(filename: str) -> tuple[int | None, str | None]:
         return None, None
     if len(numbers) > 1:
         return None, f"several numbers {[int(n) for n in numbers]} and no 'age' marker"
-    return int(numbers[0]), None
+    return _in_range(int(numbers[0]))
+
+
+def _in_range(age: int) -> tuple[int | None, str | None]:
+    if age > MAX_AGE:
+        return None, f"{age} is too large for an age (at most {MAX_AGE})"
+    return age, None
 
 
 def age_of(filename: str) -> int | None:
@@ -222,6 +233,8 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         sets = collections.Counter(tuple(sorted(a for a in f if a >= 0)) for f in series.values())
         ages = max(sets.items(), key=lambda kv: (kv[1], len(kv[0])))[0]
     ages = tuple(sorted(int(a) for a in ages))
+    if any(not 0 <= a <= MAX_AGE for a in ages):
+        raise ValueError(f"ages must be whole numbers 0..{MAX_AGE}, got {list(ages)}")
     if len(ages) < 2:
         raise ValueError(f"need at least 2 ages per series, got {list(ages)}")
     report = IngestReport(ages=ages, ignored=ignored, unclear=unclear)

@@ -52,8 +52,10 @@ def main(argv=None) -> int:
             ages = tuple(int(x) for x in a.ages.split(",")) if a.ages else None
         except ValueError:
             raise ValueError(f"--ages must be comma-separated integers, got {a.ages!r}") from None
-        if ages is not None and (len(ages) < 2 or len(set(ages)) != len(ages) or min(ages) < 0):
-            raise ValueError(f"--ages needs at least 2 different ages >= 0, got {a.ages!r}")
+        from crnn.ingest import MAX_AGE
+
+        if ages is not None and (len(ages) < 2 or len(set(ages)) != len(ages) or min(ages) < 0 or max(ages) > MAX_AGE):
+            raise ValueError(f"--ages needs at least 2 different ages 0..{MAX_AGE}, got {a.ages!r}")
         try:
             background = parse_color(a.background)
         except ValueError as e:

@@ -85,11 +85,16 @@ AGES = {  # file name -> the age users mean (the rule: the number after "age", e
     "10.png": 10, "age_15.png": 15, "IMG_age20.jpg": 20, "Age-5.png": 5, "age 12.jpeg": 12, "AGE=7.tif": 7,
     "tree10.png": 10, "age10_v2.png": 10, "IMG_2041_age20.jpg": 20, "page3_age10.png": 10,
     "age10_age10.png": 10, "fern-01_age30.webp": 30,
+    "16777216.png": 16777216, "age_16777216.png": 16777216, "IMG_1234.JPG": 1234,  # up to MAX_AGE = 2**24
 }
 AMBIGUOUS = {  # the last number was taken: 10.5.png -> 5, age10_v2.png -> 2
     "10.5.png": "a decimal number '10.5'", "age10.5.png": "a decimal number '10.5'",
     "10,5.png": "a decimal number '10,5'", "img2-at-30.png": "several numbers [2, 30]",
     "10_v2.png": "several numbers [10, 2]", "age10_age15.png": "several ages marked [10, 15]",
+    # a camera counter or a timestamp: over 2**24 no reader holds the age exactly
+    "16777217.png": "16777217 is too large for an age (at most 16777216)",
+    "age_99999999999.png": "99999999999 is too large for an age",
+    "IMG_20240501123000.jpg": "20240501123000 is too large for an age",
 }
 
 
@@ -124,6 +129,28 @@ def test_images_with_an_ambiguous_age_are_ignored_with_the_reason(tmp_path):
     assert "missing ages [15]" in report.problems["elm"]
     summary = report.summary()
     assert "ignored 2 image(s) whose age is ambiguous" in summary and "oak/10_v2.png: ambiguous age" in summary
+
+
+def test_ages_too_large_for_the_shards_are_listed_not_ingested(tmp_path):
+    """A series named 10.png, 99999999999.png crashed the regular ingest after every image was
+    decoded (OverflowError in int32 ages: a traceback, not a report), and an irregular ingest of 1,
+    16777216, 16777217 published ages [1, 16777216, 16777216] (float32) that its own readers refuse
+    as not increasing. Ages over MAX_AGE are now listed as unclear like any ambiguous name."""
+    root = tmp_path / "photos"
+    for name, ages in (("oak", (1, 16777216, 16777217)), ("elm", (1, 99999999999)), ("ash", (1, 2))):
+        (root / name).mkdir(parents=True)
+        for a in ages:
+            _img(root / name / f"{a}.png", 32, 16, 0)
+    rows, report = ing.collect(str(root), irregular=True)
+    assert sorted(report.ingested) == ["ash", "oak"]
+    assert report.series_ages == {"ash": (1, 2), "oak": (1, 16777216)}
+    assert set(report.unclear) == {"oak/16777217.png", "elm/99999999999.png"}
+    assert "99999999999 is too large for an age" in report.unclear["elm/99999999999.png"]
+    assert "only 1 age(s) [1]" in report.problems["elm"]
+    rows, report = ing.collect(str(root))  # regular: the most common set, (1, 2), and no crash
+    assert report.ingested == ["ash"] and report.ages == (1, 2)
+    with pytest.raises(ValueError, match=r"ages must be whole numbers 0..16777216, got \[1, 99999999999\]"):
+        ing.collect(str(root), ages=(1, 99999999999))
 
 
 def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):

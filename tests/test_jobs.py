@@ -390,6 +390,7 @@ def test_ingest_value_mistakes_are_one_line_before_ray(tmp_path, capsys):
     _fails(capsys, "ingest", [*argv, "--ages", "10"], "--ages needs at least 2 different ages")
     _fails(capsys, "ingest", [*argv, "--ages", "10,10,15"], "--ages needs at least 2 different ages")
     _fails(capsys, "ingest", [*argv, "--ages", "10,x"], "--ages must be comma-separated integers")
+    _fails(capsys, "ingest", [*argv, "--ages", "10,99999999999"], "--ages needs at least 2 different ages 0..16777216")
     _fails(capsys, "ingest", [*argv, "--background", "nope"], "--background: background colour 'nope'")
     _fails(capsys, "ingest", [*argv, "--max-pixels", "0"], "--max-pixels must be >= 1")
     assert not (tmp_path / "ds").exists()
