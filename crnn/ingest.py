@@ -183,6 +183,18 @@ def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str], dict[st
     return series, ignored, unclear
 
 
+def check_series_found(root: str, series: dict, ignored: list[str]) -> None:
+    """ValueError naming ``root`` when :func:`scan` found no series sub-folder in it; when it holds
+    images itself (one series' folder given as the root), the message says to give its parent."""
+    if series:
+        return
+    hint = ""
+    if any(images.is_image_file(f) for f in ignored):
+        hint = ("; it holds images itself: give the folder above it, which holds one sub-folder per series "
+                "(photos/fern-01/10.jpg, photos/fern-01/15.jpg, ...)")
+    raise ValueError(f"{root}: no series sub-folders found{hint}")
+
+
 def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...]) -> str | None:
     if -1 in files:
         return f"file(s) without an age number in the name: {[os.path.basename(f) for f in files[-1]]}"
@@ -225,8 +237,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     background = images.parse_color(background)
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
     series, ignored, unclear = scan(root)
-    if not series:
-        raise ValueError(f"{root}: no series sub-folders found")
+    check_series_found(root, series, ignored)
     if irregular:
         return _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels)
     if ages is None:  # the most common age set among series that have one

@@ -73,6 +73,10 @@ def main(argv=None) -> int:
         if a.irregular and ages is not None:
             raise ValueError("--irregular keeps each series' own ages: do not give --ages too")
         check_out_free(a.out, a.overwrite)
+        from crnn.ingest import check_series_found, scan
+
+        series, ignored, _ = scan(a.src)  # names only, no image read: a wrong --src is told before Ray starts
+        check_series_found(f"--src {a.src}", series, ignored)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 

@@ -153,6 +153,19 @@ def test_ages_too_large_for_the_shards_are_listed_not_ingested(tmp_path):
         ing.collect(str(root), ages=(1, 99999999999))
 
 
+def test_a_root_without_series_folders_is_refused_with_a_hint(tmp_path):
+    flat = tmp_path / "fern-01"
+    flat.mkdir()
+    _img(flat / "10.png", 32, 16, 0)
+    with pytest.raises(ValueError, match=r"fern-01: no series sub-folders found; it holds images itself: give the "
+                                         r"folder above it"):
+        ing.collect(str(flat))
+    (tmp_path / "notes.txt").write_text("x")
+    _img(flat / "15.png", 32, 16, 1)
+    rows, report = ing.collect(str(tmp_path))  # the parent: one series
+    assert report.ingested == ["fern-01"] and report.ages == (10, 15) and report.ignored == ["notes.txt"]
+
+
 def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     out = str(tmp_path / "ds")
     with pytest.raises(ValueError, match="missing-age") as e:

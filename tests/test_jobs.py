@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from jobs import cluster as cluster_job, evaluate as evaluate_job, generate as generate_job, ingest as ingest_job, predict as predict_job
 from jobs import run_all as run_all_job, serve as serve_job, train as train_job, tune as tune_job
@@ -393,6 +394,25 @@ def test_ingest_value_mistakes_are_one_line_before_ray(tmp_path, capsys):
     _fails(capsys, "ingest", [*argv, "--ages", "10,99999999999"], "--ages needs at least 2 different ages 0..16777216")
     _fails(capsys, "ingest", [*argv, "--background", "nope"], "--background: background colour 'nope'")
     _fails(capsys, "ingest", [*argv, "--max-pixels", "0"], "--max-pixels must be >= 1")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_ingest_src_without_series_folders_is_one_line_before_ray(tmp_path, capsys):
+    """--src pointing at one series' folder (photos/fern-01, its images directly inside) or at an
+    empty folder started Ray (about 22 s here) and then failed with exit 1; now a usage error before
+    Ray, which says to give the parent folder when --src holds images itself."""
+    flat = tmp_path / "fern-01"
+    flat.mkdir()
+    for a in (10, 15):
+        Image.new("RGB", (16, 32)).save(flat / f"{a}.png")
+    (flat / ".hidden").mkdir()  # hidden folders are not series
+    line = _fails(capsys, "ingest", ["--src", str(flat), "--out", str(tmp_path / "ds")],
+                  f"--src {flat}: no series sub-folders found; it holds images itself: give the folder above it")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    line = _fails(capsys, "ingest", ["--src", str(tmp_path / "empty"), "--out", str(tmp_path / "ds")],
+                  f"--src {tmp_path / 'empty'}: no series sub-folders found")
+    assert "holds images" not in line
     assert not (tmp_path / "ds").exists()
 
 
