@@ -276,6 +276,14 @@ def check_data(cfg: Config, card: dict) -> int:
         need = cfg.data.in_frames + 1
         if len(card["ages"]) < need:
             raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
+        a = [float(v) for v in card["ages"][:need]]
+        if cfg.model.kind not in TIME_AWARE_KINDS and any(abs((y - x) - (a[1] - a[0])) > 1e-6 * abs(a[1] - a[0])
+                                                          for x, y in zip(a, a[1:])):
+            # a grid model reads its frames as steps of one spacing: trained on these it would forecast
+            # and label the wrong ages, and Serve would refuse its own default ages as off its grid
+            raise ValueError(f"{cfg.data.path}: the {need} ages trained on, {card['ages'][:need]}, are not evenly "
+                             f"spaced: model.kind={cfg.model.kind!r} is a grid model (evenly spaced frames); use a "
+                             f"time-aware model (model.kind={TIME_AWARE_KINDS[0]}, preset {TIME_AWARE_KINDS[0]}) on them")
     check_image_size((cfg.model.height, cfg.model.width, cfg.model.channels),
                      (card["height"], card["width"], card["channels"]), cfg.data.path,
                      hint="set model.height/width/channels")

@@ -775,6 +775,34 @@ def test_step_weights_must_match_the_forecast_steps_and_a_regular_dataset():
         check_data(cfg, card)
 
 
+@pytest.mark.parametrize("ages, in_frames, ok", [
+    ([1, 2, 4, 8, 16], 4, False),               # photos at months 1, 2, 4, 8, 16
+    ([10, 15, 20, 25, 40], 4, False),           # only the last step differs
+    ([10, 15, 20, 25, 30, 40], 4, True),        # the frame after the ones trained on may be anywhere
+    ([1, 2, 4, 8, 16], 1, True),                # two frames: one spacing
+    ([10, 15, 20, 25, 30], 4, True),
+    ([0.5, 1.0, 1.5, 2.0, 2.5], 4, True),       # real-valued ages, evenly spaced
+])
+def test_a_grid_model_is_not_trained_on_unevenly_spaced_ages(ages, in_frames, ok):
+    """Photos ingested at months 1, 2, 4, 8, 16 trained a grid model (ConvLSTM, the demo preset)
+    without a word; the model then labelled its window's last forecast 12 (the dataset's frame and
+    training target is 16), refused --target-ages 16, and Serve refused its own default ages [1, 2,
+    4, 8] -> [9] as off its grid (every request without ages: 422). Refused now before Ray starts,
+    pointing to the time-aware model, which trains at these ages; a time-aware model takes them."""
+    from crnn.train import check_data
+
+    card = {"ages": ages, "height": 32, "width": 16, "channels": 3, "splits": {"train": 4}, "scene": "pines"}
+    grid = load_config("demo", overrides={"data.path": "/d/photos", "data.in_frames": in_frames})
+    if ok:
+        check_data(grid, card)
+    else:
+        with pytest.raises(ValueError, match=rf"/d/photos: the {in_frames + 1} ages trained on, "
+                                             rf"\[{', '.join(map(str, ages[:in_frames + 1]))}\], are not evenly spaced: "
+                                             r"model.kind='convlstm' is a grid model .*model.kind=timevp"):
+            check_data(grid, card)
+    check_data(load_config("timevp-fast", overrides={"data.path": "/d/photos", "data.in_frames": in_frames}), card)
+
+
 def test_step_weights_far_from_one_give_the_factors_of_their_ratios():
     """The review's inputs: float32 normalisation overflowed (1e39, 1e38 x 4) or underflowed (1e-320)
     to a NaN or zero loss; factors are now taken in float64 after scaling by the largest."""
