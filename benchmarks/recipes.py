@@ -62,6 +62,13 @@ RUNS = {
     "convlstm-cpu-e5-sw": ("convlstm-cpu", {"train.epochs": 5, "train.step_weights": [1, 1, 1, 2]}),
     "convlstm-cpu-e5-lr4-sw": ("convlstm-cpu", {"train.epochs": 5, "train.lr": 4e-3,
                                                 "train.step_weights": [1, 1, 1, 2]}),
+    # Muon on the cells' kernels (train.optimizer=muon, crnn/optim.py; part 13): its orthogonalisation
+    # costs ~20 % of a step here, so 4 epochs are about the AdamW 5-epoch budget
+    "convlstm-cpu-e5-muon": ("convlstm-cpu", {"train.epochs": 5, "train.optimizer": "muon"}),
+    "convlstm-cpu-e4-muon": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon"}),
+    "convlstm-cpu-e4-muon-sw": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon",
+                                                 "train.step_weights": [1, 1, 1, 2]}),
+    "convlstm-cpu-e4-muon-lr4": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon", "train.lr": 4e-3}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,

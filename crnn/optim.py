@@ -37,7 +37,9 @@ class MuonAdamW(torch.optim.Optimizer):
     (Muon's scaled to AdamW's update size, see the module docstring); ``weight_decay``: decoupled, both
     halves; ``momentum``: Muon's (Nesterov), AdamW keeps its betas. ``param_groups`` lists Muon's group
     first, then AdamW's (either may be absent when the model has no such parameters): a scheduler
-    scales both. ValueError for an empty parameter list, a parameter given twice, or ``lr <= 0``.
+    scales both. Make it after the model is on its device. ValueError for an empty parameter list, a
+    parameter given twice, a non-contiguous kernel, or ``lr <= 0``; RuntimeError from :meth:`step` when
+    a parameter was given new memory since (``model.to(...)`` after the optimizer was made).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
@@ -78,6 +80,9 @@ class MuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for p, v in self._views:
+            if v.data_ptr() != p.data_ptr():  # the parameter got new memory (a .to() after this was made)
+                raise RuntimeError(f"MuonAdamW: a parameter of shape {tuple(p.shape)} no longer shares memory with "
+                                   "its 2-D view: make the optimizer after moving the model to its device")
             v.grad = None if p.grad is None else p.grad.reshape(v.shape)
         for o in self._parts():
             o.step()

@@ -132,6 +132,16 @@ def test_bad_arguments_are_refused():
         MuonAdamW([k])
 
 
+def test_a_kernel_given_new_memory_after_the_optimizer_is_refused():
+    """model.to(...) after the optimizer was made would leave Muon updating stale views: refused."""
+    model = _net()
+    opt = MuonAdamW(model.parameters())
+    model[0].weight.data = model[0].weight.data.clone()
+    model(torch.randn(2, 3, 5, 5)).sum().backward()
+    with pytest.raises(RuntimeError, match=r"\(8, 3, 3, 3\) no longer shares memory"):
+        opt.step()
+
+
 @pytest.mark.parametrize("params", [
     lambda: [nn.Parameter(torch.randn(3))],  # vectors only: AdamW alone
     lambda: [nn.Parameter(torch.randn(3, 4))],  # matrices only: Muon alone

@@ -222,9 +222,11 @@ def test_ray_train_worker_hands_the_datas_mirror_axis_to_every_step(ray_local, t
     assert read_model_file(os.path.join(str(tmp_path / "run"), "model"))["data"]["mirror_axis"] == 8.0
 
 
-def test_ray_train_resumes_after_worker_dies(ray_local, tiny_dataset, tmp_path):
-    """One worker, killed at the start of epoch 1: Ray Train restarts it from the epoch-0 checkpoint."""
-    cfg = tiny_config(tiny_dataset, **{"train.epochs": 3})
+@pytest.mark.parametrize("optimizer", ["adam", "muon"])
+def test_ray_train_resumes_after_worker_dies(ray_local, tiny_dataset, tmp_path, optimizer):
+    """One worker, killed at the start of epoch 1: Ray Train restarts it from the epoch-0 checkpoint
+    (with train.optimizer=muon too: crnn.optim.MuonAdamW's state goes through the checkpoint)."""
+    cfg = tiny_config(tiny_dataset, **{"train.epochs": 3, "train.optimizer": optimizer})
     out = str(tmp_path / "run")
     marker = str(tmp_path / "crashed")
     result = fit(cfg, out, hooks=[CrashOnce(1, marker)])

@@ -44,6 +44,7 @@ def test_named_spaces_cover_the_paper_and_validate():
     fam = load_space("families")
     assert fam["model.kind"].categories == list(FAMILIES)
     assert {"model.simvp.hid_t", "model.convlstm.hidden"} <= set(fam)
+    assert fam["train.optimizer"].categories == ["adamw", "muon"]
     validate_space(load_config("simvp-fast"), fam)
 
 

@@ -58,6 +58,8 @@ SPACES: dict[str, dict[str, Any]] = {
         "model.predrnn.hidden": {"choice": [[32, 32], [64, 64], [64, 64, 64]]},
         "model.timevp.hid_t": {"choice": [64, 128, 256]},
         "train.lr": {"loguniform": [3e-4, 3e-3]},
+        # Muon on the kernels learns far more per step than AdamW on the pines (BENCHMARKS.md, part 13)
+        "train.optimizer": {"choice": ["adamw", "muon"]},
     },
     # Tests and smoke tests of a cluster.
     "small": {
