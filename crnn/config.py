@@ -255,6 +255,21 @@ PRESETS["strong-fast"] = {**PRESETS["strong"], "train.precision": "bf16", "train
                           "train.warmup_epochs": 1}
 
 
+def read_yaml(path: str) -> Any:
+    """The YAML document at ``path`` (a local path or a URI), None when empty. A file that is not
+    YAML is a ValueError naming the path and where the parser stopped (yaml.YAMLError is no
+    ValueError: it escaped the jobs' usage errors as a traceback)."""
+    from crnn.storage import read_text  # a local path or a URI (file://, s3://, ...)
+
+    try:
+        return yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
 def _yaml_item(text: str, key: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -421,9 +436,7 @@ def load_config(preset: str | None = None, yaml_path: str | None = None,
             raise KeyError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         cfg = apply(cfg, PRESETS[preset])
     if yaml_path:
-        from crnn.storage import read_text  # a local path or a URI (file://, s3://, ...)
-
-        data = yaml.safe_load(read_text(yaml_path)) or {}
+        data = read_yaml(yaml_path) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of sections, got {type(data).__name__}")
         cfg = apply(cfg, data)

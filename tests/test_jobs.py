@@ -688,3 +688,22 @@ def test_bad_init_from_refused_before_ray(job, good_model, tiny_dataset, tmp_pat
     _fails(capsys, job, ["--data", tiny_dataset, "--out", out, "--preset", "convlstm-fast",
                          f"train.init_from={good_model}"], "model.kind: this run 'convlstm', that model 'crnn'")
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("job", ["train", "tune", "serve"])
+def test_a_yaml_file_that_is_not_yaml_is_a_usage_error(job, good_model, tiny_dataset, tmp_path, capsys):
+    """``--config``/``--space`` naming a file that does not parse as YAML (an unclosed list, a
+    Markdown file) is one line naming the file and where it broke, exit 2 (was a yaml traceback,
+    exit 1); a file that parses but is not a mapping stays refused as before."""
+    flag = {"train": "--config", "tune": "--space", "serve": "--config"}[job]
+    base = {"serve": ["--model", good_model]}.get(job, ["--data", tiny_dataset, "--out", str(tmp_path / "O")])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  lr: [1, 2\n")
+    _fails(capsys, job, [*base, flag, str(broken)], str(broken), "not valid YAML", "line 3")
+    markdown = tmp_path / "notes.md"
+    markdown.write_text("# Notes\n\nsee *this*: a list of things\n- one\n")
+    _fails(capsys, job, [*base, flag, str(markdown)], str(markdown), "not valid YAML")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    _fails(capsys, job, [*base, flag, str(listing)], str(listing))
+    assert not (tmp_path / "O").exists()

@@ -175,11 +175,9 @@ def load_serve_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     ``jobs/serve.py --config`` and ``serve run`` read the same file the same way. Raises
     ``OSError`` or ``ValueError`` (pydantic's ValidationError) naming the problem.
     """
-    import yaml
+    from crnn.config import read_yaml  # a local path or a URI (file://, s3://, ...)
 
-    from crnn.storage import read_text  # a local path or a URI (file://, s3://, ...)
-
-    doc = yaml.safe_load(read_text(path)) or {}
+    doc = read_yaml(path) or {}
     if not isinstance(doc, dict) or not doc.get("applications"):
         raise ValueError(f"{path}: no 'applications' list (expected a Serve config file)")
     config = ServeDeploySchema.model_validate(doc)

@@ -15,10 +15,9 @@ import os
 from typing import Any
 
 import numpy as np
-import yaml
 
 from crnn.checkpoint import check_init_from, read_init_source
-from crnn.config import Config, apply, check_training_fields
+from crnn.config import Config, apply, check_training_fields, read_yaml
 from crnn.model import FAMILIES
 
 #: The objective every searcher and ASHA optimise: the validation loss reported after each epoch.
@@ -160,10 +159,10 @@ def load_space(space: str | dict[str, Any]) -> dict[str, Any]:
         return parse_space(space)
     if space in SPACES:
         return parse_space(copy.deepcopy(SPACES[space]))
-    from crnn.storage import exists, read_text  # a local path or a URI (file://, s3://, ...)
+    from crnn.storage import exists  # a local path or a URI (file://, s3://, ...)
 
     if exists(space):
-        data = yaml.safe_load(read_text(space)) or {}
+        data = read_yaml(space) or {}
         try:
             return parse_space(data)
         except ValueError as e:
