@@ -118,6 +118,24 @@ def exists(path: str) -> bool:
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
+def check_dir_target(path: str, what: str = "--out") -> None:
+    """ValueError naming ``what`` when ``path`` cannot become a directory because it, or the nearest
+    existing folder above it, is a file (jobs call this before any work: the write came last)."""
+    fs, p = resolve(path)
+    cur = p
+    while True:
+        kind = fs.get_file_info(cur).type
+        if kind == pafs.FileType.Directory:
+            return
+        if kind != pafs.FileType.NotFound:
+            where = "" if cur == p else f": {cur} is"
+            raise ValueError(f"{what} {path}{where or ' is'} a file, not a directory")
+        parent = posixpath.dirname(cur.rstrip("/"))
+        if not parent or parent == cur:
+            return
+        cur = parent
+
+
 # ----------------------------------------------------------------------------- files
 def read_bytes(path: str) -> bytes:
     """The content of the file ``path``; FileNotFoundError naming ``path`` when there is none."""

@@ -46,8 +46,14 @@ def main(argv=None) -> int:
                    help="also write <model>/trust.json (shown by Serve's GET /model)")
 
     a = parse_job_args(p, argv)
+    from crnn.storage import check_dir_target
     from crnn.timeeval import is_irregular_dataset
 
+    if a.out is not None:  # the files are written last: a file in the way is found now, not then
+        try:
+            check_dir_target(a.out)
+        except ValueError as e:
+            return usage_error(p.prog, e)
     if is_irregular_dataset(a.data):
         return _evaluate_time(p, a)
     a.batch_size = 256 if a.batch_size is None else a.batch_size

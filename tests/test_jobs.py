@@ -707,3 +707,30 @@ def test_a_yaml_file_that_is_not_yaml_is_a_usage_error(job, good_model, tiny_dat
     listing.write_text("- 1\n- 2\n")
     _fails(capsys, job, [*base, flag, str(listing)], str(listing))
     assert not (tmp_path / "O").exists()
+
+
+def test_evaluate_refuses_an_out_that_is_a_file_before_work(good_model, tiny_dataset, tmp_path, capsys,
+                                                              monkeypatch):
+    """``--out`` a file, or under one, is refused before the evaluation (it ran to the end, then
+    died with pyarrow's FileExistsError traceback, exit 1); a new or existing folder is fine."""
+    import crnn.evaluate
+
+    lone = tmp_path / "notes.txt"
+    lone.write_text("precious")
+    _fails(capsys, "evaluate", ["--model", good_model, "--data", tiny_dataset, "--out", str(lone)],
+           f"--out {lone} is a file, not a directory")
+    _fails(capsys, "evaluate", ["--model", good_model, "--data", tiny_dataset, "--out", str(lone / "eval")],
+           f"{lone} is a file, not a directory")
+    assert lone.read_text() == "precious"
+    reached = []
+
+    def stop(*a, **k):
+        reached.append(k.get("out"))
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(crnn.evaluate, "evaluate", stop)
+    (tmp_path / "old").mkdir()
+    for out in (str(tmp_path / "new" / "eval"), str(tmp_path / "old")):
+        assert _job("evaluate").main(["--model", good_model, "--data", tiny_dataset, "--out", out]) == 1
+    assert reached == [str(tmp_path / "new" / "eval"), str(tmp_path / "old")]
+
