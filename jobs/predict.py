@@ -70,6 +70,8 @@ def main(argv=None) -> int:
                              f"--num-cpus = {a.concurrency * a.num_cpus:g} CPUs and Ray Data's read and write "
                              f"tasks need 1 more; give --ray-num-cpus >= {a.concurrency * a.num_cpus + 1:g} or fewer "
                              f"actor CPUs")
+        if a.preview is not None:  # written after the forecasts are published: checked now, not then
+            _check_preview(a.preview)
         plan = plan_predict(a.model, a.data, a.out, split=a.split, horizon=a.horizon, inputs=a.inputs,
                             batch_size=a.batch_size, num_gpus=a.num_gpus, overwrite=a.overwrite,
                             target_ages=a.target_ages, tta=a.tta, mirror_axis=a.mirror_axis)
@@ -96,6 +98,26 @@ def main(argv=None) -> int:
     if a.preview:
         print(f"preview: {a.preview}")
     return 0
+
+
+def _check_preview(path: str) -> None:
+    """ValueError unless ``path`` can take the preview sheet: a local file whose extension Pillow
+    writes (.png, .jpg, ...), in an existing folder, not a folder itself."""
+    import os
+
+    from PIL import Image
+
+    ext = os.path.splitext(path)[1].lower()
+    if "://" in path:
+        raise ValueError(f"--preview {path}: a local file path (the sheet is written with Pillow), not a URI")
+    if os.path.isdir(path):
+        raise ValueError(f"--preview {path} is a directory; give an image file path, e.g. {path.rstrip('/')}/forecasts.png")
+    if ext not in Image.registered_extensions() or Image.registered_extensions()[ext] not in Image.SAVE:
+        raise ValueError(f"--preview {path}: {ext or 'no extension'} is not an image format Pillow writes; "
+                         f"give e.g. forecasts.png")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--preview {path}: no folder {parent}")
 
 
 if __name__ == "__main__":

@@ -734,3 +734,22 @@ def test_evaluate_refuses_an_out_that_is_a_file_before_work(good_model, tiny_dat
         assert _job("evaluate").main(["--model", good_model, "--data", tiny_dataset, "--out", out]) == 1
     assert reached == [str(tmp_path / "new" / "eval"), str(tmp_path / "old")]
 
+
+def test_predict_checks_preview_before_work(good_model, tiny_dataset, tmp_path, capsys):
+    """``--preview`` is written after the forecasts are published: a path it cannot be written to
+    (an extension Pillow does not write, a folder, a missing folder, a URI) is refused before Ray
+    (it failed after the run, with the forecasts left at --out and exit 1); a good path passes."""
+    out = tmp_path / "P"
+
+    def argv(preview):
+        return ["--model", good_model, "--data", tiny_dataset, "--out", str(out), "--preview", preview]
+
+    _fails(capsys, "predict", argv(str(tmp_path / "sheet.md")), ".md is not an image format")
+    _fails(capsys, "predict", argv(str(tmp_path / "sheet")), "no extension is not an image format")
+    _fails(capsys, "predict", argv(str(tmp_path)), f"--preview {tmp_path} is a directory")
+    _fails(capsys, "predict", argv(str(tmp_path / "nope" / "s.png")), f"no folder {tmp_path / 'nope'}")
+    _fails(capsys, "predict", argv("s3://bucket/s.png"), "not a URI")
+    assert not out.exists()
+    for good in ("s.png", "s.PNG", "s.jpg"):
+        with pytest.raises(RayStarted):
+            _job("predict").main(argv(str(tmp_path / good)))
