@@ -127,7 +127,11 @@ def read_card(path: str) -> dict[str, Any]:
     card_path = join(path, CARD_NAME)
     try:
         card = json.loads(read_text(card_path))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        fs, p = resolve(path)
+        if fs.get_file_info(p).type == pafs.FileType.File:  # e.g. --data data/pines/dataset.json
+            raise ShardError(f"{path}: a file, not a dataset directory; give the directory holding "
+                             f"{CARD_NAME}") from None
         raise ShardError(
             f"{path}: no {CARD_NAME}; not a dataset, or an incomplete one (generation failed?)"
         ) from None

@@ -753,3 +753,16 @@ def test_predict_checks_preview_before_work(good_model, tiny_dataset, tmp_path, 
     for good in ("s.png", "s.PNG", "s.jpg"):
         with pytest.raises(RayStarted):
             _job("predict").main(argv(str(tmp_path / good)))
+
+
+@pytest.mark.parametrize("job", ["train", "tune", "evaluate", "predict"])
+def test_data_that_is_a_file_is_named_as_such(job, good_model, tiny_dataset, tmp_path, capsys):
+    """``--data DIR/dataset.json`` (the card instead of its folder) says so (was pyarrow's "[Errno 20]
+    Failed to open local file '.../dataset.json/dataset.json'"); a missing path keeps its message."""
+    card = os.path.join(tiny_dataset, "dataset.json")
+    model = [] if job in ("train", "tune") else ["--model", good_model]
+    for data, needle in ((card, f"{card}: a file, not a dataset directory"),
+                         (str(tmp_path / "missing"), "no dataset.json; not a dataset")):
+        line = _fails(capsys, job, [*model, "--data", data, "--out", str(tmp_path / "O")], needle)
+        assert "Errno" not in line
+    assert not (tmp_path / "O").exists()
