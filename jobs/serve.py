@@ -86,6 +86,14 @@ def main(argv=None) -> int:
             raise ValueError(f"--port must be an integer 1-65535, got {port!r}")
         if a.ray_num_cpus is not None and a.ray_num_cpus < 1:
             raise ValueError(f"--ray-num-cpus must be >= 1, got {a.ray_num_cpus}")
+        gpus = settings.ray_actor_options.num_gpus or 0
+        if gpus > 0 and not os.environ.get("RAY_ADDRESS"):  # an embedded Ray has this machine's GPUs only
+            import torch
+
+            if torch.cuda.device_count() == 0:  # the replicas would wait for a GPU forever
+                raise ValueError(f"replicas ask for {gpus:g} GPU(s) (--num-gpus / ray_actor_options.num_gpus) "
+                                 "but this machine has no CUDA device and Ray starts here; leave them out, or "
+                                 "set RAY_ADDRESS to a cluster with GPUs")
         cfg, payload = check_model_dir(settings.model)
         size = image_size(cfg.model)  # the axis a replica would mirror about (it would refuse the same way)
         model_tta_axis(settings.tta, settings.mirror_axis, payload.get("data"), size[1] if size else None,

@@ -424,6 +424,10 @@ def test_serve_and_tune_number_mistakes_are_one_line_before_ray(good_model, tiny
     _fails(capsys, "serve", ["--model", good_model, "--num-replicas", "0"], "bad settings: ", "num_replicas=0")
     _fails(capsys, "serve", ["--model", good_model, "--num-gpus", "-1"], "bad settings: ",
            "greater than or equal to 0")
+    if not torch.cuda.is_available():  # a replica asking for a GPU Ray here does not have waited forever
+        for gpus in ("1", "0.5"):
+            _fails(capsys, "serve", ["--model", good_model, "--num-gpus", gpus], f"ask for {gpus} GPU(s)",
+                   "no CUDA device", "RAY_ADDRESS")
     base = ["--data", tiny_dataset, "--out", str(tmp_path / "T"), "--preset", "quick"]
     _fails(capsys, "tune", [*base, "--num-samples", "0"], "--num-samples must be >= 1, got 0")
     _fails(capsys, "tune", [*base, "--reduction-factor", "1"], "--reduction-factor must be > 1")
