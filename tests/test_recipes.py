@@ -63,3 +63,19 @@ def test_resume_keeps_finished_runs_without_starting_ray(tmp_path, capsys, monke
     assert "stale" not in out["time_to_quality"]
     text = capsys.readouterr().out
     assert "skip strong-fast" in text and "skip paper-warmup" in text and "goal (<= 1/20) met" in text
+
+
+def test_bench_step_times_a_presets_optimizers_side_by_side(capsys):
+    """benchmarks/bench_step.py --preset demo --muon: the preset's model (its AdamW as the loop/foreach/
+    fused baselines) and train.optimizer=muon, one line each with a positive rate; overrides apply."""
+    from benchmarks import bench_step
+
+    bench_step.main(["--preset", "demo", "--batch", "2", "--steps", "1", "--rounds", "1", "--muon",
+                     "model.convlstm.hidden=8,8"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("demo model (convlstm, fp32), batch 2")
+    rows = {line.split("  ")[1].strip(): float(line.split()[-3]) for line in out[1:] if "series/s" in line}
+    assert set(rows) == {"loop", "foreach", "fused (make_optimizer)", "muon (MuonAdamW)"}
+    assert all(r > 0 for r in rows.values())
+    with pytest.raises(KeyError, match="nopreset"):
+        bench_step.main(["--preset", "nopreset"])
