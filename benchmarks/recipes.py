@@ -69,6 +69,8 @@ RUNS = {
     "convlstm-cpu-e4-muon-sw": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon",
                                                  "train.step_weights": [1, 1, 1, 2]}),
     "convlstm-cpu-e4-muon-lr4": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon", "train.lr": 4e-3}),
+    "convlstm-cpu-h32-e8-muon-lr4": ("convlstm-cpu", {"model.convlstm.hidden": [32, 32, 32], "train.epochs": 8,
+                                                      "train.optimizer": "muon", "train.lr": 4e-3}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
