@@ -7,7 +7,7 @@
 
 Measures ``crnn.loop.train_step`` (forward, MSE, backward, optimizer step) on random data with
 a preset's model (``--preset``, default ``paper``; config overrides after the options), for torch's
-Adam (AdamW when the preset uses it) as a per-parameter loop (torch's CPU default), the multi-tensor
+Adam (AdamW when the preset uses AdamW or Muon) as a per-parameter loop (torch's CPU default), the multi-tensor
 ``foreach`` path, and the ``fused`` kernel that ``crnn.loop.make_optimizer`` uses; with ``--muon``
 also ``train.optimizer=muon`` (``crnn.optim.MuonAdamW``: its Newton-Schulz orthogonalisation is the
 extra cost). The precision is the preset's (``train.precision``).
@@ -53,7 +53,8 @@ def main(argv=None):
     x = torch.rand(a.batch, cfg.data.in_frames + 1, cfg.model.channels, cfg.model.height, cfg.model.width, device=dev)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev).train()
-    lr, adam = cfg.train.lr, torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    lr = cfg.train.lr  # the baselines: the preset's Adam, or AdamW (for adamw and muon presets)
+    adam = torch.optim.Adam if cfg.train.optimizer in ("adam", "nadam") else torch.optim.AdamW
     fused_cfg = load_config(a.preset, overrides={**overrides, "train.optimizer": adam.__name__.lower()})
     variants = {  # name: (model, optimizer, config of the step)
         "loop": (model, adam(model.parameters(), lr=lr, foreach=False), cfg),
