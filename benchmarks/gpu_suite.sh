@@ -27,6 +27,9 @@
 #      Part 11: 6 more epochs of that model on 37,616 fresh trees (jobs/generate.py --seed 1) reach
 #      44.3 (43.0 with --tta hflip): fresh trees, not repeats -- generate more with other seeds.
 #      Part 12: 3 more epochs on fresh trees (--seed 2): 43.4 (42.6); on the same trees: no gain.
+#      Part 13: train.optimizer=muon (Muon on the kernels) lowers the age-30 MSE 14-16 % at the same
+#      steps on a CPU (+27 % time per step there; the orthogonalisation is cheap on a GPU): add it to
+#      Q_OVERRIDES first.
 #   Z. on a quiet GPU: the zoo's params/FLOPs/series/s/peak memory at 32x16 and 128x128;
 #   T. Ray Train vs plain loop (paper CRNN, bf16, CUDA graphs), jobs/train.py fixed cost, Serve.
 set -u
