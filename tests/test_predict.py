@@ -655,3 +655,20 @@ def test_the_evaluation_asks_a_time_aware_model_off_its_grid_at_the_datasets_age
     for grid in ({}, {"model.timevp.grid_start": 1.0, "model.timevp.grid_step": 1.0}):  # one input frame: a window
         one = random_timevp_dir(str(tmp_path / f"one{len(grid)}"), TA_DATA, **{"data.in_frames": 1, **grid})
         assert check_evaluate(one, dataset) == "test" and list(evaluate(one, dataset)["results"]["model"]) == ["15"]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("30,35,40", [30.0, 35.0, 40.0]), (" 32.5 , 40 ", [32.5, 40.0]), ("1e1,18", [10.0, 18.0]), ([18, 24.5], [18.0, 24.5]),
+    ("18,,24", None), ("abc", None), ("", None), ("40,30", None), ("30,30", None),
+    ("nan", None), ("inf", None), ([True, 2], None),
+])
+def test_target_ages_are_read_as_numbers_and_mistakes_refused(text, want):
+    """--target-ages: numbers as typed (Python's number syntax, as every numeric option); empty
+    items, words, unsorted or repeated ages and non-finite ones are refused, naming the value."""
+    from crnn.predict import parse_target_ages
+
+    if want is not None:
+        assert parse_target_ages(text) == want
+        return
+    with pytest.raises(ValueError, match="target_ages="):
+        parse_target_ages(text)
