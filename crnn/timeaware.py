@@ -357,8 +357,8 @@ def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[
             all(abs((v - a[-1]) / s - round((v - a[-1]) / s)) <= 1e-6 for v in t)
         if not on_grid:
             raise AgeError(f"{p}ages {_fmt(a)} -> {_fmt(t)} are off a grid model's grid: it takes evenly spaced "
-                           f"inputs and forecasts whole steps of that spacing after the last one (trained on "
-                           f"{domain.step:g} {domain.age_unit}; a time-aware model, model.kind=timevp, takes any "
+                           f"inputs and forecasts whole steps of that spacing after the last one (trained at a "
+                           f"spacing of {domain.step:g}, in {domain.age_unit}; a time-aware model, model.kind=timevp, takes any "
                            f"ages)")
     return a, t
 

@@ -307,3 +307,16 @@ def test_translator_is_simvps_and_old_checkpoints_load_unchanged():
     # a key of neither form is still refused
     with pytest.raises(RuntimeError, match="Unexpected key"):
         build_model(cfg).load_state_dict({**old, "stray.weight": torch.zeros(1)}, strict=True)
+
+
+def test_an_off_grid_request_names_the_grid_models_spacing_and_unit():
+    """The refusal says the spacing the grid model was trained at, with its unit (it read "trained on
+    1 months"); on the grid the same request passes."""
+    from crnn.config import load_config
+    from crnn.timeaware import AgeError, check_ages, time_domain
+
+    cfg = load_config("demo")
+    domain = time_domain(cfg, {"age_unit": "months", "ages": [1, 2, 3, 4, 5]})
+    with pytest.raises(AgeError, match=r"trained at a spacing of 1, in months"):
+        check_ages(domain, [1, 2, 3, 4], [5.5])
+    assert check_ages(domain, [1, 2, 3, 4], [5, 6]) == ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0])
