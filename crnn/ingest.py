@@ -247,7 +247,12 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     if any(not 0 <= a <= MAX_AGE for a in ages):
         raise ValueError(f"ages must be whole numbers 0..{MAX_AGE}, got {list(ages)}")
     if len(ages) < 2:
-        raise ValueError(f"need at least 2 ages per series, got {list(ages)}")
+        why = ""
+        if unclear:  # the ages a user meant may sit in the names this rule would not guess
+            first = sorted(unclear.items())[:3]
+            why = (f"; {len(unclear)} image(s) were ignored because their age is ambiguous, e.g. "
+                   + ", ".join(f"{path} ({reason})" for path, reason in first) + ": rename them, e.g. 10.png")
+        raise ValueError(f"need at least 2 ages per series, got {list(ages)}{why}")
     report = IngestReport(ages=ages, ignored=ignored, unclear=unclear)
     good = {}
     for name, files in series.items():

@@ -131,6 +131,24 @@ def test_images_with_an_ambiguous_age_are_ignored_with_the_reason(tmp_path):
     assert "ignored 2 image(s) whose age is ambiguous" in summary and "oak/10_v2.png: ambiguous age" in summary
 
 
+def test_too_few_ages_names_the_images_whose_age_was_not_guessed(tmp_path):
+    """Photos named 10.jpg and 2024-05-01.jpg leave one age a series: the refusal said only "need at
+    least 2 ages per series, got [10]"; it now names the images ignored as ambiguous. Without any
+    ambiguous name the message stays as it was."""
+    root = tmp_path / "photos"
+    for name in ("oak", "elm"):
+        (root / name).mkdir(parents=True)
+        _img(root / name / "10.png", 32, 16, 10)
+        _img(root / name / "2024-05-01.png", 32, 16, 20)
+    with pytest.raises(ValueError, match=r"need at least 2 ages per series, got \[10\]; 2 image\(s\) were ignored "
+                                         r"because their age is ambiguous, e.g. elm/2024-05-01.png \(ambiguous age"):
+        ing.collect(str(root), height=32, width=16)
+    for name in ("oak", "elm"):
+        os.remove(root / name / "2024-05-01.png")
+    with pytest.raises(ValueError, match=r"need at least 2 ages per series, got \[10\]$"):
+        ing.collect(str(root), height=32, width=16)
+
+
 def test_ages_too_large_for_the_shards_are_listed_not_ingested(tmp_path):
     """A series named 10.png, 99999999999.png crashed the regular ingest after every image was
     decoded (OverflowError in int32 ages: a traceback, not a report), and an irregular ingest of 1,
