@@ -182,7 +182,7 @@ def eval_step(model, x: torch.Tensor, cfg: Config, ages: torch.Tensor | None = N
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """The configured optimizer; Adam/AdamW use torch's fused kernels (same update rule, one
     kernel for all parameters: 1.38x the paper recipe's steps/s on a 2-core CPU, see BENCHMARKS.md);
-    ``muon`` is :class:`crnn.optim.MuonAdamW` (Muon on weights of 2+ dimensions, AdamW on the rest).
+    ``muon`` is :class:`crnn.optim.MuonAdamW` (Muon on kernels and weight matrices, AdamW on the rest).
     None when the model has nothing to train."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]

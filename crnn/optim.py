@@ -7,7 +7,8 @@ the gradient. Here it is :class:`torch.optim.Muon`, with ``adjust_lr_fn="match_r
 al., "Muon is scalable for LLM training", 2025, section 2.2: the update scaled to AdamW's typical
 RMS, 0.2 * sqrt(max(rows, cols))), so one ``train.lr`` serves both halves and a recipe tuned for
 AdamW keeps its learning rate. Biases, norm gains and other vectors (which Muon is not for) go to
-:class:`torch.optim.AdamW`.
+:class:`torch.optim.AdamW` -- also those shaped for broadcasting, such as SimVP's layer scales (C, 1, 1):
+a matrix with a side of 1 is a vector, and orthogonalising it would only normalise it.
 
 Why a wrapper and not torch's Muon alone: it takes 2-D parameters only, and a convolution kernel is
 4-D (out, in, kh, kw). Muon's reference implementation and its CIFAR-10 results treat a kernel as the
@@ -26,12 +27,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MuonAdamW"]
+__all__ = ["MuonAdamW", "is_matrix"]
+
+
+def is_matrix(p: torch.Tensor) -> bool:
+    """Whether Muon updates ``p``: 2 or more dimensions, and its ``(shape[0], -1)`` matrix has both
+    sides > 1 -- not a vector shaped for broadcasting (a layer scale (C, 1, 1), a (1, C) or (C, 1) row
+    or column), which goes to AdamW with the biases and norm gains."""
+    return p.ndim >= 2 and p.shape[0] > 1 and p.numel() > p.shape[0]
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """Muon on every trainable parameter with 2 or more dimensions (as ``(shape[0], -1)`` matrices),
-    AdamW on the others (fused where torch allows).
+    """Muon on every trainable parameter with 2 or more dimensions whose ``(shape[0], -1)`` matrix has
+    both sides > 1 (:func:`is_matrix`), as that matrix; AdamW on the others (fused where torch allows).
 
     ``params``: the model's parameters (an iterable of tensors). ``lr``: both halves' learning rate
     (Muon's scaled to AdamW's update size, see the module docstring); ``weight_decay``: decoupled, both
@@ -51,8 +59,8 @@ class MuonAdamW(torch.optim.Optimizer):
             raise ValueError("MuonAdamW: a parameter appears twice")
         if not lr > 0:
             raise ValueError(f"MuonAdamW: lr={lr!r}: expected > 0")
-        matrices = [p for p in params if p.ndim >= 2]
-        vectors = [p for p in params if p.ndim < 2]
+        matrices = [p for p in params if is_matrix(p)]
+        vectors = [p for p in params if not is_matrix(p)]
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         for p in matrices:
             if not p.is_contiguous():  # a view of it would not share its memory

@@ -7,7 +7,8 @@ from torch import nn
 
 from crnn.config import load_config
 from crnn.loop import fit_plain, make_optimizer, make_scheduler
-from crnn.optim import MuonAdamW
+from crnn.model import build_model
+from crnn.optim import MuonAdamW, is_matrix
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +36,34 @@ def test_kernels_and_matrices_go_to_muon_the_rest_to_adamw():
         assert (id(p) in muon_ids) == (p.ndim >= 2), name
     assert len(opt.param_groups) == 2  # Muon's group first, then AdamW's
     assert [len(g["params"]) for g in opt.param_groups] == [3, 5]  # 2 kernels + 1 matrix; 3 biases, norm gain/shift
+
+
+@pytest.mark.parametrize("shape, muon", [
+    ((8, 1, 1), False),     # a layer scale (SimVP's, TimeVP's): a gain shaped for broadcasting
+    ((1, 8, 1, 1), False),  # a gain shaped (1, C, 1, 1)
+    ((8, 1), False), ((1, 8), False), ((1, 4, 3, 3), False), ((1, 1), False),  # a side of 1: vectors
+    ((8,), False), ((), False),
+    ((8, 1, 3, 3), True),   # a depthwise kernel: the (8, 9) matrix
+    ((2, 2), True), ((8, 4, 1, 1), True), ((4, 8, 3, 3), True),
+])
+def test_muon_takes_matrices_with_both_sides_over_1(shape, muon):
+    p = nn.Parameter(torch.randn(shape))
+    assert is_matrix(p) == muon
+    opt = MuonAdamW([p, nn.Parameter(torch.randn(3, 3)), nn.Parameter(torch.randn(3))])
+    assert (id(p) in {id(q) for q, _ in opt._views}) == muon
+    assert (id(p) in {id(q) for q in opt.adamw.param_groups[0]["params"]}) != muon
+
+
+def test_simvp_layer_scales_go_to_adamw():
+    """The README's "AdamW on biases and norm gains": SimVP's (C, 1, 1) layer scales (init 1e-2) are
+    gains; Muon would normalise their gradient over the C channels. Its kernels go to Muon."""
+    model = build_model(load_config("simvp").model)
+    opt = MuonAdamW(model.parameters())
+    muon_ids = {id(p) for p, _ in opt._views}
+    names = {n: (id(p) in muon_ids) for n, p in model.named_parameters()}
+    scales = [n for n in names if n.endswith((".scale1", ".scale2"))]
+    assert scales and not any(names[n] for n in scales)
+    assert all(names[n] for n, p in model.named_parameters() if n.endswith(".weight") and p.ndim == 4)
 
 
 def test_a_kernel_moves_as_torch_muon_moves_the_same_matrix():
