@@ -116,9 +116,28 @@ class MuonAdamW(torch.optim.Optimizer):
         if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
             raise ValueError("not a MuonAdamW optimizer state (was the checkpoint written with another "
                              "train.optimizer?)")
-        for name, opt in (("muon", self.muon), ("adamw", self.adamw)):
-            if (opt is None) != (state_dict[name] is None):
+        halves = (("muon", self.muon), ("adamw", self.adamw))
+        for name, opt in halves:  # both checked before either loads
+            if (opt is None) != (state_dict[name] is None) or (opt is not None
+                                                                and not _fits(opt, state_dict[name])):
                 raise ValueError(f"MuonAdamW state: the {name} half does not match this model's parameters")
+        for name, opt in halves:
             if opt is not None:
                 opt.load_state_dict(state_dict[name])
         self.param_groups = [g for o in self._parts() for g in o.param_groups]
+
+
+def _fits(opt: torch.optim.Optimizer, state: dict) -> bool:
+    """Whether an optimizer state (torch's ``state_dict`` layout) is one of ``opt``'s parameters: as
+    many in each group, and every state tensor (momentum, moments; not the scalar step) of its
+    parameter's shape -- torch checks the counts only, and a tensor of another shape fails at a step."""
+    try:
+        groups = state["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in opt.param_groups]:
+            return False
+        params = dict(zip((i for g in groups for i in g["params"]), (p for g in opt.param_groups for p in g["params"])))
+        return all(k in params and all(not torch.is_tensor(t) or t.ndim == 0 or t.shape == params[k].shape
+                                       for t in st.values())
+                   for k, st in state["state"].items())
+    except (KeyError, TypeError, AttributeError):
+        return False

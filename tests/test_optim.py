@@ -148,6 +148,38 @@ def test_a_foreign_state_is_refused_by_name(state, needle):
         opt.load_state_dict(state(model) if callable(state) else state)
 
 
+def _other_net():  # _net's parameter counts, other shapes (6 channels, not 8)
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.GroupNorm(2, 6), nn.Tanh(),
+                         nn.Conv2d(6, 4, 1), nn.Flatten(), nn.Linear(4 * 5 * 5, 6))
+
+
+@pytest.mark.parametrize("half", ["muon", "adamw", "both"])
+def test_a_state_of_other_shapes_is_refused_before_anything_loads(half):
+    """A state of a model with as many parameters of other shapes: ValueError naming the half, and
+    neither half loaded (it loaded, then the next step died of a tensor size mismatch)."""
+    other = _other_net()
+    opt_o = MuonAdamW(other.parameters(), lr=5e-3)
+    other(torch.randn(2, 3, 5, 5)).pow(2).mean().backward()
+    opt_o.step()
+    model = _net()
+    opt = MuonAdamW(model.parameters(), lr=2e-3)
+    _steps(model, opt, n=1)
+    own = copy.deepcopy(opt.state_dict())
+    state = opt_o.state_dict() if half == "both" else {**own, half: opt_o.state_dict()[half]}
+    with pytest.raises(ValueError, match=f"the {'muon' if half != 'adamw' else 'adamw'} half does not match"):
+        opt.load_state_dict(state)
+    now = opt.state_dict()  # nothing loaded
+    for h in ("muon", "adamw"):
+        assert now[h]["param_groups"] == own[h]["param_groups"]
+        assert now[h]["state"].keys() == own[h]["state"].keys()
+        for k, st in own[h]["state"].items():
+            assert all(torch.equal(now[h]["state"][k][n], t) for n, t in st.items())
+    assert [g["lr"] for g in opt.param_groups] == [2e-3, 2e-3]
+    _steps(model, opt, n=1)  # and it still steps
+    opt.load_state_dict(own)  # its own state still loads
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="empty parameter list"):
         MuonAdamW([])
