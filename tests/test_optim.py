@@ -246,3 +246,26 @@ def test_the_convlstm_learns_with_muon_in_the_plain_loop():
     model, hist = fit_plain(cfg, frames)
     losses = [h["train_loss"] for h in hist]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_a_schedule_made_before_a_resume_still_reaches_both_halves():
+    """crnn/train.py resumes in this order: optimizer, schedule, then the optimizer's saved state (torch's
+    load_state_dict gives each inner optimizer new group dicts). The schedule must still set the lr
+    the inner optimizers use."""
+    model = _net()
+    opt = MuonAdamW(model.parameters(), lr=4e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    _steps(model, opt, n=1)
+    sched.step()
+    saved = copy.deepcopy(opt.state_dict())
+    resumed = copy.deepcopy(model)
+    opt2 = MuonAdamW(resumed.parameters(), lr=4e-3)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda step: 0.5 ** step)
+    opt2.load_state_dict(saved)
+    sched2.load_state_dict(sched.state_dict())
+    for _ in range(2):
+        _steps(resumed, opt2, n=1)
+        sched2.step()
+    assert opt2.muon.param_groups[0]["lr"] == pytest.approx(4e-3 / 8)
+    assert opt2.adamw.param_groups[0]["lr"] == pytest.approx(4e-3 / 8)
+    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([4e-3 / 8] * 2)
