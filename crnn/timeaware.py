@@ -258,6 +258,14 @@ def training_window_ages(cfg, data: dict[str, Any] | None) -> list[float] | None
     return _off_grid(cfg, data["ages"])
 
 
+def evenly_spaced(ages: Sequence[float]) -> bool:
+    """Whether ``ages`` step by one spacing (relative tolerance 1e-6), as a grid model reads its
+    frames; fewer than three ages always are."""
+    a = [float(v) for v in ages]
+    s = a[1] - a[0] if len(a) >= 2 else 0.0
+    return all(abs((y - x) - s) <= 1e-6 * abs(s) for x, y in zip(a, a[1:]))
+
+
 def _off_grid(cfg, ages: Sequence[float]) -> list[float] | None:
     """A time-aware model's first ``in_frames + 1`` of ``ages`` when they are not its grid ages
     (``model.timevp.grid_start + t * grid_step``); None when they are, and for grid models."""
@@ -353,8 +361,7 @@ def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[
                        f"({lo_t:g}..{hi_t:g} {domain.age_unit}; accepted {lo:g}..{hi:g})")
     if not domain.time_aware:
         s = a[1] - a[0] if len(a) >= 2 else domain.step  # a grid model's ages label its fixed spacing
-        on_grid = all(abs((y - x) - s) <= 1e-6 * s for x, y in zip(a, a[1:])) and \
-            all(abs((v - a[-1]) / s - round((v - a[-1]) / s)) <= 1e-6 for v in t)
+        on_grid = evenly_spaced(a) and all(abs((v - a[-1]) / s - round((v - a[-1]) / s)) <= 1e-6 for v in t)
         if not on_grid:
             raise AgeError(f"{p}ages {_fmt(a)} -> {_fmt(t)} are off a grid model's grid: it takes evenly spaced "
                            f"inputs and forecasts whole steps of that spacing after the last one (trained at a "

@@ -261,7 +261,7 @@ def check_data(cfg: Config, card: dict) -> int:
     from crnn.inference import check_image_size
     from crnn.mirror import mirror_axis
     from crnn.shardcheck import SPLITS
-    from crnn.timeaware import TIME_AWARE_KINDS
+    from crnn.timeaware import TIME_AWARE_KINDS, evenly_spaced
 
     if is_irregular(card):
         if cfg.model.kind not in TIME_AWARE_KINDS:
@@ -276,9 +276,7 @@ def check_data(cfg: Config, card: dict) -> int:
         need = cfg.data.in_frames + 1
         if len(card["ages"]) < need:
             raise ValueError(f"{cfg.data.path}: series have {len(card['ages'])} frames; in_frames+1 = {need} needed")
-        a = [float(v) for v in card["ages"][:need]]
-        if cfg.model.kind not in TIME_AWARE_KINDS and any(abs((y - x) - (a[1] - a[0])) > 1e-6 * abs(a[1] - a[0])
-                                                          for x, y in zip(a, a[1:])):
+        if cfg.model.kind not in TIME_AWARE_KINDS and not evenly_spaced(card["ages"][:need]):
             # a grid model reads its frames as steps of one spacing: trained on these it would forecast
             # and label the wrong ages, and Serve would refuse its own default ages as off its grid
             raise ValueError(f"{cfg.data.path}: the {need} ages trained on, {card['ages'][:need]}, are not evenly "

@@ -1,5 +1,11 @@
+"""BENCHMARKS.md part 13: one convlstm-cpu training step (4 x 64 cells, step weights 1,1,1,2, batch 8),
+eager vs torch.compile, bf16 and fp32, on random frames. Run from the repository root:
+
+    python benchmarks/results/2026-12-07-cpu-3/compile_step.py 1 eager-bf16,eager-fp32
+    python benchmarks/results/2026-12-07-cpu-3/compile_step.py 1 compile-bf16,compile-fp32
+"""
 import sys, time, torch, os
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, os.path.abspath(__file__).rsplit("/benchmarks/", 1)[0])
 from crnn.config import load_config
 from crnn.model import build_model
 from crnn.loop import make_optimizer, train_step
