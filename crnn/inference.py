@@ -34,12 +34,17 @@ from crnn.model import FAMILIES, ModelConfig, rollout
 __all__ = [
     "pick_device", "setup_torch", "load_model", "ModelError", "model_version", "default_input_ages",
     "image_size", "check_image_size", "ImageSizeError", "to_uint8", "forecast_window", "forecast_uint8",
-    "DEFAULT_FIRST_AGE", "DEFAULT_AGE_STEP",
+    "DEFAULT_FIRST_AGE", "DEFAULT_AGE_STEP", "MAX_HORIZON",
 ]
 
 #: Input ages assumed when neither a request nor the model's training data says: 10, 15, 20, ...
 DEFAULT_FIRST_AGE = 10
 DEFAULT_AGE_STEP = 5
+
+#: The most rollout steps (future frames past the last input) one forecast may ask for: the bound of
+#: ``jobs/predict.py --horizon`` and the default of Serve's ``max_horizon`` (each step feeds the previous
+#: forecast back in, so errors compound; past ~10 steps of 5 years the forecasts are not worth their time).
+MAX_HORIZON = 10
 
 
 # ----------------------------------------------------------------------------- device

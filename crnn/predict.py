@@ -14,7 +14,7 @@ uses the last ``in_frames`` frames instead (forecast beyond the end of the data)
   the dataset's ages (:class:`crnn.timeaware.AtAges`), its last step at the frame after the inputs
   when the dataset has it;
 * ``horizon=h``: autoregressive rollout (:func:`crnn.inference.forecast_uint8`) ``h`` steps past the last input,
-  forecasts fed back as inputs -- inputs ages 10..25 -> ages 30, 35, ... (``h`` frames);
+  forecasts fed back as inputs -- inputs ages 10..25 -> ages 30, 35, ... (``h`` frames, 1 <= h <= :data:`crnn.inference.MAX_HORIZON`, Serve's bound too);
 * ``target_ages=[t1, ...]`` (issue #14): every series forecast at those ages with
   :func:`crnn.timeaware.forecast_at`, the path Serve takes -- any later ages for a time-aware model
   (``model.kind=timevp``), whole steps of the input spacing for a grid model. This mode also takes an
@@ -55,7 +55,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crnn.inference import (DEFAULT_AGE_STEP, check_image_size, forecast_uint8, image_size, load_model,
+from crnn.inference import (DEFAULT_AGE_STEP, MAX_HORIZON, check_image_size, forecast_uint8, image_size, load_model,
                             model_version, pick_device, setup_torch)
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
@@ -259,6 +259,9 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
         raise ValueError(f"inputs={inputs!r}: expected one of {INPUTS}")
     if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
         raise ValueError(f"horizon={horizon!r} must be a positive int (or None for the window forecast)")
+    if horizon is not None and horizon > MAX_HORIZON:
+        raise ValueError(f"horizon={horizon} is over the limit of {MAX_HORIZON} rollout steps "
+                         f"(crnn.inference.MAX_HORIZON, Serve's default max_horizon)")
     target_ages = parse_target_ages(target_ages)
     if target_ages is not None and horizon is not None:
         raise ValueError(f"horizon={horizon} and target_ages={target_ages}: give one (ages to forecast, or a "

@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output dataset directory (local path or URI)")
     p.add_argument("--split", action="append", help="only these splits (repeatable); default: all")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--horizon", type=int, help="roll out H frames past the inputs (default: window forecast)")
+    what.add_argument("--horizon", type=int, help="roll out H frames past the inputs, 1 to crnn.inference.MAX_HORIZON "
+                      "(10; Serve's max_horizon) (default: window forecast)")
     what.add_argument("--target-ages", help="forecast at these ages, comma-separated (e.g. 30,35,40 or 32.5,40); "
                                             "regular or irregular datasets")
     p.add_argument("--inputs", choices=("first", "last"), default="first", help="which in_frames frames are inputs")

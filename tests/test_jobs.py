@@ -18,7 +18,8 @@ from jobs import cluster as cluster_job, evaluate as evaluate_job, generate as g
 from jobs import run_all as run_all_job, serve as serve_job, train as train_job, tune as tune_job
 from tests.helpers import ROOT, tiny_config
 from crnn.checkpoint import MODEL_FILE, ModelError, check_model_dir, read_model_file, save_model_dir
-from crnn.inference import load_model
+from crnn.inference import MAX_HORIZON, load_model
+from crnn.serve.settings import Limits
 from crnn.config import save as save_config
 from crnn.model import build_model
 
@@ -307,10 +308,15 @@ def test_predict_checks_everything_before_ray(good_model, tiny_dataset, tmp_path
     _fails(capsys, "predict", argv(data=str(tmp_path / "missing")), str(tmp_path / "missing"), "no dataset.json")
     _fails(capsys, "predict", argv(out=tiny_dataset), f"{tiny_dataset} already exists")
     _fails(capsys, "predict", argv("--horizon", "0"), "horizon=0")
+    for h in (MAX_HORIZON + 1, 1000):  # Serve's bound (the shared constant), before Ray
+        _fails(capsys, "predict", argv("--horizon", str(h)), f"horizon={h} is over the limit of {MAX_HORIZON}")
     _fails(capsys, "predict", argv("--concurrency", "0"), "--concurrency must be >= 1")
     _fails(capsys, "predict", argv("--split", "nope"), "unknown split(s) ['nope']")
     with pytest.raises(RayStarted):  # good arguments get as far as Ray
         _job("predict").main(argv())
+    with pytest.raises(RayStarted):  # the limit itself is allowed
+        _job("predict").main(argv("--horizon", str(MAX_HORIZON)))
+    assert Limits().max_horizon == MAX_HORIZON  # one number: Serve's default is predict's bound
 
 
 def test_evaluate_serve_generate_ingest_check_before_work(good_model, tiny_dataset, tmp_path, capsys):

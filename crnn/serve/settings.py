@@ -20,6 +20,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
 from crnn import images
+from crnn.inference import MAX_HORIZON
 
 MODEL_DEPLOYMENT = "CRNNForecaster"
 INGRESS_DEPLOYMENT = "CRNNIngress"
@@ -44,7 +45,8 @@ class RequestLimits(BaseModel):
 
     max_series_per_request: int = Field(256, ge=1, description="more series in one request -> 413")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger request bodies -> 413")
-    max_horizon: int = Field(10, ge=1, description="largest 'horizon' a request may ask for")
+    max_horizon: int = Field(MAX_HORIZON, ge=1, description="largest 'horizon' a request may ask for "
+                                                            "(default: crnn.inference.MAX_HORIZON)")
     max_targets: int = Field(16, ge=1, description="most target ages per series ('target_ages'); a grid model "
                                                    "also rolls out at most max_horizon steps")
 
