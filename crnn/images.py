@@ -8,6 +8,9 @@ into uint8 pixels, in this order:
    reads its size; an image whose header claims more than ``max_pixels`` pixels (default: Pillow's
    ``Image.MAX_IMAGE_PIXELS``, about 89.5 million) is refused before any pixel is decoded. Pillow
    itself refuses headers over twice its limit while opening; both become :class:`ImageError`.
+   A PNG whose pixel data stops early is refused before its pixels are decoded
+   (:func:`check_complete`): Pillow would fill the missing rows black when the compressed stream
+   is whole but short and a proper IEND follows it.
 2. **First frame** of animated or multi-page files (GIF, APNG, TIFF).
 3. **EXIF orientation** applied (``ImageOps.exif_transpose``; JPEG, PNG eXIf, TIFF, WebP): the
    pixels are those a viewer shows, so orientations 5-8 swap height and width.
@@ -34,14 +37,16 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from typing import Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageColor, ImageOps
 
 __all__ = [
-    "BACKGROUND", "IMAGE_EXTENSIONS", "MODES", "ImageError", "decode", "is_image_file", "normalize",
+    "BACKGROUND", "IMAGE_EXTENSIONS", "MODES", "ImageError", "check_complete", "decode", "is_image_file", "normalize",
     "open_image", "oriented_size", "parse_color", "pixel_limit",
 ]
 
@@ -179,6 +184,7 @@ def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
     """
     w, h = im.size
     if im.format == "PNG" and "exif" not in im.info:  # an eXIf chunk may follow the pixel data
+        check_complete(im, name)
         try:  # (what getexif would do): a failure here is in the pixel data, not in EXIF
             im.load()
         except Exception as e:
@@ -188,6 +194,76 @@ def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
     except Exception as e:
         raise ImageError(name or _name(im), f"unreadable EXIF: {type(e).__name__}: {e}") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+#: Samples per pixel of each PNG colour type (PNG spec, IHDR).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_raw_size(width: int, height: int, bit_depth: int, color_type: int, interlace: int) -> int:
+    """Bytes of a PNG's filtered scanlines (the inflated IDAT stream): one filter byte per row plus
+    the row's packed samples, for each Adam7 pass when interlaced."""
+    bits = _PNG_CHANNELS.get(color_type, 1) * bit_depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            total += h * (1 + (w * bits + 7) // 8)
+    return total
+
+
+def _png_chunks(data: bytes):
+    """(type, payload) of each chunk of a PNG file's bytes, in order, until IEND or the data ends."""
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i:i + 8])
+        yield kind, data[i + 8:i + 8 + length]
+        if kind == b"IEND":
+            return
+        i += 12 + length
+
+
+def check_complete(im: Image.Image, name: str | None = None) -> None:
+    """Refuse a PNG whose pixel data ends early: Pillow raises "image file is truncated" when the file
+    itself ends inside the data, but when the compressed stream (IDAT) is whole yet holds fewer rows
+    than the header's height (data cut and re-wrapped, a proper IEND after it) it decodes without a
+    word and leaves the missing rows black, even with ``ImageFile.LOAD_TRUNCATED_IMAGES`` False.
+    This inflates the IDAT stream (no pixels are unfiltered) and counts its bytes against those
+    ``width x height`` needs. Other formats, and an image already loaded (Pillow has let go of the
+    file), pass unchecked; call it before the first load (:func:`normalize` and
+    :func:`oriented_size` do). Raises :class:`ImageError` (``unreadable``) naming ``name``."""
+    fp = getattr(im, "fp", None)
+    if im.format != "PNG" or fp is None or getattr(im, "_crnn_complete", False):
+        return
+    name = name or _name(im)
+    pos = fp.tell()
+    try:
+        fp.seek(0)
+        data = fp.read()
+    finally:
+        fp.seek(pos)
+    need = have = 0
+    inflate = zlib.decompressobj()
+    try:
+        for kind, payload in _png_chunks(data):
+            if kind == b"IHDR" and len(payload) >= 13:
+                w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", payload[:13])
+                need = _png_raw_size(w, h, depth, ctype, interlace)
+            elif kind == b"IDAT" and have < need:
+                while payload and have < need:  # bounded chunks of output: no second copy of the image
+                    have += len(inflate.decompress(payload, 1 << 20))
+                    payload = inflate.unconsumed_tail
+    except zlib.error as e:
+        raise ImageError(name, f"unreadable: corrupt pixel data (zlib: {e})") from None
+    if have < need:
+        h = im.size[1]
+        raise ImageError(name, f"unreadable: truncated pixel data: the image data holds {have} of the {need} "
+                               f"bytes its {im.size[0]}x{h} (WxH) header needs (about {have * h // need} of "
+                               f"{h} rows); Pillow would fill the rest black")
+    im._crnn_complete = True
 
 
 def _name(im: Image.Image) -> str:
@@ -207,6 +283,7 @@ def normalize(im: Image.Image, name: str | None = None, *, mode: str = "RGB",
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     name = name or _name(im)
+    check_complete(im, name)  # before anything loads the pixels (getexif does, for a PNG)
     if im.mode == "F":
         raise ImageError(name, "unsupported: 32-bit floating-point pixels (mode F) have no defined "
                                "white level; save as 8- or 16-bit", "unsupported")

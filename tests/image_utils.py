@@ -35,6 +35,44 @@ def png_bytes(arr: np.ndarray, color_type: int, bit_depth: int, chunks=(), size=
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of each chunk of a PNG file."""
+    out, i = [], 8
+    while i < len(data):
+        (n,) = struct.unpack(">I", data[i:i + 4])
+        out.append((data[i + 4:i + 8], data[i + 8:i + 8 + n]))
+        i += 12 + n
+    return out
+
+
+def build_png(chunks) -> bytes:
+    """A PNG file of (type, payload) chunks, each with its CRC computed."""
+    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+                                          for k, d in chunks)
+
+
+def cut_idat(png: bytes, fraction: float, rewrap: bool = False) -> bytes:
+    """``png`` with its pixel data stopping early but a well-formed file around it (proper chunk
+    CRCs, IEND last): the IDAT data cut to ``fraction`` of its compressed bytes (8 short at least), or (``rewrap``) the
+    inflated scanlines cut to ``fraction`` and compressed again (a whole zlib stream that holds too
+    few rows: what Pillow decodes silently, the rest black)."""
+    idat = b"".join(d for k, d in png_chunks(png) if k == b"IDAT")
+    if rewrap:
+        raw = zlib.decompress(idat)
+        data = zlib.compress(raw[:int(len(raw) * fraction)])
+    else:
+        data = idat[:min(int(len(idat) * fraction), len(idat) - 8)]  # the last 4 are only a checksum
+    out, done = [], False
+    for k, d in png_chunks(png):
+        if k == b"IDAT":
+            if not done:
+                out.append((k, data))
+                done = True
+        else:
+            out.append((k, d))
+    return build_png(out)
+
+
 def bomb_png(w: int = 20000, h: int = 20000) -> bytes:
     """A PNG of a few dozen bytes whose header claims ``w`` x ``h`` RGB pixels."""
     return png_bytes(np.zeros((1, 1, 3), np.uint8), 2, 8, size=(w, h))

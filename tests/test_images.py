@@ -6,7 +6,7 @@ from PIL import Image
 
 from crnn import images
 from crnn.images import ImageError
-from tests.image_utils import WHITE, bomb_png, mask_of, pil_bytes, png_bytes, variants
+from tests.image_utils import WHITE, bomb_png, build_png, cut_idat, mask_of, pil_bytes, png_bytes, png_chunks, variants
 
 SKY = (236, 240, 244)  # crnn.pine.BACKGROUND
 
@@ -214,3 +214,62 @@ def test_truncated_png_is_unreadable_not_an_exif_problem(fraction):
     assert "EXIF" not in str(e.value)
     with images.open_image(good, "good.png") as im:
         assert images.oriented_size(im, "good.png") == (32, 16)
+
+
+def _adam7_png(arr: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG of ``arr`` (Pillow writes none)."""
+    import struct
+    import zlib
+
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + r.tobytes() for r in sub.reshape(sub.shape[0], -1))
+    h, w = arr.shape[:2]
+    return build_png([(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)), (b"IDAT", zlib.compress(raw)),
+                      (b"IEND", b"")])
+
+
+def _png_kinds() -> dict[str, bytes]:
+    f = _frame(9, 24, 13)  # an odd width: rows of 16-bit/palette samples do not end on a round number
+    return {
+        "rgb8": pil_bytes(Image.fromarray(f)),
+        "grey8": pil_bytes(Image.fromarray(f[:, :, 0])),
+        "rgba8": pil_bytes(Image.fromarray(np.dstack([f, np.full_like(f[:, :, :1], 255)]))),  # opaque: same RGB
+        "palette": pil_bytes(Image.fromarray(f).quantize(7)),  # 4-bit indices
+        "rgb16": png_bytes(f.astype(np.uint16) * 257, 2, 16),
+        "interlaced": _adam7_png(f),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_png_kinds()))
+def test_whole_pngs_pass_the_completeness_check(kind, tmp_path):
+    data = _png_kinds()[kind]
+    p = tmp_path / f"{kind}.png"
+    p.write_bytes(data)
+    want = np.asarray(Image.open(p).convert("RGB"))
+    np.testing.assert_array_equal(images.decode(data, kind), want)
+    np.testing.assert_array_equal(images.decode(str(p)), want)  # from a path too (ingest's way)
+
+
+@pytest.mark.parametrize("kind", list(_png_kinds()))
+@pytest.mark.parametrize("rewrap", [True, False], ids=["whole-stream", "cut-stream"])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9, 0.999])
+def test_png_pixel_data_that_stops_early_is_unreadable(kind, rewrap, fraction, tmp_path):
+    """A PNG whose IDAT data stops early but is otherwise well formed (chunk CRCs right, IEND last):
+    Pillow decoded a whole zlib stream with too few rows without a word, the rest black."""
+    cut = cut_idat(_png_kinds()[kind], fraction, rewrap=rewrap)
+    assert png_chunks(cut)[-1] == (b"IEND", b"")
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data: the image data "
+                                         r"holds \d+ of the \d+ bytes its 13x24 \(WxH\) header needs") as e:
+        images.decode(cut, f"{kind}.png")
+    assert e.value.kind == "unreadable"
+    p = tmp_path / f"{kind}.png"
+    p.write_bytes(cut)
+    with pytest.raises(ImageError, match=rf"{p}: unreadable: truncated pixel data"):
+        images.decode(str(p))
+    with images.open_image(cut, "s.png") as im:  # Serve's order: the size as shown first
+        with pytest.raises(ImageError, match=r"s\.png: unreadable: truncated pixel data"):
+            images.oriented_size(im, "s.png")

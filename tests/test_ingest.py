@@ -9,7 +9,7 @@ from crnn import images
 from crnn import ingest as ing
 from crnn.shardcheck import ShardError
 from crnn.shards import read_card, read_numpy
-from tests.image_utils import WHITE, bomb_png, mask_of, pil_bytes, variants
+from tests.image_utils import WHITE, bomb_png, cut_idat, mask_of, pil_bytes, variants
 
 JUNK = {"Thumbs.db": b"\xd0\xcf\x11\xe0 thumbnail cache", "desktop.ini": b"[.ShellClassInfo]\r\n",
         ".DS_Store": b"\0\0\0\1Bud1", "notes-2024.txt": b"watered on day 12"}
@@ -64,6 +64,24 @@ def test_collect_reports_each_broken_series_by_name(photos):
     for r in rows:
         assert r["frames"].shape == (3, 32, 16, 3) and r["frames"].dtype == np.uint8
     assert "missing-age" in report.summary()
+
+
+@pytest.mark.parametrize("rewrap", [True, False], ids=["whole-stream", "cut-stream"])
+def test_png_whose_pixel_data_stops_early_leaves_its_series_out(tmp_path, rewrap):
+    """A PNG whose IDAT data stops early before a proper IEND: Pillow filled the missing rows black
+    and the series was ingested with a half-black frame."""
+    d = tmp_path / "photos" / "short-frame"
+    d.mkdir(parents=True)
+    for a in (1, 2, 3):
+        _img(d / f"{a}.png", 32, 16, a)
+    (d / "2.png").write_bytes(cut_idat((d / "2.png").read_bytes(), 0.5, rewrap=rewrap))
+    ok = tmp_path / "photos" / "whole"
+    ok.mkdir()
+    for a in (1, 2, 3):
+        _img(ok / f"{a}.png", 32, 16, a)
+    rows, report = ing.collect(str(tmp_path / "photos"), height=32, width=16)
+    assert report.ingested == ["whole"] and set(report.problems) == {"short-frame"}
+    assert f"{d / '2.png'}: unreadable: truncated pixel data" in report.problems["short-frame"]
 
 
 def test_load_image_resizes_and_names_bad_file(tmp_path):

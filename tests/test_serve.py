@@ -20,7 +20,7 @@ from crnn.serve import (
 from crnn.shards import torch_frames
 from crnn.loop import fit_plain
 from tests.helpers import ROOT, serve_app, tiny_config
-from tests.image_utils import from_png_b64, png_b64, bomb_png, exif_png, mask_of, pil_bytes, variants
+from tests.image_utils import from_png_b64, png_b64, bomb_png, cut_idat, exif_png, mask_of, pil_bytes, variants
 
 H, W, C, T = 32, 16, 3, 4
 LIMITS = Limits(max_batch_size=8, batch_wait_timeout_s=0.02, max_series_per_request=16,
@@ -135,6 +135,22 @@ def test_parse_request_unit():
     assert req.series[0].ages == [10, 15, 20, 25] and req.series[1].ages == [5, 10, 15, 20]
     with pytest.raises(RequestError, match="expected 4 frames"):
         parse_forecast_request(json.dumps({"series": [{"frames": f[0, :3].tolist()}]}).encode(), spec, LIMITS)
+
+
+@pytest.mark.parametrize("rewrap", [True, False], ids=["whole-stream", "cut-stream"])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99])
+def test_png_whose_pixel_data_stops_early_is_a_400(rewrap, fraction):
+    """A PNG frame whose IDAT data stops early before a proper IEND was forecast from a frame Pillow
+    filled black; now a 400 naming the series and frame (the whole PNG next to it still decodes)."""
+    spec = Spec(T, H, W, C, [10, 15, 20, 25])
+    f = _frames(1, 2, T)[0]
+    cut = cut_idat(pil_bytes(Image.fromarray(f[1])), fraction, rewrap=rewrap)
+    body = json.dumps({"series": [{"png": [_png(x) for x in f]}, {"png": [_png(f[0]), _b64(cut), *map(_png, f[2:])]}]})
+    with pytest.raises(RequestError, match=r"series\[1\]\.png\[1\]: corrupt PNG \(unreadable: truncated pixel data") as e:
+        parse_forecast_request(body.encode(), spec, LIMITS)
+    assert e.value.status == 400
+    ok = parse_forecast_request(json.dumps({"series": [{"png": [_png(x) for x in f]}]}).encode(), spec, LIMITS)
+    np.testing.assert_array_equal(ok.series[0].frames, f)
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last", "all"])
