@@ -215,15 +215,17 @@ def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...])
 
 def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] | None = None,
             fit: str = "crop", threads: int = 8, background: tuple[int, int, int] = images.BACKGROUND,
-            max_pixels: int | None = None, irregular: bool = False) -> tuple[list[dict], IngestReport]:
+            max_pixels: int | None = None, irregular: bool = False,
+            strict: bool = False) -> tuple[list[dict], IngestReport]:
     """Load every good series under ``root``; returns (rows, report).
 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
     extra or duplicate ages, an image without an age, a file :func:`load_image` refuses) is left
-    out and named in ``report.problems`` with the reason; non-image files are listed in
-    ``report.ignored``, images whose age is ambiguous in ``report.unclear`` (with the reason). ``background``: anything :func:`crnn.images.parse_color` takes. Raises
-    FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or for a bad
-    ``fit``, ``background`` or ``max_pixels``.
+    out and named in ``report.problems`` with the reason; non-image files are listed in ``report.ignored``, images whose age is ambiguous in
+    ``report.unclear`` (with the reason). ``background``: anything :func:`crnn.images.parse_color`
+    takes. Raises FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or
+    for a bad ``fit``, ``background`` or ``max_pixels``; with ``strict``, ValueError before any image
+    is decoded when the file names alone show a problem (:func:`plan_series`).
 
     ``irregular``: every series keeps its own ages (``ages`` must then be None, else ValueError);
     a series with fewer than 2 ages is left out. Each row's ``ages`` are its own, and
@@ -238,8 +240,40 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
     series, ignored, unclear = scan(root)
     check_series_found(root, series, ignored)
+    report, good = plan_series(series, ignored, unclear, ages, irregular)
+    if strict:
+        check_strict(report, decoded=False)
+    rows = _load_rows(good, report, height, width, fit, background, max_pixels, threads,
+                      extra={"num_inputs": 0} if irregular else None)
     if irregular:
-        return _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels)
+        for r in rows:
+            report.series_ages[r["series_id"]] = good[r["series_id"]][0]
+        if not report.irregular and rows:
+            report.ages = tuple(rows[0]["ages"])
+    return rows, report
+
+
+def plan_series(series: dict[str, dict[int, list[str]]], ignored: list[str], unclear: dict[str, str],
+                ages: tuple[int, ...] | None = None,
+                irregular: bool = False) -> tuple[IngestReport, dict[str, tuple[tuple[int, ...], list[str]]]]:
+    """What the listing of :func:`scan` alone says, no image read: (report, good). ``report`` holds
+    ``ages`` (given, else the most common set; () when ``irregular``) and ``problems`` = the series
+    whose file names are wrong (missing, extra or duplicate ages, a file without an age; irregular:
+    fewer than 2 ages); ``good`` = {series name: (its ages, one image path per age)} to decode.
+    Raises ValueError for ages outside 0..:data:`MAX_AGE` or fewer than 2 of them (regular)."""
+    if irregular:
+        report = IngestReport(ignored=ignored, unclear=unclear)
+        good = {}
+        for name, files in series.items():
+            found = tuple(sorted(a for a in files if a >= 0))
+            problem = _check_series(name, files, found)
+            if problem is None and len(found) < 2:
+                problem = f"only {len(found)} age(s) {list(found)}; a series needs at least 2"
+            if problem:
+                report.problems[name] = problem
+            else:
+                good[name] = (found, [files[a][0] for a in found])
+        return report, good
     if ages is None:  # the most common age set among series that have one
         sets = collections.Counter(tuple(sorted(a for a in f if a >= 0)) for f in series.values())
         ages = max(sets.items(), key=lambda kv: (kv[1], len(kv[0])))[0]
@@ -261,8 +295,20 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
             report.problems[name] = problem
         else:
             good[name] = (ages, [files[a][0] for a in ages])
-    rows = _load_rows(good, report, height, width, fit, background, max_pixels, threads)
-    return rows, report
+    return report, good
+
+
+def check_strict(report: IngestReport, decoded: bool = True) -> None:
+    """ValueError listing every series left out so far (``report.problems``, :meth:`IngestReport.summary`):
+    what ``strict`` refuses. Called on the listing's problems (``decoded`` False: the message says
+    no image was decoded, so unreadable files are not known yet), then again after decoding."""
+    if not report.problems:
+        return
+    if decoded:
+        raise ValueError("strict ingest refused, nothing written:\n" + report.summary())
+    raise ValueError(f"strict ingest refused by the file names alone, before decoding any image, nothing written: "
+                     f"{len(report.problems)} series would be left out:\n"
+                     + "\n".join(f"  {name}: {why}" for name, why in sorted(report.problems.items())))
 
 
 def _load_rows(good: dict, report, height, width, fit, background, max_pixels, threads, extra=None) -> list[dict]:
@@ -288,28 +334,6 @@ def _load_rows(good: dict, report, height, width, fit, background, max_pixels, t
     return rows
 
 
-def _collect_irregular(series, ignored, unclear, height, width, fit, threads, background, max_pixels):
-    """:func:`collect` with ``irregular``: (rows, report); each series at its own ages."""
-    report = IngestReport(ignored=ignored, unclear=unclear)
-    good = {}
-    for name, files in series.items():
-        found = tuple(sorted(a for a in files if a >= 0))
-        problem = _check_series(name, files, found)
-        if problem is None and len(found) < 2:
-            problem = f"only {len(found)} age(s) {list(found)}; a series needs at least 2"
-        if problem:
-            report.problems[name] = problem
-        else:
-            good[name] = found
-    rows = _load_rows({name: (found, [series[name][a][0] for a in found]) for name, found in good.items()},
-                      report, height, width, fit, background, max_pixels, threads, extra={"num_inputs": 0})
-    for r in rows:
-        report.series_ages[r["series_id"]] = good[r["series_id"]]
-    if not report.irregular and rows:
-        report.ages = tuple(rows[0]["ages"])
-    return rows, report
-
-
 def ingest(root: str, out: str, height: int = 32, width: int = 16,
            ages: tuple[int, ...] | None = None, fit: str = "crop", shard_size: int = 256,
            strict: bool = False, overwrite: bool = False,
@@ -318,7 +342,8 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
     """Ingest ``root`` and publish shards at ``out`` (needs Ray). The card (``dataset.json``) lists
     the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``),
     the images whose age is ambiguous (``unclear_ages``: path -> reason) and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
-    nothing is written), or if no series was usable.
+    nothing is written; a problem the file names show is refused before any image is decoded), or if
+    no series was usable.
 
     ``irregular``: see :func:`collect`; folders with different sets of ages give a dataset in the
     irregular layout (:mod:`crnn.irregular`) whose card records ``age_unit`` (the unit of the ages
@@ -331,9 +356,9 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
                          f"got {age_unit!r}")
     background = images.parse_color(background)
     rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels,
-                           irregular=irregular)
-    if strict and report.problems:
-        raise ValueError("strict ingest refused, nothing written:\n" + report.summary())
+                           irregular=irregular, strict=strict)  # strict: names refused before decoding
+    if strict:
+        check_strict(report)
     if not rows:
         raise ValueError("no usable series:\n" + report.summary())
     import ray.data

@@ -34,7 +34,8 @@ def main(argv=None) -> int:
                         "model reads ages in it")
     p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop")
     p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad")
+    p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad (a problem the file names show: "
+                   "before Ray starts and before any image is decoded)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--background", default="white",
                    help="colour behind transparent pixels and of --fit pad borders: a name, #rrggbb or R,G,B "
@@ -73,12 +74,19 @@ def main(argv=None) -> int:
         if a.irregular and ages is not None:
             raise ValueError("--irregular keeps each series' own ages: do not give --ages too")
         check_out_free(a.out, a.overwrite)
-        from crnn.ingest import check_series_found, scan
+        from crnn.ingest import check_series_found, check_strict, plan_series, scan
 
-        series, ignored, _ = scan(a.src)  # names only, no image read: a wrong --src is told before Ray starts
+        series, ignored, unclear = scan(a.src)  # names only, no image read: a wrong --src is told before Ray starts
         check_series_found(f"--src {a.src}", series, ignored)
+        listing, _ = plan_series(series, ignored, unclear, ages, a.irregular)  # the ages, from names alone
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
+    if a.strict:  # what the file names show is refused before Ray starts and before any image is decoded
+        try:
+            check_strict(listing, decoded=False)
+        except ValueError as e:
+            print(f"ingest failed: {e}", file=sys.stderr)
+            return 1
 
     from crnn.ingest import ingest
     from crnn.runtime import init_ray

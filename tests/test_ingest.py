@@ -1,5 +1,6 @@
 import base64
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -189,6 +190,39 @@ def test_ages_too_large_for_the_shards_are_listed_not_ingested(tmp_path):
         ing.collect(str(root), ages=(1, 99999999999))
 
 
+def _good_series(root, name, ages=(1, 2, 3)):
+    (root / name).mkdir(parents=True)
+    for a in ages:
+        _img(root / name / f"{a}.png", 32, 16, a)
+
+
+@pytest.mark.parametrize("irregular", [False, True])
+@pytest.mark.parametrize("mistake", ["missing", "extra", "duplicate", "no-age", "one-age"])
+def test_strict_refuses_what_the_names_show_before_decoding_any_image(tmp_path, monkeypatch, mistake, irregular):
+    """--strict decoded every image of every series and only then refused a series whose file names
+    were wrong: whatever the listing shows is refused before the first decode."""
+    root = tmp_path / "photos"
+    for name in ("a", "b", "c"):
+        _good_series(root, name)
+    bad = root / "bad"
+    files = {"missing": ["1.png", "3.png"], "extra": ["1.png", "2.png", "3.png", "4.png"],
+             "duplicate": ["1.png", "2.png", "age_2.png", "3.png"], "no-age": ["1.png", "2.png", "3.png", "cover.png"],
+             "one-age": ["1.png"]}[mistake]
+    if irregular and mistake in ("missing", "extra"):
+        files = ["1.png"]  # irregular series keep their own ages: a too-short one is what names show
+    bad.mkdir()
+    for fn in files:
+        _img(bad / fn, 32, 16, 0)
+    decoded = []
+    monkeypatch.setattr(ing, "load_image", lambda p, *a, **k: decoded.append(p))
+    with pytest.raises(ValueError, match=r"strict ingest refused by the file names alone, before decoding any image"
+                                         r", nothing written: 1 series would be left out:\n  bad: ") as e:
+        ing.collect(str(root), strict=True, irregular=irregular)
+    assert decoded == [] and "  a: " not in str(e.value)
+    rows, report = ing.collect(str(root), irregular=irregular)  # without strict: left out, the rest decoded
+    assert set(report.problems) == {"bad"} and len(decoded) == 9
+
+
 def test_a_root_without_series_folders_is_refused_with_a_hint(tmp_path):
     flat = tmp_path / "fern-01"
     flat.mkdir()
@@ -204,10 +238,19 @@ def test_a_root_without_series_folders_is_refused_with_a_hint(tmp_path):
 
 def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     out = str(tmp_path / "ds")
-    with pytest.raises(ValueError, match="missing-age") as e:
+    with pytest.raises(ValueError, match="refused by the file names alone, before decoding any image") as e:
         ing.ingest(str(photos), out, strict=True)
-    assert "bomb: " in str(e.value) and "too large" in str(e.value)  # --strict refuses the bomb too
+    assert "missing-age" in str(e.value) and "no-age-name" in str(e.value)
+    assert "bomb" not in str(e.value)  # not decoded: the listing was enough to refuse
     assert not os.path.exists(out)  # strict: nothing written
+    names_ok = tmp_path / "names-ok"
+    shutil.copytree(photos, names_ok)
+    for name in ("missing-age", "no-age-name"):
+        shutil.rmtree(names_ok / name)
+    with pytest.raises(ValueError, match="strict ingest refused, nothing written") as e:
+        ing.ingest(str(names_ok), out, strict=True)  # names all fine: the decoding's problems refuse
+    assert "bomb: " in str(e.value) and "too large" in str(e.value) and "broken-file" in str(e.value)
+    assert not os.path.exists(out)
 
     report = ing.ingest(str(photos), out, height=32, width=16)
     card = read_card(out)

@@ -776,3 +776,24 @@ def test_data_that_is_a_file_is_named_as_such(job, good_model, tiny_dataset, tmp
         line = _fails(capsys, job, [*model, "--data", data, "--out", str(tmp_path / "O")], needle)
         assert "Errno" not in line
     assert not (tmp_path / "O").exists()
+
+
+def test_ingest_strict_refuses_what_the_names_show_before_ray(tmp_path, capsys):
+    """--strict started Ray and decoded every image before refusing a series whose file names were
+    wrong; now exit 1 (the strict refusal) before Ray, naming the series; names that are fine, or no
+    --strict, get as far as Ray."""
+    src = tmp_path / "photos"
+    for name, ages in (("ok", (10, 15, 20)), ("short", (10, 20))):
+        (src / name).mkdir(parents=True)
+        for a in ages:
+            Image.new("RGB", (16, 32)).save(src / name / f"{a}.png")
+    argv = ["--src", str(src), "--out", str(tmp_path / "ds")]
+    assert _job("ingest").main([*argv, "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "strict ingest refused by the file names alone, before decoding any image" in err
+    assert "short: missing ages [15]" in err and not (tmp_path / "ds").exists()
+    with pytest.raises(RayStarted):
+        _job("ingest").main(argv)  # not strict: the bad series is left out at ingest
+    (src / "short" / "15.png").write_bytes(b"not decoded before Ray")
+    with pytest.raises(RayStarted):
+        _job("ingest").main([*argv, "--strict"])  # names fine: decoding happens after Ray starts
