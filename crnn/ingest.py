@@ -220,8 +220,9 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     """Load every good series under ``root``; returns (rows, report).
 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
-    extra or duplicate ages, an image without an age, a file :func:`load_image` refuses) is left
-    out and named in ``report.problems`` with the reason; non-image files are listed in ``report.ignored``, images whose age is ambiguous in
+    extra or duplicate ages, an image without an age, files :func:`load_image` refuses -- every one
+    of them named, :data:`MAX_LISTED` at most) is left out and named in ``report.problems`` with the
+    reason; non-image files are listed in ``report.ignored``, images whose age is ambiguous in
     ``report.unclear`` (with the reason). ``background``: anything :func:`crnn.images.parse_color`
     takes. Raises FileNotFoundError / ValueError if ``root`` holds no series or fewer than 2 ages, or
     for a bad ``fit``, ``background`` or ``max_pixels``; with ``strict``, ValueError before any image
@@ -311,16 +312,33 @@ def check_strict(report: IngestReport, decoded: bool = True) -> None:
                      + "\n".join(f"  {name}: {why}" for name, why in sorted(report.problems.items())))
 
 
+#: At most this many bad files are named per series (then "and N more").
+MAX_LISTED = 20
+
+
+def _bad_files(errors: list[str]) -> str:
+    """One series' undecodable files, each named with its reason: the first :data:`MAX_LISTED`, then a count."""
+    shown = "; ".join(errors[:MAX_LISTED])
+    more = f"; and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+    return f"{len(errors)} unusable image(s): {shown}{more}"
+
+
 def _load_rows(good: dict, report, height, width, fit, background, max_pixels, threads, extra=None) -> list[dict]:
     """Decode every series of ``good`` (name -> (ages, image paths)) in ``threads`` threads: rows
-    for the shards; a series with an undecodable image goes to ``report.problems`` instead."""
+    for the shards; a series with undecodable images goes to ``report.problems`` instead, naming
+    every one of them (:func:`_bad_files`)."""
 
     def load(item):
         name, (ages_, paths) = item
-        try:
-            return name, ages_, np.stack([load_image(p, height, width, fit, background, max_pixels) for p in paths]), None
-        except images.ImageError as e:
-            return name, ages_, None, str(e)
+        frames, errors = [], []
+        for p in paths:  # every file, not just up to the first bad one: all of them are reported
+            try:
+                frames.append(load_image(p, height, width, fit, background, max_pixels))
+            except images.ImageError as e:
+                errors.append(str(e))
+        if errors:
+            return name, ages_, None, _bad_files(errors)
+        return name, ages_, np.stack(frames), None
 
     rows = []
     with ThreadPoolExecutor(threads) as pool:

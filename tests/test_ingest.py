@@ -223,6 +223,31 @@ def test_strict_refuses_what_the_names_show_before_decoding_any_image(tmp_path, 
     assert set(report.problems) == {"bad"} and len(decoded) == 9
 
 
+@pytest.mark.parametrize("bad", [1, 2, ing.MAX_LISTED, ing.MAX_LISTED + 5])
+def test_every_bad_file_of_a_series_is_named(tmp_path, bad):
+    """Only the first undecodable file of a series was reported: fixing it revealed the next one,
+    run after run. Now every one is named with its reason (the first MAX_LISTED, then a count)."""
+    root = tmp_path / "photos"
+    ages = tuple(range(1, ing.MAX_LISTED + 8))
+    _good_series(root, "fine", ages)
+    _good_series(root, "rotten", ages)
+    broken = [root / "rotten" / f"{a}.png" for a in ages[1:1 + bad]]
+    for k, p in enumerate(broken):
+        p.write_bytes(b"not a png" if k % 2 else bomb_png(20000, 20000))
+    rows, report = ing.collect(str(root), height=8, width=4)
+    assert report.ingested == ["fine"]
+    why = report.problems["rotten"]
+    assert why.startswith(f"{bad} unusable image(s): {broken[0]}: too large")
+    listed = broken[:ing.MAX_LISTED]
+    for k, p in enumerate(listed):
+        assert f"{p}: {'unreadable' if k % 2 else 'too large'}" in why, p
+    if bad > ing.MAX_LISTED:
+        assert why.endswith(f"; and {bad - ing.MAX_LISTED} more") and f"{broken[ing.MAX_LISTED]}:" not in why
+    else:
+        assert "more" not in why
+    assert why.count(": unreadable") + why.count(": too large") == len(listed)
+
+
 def test_a_root_without_series_folders_is_refused_with_a_hint(tmp_path):
     flat = tmp_path / "fern-01"
     flat.mkdir()
