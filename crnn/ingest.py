@@ -50,7 +50,7 @@ from PIL import Image, ImageOps
 
 from crnn import images
 from crnn import irregular as irr
-from crnn.shards import base_card, publish, rows_to_batch, split_for_id, write_ray_dataset
+from crnn.shards import base_card, publish, rows_to_batch, same_name, split_for_id, write_ray_dataset
 
 IMAGE_EXTS = images.IMAGE_EXTENSIONS
 _AGE_MARKED = re.compile(r"(?<![a-z])age[ _=-]?(\d+)", re.IGNORECASE)
@@ -261,7 +261,25 @@ def plan_series(series: dict[str, dict[int, list[str]]], ignored: list[str], unc
     ``ages`` (given, else the most common set; () when ``irregular``) and ``problems`` = the series
     whose file names are wrong (missing, extra or duplicate ages, a file without an age; irregular:
     fewer than 2 ages); ``good`` = {series name: (its ages, one image path per age)} to decode.
-    Raises ValueError for ages outside 0..:data:`MAX_AGE` or fewer than 2 of them (regular)."""
+    Folders whose names are the same text in different Unicode forms (NFC/NFD, :func:`crnn.shards.same_name`)
+    would be two series with one name: each is a problem naming the other. Raises ValueError for ages
+    outside 0..:data:`MAX_AGE` or fewer than 2 of them (regular)."""
+    report, good = _plan_series(series, ignored, unclear, ages, irregular)
+    by_name = collections.defaultdict(list)
+    for name in series:
+        by_name[same_name(name)].append(name)
+    for names in by_name.values():
+        for name in names if len(names) > 1 else ():
+            others = [n for n in names if n != name]
+            report.problems[name] = (f"the same name as folder(s) {', '.join(map(ascii, others))} in another "
+                                     f"Unicode form (NFC/NFD: composed vs decomposed accents, e.g. copied from "
+                                     f"macOS; this one is {ascii(name)}): rename or merge them")
+            good.pop(name, None)
+    return report, good
+
+
+def _plan_series(series, ignored, unclear, ages, irregular):
+    """:func:`plan_series` but for the Unicode check."""
     if irregular:
         report = IngestReport(ignored=ignored, unclear=unclear)
         good = {}
@@ -394,7 +412,7 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
         splits={s: splits.get(s, 0) for s in ("train", "val", "test")},
         source=f"ingested from {os.path.abspath(root)}", fit=fit,
         left_out=report.problems, ignored=report.ignored, unclear_ages=report.unclear,
-        background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id: <0.1 test, <0.2 val, else train",
+        background="#%02x%02x%02x" % tuple(background), split_rule="hash of series_id (in Unicode NFC): <0.1 test, <0.2 val, else train",
     )
     card["age_unit"] = age_unit.strip()  # the regular card too: a time-aware model reads ages in it
     if report.irregular:

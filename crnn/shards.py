@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import unicodedata
 from typing import Any, Iterable
 
 import numpy as np
@@ -64,9 +65,18 @@ def split_for_index(index: int) -> str:
     return "train"
 
 
+def same_name(name: str) -> str:
+    """``name`` in Unicode NFC: the form in which two series names are compared for identity.
+    ``"Kiefer-\u00f6"`` (o-umlaut as one code point, NFC: what Linux and Windows keyboards give) and
+    ``"Kiefer-o\u0308"`` (o + combining diaeresis, NFD: what macOS file systems store) are one name."""
+    return unicodedata.normalize("NFC", name)
+
+
 def split_for_id(series_id: str, test_fraction: float = 0.1, val_fraction: float = 0.1) -> str:
-    """Split of an ingested series, from a hash of its id (stable, independent of the others)."""
-    h = int.from_bytes(hashlib.blake2b(series_id.encode(), digest_size=8).digest(), "little")
+    """Split of an ingested series, from a hash of its id (stable, independent of the others). The
+    id is hashed in NFC (:func:`same_name`): a name typed composed and the same name read back
+    decomposed from a macOS folder land in the same split (ASCII names are unchanged by NFC)."""
+    h = int.from_bytes(hashlib.blake2b(same_name(series_id).encode(), digest_size=8).digest(), "little")
     u = h / 2.0**64
     if u < test_fraction:
         return "test"

@@ -1,6 +1,7 @@
 import base64
 import os
 import shutil
+import unicodedata
 
 import numpy as np
 import pytest
@@ -246,6 +247,34 @@ def test_every_bad_file_of_a_series_is_named(tmp_path, bad):
     else:
         assert "more" not in why
     assert why.count(": unreadable") + why.count(": too large") == len(listed)
+
+
+def test_one_name_in_two_unicode_forms_is_one_series_name(tmp_path, monkeypatch):
+    """Folders "Kiefer-\u00f6" composed (NFC) and decomposed (NFD) are the same text: alone, either
+    form lands in the one split; side by side they would be two series of one name, so both are
+    left out naming each other (and --strict refuses that before decoding)."""
+    nfc, nfd = "Kiefer-\u00f6", "Kiefer-o\u0308"
+    assert unicodedata.normalize("NFC", nfd) == nfc and nfc != nfd
+    splits = {}
+    for form in (nfc, nfd):
+        root = tmp_path / f"alone-{len(form)}"
+        _good_series(root, form)
+        rows, report = ing.collect(str(root), height=8, width=4)
+        assert report.ingested == [form] and not report.problems
+        splits[form] = rows[0]["split"]
+    assert splits[nfc] == splits[nfd]
+    root = tmp_path / "both"
+    for form in (nfc, nfd, "Kiefer-o"):
+        _good_series(root, form)
+    if len(os.listdir(root)) < 3:
+        pytest.skip("this file system merges the two Unicode forms (one folder)")
+    rows, report = ing.collect(str(root), height=8, width=4)
+    assert report.ingested == ["Kiefer-o"] and set(report.problems) == {nfc, nfd}
+    assert "the same name as folder(s) 'Kiefer-o\\u0308' in another Unicode form" in report.problems[nfc]
+    assert "this one is 'Kiefer-\\xf6'" in report.problems[nfc]
+    monkeypatch.setattr(ing, "load_image", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(ValueError, match="before decoding any image.*\n  Kiefer-"):
+        ing.collect(str(root), strict=True)
 
 
 def test_a_root_without_series_folders_is_refused_with_a_hint(tmp_path):

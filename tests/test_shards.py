@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import shutil
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ from crnn.generate import generate, generate_rows
 from crnn.shardcheck import CARD_NAME, ShardError, check_shard_schema
 from crnn.shards import (
     PAPER_TEST_SERIES, list_shards, publish, read_card, read_numpy, read_ray, series_seed, split_counts,
-    split_for_id, split_for_index, torch_frames, validate,
+    same_name, split_for_id, split_for_index, torch_frames, validate,
 )
 
 TINY_N, TINY_SEED = 80, 7          # what conftest.tiny_dataset generates
@@ -70,6 +71,23 @@ def test_split_for_id_stable_and_proportional():
     assert [split_for_id(s) for s in reversed(ids)] == [split_for_id(s) for s in ids][::-1]
     many = [split_for_id(f"x{i}") for i in range(10_000)]
     assert 800 < many.count("test") < 1200 and 800 < many.count("val") < 1200
+
+
+@pytest.mark.parametrize("name", ["Kiefer-\u00f6", "\u00c5ngstr\u00f6m-7", "pin\u0303o-\u00e9t\u00e9", "\ud55c\uad6d-\uc18c\ub098\ubb34",
+                                  "caf\u00e9-01", "\u1e9b\u0323-odd"])
+def test_split_for_id_is_the_same_for_nfc_and_nfd_names(name):
+    """A series folder named on Linux (NFC, composed) and the same folder read back from a macOS disk
+    (NFD, decomposed) are one name and must land in one split: the raw bytes were hashed."""
+    nfc, nfd = unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)
+    assert nfc != nfd
+    assert split_for_id(nfc) == split_for_id(nfd)
+    assert same_name(nfd) == same_name(nfc) == nfc
+
+
+def test_split_for_id_does_not_depend_on_the_unicode_form_across_many_names():
+    names = [f"Kiefer-\u00f6-{i}" for i in range(200)] + [f"\u00e9pic\u00e9a-{i}" for i in range(200)]
+    moved = [n for n in names if split_for_id(n) != split_for_id(unicodedata.normalize("NFD", n))]
+    assert moved == []
 
 
 def test_series_seed_deterministic_and_distinct():
