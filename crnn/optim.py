@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MuonAdamW", "is_matrix"]
+__all__ = ["MuonAdamW", "is_matrix", "load_optimizer_state"]
 
 
 def is_matrix(p: torch.Tensor) -> bool:
@@ -106,6 +106,27 @@ class MuonAdamW(torch.optim.Optimizer):
         if self.adamw is not None:
             self.adamw.zero_grad(set_to_none)
 
+    def __getstate__(self) -> dict:
+        # torch's Optimizer.__getstate__ keeps defaults, state and param_groups only: a copy (copy.deepcopy,
+        # pickle) without the two halves and the kernels' 2-D views had no ``_views`` (AttributeError)
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        """After ``copy.deepcopy`` or unpickling: the copied kernels and their copied 2-D views no longer
+        share memory (a Parameter's copy is a clone), so each view is made again from its copied kernel
+        and put in Muon's place of the old one (its parameter list and its momentum state)."""
+        super().__setstate__(state)
+        views = []
+        for p, old in self._views:
+            new = p.detach().view(p.shape[0], -1)
+            if self.muon is not None:
+                for g in self.muon.param_groups:
+                    g["params"] = [new if q is old else q for q in g["params"]]
+                if old in self.muon.state:
+                    self.muon.state[new] = self.muon.state.pop(old)
+            views.append((p, new))
+        self._views = views
+
     def state_dict(self) -> dict:
         return {"muon": None if self.muon is None else self.muon.state_dict(),
                 "adamw": None if self.adamw is None else self.adamw.state_dict()}
@@ -113,9 +134,9 @@ class MuonAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore :meth:`state_dict`'s output. ValueError when it is not a MuonAdamW state (another
         optimizer's, or one of a model with other parameters)."""
-        if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
-            raise ValueError("not a MuonAdamW optimizer state (was the checkpoint written with another "
-                             "train.optimizer?)")
+        if not _is_muon_state(state_dict):
+            raise ValueError(f"not a MuonAdamW optimizer state: found {_kind_of(state_dict)} (was the checkpoint "
+                             f"written with another train.optimizer?)")
         halves = (("muon", self.muon), ("adamw", self.adamw))
         for name, opt in halves:  # both checked before either loads
             if (opt is None) != (state_dict[name] is None) or (opt is not None
@@ -141,3 +162,37 @@ def _fits(opt: torch.optim.Optimizer, state: dict) -> bool:
                    for k, st in state["state"].items())
     except (KeyError, TypeError, AttributeError):
         return False
+
+
+def _is_muon_state(state) -> bool:
+    return isinstance(state, dict) and set(state) == {"muon", "adamw"}
+
+
+def _is_torch_state(state) -> bool:
+    return isinstance(state, dict) and {"state", "param_groups"} <= set(state) and "muon" not in state
+
+
+def _kind_of(state) -> str:
+    """What an optimizer state looks like, for messages."""
+    if _is_muon_state(state):
+        return "a MuonAdamW state (train.optimizer=muon)"
+    if _is_torch_state(state):
+        return "a torch optimizer state (train.optimizer=adam, nadam or adamw)"
+    if isinstance(state, dict):
+        return f"a dict with keys {sorted(map(str, state))}"
+    return f"a {type(state).__name__}"
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state, where: str = "optimizer state") -> None:
+    """``opt.load_state_dict(state)`` (a resumed run's optimizer from its checkpoint), refusing a state
+    of the other kind first: a MuonAdamW state given to torch's Adam/NAdam/AdamW failed with a bare
+    ``KeyError: 'param_groups'``. Raises ValueError naming ``where``, the optimizer expected and the
+    kind of state found (:meth:`MuonAdamW.load_state_dict` checks its own halves' shapes too)."""
+    if isinstance(opt, MuonAdamW):
+        ok, want = _is_muon_state(state), "a MuonAdamW state (train.optimizer=muon)"
+    else:
+        ok, want = _is_torch_state(state), f"a {type(opt).__name__} state (torch's layout: state, param_groups)"
+    if not ok:
+        raise ValueError(f"{where}: expected {want}, found {_kind_of(state)}: was the checkpoint written with "
+                         f"another train.optimizer?")
+    opt.load_state_dict(state)

@@ -28,6 +28,7 @@ from crnn.loop import (
     run_eval, series_tensors,
 )
 from crnn.model import FAMILIES, build_model
+from crnn.optim import load_optimizer_state
 from crnn.timeaware import data_summary
 from crnn.rundir import _user_callback, check_run_dir, clear_run_dir, finish_run, has_checkpoint
 from crnn.irregular import is_irregular, torch_series
@@ -104,8 +105,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             best = payload["metrics"].get("best_val_loss", best)
             state = load_training_state(d)
             if state is not None:
-                if state.get("optimizer"):
-                    opt.load_state_dict(state["optimizer"])
+                if state.get("optimizer"):  # ValueError naming both kinds when train.optimizer changed
+                    load_optimizer_state(opt, state["optimizer"], "the checkpoint's optimizer state")
                 if state.get("scheduler"):
                     sched.load_state_dict(state["scheduler"])
                 start_epoch = state["epoch"] + 1

@@ -8,7 +8,7 @@ from torch import nn
 from crnn.config import load_config
 from crnn.loop import fit_plain, make_optimizer, make_scheduler
 from crnn.model import build_model
-from crnn.optim import MuonAdamW, is_matrix
+from crnn.optim import MuonAdamW, is_matrix, load_optimizer_state
 
 pytestmark = pytest.mark.unit
 
@@ -269,3 +269,64 @@ def test_a_schedule_made_before_a_resume_still_reaches_both_halves():
     assert opt2.muon.param_groups[0]["lr"] == pytest.approx(4e-3 / 8)
     assert opt2.adamw.param_groups[0]["lr"] == pytest.approx(4e-3 / 8)
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([4e-3 / 8] * 2)
+
+
+_TORCH_KINDS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}
+
+
+@pytest.mark.parametrize("kind", list(_TORCH_KINDS))
+def test_a_muon_state_into_a_torch_optimizer_and_back_is_a_clear_value_error(kind):
+    """A checkpoint written with train.optimizer=muon resumed with adam (or the reverse): torch's
+    Adam failed with a bare KeyError: 'param_groups'. Now a ValueError naming both kinds."""
+    model = _net()
+    muon = MuonAdamW(model.parameters())
+    plain = _TORCH_KINDS[kind](model.parameters())
+    _steps(model, muon, n=1)
+    _steps(model, plain, n=1)
+    with pytest.raises(KeyError):  # what torch itself does: why the check is ours
+        _TORCH_KINDS[kind](model.parameters()).load_state_dict(muon.state_dict())
+    with pytest.raises(ValueError, match=rf"ckpt: expected a {_TORCH_KINDS[kind].__name__} state .*, found a "
+                                         r"MuonAdamW state \(train.optimizer=muon\): was the checkpoint written "
+                                         r"with another train.optimizer\?"):
+        load_optimizer_state(_TORCH_KINDS[kind](model.parameters()), muon.state_dict(), "ckpt")
+    with pytest.raises(ValueError, match=r"ckpt: expected a MuonAdamW state \(train.optimizer=muon\), found a torch "
+                                         r"optimizer state"):
+        load_optimizer_state(MuonAdamW(model.parameters()), plain.state_dict(), "ckpt")
+    with pytest.raises(ValueError, match=r"not a MuonAdamW optimizer state: found a torch optimizer state"):
+        MuonAdamW(model.parameters()).load_state_dict(plain.state_dict())
+    for bad, found in (({"x": 1}, r"a dict with keys \['x'\]"), ([1], "a list"), (None, "a NoneType")):
+        for opt in (MuonAdamW(model.parameters()), _TORCH_KINDS[kind](model.parameters())):
+            with pytest.raises(ValueError, match=f"found {found}"):
+                load_optimizer_state(opt, bad)
+    # each kind's own state still loads, and the loaded optimizer steps
+    for opt, state in ((MuonAdamW(model.parameters()), muon.state_dict()),
+                       (_TORCH_KINDS[kind](model.parameters()), plain.state_dict())):
+        load_optimizer_state(opt, copy.deepcopy(state))
+        _steps(model, opt, n=1)
+
+
+def test_a_deep_copy_of_muon_adamw_steps_like_the_original():
+    """copy.deepcopy(opt) failed (AttributeError: no '_views': torch's Optimizer pickles only defaults,
+    state and param_groups). A copy made with its model steps its own kernels exactly as the original
+    steps the original's; a copy of the optimizer alone updates copies and leaves the model alone."""
+    model = _net()
+    opt = MuonAdamW(model.parameters(), lr=5e-3)
+    _steps(model, opt, n=2)
+    model2, opt2 = copy.deepcopy((model, opt))
+    assert all(v.data_ptr() == p.data_ptr() for p, v in opt2._views)
+    assert {id(p) for g in opt2.param_groups for p in g["params"]} & {id(p) for p in model.parameters()} == set()
+    _steps(model, opt, n=3, seed=7)
+    _steps(model2, opt2, n=3, seed=7)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+    before = [p.detach().clone() for p in model.parameters()]
+    alone = copy.deepcopy(opt)
+    for g in alone.param_groups:
+        for p in g["params"]:
+            p.grad = torch.ones_like(p)
+    alone.step()  # steps its own copies
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    for (p, v), (q, w) in zip(opt._views, alone._views):
+        assert w.data_ptr() == q.data_ptr() != p.data_ptr()
+    empty_muon = MuonAdamW([nn.Parameter(torch.zeros(3))])  # no Muon half: copies too
+    copy.deepcopy(empty_muon).step()
