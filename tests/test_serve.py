@@ -15,7 +15,7 @@ from PIL import Image
 from crnn.inference import load_model, to_uint8
 from crnn.model import rollout
 from crnn.serve import (
-    Limits, ServeSettings, load_serve_config, parse_forecast_request, RequestError, Spec,
+    Limits, ServeSettings, check_content_type, load_serve_config, parse_forecast_request, RequestError, Spec,
 )
 from crnn.shards import torch_frames
 from crnn.loop import fit_plain
@@ -151,6 +151,23 @@ def test_png_whose_pixel_data_stops_early_is_a_400(rewrap, fraction):
     assert e.value.status == 400
     ok = parse_forecast_request(json.dumps({"series": [{"png": [_png(x) for x in f]}]}).encode(), spec, LIMITS)
     np.testing.assert_array_equal(ok.series[0].frames, f)
+
+
+@pytest.mark.parametrize("ctype, ok", [
+    (None, True), ("application/json", True), ("application/json; charset=utf-8", True), ("APPLICATION/JSON", True),
+    ("application/problem+json", True), (" application/json ;charset=UTF-8", True),
+    ("application/x-www-form-urlencoded", False), ("multipart/form-data; boundary=x", False), ("image/png", False),
+    ("text/plain", False), ("text/json", False), ("application/jsonx", False), ("", False), ("json", False),
+])
+def test_content_type_is_json_or_415(ctype, ok):
+    """The body was parsed as JSON whatever its Content-Type said (a form got 'not valid JSON')."""
+    if ok:
+        check_content_type(ctype)
+        return
+    with pytest.raises(RequestError, match=rf"Content-Type {ctype.strip()!r} is not accepted.*application/json or "
+                                           r"application/\*\+json \(or no Content-Type\)") as e:
+        check_content_type(ctype)
+    assert e.value.status == 415
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last", "all"])
@@ -306,9 +323,27 @@ def test_bad_inputs_get_4xx_and_replica_survives(url):
     for body, status, msg in raw_cases:
         r = _post(url, body)
         assert r.status_code == status and msg in r.json()["detail"], (msg, r.status_code, r.text[:300])
-    # form-encoded / wrong content type: still parsed as JSON, so a clear 400
-    r = requests.post(f"{url}/forecast", data={"a": "b"}, timeout=30)
-    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    # a body that is not JSON by its Content-Type: 415 naming the type, before the body is read
+    good_body = json.dumps({"series": [{"png": png_ok}]})
+    r = requests.post(f"{url}/forecast", data={"a": "b"}, timeout=30)  # a form: what curl -d sends by default
+    assert r.status_code == 415, r.text
+    assert "Content-Type 'application/x-www-form-urlencoded' is not accepted (curl -d" in r.json()["detail"]
+    r = requests.post(f"{url}/forecast", data=good_body, timeout=30,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})  # even a JSON body
+    assert r.status_code == 415 and "application/json or application/*+json" in r.json()["detail"]
+    r = requests.post(f"{url}/forecast", files={"f": ("10.png", base64.b64decode(png_ok[0]), "image/png")}, timeout=30)
+    assert r.status_code == 415 and "Content-Type 'multipart/form-data; boundary=" in r.json()["detail"]
+    for ctype in ("image/png", "text/plain", "application/xml"):
+        r = requests.post(f"{url}/forecast", data=good_body, headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code == 415 and f"Content-Type {ctype!r} is not accepted" in r.json()["detail"], r.text
+    big = b"x" * 700_000  # over max_body_bytes: the type is refused first, the body never read
+    r = requests.post(f"{url}/forecast", data=big, headers={"Content-Type": "text/plain"}, timeout=30)
+    assert r.status_code == 415
+    # JSON in any accepted spelling, or no Content-Type at all (as before): parsed
+    for ctype in ("application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", None):
+        r = requests.post(f"{url}/forecast", data=good_body.encode(), timeout=60,
+                          headers={"Content-Type": ctype} if ctype else {})
+        assert r.status_code == 200, (ctype, r.text[:300])
     # the replica still answers correctly
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
     assert _post(url, {"series": [{"png": png_ok}]}).status_code == 200

@@ -38,7 +38,9 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 Bad requests get a JSON error ``{"detail": "<what is wrong, naming the field>"}``: 400 for a body
 that is not JSON (NaN/Infinity included) or malformed base64/PNG (naming series and frame); 413 for a
 body over ``max_body_bytes`` (checked from Content-Length before reading, and while reading) or more
-than ``max_series_per_request`` series; 422 for JSON of the wrong shape (an unknown field, frame
+than ``max_series_per_request`` series; 415 for a Content-Type that is not JSON (a form, as ``curl -d``
+sends without ``-H 'Content-Type: application/json'``; multipart; image/png; text), naming it and the
+accepted ``application/json``/``application/*+json`` (no Content-Type at all is read as JSON); 422 for JSON of the wrong shape (an unknown field, frame
 count, image size, channels, values outside 0-255, empty batch, bad horizon or ages; a PNG whose
 size, as shown after its EXIF orientation, is not the model's). Nothing from a request is ever
 unpickled; PNG sizes are checked from the header before decoding.
@@ -59,12 +61,13 @@ deploy``, in the config file's ``deployments`` entries (see ``serve.yaml``).
 from crnn.serve.app import ForecastIngress, api, app_builder, build_app, read_body
 from crnn.serve.codec import RequestError, Spec, decode_png, encode_png, render_forecasts
 from crnn.serve.model import ForecastEngine, ForecastModel
-from crnn.serve.protocol import ForecastIn, ForecastRequest, ForecastResponse, SeriesIn, parse_forecast_request
+from crnn.serve.protocol import (JSON_TYPES, ForecastIn, ForecastRequest, ForecastResponse, SeriesIn, check_content_type,
+                                 parse_forecast_request)
 from crnn.serve.settings import (DEPLOYMENT_NAME, INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, ActorOptions, Autoscaling,
                                  BatchLimits, Limits, RequestLimits, ServeSettings, load_serve_config)
 
 __all__ = [
-    "ActorOptions", "Autoscaling", "BatchLimits", "DEPLOYMENT_NAME", "ForecastEngine", "ForecastIn",
+    "ActorOptions", "Autoscaling", "BatchLimits", "DEPLOYMENT_NAME", "JSON_TYPES", "check_content_type", "ForecastEngine", "ForecastIn",
     "ForecastIngress", "ForecastModel", "ForecastRequest", "ForecastResponse", "INGRESS_DEPLOYMENT", "Limits",
     "MODEL_DEPLOYMENT", "RequestError", "RequestLimits", "SeriesIn", "ServeSettings", "Spec", "api",
     "app_builder", "build_app", "decode_png", "encode_png", "load_serve_config", "parse_forecast_request",

@@ -20,7 +20,8 @@ from ray.serve.handle import DeploymentHandle
 from crnn import images
 from crnn.serve.codec import RequestError, Spec, render_forecasts
 from crnn.serve.model import ForecastModel
-from crnn.serve.protocol import ErrorResponse, ForecastRequest, ForecastResponse, parse_forecast_request
+from crnn.serve.protocol import (ErrorResponse, ForecastRequest, ForecastResponse, check_content_type,
+                                 parse_forecast_request)
 from crnn.serve.settings import INGRESS_DEPLOYMENT, RequestLimits, ServeSettings, default_model_from_env
 
 
@@ -65,6 +66,8 @@ _ERRORS = {
     400: {"model": ErrorResponse, "description": "not JSON (or NaN/Infinity), malformed base64 or PNG"},
     413: {"model": ErrorResponse, "description": "body larger than max_body_bytes, or more series than "
                                                  "max_series_per_request"},
+    415: {"model": ErrorResponse, "description": "a Content-Type that is not JSON (application/json or "
+                                                 "application/*+json; a form, multipart, image/png, text)"},
     422: {"model": ErrorResponse, "description": "not the ForecastRequest schema (an unknown field included), "
                                                  "or the wrong shape for the model: frame count, image size, "
                                                  "channels, values outside 0-255, empty batch, bad horizon; "
@@ -138,6 +141,7 @@ class ForecastIngress:
     )
     async def forecast(self, request: Request) -> Response:
         limits = self.limits
+        check_content_type(request.headers.get("content-type"))  # 415 before the body is read
         body = await read_body(request, limits.max_body_bytes)
         req = parse_forecast_request(body, await self.spec(), limits)
         if req.at_ages:  # a time-aware model, or target ages asked for: ragged series, ages and targets

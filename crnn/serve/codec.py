@@ -34,7 +34,7 @@ _B64_WHITESPACE = str.maketrans("", "", " \t\n\r\f\v")
 
 
 class RequestError(Exception):
-    """A bad request: HTTP ``status`` (400, 413 or 422) and a message naming the problem."""
+    """A bad request: HTTP ``status`` (400, 413, 415 or 422) and a message naming the problem."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)

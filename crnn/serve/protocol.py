@@ -226,6 +226,34 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed (JSON has no NaN/Infinity; pixels are integers 0-255)")
 
 
+#: Media types ``POST /forecast`` parses (its body is JSON; PNGs travel inside it as base64 strings):
+#: ``application/json`` and any ``application/<x>+json`` (RFC 6839), with parameters such as charset.
+JSON_TYPES = ("application/json", "application/*+json")
+
+
+def check_content_type(value: Optional[str]) -> None:
+    """Refuse (415) a ``Content-Type`` that is not JSON, before the body is read: a form
+    (``application/x-www-form-urlencoded``: what ``curl -d`` sends unless told otherwise), a
+    multipart upload, raw PNG bytes, text. The media type is compared without its parameters and
+    case (``application/json; charset=utf-8``, ``Application/JSON`` are JSON). A request without the
+    header is read as JSON, as before (clients that stream a body without naming it, and the JSON
+    parser's own 400 for anything else). Raises :class:`RequestError` (415) naming the type received
+    and :data:`JSON_TYPES`."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    if kind == "application" and (sub == "json" or sub.endswith("+json")):
+        return
+    hint = ""
+    if media == "application/x-www-form-urlencoded":
+        hint = " (curl -d sends that unless given -H 'Content-Type: application/json')"
+    elif media == "image/png" or media.startswith("multipart/"):
+        hint = " (send PNGs as base64 strings in the JSON body: {\"series\": [{\"png\": [...]}]})"
+    raise RequestError(415, f"Content-Type {value.strip()!r} is not accepted{hint}; POST /forecast takes a JSON "
+                            f"body: {' or '.join(JSON_TYPES)} (or no Content-Type)")
+
+
 def parse_forecast_request(body: bytes, spec: Spec, limits: RequestLimits) -> ForecastIn:
     """Check and decode a ``POST /forecast`` body with :class:`ForecastRequest`.
 
