@@ -151,7 +151,8 @@ def check_series_ages(domain, data_path: str, card: dict[str, Any], splits, in_f
         checked.add(key)
         more = f" (and {count[key] - 1} other series with these input ages)" if count[key] > 1 else ""
         try:
-            check_ages(domain, key, target_ages, where=f"{data_path}: series {sid}{more}")
+            check_ages(domain, key, target_ages, where=f"{data_path}: series {sid}{more}",
+                       max_steps=MAX_HORIZON, max_steps_name="crnn.inference.MAX_HORIZON, as --horizon")
         except AgeError as e:
             first, bad = first or e, bad + count[key]
     if first is not None:  # the first bad series named, and how many of all cannot be answered

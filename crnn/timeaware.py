@@ -316,13 +316,16 @@ def _fmt(v: Sequence[float]) -> str:
 
 
 def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[float], where: str = "",
-               num_frames: int | None = None) -> tuple[list[float], list[float]]:
+               num_frames: int | None = None, max_steps: int | None = None,
+               max_steps_name: str = "max_horizon") -> tuple[list[float], list[float]]:
     """(ages, target_ages) as float lists, or :class:`AgeError` naming ``where`` and the problem:
     too few or too many input frames (``num_frames``, default ``len(ages)``, must equal
     ``len(ages)``), ages not finite or not strictly increasing, no target ages, a target age not after
     the last input age, or not strictly increasing, an age outside what the model accepts
-    (:attr:`TimeDomain.accepted`), and for grid models inputs not evenly spaced or targets not whole
-    steps of that spacing after the last input."""
+    (:attr:`TimeDomain.accepted`), and for grid models inputs not evenly spaced, targets not whole
+    steps of that spacing after the last input, or (``max_steps``) the last target more than
+    ``max_steps`` rollout steps after it (the message names the limit as ``max_steps_name``: Serve's
+    ``max_horizon``, predict's ``crnn.inference.MAX_HORIZON``)."""
     p = f"{where}: " if where else ""
     try:
         a = [float(v) for v in ages]
@@ -367,6 +370,10 @@ def check_ages(domain: TimeDomain, ages: Sequence[float], target_ages: Sequence[
                            f"inputs and forecasts whole steps of that spacing after the last one (trained at a "
                            f"spacing of {domain.step:g}, in {domain.age_unit}; a time-aware model, model.kind=timevp, takes any "
                            f"ages)")
+        steps = round((t[-1] - a[-1]) / s)
+        if max_steps is not None and steps > max_steps:
+            raise AgeError(f"{p}target age {_num(t[-1])} is {steps} steps of {_num(s)} after the last input age "
+                           f"{_num(a[-1])}; a grid model rolls out at most {max_steps} steps ({max_steps_name})")
     return a, t
 
 

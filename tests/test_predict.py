@@ -351,6 +351,12 @@ def test_bad_target_ages_are_refused_naming_the_series_before_any_output(irregul
     with pytest.raises(ValueError, match=r"series toy-\d+ \(and 19 other series with these input ages\): ages "
                                          r"\[10, 15, 20, 25\] -> \[37\] are off a grid model's grid"):
         predict_dataset(model_dir, dataset, out, target_ages=[37])
+    # a grid model rolls out at most MAX_HORIZON steps, as --horizon and Serve (it was unbounded here)
+    with pytest.raises(ValueError, match=r"series toy-\d+ \(and 19 other series with these input ages\): target age "
+                                         r"80 is 11 steps of 5 after the last input age 25; a grid model rolls out "
+                                         r"at most 10 steps \(crnn.inference.MAX_HORIZON, as --horizon\)"):
+        plan_predict(model_dir, dataset, out, target_ages=[35, 80])
+    assert plan_predict(model_dir, dataset, out, target_ages=[30, 75])["out_ages"] == [30, 75]  # 10 steps: the limit
     with pytest.raises(ValueError, match="give one"):
         predict_dataset(model_dir, dataset, out, target_ages=[35], horizon=2)
     plan = plan_predict(model_dir, dataset, out, target_ages=[35])  # a plan is for its own arguments only

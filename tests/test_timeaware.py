@@ -320,3 +320,28 @@ def test_an_off_grid_request_names_the_grid_models_spacing_and_unit():
     with pytest.raises(AgeError, match=r"trained at a spacing of 1, in months"):
         check_ages(domain, [1, 2, 3, 4], [5.5])
     assert check_ages(domain, [1, 2, 3, 4], [5, 6]) == ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0])
+
+
+def test_max_steps_bounds_a_grid_models_rollout_at_any_spacing_and_leaves_time_aware_models_alone():
+    """``max_steps`` (Serve's max_horizon, predict's MAX_HORIZON): a grid model's last target at most
+    that many steps of the inputs' own spacing after the last input -- exactly the limit passes, one
+    step more is refused naming the target, the steps, the spacing and the limit; without max_steps
+    any distance passes; a time-aware model has no rollout and is not bounded by it."""
+    from crnn.config import load_config
+    from crnn.timeaware import AgeError, check_ages, time_domain
+
+    grid = time_domain(load_config("demo"), {"age_unit": "years", "ages": [10, 15, 20, 25, 30]})
+    assert not grid.time_aware
+    for ages, spacing in (([10, 15, 20, 25], 5), ([1, 2, 3, 4], 1), ([0.5, 1, 1.5, 2], 0.5)):
+        last = ages[-1]
+        assert check_ages(grid, ages, [last + 10 * spacing], max_steps=10)[1] == [last + 10 * spacing]
+        assert check_ages(grid, ages, [last + spacing, last + 3 * spacing], max_steps=3)[1][-1] == last + 3 * spacing
+        with pytest.raises(AgeError, match=rf"series\[2\]: target age {last + 11 * spacing:g} is 11 steps of "
+                                           rf"{spacing:g} after the last input age {last:g}; a grid model rolls "
+                                           rf"out at most 10 steps \(LIMIT\)"):
+            check_ages(grid, ages, [last + spacing, last + 11 * spacing], "series[2]", max_steps=10,
+                       max_steps_name="LIMIT")
+        assert check_ages(grid, ages, [last + 50 * spacing])[1] == [last + 50 * spacing]  # no bound asked
+    ta = time_domain(load_config("timevp-fast"), {"age_unit": "years", "ages": [10, 15, 20, 25, 30]})
+    assert ta.time_aware
+    assert check_ages(ta, [10, 15, 20, 25], [30, 34], max_steps=1)[1] == [30.0, 34.0]

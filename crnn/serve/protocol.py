@@ -341,7 +341,8 @@ def resolve_ages(req: ForecastRequest, spec: Spec, limits: RequestLimits) -> For
         if derived:
             targets = horizon_targets(domain, ages, horizon)
         try:
-            ages, targets = check_ages(domain, ages, targets or [], where, num_frames=len(frames))
+            ages, targets = check_ages(domain, ages, targets or [], where, num_frames=len(frames),
+                                       max_steps=limits.max_horizon)
         except AgeError as e:
             hint = (f" (target ages {[age_label(t) for t in targets]}: {horizon} step(s) of {age_label(domain.step)} "
                     f"after the last input, from 'horizon'; send 'target_ages' to choose them)") \
@@ -351,14 +352,6 @@ def resolve_ages(req: ForecastRequest, spec: Spec, limits: RequestLimits) -> For
         if len(targets) > limits.max_targets:
             errors.append(f"{where}: {len(targets)} target ages; the limit is {limits.max_targets} (max_targets)")
             continue
-        if not domain.time_aware:
-            spacing = ages[1] - ages[0] if len(ages) >= 2 else domain.step
-            steps = round((targets[-1] - ages[-1]) / spacing)
-            if steps > limits.max_horizon:
-                errors.append(f"{where}: target age {age_label(targets[-1])} is {steps} steps of {age_label(spacing)} "
-                              f"after the last input age {age_label(ages[-1])}; a grid model rolls out at most "
-                              f"{limits.max_horizon} steps (max_horizon)")
-                continue
         out.append(SeriesIn(frames, fmt, ages, targets))
     if errors:
         more = f"; and {len(errors) - _SHOWN} more series" if len(errors) > _SHOWN else ""
