@@ -310,12 +310,19 @@ def test_predict_checks_everything_before_ray(good_model, tiny_dataset, tmp_path
     _fails(capsys, "predict", argv("--horizon", "0"), "horizon=0")
     for h in (MAX_HORIZON + 1, 1000):  # Serve's bound (the shared constant), before Ray
         _fails(capsys, "predict", argv("--horizon", str(h)), f"horizon={h} is over the limit of {MAX_HORIZON}")
+    # the same bound for a grid model's --target-ages (whole steps of 5 after the last input, 25): not a
+    # way around it (Serve refuses them too); 1000 rolled out 195 steps
+    for t in (25 + 5 * (MAX_HORIZON + 1), 1000):
+        _fails(capsys, "predict", argv("--target-ages", f"30,{t}"), f"target age {t} is {(t - 25) // 5} steps of 5 after "
+               f"the last input age 25; a grid model rolls out at most {MAX_HORIZON} steps (crnn.inference.MAX_HORIZON")
     _fails(capsys, "predict", argv("--concurrency", "0"), "--concurrency must be >= 1")
     _fails(capsys, "predict", argv("--split", "nope"), "unknown split(s) ['nope']")
     with pytest.raises(RayStarted):  # good arguments get as far as Ray
         _job("predict").main(argv())
     with pytest.raises(RayStarted):  # the limit itself is allowed
         _job("predict").main(argv("--horizon", str(MAX_HORIZON)))
+    with pytest.raises(RayStarted):
+        _job("predict").main(argv("--target-ages", str(25 + 5 * MAX_HORIZON)))
     assert Limits().max_horizon == MAX_HORIZON  # one number: Serve's default is predict's bound
 
 
