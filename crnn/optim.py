@@ -186,7 +186,8 @@ def _kind_of(state) -> str:
 def load_optimizer_state(opt: torch.optim.Optimizer, state, where: str = "optimizer state") -> None:
     """``opt.load_state_dict(state)`` (a resumed run's optimizer from its checkpoint), refusing a state
     of the other kind first: a MuonAdamW state given to torch's Adam/NAdam/AdamW failed with a bare
-    ``KeyError: 'param_groups'``. Raises ValueError naming ``where``, the optimizer expected and the
+    ``KeyError: 'param_groups'``; among torch's own, Adam's or AdamW's state in a NAdam failed at the
+    first step (``KeyError: 'mu_product'``) and AdamW's in an Adam silently became AdamW. Raises ValueError naming ``where``, the optimizer expected and the
     kind of state found (:meth:`MuonAdamW.load_state_dict` checks its own halves' shapes too)."""
     if isinstance(opt, MuonAdamW):
         ok, want = _is_muon_state(state), "a MuonAdamW state (train.optimizer=muon)"
@@ -195,4 +196,26 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state, where: str = "optimi
     if not ok:
         raise ValueError(f"{where}: expected {want}, found {_kind_of(state)}: was the checkpoint written with "
                          f"another train.optimizer?")
+    if not isinstance(opt, MuonAdamW):  # torch's kinds share one layout: told apart by their groups' fields
+        mine, found = _torch_kind(opt.param_groups), _torch_kind(state.get("param_groups"))
+        if mine and found and mine != found:
+            raise ValueError(f"{where}: expected {want}, found a{'n' * found.startswith('A')} {found} state "
+                             f"(train.optimizer={found.lower()}): was the checkpoint written with another "
+                             f"train.optimizer?")
     opt.load_state_dict(state)
+
+
+def _torch_kind(groups) -> str | None:
+    """Which of torch's Adam, AdamW and NAdam wrote these ``param_groups`` (None when they do not say:
+    a state of an older torch without ``decoupled_weight_decay`` is not told Adam from AdamW). NAdam
+    alone has ``momentum_decay`` (and needs ``mu_product`` per parameter: Adam's state in a NAdam
+    failed at the first step with a bare KeyError); Adam and AdamW differ in ``decoupled_weight_decay``,
+    which torch would take from the saved groups (silently turning one into the other)."""
+    if not isinstance(groups, (list, tuple)) or not groups or not isinstance(groups[0], dict):
+        return None
+    g = groups[0]
+    if "momentum_decay" in g:
+        return "NAdam"
+    if "amsgrad" in g and isinstance(g.get("decoupled_weight_decay"), bool):
+        return "AdamW" if g["decoupled_weight_decay"] else "Adam"
+    return None

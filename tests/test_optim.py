@@ -305,6 +305,21 @@ def test_a_muon_state_into_a_torch_optimizer_and_back_is_a_clear_value_error(kin
         _steps(model, opt, n=1)
 
 
+@pytest.mark.parametrize("saved, into", [(a, b) for a in _TORCH_KINDS for b in _TORCH_KINDS if a != b])
+def test_a_torch_state_of_another_kind_is_a_clear_value_error(saved, into):
+    """Adam/AdamW's state resumed into NAdam loaded, then the first step failed with a bare
+    KeyError: 'mu_product'; AdamW's into Adam (or the reverse) silently swapped the weight decay
+    (torch takes decoupled_weight_decay from the saved groups). Now a ValueError naming both kinds."""
+    model = _net()
+    old = _TORCH_KINDS[saved](model.parameters(), weight_decay=0.01)
+    _steps(model, old, n=1)
+    opt = _TORCH_KINDS[into](model.parameters(), weight_decay=0.01)
+    with pytest.raises(ValueError, match=rf"ckpt: expected a {_TORCH_KINDS[into].__name__} state .*found an? "
+                                         rf"{_TORCH_KINDS[saved].__name__} state .*another train.optimizer"):
+        load_optimizer_state(opt, copy.deepcopy(old.state_dict()), "ckpt")
+    load_optimizer_state(_TORCH_KINDS[saved](model.parameters()), old.state_dict())  # its own kind loads
+
+
 def test_a_deep_copy_of_muon_adamw_steps_like_the_original():
     """copy.deepcopy(opt) failed (AttributeError: no '_views': torch's Optimizer pickles only defaults,
     state and param_groups). A copy made with its model steps its own kernels exactly as the original
