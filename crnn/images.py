@@ -246,13 +246,19 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
     finally:
         fp.seek(pos)
     need = have = 0
+    seen_idat = False
     inflate = zlib.decompressobj()
     try:
         for kind, payload in _png_chunks(data):
-            if kind == b"IHDR" and len(payload) >= 13:
+            # the header Pillow decodes by: one before the pixel data (an IHDR after it is ignored by
+            # Pillow; taking its size here let a 1x1 IHDR after a short IDAT pass)
+            if kind == b"IHDR" and len(payload) >= 13 and not seen_idat:
                 w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", payload[:13])
                 need = _png_raw_size(w, h, depth, ctype, interlace)
-            elif kind == b"IDAT" and have < need:
+            elif kind == b"IDAT":
+                seen_idat = True
+                if have >= need:
+                    continue
                 while payload and have < need:  # bounded chunks of output: no second copy of the image
                     have += len(inflate.decompress(payload, 1 << 20))
                     payload = inflate.unconsumed_tail

@@ -1,5 +1,7 @@
 """crnn.images: the one decoder of user images (ingest and Serve). No Ray; each test is milliseconds."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -273,3 +275,17 @@ def test_png_pixel_data_that_stops_early_is_unreadable(kind, rewrap, fraction, t
     with images.open_image(cut, "s.png") as im:  # Serve's order: the size as shown first
         with pytest.raises(ImageError, match=r"s\.png: unreadable: truncated pixel data"):
             images.oriented_size(im, "s.png")
+
+
+@pytest.mark.parametrize("before", [[], [(b"tEXt", b"k\0v")]], ids=["right-after", "after-a-text-chunk"])
+def test_a_second_ihdr_after_the_pixel_data_does_not_hide_a_short_stream(before):
+    """Pillow reads the IHDR before IDAT and ignores one after it, but the check took the last
+    IHDR's size: a 1x1 IHDR after a short IDAT passed, and the image decoded 13 of its 24 rows black."""
+    import struct
+
+    cut = png_chunks(cut_idat(_png_kinds()["rgb8"], 0.5, rewrap=True))
+    tiny = (b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+    data = build_png(cut[:-1] + before + [tiny, cut[-1]])  # ... IDAT, [tEXt,] IHDR 1x1, IEND
+    assert Image.open(io.BytesIO(data)).size == (13, 24)  # Pillow's size: the first IHDR's
+    with pytest.raises(ImageError, match=r"x\.png: unreadable: truncated pixel data: .* its 13x24 \(WxH\) header"):
+        images.decode(data, "x.png")
