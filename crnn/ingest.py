@@ -264,10 +264,13 @@ def plan_series(series: dict[str, dict[int, list[str]]], ignored: list[str], unc
     Folders whose names are the same text in different Unicode forms (NFC/NFD, :func:`crnn.shards.same_name`)
     would be two series with one name: each is a problem naming the other. Raises ValueError for ages
     outside 0..:data:`MAX_AGE` or fewer than 2 of them (regular)."""
-    report, good = _plan_series(series, ignored, unclear, ages, irregular)
     by_name = collections.defaultdict(list)
     for name in series:
         by_name[same_name(name)].append(name)
+    twins = {n for names in by_name.values() if len(names) > 1 for n in names}
+    # the twins are left out, so they do not vote for the most common set of ages either
+    report, good = _plan_series({n: f for n, f in series.items() if n not in twins} or series, ignored, unclear,
+                                ages, irregular)
     for names in by_name.values():
         for name in names if len(names) > 1 else ():
             others = [n for n in names if n != name]

@@ -426,3 +426,15 @@ def test_job_refuses_a_bad_background_before_starting_ray(tmp_path, capsys):
     assert job.main(["--src", str(tmp_path), "--out", str(tmp_path / "ds"), "--background", "nope"]) == 2
     assert "--background: background colour 'nope': not a colour" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "ds")
+
+
+def test_folders_left_out_for_their_unicode_form_do_not_choose_the_ages(tmp_path):
+    """Without --ages the most common set of ages was counted with the NFC/NFD twins still in: two
+    twins at 1, 2 outvoted a good folder at 10, 15, 20, which was then left out ("no usable series")."""
+    for name, ages in (("Kiefer-\u00f6", (1, 2)), ("Kiefer-o\u0308", (1, 2)), ("a", (10, 15, 20))):
+        (tmp_path / name).mkdir()
+        for a in ages:
+            Image.new("RGB", (16, 32)).save(tmp_path / name / f"{a}.png")
+    rows, report = ing.collect(str(tmp_path), threads=1)
+    assert [r["series_id"] for r in rows] == ["a"] and report.ages == (10, 15, 20)
+    assert sorted(report.problems) == sorted(["Kiefer-\u00f6", "Kiefer-o\u0308"])
