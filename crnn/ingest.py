@@ -76,13 +76,15 @@ class IngestReport:
         """Whether the ingested series hold different sets of ages (the irregular layout)."""
         return len(set(self.series_ages.values())) > 1
 
-    def summary(self) -> str:
+    def summary(self, written: bool = True) -> str:
+        """What the ingest did, or (``written`` False: a refused strict ingest) would have done."""
+        did = "ingested" if written else "would have ingested"
         if self.irregular:
             sizes = [len(a) for a in self.series_ages.values()]
-            lines = [f"ingested {len(self.ingested)} series at their own ages (irregular: {min(sizes)}.."
+            lines = [f"{did} {len(self.ingested)} series at their own ages (irregular: {min(sizes)}.."
                      f"{max(sizes)} frames)"]
         else:
-            lines = [f"ingested {len(self.ingested)} series at ages {list(self.ages)}"]
+            lines = [f"{did} {len(self.ingested)} series at ages {list(self.ages)}"]
         if self.problems:
             lines.append(f"left out {len(self.problems)} series:")
             lines += [f"  {name}: {why}" for name, why in sorted(self.problems.items())]
@@ -327,7 +329,7 @@ def check_strict(report: IngestReport, decoded: bool = True) -> None:
     if not report.problems:
         return
     if decoded:
-        raise ValueError("strict ingest refused, nothing written:\n" + report.summary())
+        raise ValueError("strict ingest refused, nothing written:\n" + report.summary(written=False))
     raise ValueError(f"strict ingest refused by the file names alone, before decoding any image, nothing written: "
                      f"{len(report.problems)} series would be left out:\n"
                      + "\n".join(f"  {name}: {why}" for name, why in sorted(report.problems.items())))

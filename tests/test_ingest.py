@@ -304,6 +304,8 @@ def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     with pytest.raises(ValueError, match="strict ingest refused, nothing written") as e:
         ing.ingest(str(names_ok), out, strict=True)  # names all fine: the decoding's problems refuse
     assert "bomb: " in str(e.value) and "too large" in str(e.value) and "broken-file" in str(e.value)
+    assert "would have ingested 3 series at ages [1, 2, 3]" in str(e.value)  # it read "ingested 3 series"
+    assert "\ningested" not in str(e.value)
     assert not os.path.exists(out)
 
     report = ing.ingest(str(photos), out, height=32, width=16)

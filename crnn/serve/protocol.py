@@ -243,14 +243,14 @@ def check_content_type(value: Optional[str]) -> None:
         return
     media = value.split(";", 1)[0].strip().lower()
     kind, _, sub = media.partition("/")
-    if kind == "application" and (sub == "json" or sub.endswith("+json")):
+    if kind == "application" and (sub == "json" or (sub.endswith("+json") and len(sub) > len("+json"))):
         return
     hint = ""
     if media == "application/x-www-form-urlencoded":
         hint = " (curl -d sends that unless given -H 'Content-Type: application/json')"
     elif media == "image/png" or media.startswith("multipart/"):
         hint = " (send PNGs as base64 strings in the JSON body: {\"series\": [{\"png\": [...]}]})"
-    raise RequestError(415, f"Content-Type {value.strip()!r} is not accepted{hint}; POST /forecast takes a JSON "
+    raise RequestError(415, f"Content-Type {value.strip() or value!r} is not accepted{hint}; POST /forecast takes a JSON "
                             f"body: {' or '.join(JSON_TYPES)} (or no Content-Type)")
 
 
