@@ -71,6 +71,15 @@ RUNS = {
     "convlstm-cpu-e4-muon-lr4": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon", "train.lr": 4e-3}),
     "convlstm-cpu-h32-e8-muon-lr4": ("convlstm-cpu", {"model.convlstm.hidden": [32, 32, 32], "train.epochs": 8,
                                                       "train.optimizer": "muon", "train.lr": 4e-3}),
+    # Muon with a fifth of an epoch of warm-up (part 14; AdamW lost 3 % with it in part 7)
+    "convlstm-cpu-e4-muon-lr4-w02": ("convlstm-cpu", {"train.epochs": 4, "train.optimizer": "muon", "train.lr": 4e-3,
+                                                      "train.warmup_epochs": 0.2}),
+    # Muon at batch 16 (part 14): its orthogonalisation is a cost per step, so twice the batch halves it
+    # per series (bench_step.py: 104 series/s against 79 at batch 8 with Muon); 5 epochs ~ the budget
+    "convlstm-cpu-b16-e5-muon-lr4": ("convlstm-cpu", {"train.batch_size": 16, "train.epochs": 5,
+                                                      "train.optimizer": "muon", "train.lr": 4e-3}),
+    "convlstm-cpu-b16-e5-muon-lr6": ("convlstm-cpu", {"train.batch_size": 16, "train.epochs": 5,
+                                                      "train.optimizer": "muon", "train.lr": 6e-3}),
     # time-aware SimVP (crnn/models/timevp.py) on the regular grid: the same budget as simvp-fast
     "timevp-fast": ("timevp-fast", {"train.precision": "bf16"}),
     "strong-b256": ("strong", {"train.precision": "bf16", "train.batch_size": 256, "train.lr": 3e-3,
