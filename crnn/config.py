@@ -243,6 +243,15 @@ PRESETS["convlstm-fast"] = {**PRESETS["convlstm"], "train.epochs": 10}
 # model.convlstm.skip=false to reproduce those).
 PRESETS["convlstm-cpu"] = {**PRESETS["convlstm"], "train.batch_size": 8, "train.precision": "bf16",
                            "train.epochs": 10, "model.convlstm.norm": True, "model.convlstm.skip": True}
+# The best model's recipe (BENCHMARKS.md, "Why the best model is still far above the floor", parts
+# 10, 13, 14): `convlstm-cpu` with a fourth layer, twice the loss weight on the last forecast step and
+# Muon on the kernels (14-16 % lower MSE than AdamW after the same steps, ~27 % more time per step),
+# 3 epochs: made for tens of thousands of series (`jobs/generate.py --num-series 40000`: 44.8 at age
+# 30). Then each cycle of fresh trees (`--seed 1`, `--seed 2`, ...) from its weights, `train.init_from=
+# <model> train.lr=1e-3 train.warmup_epochs=0.5`, gains 2-4 % (43.1 after one).
+PRESETS["convlstm-muon"] = {**PRESETS["convlstm-cpu"], "model.convlstm.hidden": [64, 64, 64, 64],
+                            "train.step_weights": [1.0, 1.0, 1.0, 2.0], "train.optimizer": "muon",
+                            "train.epochs": 3}
 # PredRNN (crnn/models/predrnn.py): 3 x 64 ST-LSTM layers at half resolution, the ConvLSTM's recipe.
 # It learns more per training step than the ConvLSTM on the pines (BENCHMARKS.md, "Why the best
 # model is still far above the floor", part 6), for 2.2x the ConvLSTM's time per step.

@@ -147,6 +147,21 @@ def test_every_family_preset_builds():
         build_model(load_config(p).model)
 
 
+def test_convlstm_muon_preset_is_the_best_models_recipe():
+    """The preset reproduces the recorded best model's first run (BENCHMARKS.md part 13: 4 x 64
+    normalised cells with skips, step weights 1,1,1,2, Muon 2e-3 at batch 8 in bf16, a warm-up epoch,
+    3 epochs) and builds the 4-layer model."""
+    cfg = load_config("convlstm-muon")
+    assert cfg.model.kind == "convlstm"
+    assert cfg.model.convlstm.hidden == (64, 64, 64, 64)
+    assert (cfg.model.convlstm.norm, cfg.model.convlstm.skip, cfg.model.convlstm.residual) == (True, True, True)
+    t = cfg.train
+    assert (t.optimizer, t.lr, t.batch_size, t.precision, t.epochs) == ("muon", 2e-3, 8, "bf16", 3)
+    assert (t.warmup_epochs, t.schedule, tuple(t.step_weights)) == (1, "cosine", (1.0, 1.0, 1.0, 2.0))
+    m = build_model(cfg.model)
+    assert len(m.cells) == 4
+
+
 def test_flop_counts_positive_and_ordered():
     """torch's FlopCounterMode: the baselines cost nothing, every family something; a convolutional
     family's cost grows with the pixel count (64x64 has 8x the pixels of 32x16), and a bigger
