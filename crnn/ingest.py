@@ -218,7 +218,7 @@ def _check_series(name: str, files: dict[int, list[str]], ages: tuple[int, ...])
 def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] | None = None,
             fit: str = "crop", threads: int = 8, background: tuple[int, int, int] = images.BACKGROUND,
             max_pixels: int | None = None, irregular: bool = False,
-            strict: bool = False) -> tuple[list[dict], IngestReport]:
+            strict: bool = False, listing: tuple | None = None) -> tuple[list[dict], IngestReport]:
     """Load every good series under ``root``; returns (rows, report).
 
     Each row's ``frames`` is uint8 (len(ages), height, width, 3). A series with a problem (missing,
@@ -234,6 +234,9 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     a series with fewer than 2 ages is left out. Each row's ``ages`` are its own, and
     ``report.series_ages`` maps each ingested series to them; when they all agree,
     ``report.ages`` is that set (a regular dataset), else ``report.ages`` is ().
+
+    ``listing``: what :func:`scan` returned for ``root``, when the caller listed it already
+    (``jobs/ingest.py`` does, before Ray starts); None lists ``root`` here.
     """
     if irregular and ages is not None:
         raise ValueError("irregular ingest keeps each series' own ages: do not give ages too")
@@ -241,7 +244,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
-    series, ignored, unclear = scan(root)
+    series, ignored, unclear = scan(root) if listing is None else listing
     check_series_found(root, series, ignored)
     report, good = plan_series(series, ignored, unclear, ages, irregular)
     if strict:
@@ -379,7 +382,8 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
            ages: tuple[int, ...] | None = None, fit: str = "crop", shard_size: int = 256,
            strict: bool = False, overwrite: bool = False,
            background: tuple[int, int, int] = images.BACKGROUND,
-           max_pixels: int | None = None, irregular: bool = False, age_unit: str = "years") -> IngestReport:
+           max_pixels: int | None = None, irregular: bool = False, age_unit: str = "years",
+           listing: tuple | None = None) -> IngestReport:
     """Ingest ``root`` and publish shards at ``out`` (needs Ray). The card (``dataset.json``) lists
     the series left out (``left_out``: name -> reason), the non-image files ignored (``ignored``),
     the images whose age is ambiguous (``unclear_ages``: path -> reason) and the ``background`` used. Raises ValueError if ``strict`` and any series had a problem (then
@@ -389,7 +393,8 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
     ``irregular``: see :func:`collect`; folders with different sets of ages give a dataset in the
     irregular layout (:mod:`crnn.irregular`) whose card records ``age_unit`` (the unit of the ages
     in the file names); folders that all agree give the regular dataset. Either card records
-    ``age_unit`` (a time-aware model reads the ages in it; ValueError when it is blank)."""
+    ``age_unit`` (a time-aware model reads the ages in it; ValueError when it is blank).
+    ``listing``: as in :func:`collect` (the folder is then not listed a second time)."""
     if fit not in ("crop", "pad", "stretch"):
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     if not isinstance(age_unit, str) or not age_unit.strip():
@@ -397,7 +402,7 @@ def ingest(root: str, out: str, height: int = 32, width: int = 16,
                          f"got {age_unit!r}")
     background = images.parse_color(background)
     rows, report = collect(root, height, width, ages, fit, background=background, max_pixels=max_pixels,
-                           irregular=irregular, strict=strict)  # strict: names refused before decoding
+                           irregular=irregular, strict=strict, listing=listing)  # strict: names refused before decoding
     if strict:
         check_strict(report)
     if not rows:

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         report = ingest(a.src, a.out, height=a.height, width=a.width, ages=ages, fit=a.fit,
                         shard_size=a.shard_size, strict=a.strict, overwrite=a.overwrite,
                         background=background, max_pixels=a.max_pixels, irregular=a.irregular,
-                        age_unit=a.age_unit)
+                        age_unit=a.age_unit, listing=(series, ignored, unclear))  # listed once, above
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"ingest failed: {e}", file=sys.stderr)
         return 1

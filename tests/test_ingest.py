@@ -326,6 +326,31 @@ def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     assert set(data["split"]) <= {"train", "val", "test"}
 
 
+def test_the_job_lists_the_folder_once(ray_local, tmp_path, monkeypatch):
+    """jobs/ingest.py lists the folder before Ray (to refuse early) and gave only the path to
+    ``ingest``, which listed it again; now the job's listing is what is ingested."""
+    from jobs import ingest as ingest_job
+
+    src = tmp_path / "photos"
+    for name in ("fern-01", "fern-02"):
+        (src / name).mkdir(parents=True)
+        for age in (10, 15, 20):
+            _img(src / name / f"{age}.png", 32, 16, age)
+    calls = []
+    real_scan = ing.scan
+    monkeypatch.setattr(ing, "scan", lambda root: calls.append(root) or real_scan(root))
+    out = tmp_path / "ds"
+    assert ingest_job.main(["--src", str(src), "--out", str(out)]) == 0
+    assert calls == [str(src)]
+    card = read_card(str(out))
+    assert card["num_series"] == 2 and card["ages"] == [10, 15, 20]
+    # a listing handed in is what is planned: a series the listing lacks is not ingested
+    listing = real_scan(str(src))
+    del listing[0]["fern-02"]
+    report = ing.ingest(str(src), str(tmp_path / "ds2"), listing=listing)
+    assert report.ingested == ["fern-01"] and calls == [str(src)]
+
+
 def test_ingest_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ing.collect(str(tmp_path / "nowhere"))
