@@ -231,20 +231,56 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
     itself ends inside the data, but when the compressed stream (IDAT) is whole yet holds fewer rows
     than the header's height (data cut and re-wrapped, a proper IEND after it) it decodes without a
     word and leaves the missing rows black, even with ``ImageFile.LOAD_TRUNCATED_IMAGES`` False.
-    This inflates the IDAT stream (no pixels are unfiltered) and counts its bytes against those
-    ``width x height`` needs. Other formats, and an image already loaded (Pillow has let go of the
-    file), pass unchecked; call it before the first load (:func:`normalize` and
-    :func:`oriented_size` do). Raises :class:`ImageError` (``unreadable``) naming ``name``."""
+
+    For a PNG this loads the pixels (call it before the first load: :func:`normalize` and
+    :func:`oriented_size` do; an image already loaded, and other formats, pass unchecked). Pillow
+    decodes a non-interlaced PNG row by row, top to bottom, into zeroed memory, so a last row with
+    any non-zero byte proves every row was in the data: nothing more is done. Otherwise (a last row
+    all zero -- black, or palette index 0 -- or an interlaced file) the IDAT stream is inflated once
+    more (no pixels unfiltered) and its bytes counted against those ``width x height`` needs
+    (:func:`_check_png_rows`): the cost measured in ``benchmarks/bench_decode.py``. Raises
+    :class:`ImageError` (``unreadable``) naming ``name``."""
     fp = getattr(im, "fp", None)
     if im.format != "PNG" or fp is None or getattr(im, "_crnn_complete", False):
         return
     name = name or _name(im)
+    if not getattr(im, "_crnn_rawmode", ""):  # loading forgets it (normalize reads it): as open_image does
+        im._crnn_rawmode = _rawmode(im)
     pos = fp.tell()
     try:
         fp.seek(0)
-        data = fp.read()
+        head = fp.read(29)  # signature + IHDR (the spec's first chunk): its last byte is the interlace flag
     finally:
         fp.seek(pos)
+    try:
+        im.load()
+    except Exception as e:
+        _check_png_rows(_png_bytes(im, fp), im, name)  # the data ends early: say so, with how much is there
+        raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
+    w, h = im.size
+    interlaced = head[12:16] != b"IHDR" or len(head) < 29 or head[28] != 0
+    if interlaced or not im.crop((0, h - 1, w, h)).tobytes().strip(b"\0"):
+        _check_png_rows(_png_bytes(im, fp), im, name)
+    im._crnn_complete = True
+
+
+def _png_bytes(im: Image.Image, fp) -> bytes:
+    """The file's bytes, from ``fp`` while it is open; Pillow closes a file it opened itself (from
+    a path) once the pixels are loaded: then from the path again."""
+    if not getattr(fp, "closed", False):
+        pos = fp.tell()
+        try:
+            fp.seek(0)
+            return fp.read()
+        finally:
+            fp.seek(pos)
+    with open(im.filename, "rb") as f:
+        return f.read()
+
+
+def _check_png_rows(data: bytes, im: Image.Image, name: str) -> None:
+    """:func:`check_complete`'s full check: inflate the IDAT stream of the PNG file ``data`` and
+    raise :class:`ImageError` when it holds fewer bytes than the header Pillow decodes by needs."""
     need = have = 0
     seen_idat = False
     inflate = zlib.decompressobj()
@@ -269,7 +305,6 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
         raise ImageError(name, f"unreadable: truncated pixel data: the image data holds {have} of the {need} "
                                f"bytes its {im.size[0]}x{h} (WxH) header needs (about {have * h // need} of "
                                f"{h} rows); Pillow would fill the rest black")
-    im._crnn_complete = True
 
 
 def _name(im: Image.Image) -> str:

@@ -243,7 +243,63 @@ def _png_kinds() -> dict[str, bytes]:
         "palette": pil_bytes(Image.fromarray(f).quantize(7)),  # 4-bit indices
         "rgb16": png_bytes(f.astype(np.uint16) * 257, 2, 16),
         "interlaced": _adam7_png(f),
+        "bilevel": pil_bytes(Image.fromarray(f[:, :, 0] > 128)),  # 1 bit per pixel
     }
+
+
+def _black_last_row_pngs() -> dict[str, bytes]:
+    """Whole PNGs whose last row is all zero bytes as Pillow decodes it (black, transparent black,
+    palette index 0): the completeness check cannot take its shortcut and inflates the stream."""
+    f = _frame(9, 24, 13)
+    f[-1] = 0
+    idx = (f[:, :, 0] // 64).astype(np.uint8)
+    pal = Image.fromarray(idx, "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    return {
+        "rgb8": pil_bytes(Image.fromarray(f)),
+        "grey8": pil_bytes(Image.fromarray(f[:, :, 0])),
+        "rgba8": pil_bytes(Image.fromarray(np.dstack([f, np.where(f[:, :, :1] > 0, 255, 0).astype(np.uint8)]))),
+        "palette": pil_bytes(pal),
+        "rgb16": png_bytes(f.astype(np.uint16) * 257, 2, 16),
+        "bilevel": pil_bytes(Image.fromarray(f[:, :, 0] > 128)),
+    }
+
+
+def test_the_completeness_check_takes_its_shortcut_only_when_the_last_row_proves_the_data_whole(monkeypatch):
+    """A non-interlaced PNG whose decoded last row has a non-zero byte held every row (Pillow decodes
+    row by row into zeroed memory): the stream is not inflated a second time (BENCHMARKS.md: that
+    cost 1.6-1.8x the decode). A last row all zero, or an interlaced file, gets the full check."""
+    calls = []
+    real = images._check_png_rows
+    monkeypatch.setattr(images, "_check_png_rows", lambda data, im, name: calls.append(name) or real(data, im, name))
+    for kind, data in _png_kinds().items():
+        images.decode(data, kind)
+    assert calls == ["interlaced"]
+    calls.clear()
+    for kind, data in _black_last_row_pngs().items():
+        with Image.open(io.BytesIO(data)) as im:
+            assert not im.crop((0, 23, 13, 24)).tobytes().strip(b"\0"), kind  # the case meant
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+        np.testing.assert_array_equal(images.decode(data, kind, mode="RGBA"), want)  # whole: decoded as Pillow does
+    assert calls == list(_black_last_row_pngs())
+
+
+@pytest.mark.parametrize("kind", list(_black_last_row_pngs()))
+@pytest.mark.parametrize("fraction", [0.5, 0.999])
+def test_a_short_png_whose_kept_rows_end_black_is_unreadable(kind, fraction, tmp_path):
+    """The full check still refuses what the shortcut cannot vouch for: the rows kept, then zeros --
+    from bytes (Serve) and from a path (ingest: Pillow has closed the file it opened once loaded, so
+    the check reads it again), and a whole file from a path still decodes."""
+    whole = _black_last_row_pngs()[kind]
+    cut = cut_idat(whole, fraction, rewrap=True)
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(cut, f"{kind}.png")
+    p = tmp_path / f"{kind}.png"
+    p.write_bytes(cut)
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(str(p))
+    p.write_bytes(whole)
+    assert images.decode(str(p), mode="RGBA").shape == (24, 13, 4)
 
 
 @pytest.mark.parametrize("kind", list(_png_kinds()))
