@@ -236,7 +236,8 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
     :func:`oriented_size` do; an image already loaded, and other formats, pass unchecked). Pillow
     decodes a non-interlaced PNG row by row, top to bottom, into zeroed memory, so a last row with
     any non-zero byte proves every row was in the data: nothing more is done. Otherwise (a last row
-    all zero -- black, or palette index 0 -- or an interlaced file) the IDAT stream is inflated once
+    all zero -- black, or palette index 0 -- an interlaced file, or an APNG whose first frame covers
+    part of the image) the IDAT stream is inflated once
     more (no pixels unfiltered) and its bytes counted against those ``width x height`` needs
     (:func:`_check_png_rows`): the cost measured in ``benchmarks/bench_decode.py``. Raises
     :class:`ImageError` (``unreadable``) naming ``name``."""
@@ -252,14 +253,19 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
         head = fp.read(29)  # signature + IHDR (the spec's first chunk): its last byte is the interlace flag
     finally:
         fp.seek(pos)
+    w, h = im.size
+    # the shortcut needs the data decoded row by row into the whole image: not an APNG whose first
+    # frame's fcTL places it in part of the image (the tile is that box), nor Adam7 -- Pillow keeps
+    # the interlace flag of any IHDR before the data (info), the first one's alone is not enough
+    tile = im.tile or ()
+    whole = len(tile) == 1 and tuple(tile[0][1]) == (0, 0, w, h)
     try:
         im.load()
     except Exception as e:
         _check_png_rows(_png_bytes(im, fp), im, name)  # the data ends early: say so, with how much is there
         raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
-    w, h = im.size
-    interlaced = head[12:16] != b"IHDR" or len(head) < 29 or head[28] != 0
-    if interlaced or not im.crop((0, h - 1, w, h)).tobytes().strip(b"\0"):
+    interlaced = head[12:16] != b"IHDR" or len(head) < 29 or head[28] != 0 or bool(im.info.get("interlace"))
+    if interlaced or not whole or not im.crop((0, h - 1, w, h)).tobytes().strip(b"\0"):
         _check_png_rows(_png_bytes(im, fp), im, name)
     im._crnn_complete = True
 

@@ -345,3 +345,67 @@ def test_a_second_ihdr_after_the_pixel_data_does_not_hide_a_short_stream(before)
     assert Image.open(io.BytesIO(data)).size == (13, 24)  # Pillow's size: the first IHDR's
     with pytest.raises(ImageError, match=r"x\.png: unreadable: truncated pixel data: .* its 13x24 \(WxH\) header"):
         images.decode(data, "x.png")
+
+
+def _ihdr(w: int, h: int, depth: int = 8, ctype: int = 2, interlace: int = 0) -> tuple[bytes, bytes]:
+    import struct
+
+    return b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace)
+
+
+def _adam7_raw(arr: np.ndarray) -> bytes:
+    """The filtered scanlines (filter 0) of ``arr`` as an interlaced PNG holds them, pass by pass."""
+    raw = b""
+    for x0, y0, dx, dy in images._ADAM7:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + r.tobytes() for r in sub.reshape(sub.shape[0], -1))
+    return raw
+
+
+def _shortcut_fooling_pngs() -> dict[str, bytes]:
+    """Short pixel data whose decoded last row is not all zero: Pillow decodes it into part of the
+    image only, the rest black, yet the last row looks whole."""
+    import struct
+    import zlib
+
+    f = _frame(11, 9, 8)
+    f[f == 0] = 1  # every decoded byte non-zero: a black pixel is a missing one
+    h, w = f.shape[:2]
+    pass7 = len(range(1, h, 2)) * (1 + w * 3)  # Adam7's last pass: the odd rows, none of them the last (row 8)
+
+    def fctl(fw, fh, x, y):  # an APNG frame control chunk: the frame's size and place in the image
+        return b"fcTL", struct.pack(">IIIIIHHBB", 0, fw, fh, x, y, 1, 10, 0, 0)
+
+    actl = (b"acTL", struct.pack(">II", 1, 0))
+    return {
+        # Pillow keeps the interlace flag of any IHDR before the data: this one decodes as Adam7
+        "second-ihdr-interlaced": build_png([_ihdr(w, h), _ihdr(w, h, interlace=1),
+                                             (b"IDAT", zlib.compress(_adam7_raw(f)[:-pass7])), (b"IEND", b"")]),
+        # an APNG's first frame placed by its fcTL: Pillow decodes the data into that box only
+        "apng-last-row": build_png([_ihdr(w, h), actl, fctl(w, 1, 0, h - 1),
+                                    (b"IDAT", zlib.compress(b"\0" + f[-1].tobytes())), (b"IEND", b"")]),
+        "apng-last-column": build_png([_ihdr(w, h), actl, fctl(1, h, w - 1, 0),
+                                       (b"IDAT", zlib.compress(b"".join(b"\0" + r.tobytes() for r in f[:, -1]))),
+                                       (b"IEND", b"")]),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_shortcut_fooling_pngs()))
+def test_a_non_zero_last_row_does_not_vouch_for_data_decoded_into_part_of_the_image(kind, tmp_path):
+    """The shortcut (a decoded last row with a non-zero byte: every row was there) holds only when
+    Pillow decodes the data row by row into the whole image: not when a second IHDR made it Adam7
+    (the first IHDR says not interlaced) nor when an APNG's fcTL places the data in part of it.
+    Those decoded with black pixels (rows 1, 3, 5, 7; all rows but the last; all columns but the
+    last) without a word."""
+    data = _shortcut_fooling_pngs()[kind]
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        assert im.crop((0, 8, 8, 9)).tobytes().strip(b"\0")  # the case meant: a last row not all zero
+        assert not np.asarray(im).all()  # ... and black pixels elsewhere
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(data, f"{kind}.png")
+    p = tmp_path / f"{kind}.png"
+    p.write_bytes(data)
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(str(p))
