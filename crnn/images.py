@@ -198,6 +198,9 @@ def oriented_size(im: Image.Image, name: str | None = None) -> tuple[int, int]:
 
 #: Samples per pixel of each PNG colour type (PNG spec, IHDR).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: (bit depth, colour type) pairs the PNG spec allows (and Pillow decodes).
+_PNG_DEPTHS = ({(d, 0) for d in (1, 2, 4, 8, 16)} | {(d, 3) for d in (1, 2, 4, 8)}
+               | {(d, c) for d in (8, 16) for c in (2, 4, 6)})
 #: Adam7 passes: (first column, first row, column step, row step).
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -289,14 +292,22 @@ def _check_png_rows(data: bytes, im: Image.Image, name: str) -> None:
     raise :class:`ImageError` when it holds fewer bytes than the header Pillow decodes by needs."""
     need = have = 0
     seen_idat = False
+    depth = ctype = None
+    interlace = 0
     inflate = zlib.decompressobj()
     try:
         for kind, payload in _png_chunks(data):
             # the header Pillow decodes by: one before the pixel data (an IHDR after it is ignored by
-            # Pillow; taking its size here let a 1x1 IHDR after a short IDAT pass)
+            # Pillow; taking its size here let a 1x1 IHDR after a short IDAT pass), read as Pillow
+            # reads it: the size always, depth and colour type only a valid pair (else the earlier
+            # IHDR's stay), the interlace flag set by any IHDR and never cleared
             if kind == b"IHDR" and len(payload) >= 13 and not seen_idat:
-                w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", payload[:13])
-                need = _png_raw_size(w, h, depth, ctype, interlace)
+                w, h, d, c, _, _, il = struct.unpack(">IIBBBBB", payload[:13])
+                if (d, c) in _PNG_DEPTHS:
+                    depth, ctype = d, c
+                interlace = interlace or il
+                if depth is not None:
+                    need = _png_raw_size(w, h, depth, ctype, interlace)
             elif kind == b"IDAT":
                 seen_idat = True
                 if have >= need:

@@ -409,3 +409,39 @@ def test_a_non_zero_last_row_does_not_vouch_for_data_decoded_into_part_of_the_im
     p.write_bytes(data)
     with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
         images.decode(str(p))
+
+
+def _second_ihdr_undercount_pngs() -> dict[str, bytes]:
+    """A second IHDR before the data that Pillow reads differently from its bytes, and data just the
+    size that IHDR's bytes would need: too little for what Pillow decodes."""
+    import zlib
+
+    f = _frame(12, 9, 8)
+    f[f == 0] = 1
+    f[-1] = 0  # a black last row: the full check runs
+    h, w = f.shape[:2]
+    rows = b"".join(b"\0" + r.tobytes() for r in f.reshape(h, -1))
+    return {
+        # interlaced by the first IHDR: Pillow keeps that flag, the second IHDR cannot clear it
+        "interlace-kept": build_png([_ihdr(w, h, interlace=1), _ihdr(w, h),
+                                     (b"IDAT", zlib.compress(_adam7_raw(f)[:h * (1 + w * 3)])), (b"IEND", b"")]),
+        # 1-bit RGB is no PNG: Pillow keeps the first IHDR's 8-bit RGB (and takes the new size)
+        "invalid-depth-ignored": build_png([_ihdr(w, h), _ihdr(w, h, depth=1, ctype=2),
+                                            (b"IDAT", zlib.compress(rows[:h * (1 + (w * 3 + 7) // 8)])),
+                                            (b"IEND", b"")]),
+    }
+
+
+@pytest.mark.parametrize("load_truncated", [False, True])
+@pytest.mark.parametrize("kind", list(_second_ihdr_undercount_pngs()))
+def test_the_full_check_sizes_the_data_by_the_header_as_pillow_reads_it(kind, load_truncated, monkeypatch):
+    """The full check took the last IHDR before the data at its word: an interlace flag it clears
+    and a bit depth/colour type Pillow ignores (keeping the earlier IHDR's) made it count too few
+    bytes, so with ImageFile.LOAD_TRUNCATED_IMAGES on such a PNG decoded with black rows (off: it
+    was refused, but as "image file is truncated", not with how much data there is)."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+    data = _second_ihdr_undercount_pngs()[kind]
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data: .* its 8x9 \(WxH\)"):
+        images.decode(data, f"{kind}.png")
