@@ -236,7 +236,8 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     ``report.ages`` is that set (a regular dataset), else ``report.ages`` is ().
 
     ``listing``: what :func:`scan` returned for ``root``, when the caller listed it already
-    (``jobs/ingest.py`` does, before Ray starts); None lists ``root`` here.
+    (``jobs/ingest.py`` does, before Ray starts); None lists ``root`` here. ValueError when a file
+    in it is not in its series' folder under ``root`` (a listing of another folder).
     """
     if irregular and ages is not None:
         raise ValueError("irregular ingest keeps each series' own ages: do not give ages too")
@@ -245,6 +246,11 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
     background = images.parse_color(background)
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
     series, ignored, unclear = scan(root) if listing is None else listing
+    for name, files in series.items() if listing is not None else ():
+        stray = [p for paths in files.values() for p in paths if os.path.dirname(p) != os.path.join(root, name)]
+        if stray:
+            raise ValueError(f"listing: {stray[0]} is not in {os.path.join(root, name)}: a listing of another "
+                             f"folder than {root} (pass what scan({root!r}) returned)")
     check_series_found(root, series, ignored)
     report, good = plan_series(series, ignored, unclear, ages, irregular)
     if strict:

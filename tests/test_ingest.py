@@ -351,6 +351,19 @@ def test_the_job_lists_the_folder_once(ray_local, tmp_path, monkeypatch):
     assert report.ingested == ["fern-01"] and calls == [str(src)]
 
 
+def test_a_listing_of_another_folder_is_refused(tmp_path):
+    """collect(root_b, listing=scan(root_a)) ingested root_a's photos under root_b's name."""
+    for root in ("a", "b"):
+        (tmp_path / root / "fern").mkdir(parents=True)
+        for age in (10, 15):
+            _img(tmp_path / root / "fern" / f"{age}.png", 32, 16, age)
+    listing = ing.scan(str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"listing: .*a/fern/10\.png is not in .*b/fern: a listing of another folder"):
+        ing.collect(str(tmp_path / "b"), listing=listing)
+    rows, report = ing.collect(str(tmp_path / "a"), listing=listing)  # its own folder: fine
+    assert report.ingested == ["fern"] and len(rows) == 1
+
+
 def test_ingest_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ing.collect(str(tmp_path / "nowhere"))
