@@ -9,7 +9,8 @@ Layout: one sub-folder per series, one image per age named by its age::
 The age rule (:func:`parse_age`), on the file name without its extension: the whole number right
 after the word ``age`` (any case, then optionally ``_``, ``-``, ``=`` or a space; ``age_15.png``,
 ``IMG_age20.jpg``, ``Age-5_v2.png``; not inside a longer word such as ``page``), else the only
-number in the name (``10.jpg``, ``tree10.png``). A name whose age is ambiguous -- a decimal
+number in the name (``10.jpg``, ``tree10.png``); digits of any script count (Python's ``\\d``:
+fullwidth ``１０.jpg`` is 10). A name whose age is ambiguous -- a decimal
 (``10.5.png``), several numbers and no ``age`` marker (``img2-at-30.png``), two different ``age``
 numbers, a number over :data:`MAX_AGE` (2**24: a camera counter or timestamp) -- is not guessed: the image is ignored and listed with the reason
 (``IngestReport.unclear``, ``"unclear_ages"`` in ``dataset.json``). An image without any number

@@ -106,6 +106,8 @@ AGES = {  # file name -> the age users mean (the rule: the number after "age", e
     "tree10.png": 10, "age10_v2.png": 10, "IMG_2041_age20.jpg": 20, "page3_age10.png": 10,
     "age10_age10.png": 10, "fern-01_age30.webp": 30,
     "16777216.png": 16777216, "age_16777216.png": 16777216, "IMG_1234.JPG": 1234,  # up to MAX_AGE = 2**24
+    # digits of any script are digits (fullwidth from a Japanese keyboard, Arabic-Indic): kept, as documented
+    "\uff11\uff10.png": 10, "age_\u0663.png": 3, "\u6728\uff11\uff15\u6b73.jpg": 15,
 }
 AMBIGUOUS = {  # the last number was taken: 10.5.png -> 5, age10_v2.png -> 2
     "10.5.png": "a decimal number '10.5'", "age10.5.png": "a decimal number '10.5'",
