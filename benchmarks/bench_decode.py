@@ -1,8 +1,10 @@
 """What the PNG completeness check costs a decode (pure measurement, no assertions).
 
-``crnn.images.check_complete`` reads a PNG into memory and inflates its pixel data (IDAT) once more
-before Pillow decodes it, to refuse a file whose compressed stream is whole but holds fewer rows than
-its header says (Pillow fills those black without a word). This prints, for photo-like PNGs of a few
+``crnn.images.check_complete`` refuses a PNG whose compressed stream is whole but holds fewer rows
+than its header says (Pillow fills those black without a word). Until 2026-12-07 it inflated every
+PNG's pixel data (IDAT) once more before Pillow decoded it (``crnn/images.py`` of f924825: run this
+with that file for the "before"); now a decoded last row with a non-zero byte proves the data whole
+and only the rest gets that second inflate. This prints, for photo-like PNGs of a few
 sizes, the time of what ingest does per file (``crnn.ingest.load_image``: open, decode, normalise,
 resize to 32 x 16) and of Serve's decode (``crnn.images.decode`` of the bytes), each with the check
 and with it switched off, interleaved round by round in one process (the fastest round of each),

@@ -8,9 +8,9 @@ into uint8 pixels, in this order:
    reads its size; an image whose header claims more than ``max_pixels`` pixels (default: Pillow's
    ``Image.MAX_IMAGE_PIXELS``, about 89.5 million) is refused before any pixel is decoded. Pillow
    itself refuses headers over twice its limit while opening; both become :class:`ImageError`.
-   A PNG whose pixel data stops early is refused before its pixels are decoded
-   (:func:`check_complete`): Pillow would fill the missing rows black when the compressed stream
-   is whole but short and a proper IEND follows it.
+   A PNG whose pixel data stops early is refused when it is decoded (:func:`check_complete`):
+   Pillow would fill the missing rows black when the compressed stream is whole but short and a
+   proper IEND follows it.
 2. **First frame** of animated or multi-page files (GIF, APNG, TIFF).
 3. **EXIF orientation** applied (``ImageOps.exif_transpose``; JPEG, PNG eXIf, TIFF, WebP): the
    pixels are those a viewer shows, so orientations 5-8 swap height and width.

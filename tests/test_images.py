@@ -445,3 +445,28 @@ def test_the_full_check_sizes_the_data_by_the_header_as_pillow_reads_it(kind, lo
     data = _second_ihdr_undercount_pngs()[kind]
     with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data: .* its 8x9 \(WxH\)"):
         images.decode(data, f"{kind}.png")
+
+
+def _apng(first: np.ndarray) -> bytes:
+    """A Pillow-written two-frame APNG whose first frame (the default image, in IDAT) is ``first``."""
+    buf = io.BytesIO()
+    Image.fromarray(first).save(buf, "PNG", save_all=True, append_images=[Image.fromarray(255 - first)])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("black_last_row", [False, True], ids=["shortcut", "full-check"])
+def test_whole_apngs_decode_their_first_frame_and_cut_ones_are_refused(black_last_row, monkeypatch):
+    """An APNG's first frame fills the image: whole, it decodes to that frame (by the shortcut, or by
+    the full check when its last row is black); its IDAT cut short is refused like a still PNG's."""
+    f = _frame(3, 24, 13)
+    if black_last_row:
+        f[-1] = 0
+    data = _apng(f)
+    assert b"acTL" in data and b"fdAT" in data  # an animation, not a still PNG
+    calls = []
+    real = images._check_png_rows
+    monkeypatch.setattr(images, "_check_png_rows", lambda d, im, name: calls.append(name) or real(d, im, name))
+    np.testing.assert_array_equal(images.decode(data, "anim.png"), f)
+    assert calls == (["anim.png"] if black_last_row else [])
+    with pytest.raises(ImageError, match=r"anim\.png: unreadable: truncated pixel data"):
+        images.decode(cut_idat(data, 0.5, rewrap=True), "anim.png")
