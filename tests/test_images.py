@@ -284,6 +284,18 @@ def test_the_completeness_check_takes_its_shortcut_only_when_the_last_row_proves
     assert calls == list(_black_last_row_pngs())
 
 
+def _refused_as_truncated(data: bytes, kind: str, tmp_path):
+    """``data`` is refused as truncated pixel data from bytes (Serve's way) and from a path (ingest's:
+    Pillow closes a file it opened once loaded, so the full check reads it again); returns the path."""
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(data, f"{kind}.png")
+    p = tmp_path / f"{kind}.png"
+    p.write_bytes(data)
+    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
+        images.decode(str(p))
+    return p
+
+
 @pytest.mark.parametrize("kind", list(_black_last_row_pngs()))
 @pytest.mark.parametrize("fraction", [0.5, 0.999])
 def test_a_short_png_whose_kept_rows_end_black_is_unreadable(kind, fraction, tmp_path):
@@ -291,13 +303,7 @@ def test_a_short_png_whose_kept_rows_end_black_is_unreadable(kind, fraction, tmp
     from bytes (Serve) and from a path (ingest: Pillow has closed the file it opened once loaded, so
     the check reads it again), and a whole file from a path still decodes."""
     whole = _black_last_row_pngs()[kind]
-    cut = cut_idat(whole, fraction, rewrap=True)
-    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
-        images.decode(cut, f"{kind}.png")
-    p = tmp_path / f"{kind}.png"
-    p.write_bytes(cut)
-    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
-        images.decode(str(p))
+    p = _refused_as_truncated(cut_idat(whole, fraction, rewrap=True), kind, tmp_path)
     p.write_bytes(whole)
     assert images.decode(str(p), mode="RGBA").shape == (24, 13, 4)
 
@@ -403,12 +409,7 @@ def test_a_non_zero_last_row_does_not_vouch_for_data_decoded_into_part_of_the_im
         im.load()
         assert im.crop((0, 8, 8, 9)).tobytes().strip(b"\0")  # the case meant: a last row not all zero
         assert not np.asarray(im).all()  # ... and black pixels elsewhere
-    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
-        images.decode(data, f"{kind}.png")
-    p = tmp_path / f"{kind}.png"
-    p.write_bytes(data)
-    with pytest.raises(ImageError, match=rf"{kind}\.png: unreadable: truncated pixel data"):
-        images.decode(str(p))
+    _refused_as_truncated(data, kind, tmp_path)
 
 
 def _second_ihdr_undercount_pngs() -> dict[str, bytes]:
