@@ -2,6 +2,7 @@
 counts, causality, learning on a tiny set, FLOP counts, configs, and the analog baseline."""
 
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -160,6 +161,15 @@ def test_convlstm_muon_preset_is_the_best_models_recipe():
     assert (t.warmup_epochs, t.schedule, tuple(t.step_weights)) == (1, "cosine", (1.0, 1.0, 1.0, 2.0))
     m = build_model(cfg.model)
     assert len(m.cells) == 4
+    # every field of the recorded run's config (BENCHMARKS.md part 13), its data path and threads aside
+    from crnn.config import read_yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rec = to_dict(from_dict(read_yaml(os.path.join(root, "benchmarks/results/2026-12-07-cpu-3/muon-40k-h4-sw-e3-config.yaml"))))
+    got = to_dict(cfg)
+    for d in (rec, got):
+        d["data"].pop("path"), d["train"].pop("torch_threads")
+    assert got == rec
 
 
 def test_flop_counts_positive_and_ordered():
