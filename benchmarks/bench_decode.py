@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -44,14 +43,10 @@ def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _time(fn, rounds: int) -> float:
-    fn()  # warm
-    out = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def main(argv=None) -> int:
@@ -68,16 +63,18 @@ def main(argv=None) -> int:
             for fmt in ("PNG", "JPEG") if size == a.sizes.split(",")[0] else ("PNG",):
                 path = os.path.join(d, f"{size}.{fmt.lower()}")
                 Image.fromarray(arr).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-                data = open(path, "rb").read()
+                with open(path, "rb") as f:
+                    data = f.read()
                 cases = {"ingest load_image": lambda: ingest.load_image(path, 32, 16),
                          "serve decode": lambda: images.decode(data)}
                 for what, fn in cases.items():
+                    fn()  # warm (file cache, Pillow's plugins)
                     on, off = [], []
                     for _ in range(a.rounds):  # interleaved: the machine's noise hits both alike
-                        on.append(_time(fn, 1))
+                        on.append(_time(fn))
                         images.check_complete = lambda im, name=None: None
                         try:
-                            off.append(_time(fn, 1))
+                            off.append(_time(fn))
                         finally:
                             images.check_complete = real
                     t_on, t_off = min(on), min(off)  # the least-disturbed round of each (a shared, noisy machine)

@@ -250,12 +250,6 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
     name = name or _name(im)
     if not getattr(im, "_crnn_rawmode", ""):  # loading forgets it (normalize reads it): as open_image does
         im._crnn_rawmode = _rawmode(im)
-    pos = fp.tell()
-    try:
-        fp.seek(0)
-        head = fp.read(29)  # signature + IHDR (the spec's first chunk): its last byte is the interlace flag
-    finally:
-        fp.seek(pos)
     w, h = im.size
     # the shortcut needs the data decoded row by row into the whole image: not an APNG whose first
     # frame's fcTL places it in part of the image (the tile is that box), nor Adam7 -- Pillow keeps
@@ -267,8 +261,7 @@ def check_complete(im: Image.Image, name: str | None = None) -> None:
     except Exception as e:
         _check_png_rows(_png_bytes(im, fp), im, name)  # the data ends early: say so, with how much is there
         raise ImageError(name, f"unreadable: {type(e).__name__}: {e}") from None
-    interlaced = head[12:16] != b"IHDR" or len(head) < 29 or head[28] != 0 or bool(im.info.get("interlace"))
-    if interlaced or not whole or not im.crop((0, h - 1, w, h)).tobytes().strip(b"\0"):
+    if im.info.get("interlace") or not whole or not im.crop((0, h - 1, w, h)).tobytes().strip(b"\0"):
         _check_png_rows(_png_bytes(im, fp), im, name)
     im._crnn_complete = True
 

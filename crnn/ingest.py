@@ -246,12 +246,7 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         raise ValueError(f"fit must be crop, pad or stretch, got {fit!r}")
     background = images.parse_color(background)
     images.pixel_limit(max_pixels)  # a bad limit fails here, not once per file
-    series, ignored, unclear = scan(root) if listing is None else listing
-    for name, files in series.items() if listing is not None else ():
-        stray = [p for paths in files.values() for p in paths if os.path.dirname(p) != os.path.join(root, name)]
-        if stray:
-            raise ValueError(f"listing: {stray[0]} is not in {os.path.join(root, name)}: a listing of another "
-                             f"folder than {root} (pass what scan({root!r}) returned)")
+    series, ignored, unclear = scan(root) if listing is None else _check_listing(root, listing)
     check_series_found(root, series, ignored)
     report, good = plan_series(series, ignored, unclear, ages, irregular)
     if strict:
@@ -264,6 +259,18 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
         if not report.irregular and rows:
             report.ages = tuple(rows[0]["ages"])
     return rows, report
+
+
+def _check_listing(root: str, listing: tuple) -> tuple:
+    """``listing`` as it is, when every image path in it lies in its series' folder under ``root``
+    (as :func:`scan` of ``root`` gives them); else ValueError naming the first that does not."""
+    for name, files in listing[0].items():
+        folder = os.path.join(root, name)
+        stray = next((p for paths in files.values() for p in paths if os.path.dirname(p) != folder), None)
+        if stray is not None:
+            raise ValueError(f"listing: {stray} is not in {folder}: a listing of another folder than {root} "
+                             f"(pass what scan({root!r}) returned)")
+    return listing
 
 
 def plan_series(series: dict[str, dict[int, list[str]]], ignored: list[str], unclear: dict[str, str],
