@@ -263,10 +263,20 @@ def collect(root: str, height: int = 32, width: int = 16, ages: tuple[int, ...] 
 
 def _check_listing(root: str, listing: tuple) -> tuple:
     """``listing`` as it is, when every image path in it lies in its series' folder under ``root``
-    (as :func:`scan` of ``root`` gives them); else ValueError naming the first that does not."""
+    (as :func:`scan` of ``root`` gives them); else ValueError naming the first that does not. The
+    same folder spelt another way (``./photos`` for ``photos``, a trailing slash, absolute for
+    relative, a symbolic link to it) is the same folder: compared by ``os.path.realpath``."""
     for name, files in listing[0].items():
         folder = os.path.join(root, name)
-        stray = next((p for paths in files.values() for p in paths if os.path.dirname(p) != folder), None)
+        real = None
+        stray = None
+        for d in sorted({os.path.dirname(p) for paths in files.values() for p in paths}):
+            if d == folder:
+                continue
+            real = os.path.realpath(folder) if real is None else real
+            if os.path.realpath(d) != real:
+                stray = next(p for paths in files.values() for p in paths if os.path.dirname(p) == d)
+                break
         if stray is not None:
             raise ValueError(f"listing: {stray} is not in {folder}: a listing of another folder than {root} "
                              f"(pass what scan({root!r}) returned)")

@@ -366,6 +366,25 @@ def test_a_listing_of_another_folder_is_refused(tmp_path):
     assert report.ingested == ["fern"] and len(rows) == 1
 
 
+def test_a_listing_of_the_same_folder_spelt_another_way_is_accepted(tmp_path, monkeypatch):
+    """The guard compared path strings: scan('./photos') handed to collect('photos') was refused as
+    "another folder". Its neighbours: a trailing slash, absolute for relative, a symbolic link."""
+    (tmp_path / "photos" / "fern").mkdir(parents=True)
+    for age in (10, 15):
+        _img(tmp_path / "photos" / "fern" / f"{age}.png", 32, 16, age)
+    os.symlink(tmp_path / "photos", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["photos", "./photos", "photos/", str(tmp_path / "photos"), "link", str(tmp_path / "link") + "/"]
+    for scanned in spellings:
+        listing = ing.scan(scanned)
+        for given in spellings:
+            rows, report = ing.collect(given, listing=listing)
+            assert report.ingested == ["fern"] and len(rows) == 1, (scanned, given)
+    (tmp_path / "other" / "fern").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"listing: photos/fern/10\.png is not in \./other/fern"):
+        ing.collect("./other", listing=ing.scan("photos"))
+
+
 def test_ingest_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ing.collect(str(tmp_path / "nowhere"))
