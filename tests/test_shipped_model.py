@@ -1,0 +1,85 @@
+"""The model shipped in ``models/pine-convlstm``: it loads from its directory alone, and the scores its
+card and its recorded evaluations quote are what it scores -- recomputed here on the default dataset's
+384 test trees, simulated again from their seeds (no dataset on disk needed), through the same
+``forecast_window`` and ``per_age_metrics`` that ``jobs/evaluate.py`` uses."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from crnn.generate import generate_rows
+from crnn.inference import forecast_window, load_model
+from crnn.metrics import per_age_metrics
+from crnn.pine import DEFAULT_AGES
+from crnn.shards import split_for_index
+from tests.helpers import ROOT
+
+MODEL = os.path.join(ROOT, "models", "pine-convlstm")
+#: the default dataset: ``jobs/generate.py --num-series 3847 --seed 0 --out data/pines`` (README)
+DEFAULT_NUM_SERIES, DEFAULT_SEED = 3847, 0
+AGES = (15, 20, 25, 30)
+
+
+def _recorded(tta: str) -> dict:
+    with open(os.path.join(MODEL, "eval-hflip" if tta == "hflip" else "eval", "metrics.json")) as f:
+        return json.load(f)
+
+
+def _card() -> str:
+    with open(os.path.join(MODEL, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def test_trees() -> np.ndarray:
+    """(384, 5, 32, 16, 3) uint8: the default dataset's test split, ages 10..30."""
+    idx = [i for i in range(DEFAULT_NUM_SERIES) if split_for_index(i) == "test"]
+    rows = generate_rows(idx, base_seed=DEFAULT_SEED, ages=DEFAULT_AGES, height=32, width=16)
+    assert len(rows) == 384 and all(r["split"] == "test" for r in rows)
+    return np.stack([r["frames"] for r in rows])
+
+
+def _scores(model, frames: np.ndarray) -> dict:
+    pred = forecast_window(model, frames, len(AGES))
+    target = frames[:, 1:len(AGES) + 1].transpose(0, 1, 4, 2, 3).astype(np.float64)
+    return per_age_metrics(pred.astype(np.float64) * 255.0, target, AGES, scale=1.0)
+
+
+def test_it_loads_from_its_directory_alone():
+    model, cfg, meta = load_model(MODEL)
+    assert cfg.model.kind == "convlstm"
+    assert (cfg.model.height, cfg.model.width, cfg.model.channels, cfg.data.in_frames) == (32, 16, 3, 4)
+    assert sum(p.numel() for p in model.parameters()) == 1_066_508
+    assert meta["data"]["mirror_axis"] == 8.0  # --tta hflip mirrors about the trunk
+    assert meta["data"]["ages"] == [10.0, 15.0, 20.0, 25.0, 30.0]
+
+
+@pytest.mark.parametrize("tta", ["none", "hflip"])
+def test_its_recorded_test_scores_are_what_it_scores(test_trees, tta):
+    rec = _recorded(tta)
+    assert (rec["split"], rec["num_series"], rec["tta"], rec["ages"]) == ("test", 384, tta, list(AGES))
+    assert (rec["model"], rec["data"]) == ("models/pine-convlstm", "data/pines")  # this folder's evaluation
+    model, _, _ = load_model(MODEL, tta=tta)
+    got = _scores(model, test_trees)
+    for age in AGES:
+        want = rec["results"]["model"][str(age)]
+        assert got[age]["mse"] == pytest.approx(want["mse"], rel=1e-3), (tta, age)
+        assert got[age]["mae"] == pytest.approx(want["mae"], rel=1e-3), (tta, age)
+        assert got[age]["ssim"] == pytest.approx(want["ssim"], abs=1e-3), (tta, age)
+    # and the recorded persistence row is these trees' (it scores the frames alone)
+    pers = per_age_metrics(test_trees[:, :len(AGES)].astype(np.float64), test_trees[:, 1:].astype(np.float64),
+                           AGES, scale=1.0, channels_last=True)
+    assert pers[30]["mse"] == pytest.approx(rec["results"]["persistence"]["30"]["mse"], rel=1e-6)  # evaluate scores it through float32 [0, 1]
+    assert got[30]["mse"] < pers[30]["mse"] / 10
+
+
+def test_its_card_quotes_the_recorded_scores_and_its_weights():
+    card = _card()
+    for tta in ("none", "hflip"):
+        m = _recorded(tta)["results"]["model"]["30"]
+        assert f"{m['mse']:.2f}" in card and f"{m['mae']:.2f}" in card, tta
+    with open(os.path.join(MODEL, "model.pt"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert f"sha256 {digest}" in card  # a model swapped without its card fails here
