@@ -5,6 +5,7 @@ card and its recorded evaluations quote are what it scores -- recomputed here on
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -75,11 +76,34 @@ def test_its_recorded_test_scores_are_what_it_scores(test_trees, tta):
     assert got[30]["mse"] < pers[30]["mse"] / 10
 
 
+#: the card's score rows: their first cell, and (tta, row of the recorded ``results``) they quote
+CARD_ROWS = {"this model": ("none", "model"), "this model, `--tta hflip`": ("hflip", "model"),
+             "analog forecast": ("none", "analog"), "persistence": ("none", "persistence"),
+             "linear extrapolation": ("none", "linear")}
+
+
+def _card_table(card: str) -> dict[str, list[str]]:
+    """{row label: its cells} of the card's score table (the first cell up to any parenthesis)."""
+    rows = {}
+    for line in card.splitlines():
+        cells = [c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")]
+        label = cells[0].split(" (")[0]
+        if label in CARD_ROWS:
+            rows[label] = cells[1:]
+    return rows
+
+
 def test_its_card_quotes_the_recorded_scores_and_its_weights():
     card = _card()
-    for tta in ("none", "hflip"):
-        m = _recorded(tta)["results"]["model"]["30"]
-        assert f"{m['mse']:.2f}" in card and f"{m['mae']:.2f}" in card, tta
+    rows = _card_table(card)
+    assert set(rows) == set(CARD_ROWS)
+    for label, (tta, key) in CARD_ROWS.items():  # every figure, in its row and column
+        rec = _recorded(tta)["results"][key]
+        want = [f"{rec[str(a)]['mse']:.2f} / {rec[str(a)]['mae']:.2f} / {rec[str(a)]['ssim']:.3f}" for a in AGES]
+        assert rows[label] == want + [f"{rec['30']['mse_frame01']:.2f}"], label
+    for name in re.findall(r"`([\w./-]+\.(?:json|png|yaml|pt))`", card):  # the files it names are here
+        assert (os.path.isfile(os.path.join(MODEL, name))
+                or all(os.path.isfile(os.path.join(MODEL, d, name)) for d in ("eval", "eval-hflip"))), name
     with open(os.path.join(MODEL, "model.pt"), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     assert f"sha256 {digest}" in card  # a model swapped without its card fails here
