@@ -115,6 +115,10 @@ def read_model_file(path: str) -> dict[str, Any]:
         try:
             payload = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # RuntimeError (zip), UnpicklingError (weights_only), EOFError, ...
+            bad = _failed_crc(f)  # damaged bytes in data.pkl fail unpickling before torch reads the weights
+            if bad:
+                raise ModelError(f"{path}/{MODEL_FILE}: corrupt model file, {bad} fails its CRC check (a damaged "
+                                 f"copy?)") from None
             first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
             hint = ("it holds objects that weights_only loading refuses" if "weights only" in str(e).lower()
                     else "truncated (an interrupted copy?) or not a PyTorch file")

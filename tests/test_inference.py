@@ -158,6 +158,23 @@ def test_load_of_a_damaged_file_raises_model_error(model_dir, tmp_path):
         load_model(str(tmp_path / "none"))
 
 
+def test_load_of_a_damaged_pickle_names_the_damage(model_dir, tmp_path):
+    """Bytes damaged in the archive's data.pkl: torch's weights_only unpickler fails on them before any
+    CRC is checked, and the error said the file 'holds objects that weights_only loading refuses' -- a
+    pickle of code -- for what is a damaged copy."""
+    import shutil
+
+    d = str(tmp_path / "pkl")
+    shutil.copytree(model_dir, d)
+    f = os.path.join(d, MODEL_FILE)
+    data = bytearray(open(f, "rb").read())
+    at = data.index(b"data.pkl") + 40  # inside the pickle's bytes (stored, not compressed)
+    data[at:at + 64] = bytes(64)
+    open(f, "wb").write(bytes(data))
+    with pytest.raises(ModelError, match=rf"^{d}/{MODEL_FILE}: corrupt model file, \S*data\.pkl fails its CRC check"):
+        load_model(d)
+
+
 def test_default_input_ages_from_metrics_else_the_papers(tmp_path):
     cfg = _cfg()
     assert default_input_ages(cfg, {"input_ages": [1, 2, 3, 4, 5]}) == [1, 2, 3, 4]
