@@ -31,7 +31,7 @@ run: venv
 test: venv
 	$(PY) -m pytest -q tests
 
-# the unit tests alone (no Ray, no jobs): well under a minute; `make test` runs everything (CI)
+# the unit tests alone (no Ray, no jobs): about two minutes on a 2-core CPU; `make test` runs everything (CI)
 test-fast: venv
 	$(PY) -m pytest -q -m unit tests
 
