@@ -268,15 +268,8 @@ def _check_listing(root: str, listing: tuple) -> tuple:
     relative, a symbolic link to it) is the same folder: compared by ``os.path.realpath``."""
     for name, files in listing[0].items():
         folder = os.path.join(root, name)
-        real = None
-        stray = None
-        for d in sorted({os.path.dirname(p) for paths in files.values() for p in paths}):
-            if d == folder:
-                continue
-            real = os.path.realpath(folder) if real is None else real
-            if os.path.realpath(d) != real:
-                stray = next(p for paths in files.values() for p in paths if os.path.dirname(p) == d)
-                break
+        stray = next((p for paths in files.values() for p in paths if os.path.dirname(p) != folder
+                      and os.path.realpath(os.path.dirname(p)) != os.path.realpath(folder)), None)
         if stray is not None:
             raise ValueError(f"listing: {stray} is not in {folder}: a listing of another folder than {root} "
                              f"(pass what scan({root!r}) returned)")
