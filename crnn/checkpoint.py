@@ -112,22 +112,19 @@ def read_model_file(path: str) -> dict[str, Any]:
             if os.path.lexists(f):  # a directory, a broken link, a pipe...
                 raise ModelError(f"{path}/{MODEL_FILE}: {_not_a(f, 'model file')}")
             raise ModelError(f"{path}: no {MODEL_FILE}; not a model directory")
-        try:
-            payload = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:  # RuntimeError (zip), UnpicklingError (weights_only), EOFError, ...
-            bad = _failed_crc(f)  # damaged bytes in data.pkl fail unpickling before torch reads the weights
-            if bad:
-                raise ModelError(f"{path}/{MODEL_FILE}: corrupt model file, {bad} fails its CRC check (a damaged "
-                                 f"copy?)") from None
-            first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-            hint = ("it holds objects that weights_only loading refuses" if "weights only" in str(e).lower()
-                    else "truncated (an interrupted copy?) or not a PyTorch file")
-            raise ModelError(f"{path}/{MODEL_FILE}: unreadable model file, {hint} ({first})") from None
-        # torch reads its zip without checking the CRCs: damaged bytes in the weights load silently
+        # torch reads its zip without checking the CRCs: damaged bytes in the weights load silently, and
+        # damaged bytes in data.pkl fail unpickling as if the file held objects weights_only refuses
         bad = _failed_crc(f)
         if bad:
             raise ModelError(f"{path}/{MODEL_FILE}: corrupt model file, {bad} fails its CRC check (a damaged "
                              f"copy?)")
+        try:
+            payload = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # RuntimeError (zip), UnpicklingError (weights_only), EOFError, ...
+            first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+            hint = ("it holds objects that weights_only loading refuses" if "weights only" in str(e).lower()
+                    else "truncated (an interrupted copy?) or not a PyTorch file")
+            raise ModelError(f"{path}/{MODEL_FILE}: unreadable model file, {hint} ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelError(f"{path}/{MODEL_FILE}: not a {FORMAT} file (format {got!r})")
