@@ -1,7 +1,9 @@
 """The model shipped in ``models/pine-convlstm``: it loads from its directory alone, and the scores its
 card and its recorded evaluations quote are what it scores -- recomputed here on the default dataset's
 384 test trees, simulated again from their seeds (no dataset on disk needed), through the same
-``forecast_window`` and ``per_age_metrics`` that ``jobs/evaluate.py`` uses."""
+``forecast_window`` and ``per_age_metrics`` that ``jobs/evaluate.py`` uses (the model and the persistence
+and linear baselines; the analog row needs the 3,270 training trees and is checked only against the
+card). The project README's figures for it are tied to the same files."""
 import hashlib
 import json
 import os
@@ -13,6 +15,7 @@ import pytest
 from crnn.generate import generate_rows
 from crnn.inference import forecast_window, load_model
 from crnn.metrics import per_age_metrics
+from crnn.model import ModelConfig, build_model
 from crnn.pine import DEFAULT_AGES
 from crnn.shards import split_for_index
 from tests.helpers import ROOT
@@ -69,11 +72,19 @@ def test_its_recorded_test_scores_are_what_it_scores(test_trees, tta):
         assert got[age]["mse"] == pytest.approx(want["mse"], rel=1e-3), (tta, age)
         assert got[age]["mae"] == pytest.approx(want["mae"], rel=1e-3), (tta, age)
         assert got[age]["ssim"] == pytest.approx(want["ssim"], abs=1e-3), (tta, age)
-    # and the recorded persistence row is these trees' (it scores the frames alone)
-    pers = per_age_metrics(test_trees[:, :len(AGES)].astype(np.float64), test_trees[:, 1:].astype(np.float64),
-                           AGES, scale=1.0, channels_last=True)
-    assert pers[30]["mse"] == pytest.approx(rec["results"]["persistence"]["30"]["mse"], rel=1e-6)  # evaluate scores it through float32 [0, 1]
-    assert got[30]["mse"] < pers[30]["mse"] / 10
+    assert got[30]["mse"] < rec["results"]["persistence"]["30"]["mse"] / 10
+
+
+@pytest.mark.parametrize("kind", ["persistence", "linear"])
+def test_its_recorded_baseline_rows_are_these_trees(test_trees, kind):
+    """The recorded persistence and linear rows (every age, both evaluations) are these 384 trees'
+    -- the baselines the card's table quotes beside the model."""
+    got = _scores(build_model(ModelConfig(kind=kind, height=32, width=16, channels=3)), test_trees)
+    for tta in ("none", "hflip"):  # --tta mirrors the model only; the baselines are scored as they are
+        rec = _recorded(tta)["results"][kind]
+        for age in AGES:  # evaluate scores them through float32 [0, 1], as here
+            for key in ("mse", "mae", "ssim"):
+                assert got[age][key] == pytest.approx(rec[str(age)][key], rel=1e-6), (kind, tta, age, key)
 
 
 #: the card's score rows: their first cell, and (tta, row of the recorded ``results``) they quote
@@ -107,3 +118,32 @@ def test_its_card_quotes_the_recorded_scores_and_its_weights():
     with open(os.path.join(MODEL, "model.pt"), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     assert f"sha256 {digest}" in card  # a model swapped without its card fails here
+
+
+def _readme() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_the_project_readme_quotes_its_recorded_scores():
+    """The README's section on the shipped model and its rows in the forecast-quality table quote the
+    recorded evaluations (a model updated without its README fails here)."""
+    readme = _readme()
+    plain, mirror = (_recorded(t)["results"] for t in ("none", "hflip"))
+    section = readme.split("## The trained model in `models/`", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())  # the paragraph's line breaks as spaces
+
+    def fig(r, age=30, mse="{:.2f}"):
+        return f"{mse.format(r[str(age)]['mse'])} / {r[str(age)]['mae']:.2f} / {r[str(age)]['ssim']:.3f}"
+
+    m = plain["model"]["30"]
+    assert (f"**MSE {m['mse']:.2f} / MAE {m['mae']:.2f} / SSIM {m['ssim']:.3f}, {fig(mirror['model'])} "
+            f"with the test-time mirror**") in section
+    assert (f"persistence's {plain['persistence']['30']['mse']:.1f} and the analog forecast's "
+            f"{plain['analog']['30']['mse']:.1f}") in section
+    lines = readme.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("|") and "`models/pine-convlstm`, in the repository" in line]
+    assert len(at) == 1, "one row of the quality table names the shipped model"
+    for line, r in ((lines[at[0]], plain["model"]), (lines[at[0] + 1], mirror["model"])):  # the mirror's row next
+        cells = [c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")][1:]
+        assert cells == [fig(r, a, "{:.1f}") for a in AGES] + [f"{r['30']['mse_frame01']:.2f}"], line[:60]
