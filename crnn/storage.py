@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import glob
 import json
 import math
 import os
@@ -39,6 +40,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -297,12 +299,20 @@ def publish_dir(dest: str, fill: Callable[[str], Any], marker: str | None = None
       part of it. A crash during the copy leaves the complete new content under the staging prefix:
       nothing written is lost. ``marker`` must be written by ``fill`` (RuntimeError otherwise).
 
-    Two publishers racing for one ``dest`` are not coordinated.
+    Two publishers racing for one ``dest`` are not coordinated. A process killed mid-publish (no
+    ``except`` runs) leaves its ``<dest>.staging-*`` (or, between the renames, ``<dest>.old-*``)
+    directory behind: the next local publish to ``dest`` warns (UserWarning) naming each such
+    sibling, and leaves them (one may be another publisher's, still running).
     """
     fs, root = resolve(dest)
     token = uuid.uuid4().hex[:8]
     if _is_local_fs(fs):
         os.makedirs(os.path.dirname(root), exist_ok=True)
+        stale = sorted(glob.glob(glob.escape(root) + ".staging-*") + glob.glob(glob.escape(root) + ".old-*"))
+        if stale:
+            warnings.warn(f"publishing {dest}: left from an interrupted (or a concurrent) publish, not "
+                          f"removed: {', '.join(stale)} (a .staging- folder holds an unfinished new "
+                          f"version, an .old- one the version it replaced; delete them once no publish runs)")
         staging = f"{root}.staging-{token}"
         os.makedirs(staging)
         try:

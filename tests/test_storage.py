@@ -4,6 +4,7 @@
 import glob
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -186,6 +187,37 @@ def test_publish_interrupted_between_renames_puts_the_old_directory_back(tmp_pat
     assert _tree(dest) == {"model.pt": b"v1"}
     assert _leftovers(dest) == []
 
+
+
+@pytest.mark.parametrize("name,uri", [("model", False), ("model", True), ("model[1]", False), ("a*b?", False)])
+def test_publish_names_what_a_killed_publish_left_and_keeps_it(tmp_path, name, uri):  # [*? are plain here
+    """A process killed mid-publish runs no cleanup: its <dest>.staging-* (or .old-*) stays. The next
+    publish warns naming each, publishes anyway and deletes nothing; siblings of other names are not named."""
+    dest = str(tmp_path / name)
+    publish_dir(dest, _fill(**{"model.pt": "v1"}))
+    left = [dest + ".staging-dead0001", dest + ".old-dead0002"]
+    for d in left:
+        os.makedirs(d)
+        write_text(os.path.join(d, "model.pt"), "kept")
+    for other in (str(tmp_path / "other.staging-x"), dest + "2.staging-y", dest + "x.old-z"):
+        os.makedirs(other)
+    with pytest.warns(UserWarning, match="interrupted") as caught:
+        publish_dir(("file://" if uri else "") + dest, _fill(**{"model.pt": "v2"}), marker="model.pt")
+    (msg,) = [str(w.message) for w in caught if "interrupted" in str(w.message)]
+    assert all(d in msg for d in left) and "other.staging" not in msg and "2.staging" not in msg and "x.old" not in msg
+    assert _tree(dest) == {"model.pt": b"v2"}
+    assert sorted(_leftovers(glob.escape(dest))) == sorted(left) and all(read_text(os.path.join(d, "model.pt")) == "kept" for d in left)
+
+
+def test_publish_after_clean_publishes_warns_nothing(tmp_path):
+    dest = str(tmp_path / "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        publish_dir(dest, _fill(**{"model.pt": "v1"}))
+        with pytest.raises(KeyboardInterrupt):  # a failure the except clause sees cleans up after itself
+            publish_dir(dest, lambda d: (_ for _ in ()).throw(KeyboardInterrupt()))
+        publish_dir(dest, _fill(**{"model.pt": "v2"}))
+    assert _tree(dest) == {"model.pt": b"v2"} and _leftovers(dest) == []
 
 def test_local_copy_of_a_local_path_is_the_path(tmp_path):
     with local_copy("file://" + str(tmp_path)) as d:
