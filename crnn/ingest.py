@@ -268,8 +268,9 @@ def _check_listing(root: str, listing: tuple) -> tuple:
     relative, a symbolic link to it) is the same folder: compared by ``os.path.realpath``."""
     for name, files in listing[0].items():
         folder = os.path.join(root, name)
+        real = os.path.realpath(folder)  # once per series, not once per image path spelt otherwise
         stray = next((p for paths in files.values() for p in paths if os.path.dirname(p) != folder
-                      and os.path.realpath(os.path.dirname(p)) != os.path.realpath(folder)), None)
+                      and os.path.realpath(os.path.dirname(p)) != real), None)
         if stray is not None:
             raise ValueError(f"listing: {stray} is not in {folder}: a listing of another folder than {root} "
                              f"(pass what scan({root!r}) returned)")

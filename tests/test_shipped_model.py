@@ -31,9 +31,13 @@ def _recorded(tta: str) -> dict:
         return json.load(f)
 
 
-def _card() -> str:
-    with open(os.path.join(MODEL, "README.md"), encoding="utf-8") as f:
+def _text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def _card() -> str:
+    return _text(os.path.join(MODEL, "README.md"))
 
 
 @pytest.fixture(scope="module")
@@ -120,15 +124,10 @@ def test_its_card_quotes_the_recorded_scores_and_its_weights():
     assert f"sha256 {digest}" in card  # a model swapped without its card fails here
 
 
-def _readme() -> str:
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        return f.read()
-
-
 def test_the_project_readme_quotes_its_recorded_scores():
     """The README's section on the shipped model and its rows in the forecast-quality table quote the
     recorded evaluations (a model updated without its README fails here)."""
-    readme = _readme()
+    readme = _text(os.path.join(ROOT, "README.md"))
     plain, mirror = (_recorded(t)["results"] for t in ("none", "hflip"))
     section = readme.split("## The trained model in `models/`", 1)[1].split("\n## ", 1)[0]
     section = " ".join(section.split())  # the paragraph's line breaks as spaces
