@@ -14,7 +14,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -535,10 +537,37 @@ class JobArgumentParser(argparse.ArgumentParser):
 def parse_job_args(parser, argv=None):
     """``parser.parse_intermixed_args``: ``section.field=value`` overrides (positionals) may stand
     anywhere among the options (``--data D train.epochs=1 --out O train.seed=1``). A parser that is
-    not a ``JobArgumentParser`` still reports its errors on one line."""
+    not a ``JobArgumentParser`` still reports its errors on one line. Every job calls it first, so it
+    also sets how the job shows warnings (:func:`job_warnings`)."""
     if not isinstance(parser, JobArgumentParser):
         parser.error = JobArgumentParser.error.__get__(parser)
+    job_warnings(parser.prog)
     return parser.parse_intermixed_args(argv)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def job_warnings(prog: str) -> None:
+    """Show this package's own warnings (a ``UserWarning`` or subclass raised from a module of
+    ``crnn/``: a leftover staging folder, a mirror axis, a Tune budget...) as ONE line on stderr,
+    ``prog: warning: <message>``, like the jobs' usage errors -- not Python's ``<file>:<line>:
+    UserWarning: <message>`` followed by the source line that raised it, which names our code
+    instead of the user's problem. Every other warning (torch's, Ray's, a ``DeprecationWarning``)
+    keeps Python's format, whose file and line are what its reader needs. Replaces
+    ``warnings.formatwarning`` for the process (each call replaces the last; it is only a format:
+    which warnings show is still up to the warning filters)."""
+    def formatwarning(message, category, filename, lineno, line=None):
+        try:
+            ours = os.path.commonpath([os.path.abspath(filename), _PACKAGE_DIR]) == _PACKAGE_DIR
+        except ValueError:  # another drive (Windows), or a pseudo-file name such as "<string>"
+            ours = False
+        if ours and issubclass(category, UserWarning):
+            return f"{prog}: warning: {' '.join(str(message).split())}\n"
+        return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
 
 
 def usage_error(prog: str, error: BaseException) -> int:

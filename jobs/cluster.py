@@ -180,6 +180,9 @@ def main(argv=None) -> int:
     u.add_argument("ray_start_args", nargs="*", help="more `ray start` flags, after --")
     dn = sub.add_parser("down", help="stop the cluster `up` started from --dir")
     dn.add_argument("--dir", default="runs/cluster")
+    from crnn.config import job_warnings
+
+    job_warnings(p.prog)  # subcommands: parse_args, not parse_job_args (parse_intermixed_args refuses subparsers)
     a = p.parse_args(argv)
     for port in ("port", "dashboard_port"):
         if a.cmd == "up" and not 0 < getattr(a, port) < 65536:

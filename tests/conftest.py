@@ -45,6 +45,16 @@ def _unit_tests_start_no_ray(request, monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _restore_warning_format(monkeypatch):
+    """A job's ``main`` called in a test sets how the process shows warnings
+    (``crnn.config.job_warnings``); put Python's back after each test, so pytest's own warning summary
+    keeps each warning's file and line."""
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """An embedded local Ray (2 CPUs like this machine) per test module, shut down after it, so

@@ -512,6 +512,66 @@ def test_a_plain_parser_given_to_parse_job_args_reports_one_line(capsys):
     assert capsys.readouterr().err == "job: error: argument --n: invalid int value: 'x' (see --help)\n"
 
 
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_job_shows_our_warnings_on_one_line(job, monkeypatch):
+    """A warning the project raises (a killed publish's leftover, a mirror axis, a Tune budget) was
+    printed as ``/…/crnn/storage.py:313: UserWarning: <message>`` followed by the ``warnings.warn(``
+    source line: our file, not the user's problem. Every job now shows it as ``<prog>: warning:
+    <message>`` (one line, like its usage errors); others keep Python's format."""
+    import warnings
+
+    from crnn import storage
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    python_format = warnings.formatwarning
+    with pytest.raises(SystemExit) as e:  # --help parses and exits 0 after the job set its format
+        _job(job).main([*PARSES[job], "--help"])
+    assert e.value.code == 0
+    assert warnings.formatwarning is not python_format, f"{job} did not set how its warnings show"
+    shown = warnings.formatwarning("publishing X: left from\n  an interrupted publish", UserWarning, storage.__file__, 313)
+    assert shown.endswith(": warning: publishing X: left from an interrupted publish\n"), shown
+    assert shown.count("\n") == 1 and "UserWarning" not in shown and "storage.py" not in shown, shown
+
+
+def test_job_warnings_keep_python_format_for_other_warnings(monkeypatch):
+    import warnings
+
+    from crnn import mirror, storage
+    from crnn.config import job_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    python_format = warnings.formatwarning
+    job_warnings("job")
+    assert warnings.formatwarning("m", mirror.MirrorAxisWarning, mirror.__file__, 1) == "job: warning: m\n"
+    for category, filename in [(UserWarning, torch.__file__), (UserWarning, "<string>"), (UserWarning, ROOT + "/jobs/x.py"),
+                               (RuntimeWarning, storage.__file__), (DeprecationWarning, storage.__file__),
+                               (UserWarning, ROOT + "/crnn_other/x.py")]:  # a sibling folder whose name starts alike
+        assert warnings.formatwarning("m", category, filename, 7) == python_format("m", category, filename, 7), filename
+    job_warnings("again")  # a second call replaces the first: no nesting of two formats
+    assert warnings.formatwarning("m", UserWarning, storage.__file__, 1) == "again: warning: m\n"
+
+
+def test_a_job_prints_a_leftover_publish_warning_as_one_line(tmp_path):
+    """The real path, in a fresh interpreter: a job's parser, then a local publish beside a folder a
+    killed publish left. stderr is that one line and nothing else."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "out"
+    (tmp_path / "out.staging-0badc0de").mkdir()
+    code = ("import sys; from crnn.config import JobArgumentParser, parse_job_args; from crnn.storage import publish_dir;"
+            "parse_job_args(JobArgumentParser(prog='somejob'), []);"
+            "publish_dir(sys.argv[1], lambda d: open(d + '/card.json', 'w').write('{}'), marker='card.json')")
+    r = subprocess.run([sys.executable, "-c", code, str(dest)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"somejob: warning: publishing {dest}: left from an interrupted (or a concurrent) "
+                                     f"publish, not removed: {dest}.staging-0badc0de (a .staging- folder holds an "
+                                     "unfinished new version, an .old- one the version it replaced; delete them once "
+                                     "no publish runs)"], r.stderr
+    assert (dest / "card.json").is_file()
+
+
 # ----------------------------------------------------------------------------- more checks before work
 def test_evaluate_device_and_split_checked_before_work(good_model, tiny_dataset, capsys):
     """--device gpu was a 13-line torch traceback (exit 1); --split tset failed (exit 1) only after the
