@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from crnn.config import to_dict
-from crnn.inference import check_image_size, forecast_window, image_size, load_model, pick_device, to_uint8
+from crnn.inference import (check_dataset_image_size, check_image_size, forecast_window, image_size, load_model,
+                            pick_device, resize_hint, to_uint8)
 from crnn.metrics import PAPER_TABLE3, per_age_metrics
 from crnn.mirror import tta_axis, tta_note, with_tta
 from crnn.model import ModelConfig, build_model
-from crnn.shards import card_ages, read_card, read_numpy, require_regular
+from crnn.shards import card_ages, read_card, read_numpy, require_regular, split_error
 from crnn.storage import join, json_safe, write_bytes, write_json
 from crnn.timeaware import AtAges, _unit, check_data_unit, window_ages
 
@@ -78,18 +79,15 @@ def check_evaluate(model_path: str, data_path: str, split: str | None = None,
     card = validate(data_path)
     split = split or cfg.data.test_split
     counts = {str(k): v for k, v in (card.get("splits") or {}).items()}
-    if split not in counts:
-        raise ValueError(f"{data_path}: no split {split!r}; its splits are {counts}")
-    if not counts[split]:
-        raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
+    if not counts.get(split):
+        raise split_error(data_path, split, counts)
     _require_regular(card, data_path)
     check_data_unit(model_path, cfg, payload.get("data"), card, data_path)
     in_frames = cfg.data.in_frames
     if len(card["ages"]) < in_frames + 1:
         raise ValueError(f"{data_path}: {len(card['ages'])} frames per series (ages {list(card['ages'])}), but "
                          f"the model sees in_frames={in_frames} and needs {in_frames + 1}")
-    check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
-                     f"model {model_path}")
+    check_dataset_image_size(image_size(cfg.model), card, data_path, f"model {model_path}")
     window_ages(model_path, cfg, payload.get("data"), card_ages(card), data_path, payload.get("metrics"))
     tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
@@ -146,7 +144,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
             f"in_frames={in_frames} and needs {in_frames + 1} (inputs plus the next frame as target)"
         )
     expected = image_size(cfg.model)  # None: a baseline, any size
-    check_image_size(expected, (card["height"], card["width"], card["channels"]), data_path, f"model {model_path}")
+    check_dataset_image_size(expected, card, data_path, f"model {model_path}")
     # a time-aware model off its grid: the window forecast at the dataset's ages (None: on the grid)
     at_ages = window_ages(model_path, cfg, meta.get("data"), ages_all, data_path, meta.get("metrics"))
     model = with_tta(model if at_ages is None else AtAges(model, at_ages), axis)
@@ -154,10 +152,10 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
     data = read_numpy(data_path, split=split, columns=["series_id", "frames"])
     frames = data.get("frames")
     if frames is None or len(frames) == 0:
-        counts = card.get("splits", {})
-        raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {counts})")
+        raise split_error(data_path, split, card.get("splits"))
     n, t, h, w, c = frames.shape
-    check_image_size(expected, (h, w, c), data_path, f"model {model_path}")
+    check_image_size(expected, (h, w, c), data_path, f"model {model_path}",
+                     hint=resize_hint(expected) if expected else "")
     series_ids = [str(s) for s in data["series_id"]]
     ages = ages_all[1:in_frames + 1]
     headline = ages[-1]

@@ -150,6 +150,8 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"too large to decode: {e}", "too_large") from None
     except Image.UnidentifiedImageError:
+        if _is_empty(source):  # a failed download or copy: say so, not "not an image"
+            raise ImageError(name, "unreadable: empty (0 bytes)") from None
         what = f"a {'/'.join(formats)} image" if formats else "an image Pillow can read"
         raise ImageError(name, f"unreadable: not {what}") from None
     except Exception as e:  # Pillow raises many types (OSError, SyntaxError, struct.error...) for broken headers
@@ -164,6 +166,18 @@ def open_image(source: Source, name: str | None = None, *, formats: tuple[str, .
         raise ImageError(name, f"unreadable: the header claims {w}x{h} pixels")
     im._crnn_rawmode = _rawmode(im)  # loading (even EXIF reading, for some PNGs) forgets it
     return im
+
+
+def _is_empty(source) -> bool:
+    """Whether ``source`` (a path, bytes or a seekable binary file) holds no bytes at all."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return os.path.getsize(source) == 0
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return len(source) == 0
+        return source.seek(0, io.SEEK_END) == 0
+    except (OSError, AttributeError, ValueError):  # unseekable or closed: not known, say "not an image"
+        return False
 
 
 def _rawmode(im: Image.Image) -> str:

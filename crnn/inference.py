@@ -170,6 +170,21 @@ def check_image_size(expected: Sequence[int] | None, got: Sequence[int], where: 
                          f"{fmt(map(str, expected))} (height x width x channels)" + (f"; {hint}" if hint else ""))
 
 
+def resize_hint(expected: Sequence[int]) -> str:
+    """What to do about a dataset whose images are not a model's size (``expected``: (height, width,
+    channels)): make the dataset again at that size -- the network's size is fixed once trained."""
+    h, w = int(expected[0]), int(expected[1])
+    return (f"a trained network reads one image size: make the dataset at {h}x{w} (jobs/ingest.py --height {h} "
+            f"--width {w}; the simulator: jobs/generate.py --height {h} --width {w})")
+
+
+def check_dataset_image_size(expected: Sequence[int] | None, card: dict, data_path: str, model: str) -> None:
+    """:func:`check_image_size` of a dataset ``card``'s images against a model's ``expected`` size,
+    with :func:`resize_hint` in the ImageSizeError."""
+    got = (card["height"], card["width"], card["channels"])
+    check_image_size(expected, got, data_path, model, hint=resize_hint(expected) if expected is not None else "")
+
+
 # ----------------------------------------------------------------------------- forecasting
 def to_uint8(pred: np.ndarray) -> np.ndarray:
     """float (N, K, C, H, W) in [0, 1] -> uint8 (N, K, H, W, C): times 255, rounded half to even

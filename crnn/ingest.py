@@ -99,6 +99,21 @@ class IngestReport:
         return "\n".join(lines)
 
 
+def written_summary(card: dict) -> str:
+    """What a user needs next from an ingested dataset's ``card``: its image size (a model trained on
+    it reads that size only; the shipped model reads 32x16) and its series per split (by a hash of
+    each series' name), with what an empty validation or test split means for training and scoring."""
+    splits = {s: int(card["splits"].get(s, 0)) for s in ("train", "val", "test")}
+    lines = [f"images: {card['height']}x{card['width']}x{card['channels']} (height x width x channels; a model "
+             f"reads the size it was trained at: models/pine-convlstm reads 32x16x3)",
+             f"splits: {', '.join(f'{s} {n}' for s, n in splits.items())} (by a hash of each series' name: ~80/10/10 %)"]
+    if not splits["val"]:
+        lines.append("  no val series: training on this dataset keeps its last epoch (nothing to choose the best by)")
+    if not splits["test"]:
+        lines.append("  no test series: score or forecast another split (jobs/evaluate.py / jobs/predict.py --split train)")
+    return "\n".join(lines)
+
+
 def parse_age(filename: str) -> tuple[int | None, str | None]:
     """(age, None) by the module's rule, (None, None) for a name without a number, or (None, why)
     when the age is ambiguous: ``10.png`` -> 10, ``age_15.png`` -> 15, ``IMG_age20.jpg`` -> 20,
@@ -351,8 +366,9 @@ def check_strict(report: IngestReport, decoded: bool = True) -> None:
         return
     if decoded:
         raise ValueError("strict ingest refused, nothing written:\n" + report.summary(written=False))
-    raise ValueError(f"strict ingest refused by the file names alone, before decoding any image, nothing written: "
-                     f"{len(report.problems)} series would be left out:\n"
+    raise ValueError(f"strict ingest refused by the file names alone, before decoding any image (an unreadable "
+                     f"image is found once these pass), nothing written: {len(report.problems)} series would be "
+                     f"left out:\n"
                      + "\n".join(f"  {name}: {why}" for name, why in sorted(report.problems.items())))
 
 

@@ -136,7 +136,7 @@ def tta_axis(tta: str, axis: float | None, model_data: dict | None, card: dict[s
         elif check_axis(None, trained, f"{where}: the model's recorded training-data mirror_axis") != data_axis:
             warnings.warn(f"{where}: the model's training data are mirror-symmetric about pixel column {trained}, "
                           f"this dataset about {data_axis}; test-time augmentation mirrors about {trained} "
-                          f"(give the mirror axis to choose)", MirrorAxisWarning, stacklevel=2)
+                          f"(to choose: --mirror-axis, or Serve's mirror_axis)", MirrorAxisWarning, stacklevel=2)
     return model_tta_axis(tta, axis, model_data, int(card["width"]), where)
 
 
@@ -157,7 +157,7 @@ def model_tta_axis(tta: str, axis: float | None, model_data: dict | None, width:
     if chosen is None:
         raise ValueError(f"{where}: tta=hflip needs the axis to mirror about, and the model directory does not "
                          f"record its training data's mirror_axis (trained before it did, or without a data "
-                         f"summary): give the mirror axis (pixel columns; the pines' trunk: width // 2)")
+                         f"summary): give the mirror axis (--mirror-axis, or Serve's mirror_axis; pixel columns; the pines' trunk: width // 2)")
     return check_axis(width, chosen, name)
 
 

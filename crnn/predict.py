@@ -55,8 +55,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crnn.inference import (DEFAULT_AGE_STEP, MAX_HORIZON, check_image_size, forecast_uint8, image_size, load_model,
-                            model_version, pick_device, setup_torch)
+from crnn.inference import (DEFAULT_AGE_STEP, MAX_HORIZON, check_dataset_image_size, forecast_uint8, image_size,
+                            load_model, model_version, pick_device, setup_torch)
 from crnn.mirror import check_tta, tta_axis
 from crnn.shardcheck import ShardError
 from crnn.timeaware import (
@@ -291,7 +291,7 @@ def plan_predict(model_path: str, data_path: str, out: str, *, split: str | Sequ
         raise ValueError(f"{data_path}: {len(src_ages)} frames per series (ages {src_ages}); the model "
                          f"needs in_frames={in_frames}")
     size = (int(card["height"]), int(card["width"]), int(card["channels"]))
-    check_image_size(image_size(cfg.model), size, data_path, f"model {model_path}")
+    check_dataset_image_size(image_size(cfg.model), card, data_path, f"model {model_path}")
     splits = None if split is None else ([split] if isinstance(split, str) else list(split))
     counts = dict(card.get("splits") or {})
     if splits is None:

@@ -119,3 +119,12 @@ def check_shared_storage(paths: dict[str, str], use_gpu: bool = False) -> None:
         f"cannot read or write {'it' if one else 'them'}. Use shared storage, e.g. s3://BUCKET/..., or, if "
         f"{'it is a shared mount' if one else 'they are on a shared mount'} (NFS/EFS) at the same place on "
         f"every node, set {ALLOW_LOCAL_STORAGE_ENV}=1 (in the job's runtime_env env_vars).")
+
+
+def per_second(count: float, seconds: float) -> str:
+    """``count / seconds`` for a job's summary line: whole numbers from 10 up, else two significant
+    digits (a small run's "0.45", not "0"); "inf" for ``seconds <= 0``."""
+    if seconds <= 0:
+        return "inf"
+    r = count / seconds
+    return f"{r:.0f}" if r >= 10 else f"{r:.2g}"

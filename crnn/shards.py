@@ -72,6 +72,20 @@ def same_name(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def split_error(data_path: str, split: str, counts: dict | None, choose: str = "--split",
+                exclude: Iterable[str] = ()) -> ValueError:
+    """The ValueError for a split that a dataset (``counts``: its card's series per split) does not
+    have or has no series in, naming the splits that have some (but those in ``exclude``: taken for
+    another use) and how to choose one (``choose``: the job's option, ``--split`` or
+    ``data.test_split=``)."""
+    counts = {str(k): int(v) for k, v in (counts or {}).items()}
+    state = "empty" if split in counts else "unknown"
+    sep = "" if choose.endswith("=") else " "
+    have = [f"{choose}{sep}{s}" for s, n in counts.items() if n and s not in set(exclude)]
+    fix = f"; choose one that has series: {' or '.join(have)}" if have else ""
+    return ValueError(f"{data_path}: split {split!r} is {state} (series per split: {counts}){fix}")
+
+
 def split_for_id(series_id: str, test_fraction: float = 0.1, val_fraction: float = 0.1) -> str:
     """Split of an ingested series, from a hash of its id (stable, independent of the others). The
     id is hashed in NFC (:func:`same_name`): a name typed composed and the same name read back

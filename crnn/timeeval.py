@@ -467,7 +467,8 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
     axis (:func:`crnn.mirror.tta_axis`). Returns the split; raises ValueError (ModelError,
     ShardError, ImageSizeError)."""
     from crnn.checkpoint import check_model_dir
-    from crnn.inference import check_image_size, image_size, pick_device
+    from crnn.inference import check_dataset_image_size, image_size, pick_device
+    from crnn.shards import split_error
     from crnn.mirror import check_tta, tta_axis
     from crnn.shards import validate
     from crnn.timeaware import check_data_unit
@@ -485,9 +486,8 @@ def check_time_evaluate(model_path: str, data_path: str, split: str | None = Non
     split = split or cfg.data.test_split
     counts = {str(s): v for s, v in (card.get("splits") or {}).items()}
     if not counts.get(split):
-        raise ValueError(f"{data_path}: split {split!r} is unknown or empty (series per split: {counts})")
-    check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
-                     f"model {model_path}")
+        raise split_error(data_path, split, counts)
+    check_dataset_image_size(image_size(cfg.model), card, data_path, f"model {model_path}")
     tta_axis(tta, mirror_axis, payload.get("data"), card, data_path)
     return split
 
@@ -537,7 +537,8 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
     ``skipped_baselines``. Series with fewer than 2 inputs are left out and listed (``left_out``).
     """
     from crnn.config import to_dict
-    from crnn.inference import check_image_size, image_size, load_model, pick_device
+    from crnn.inference import check_dataset_image_size, image_size, load_model, pick_device
+    from crnn.shards import split_error
     from crnn.mirror import check_tta, tta_axis, with_tta
     from crnn.shards import read_card, read_numpy
     from crnn.storage import join, json_safe, write_bytes, write_json, write_text
@@ -553,12 +554,11 @@ def evaluate_time(model_path: str, data_path: str, out: str | None = None, split
         raise ValueError(f"{data_path}: a regular dataset; the time-aware evaluation takes an irregular one")
     check_data_unit(model_path, cfg, meta.get("data"), card, data_path)
     split = split or cfg.data.test_split
-    check_image_size(image_size(cfg.model), (card["height"], card["width"], card["channels"]), data_path,
-                     f"model {model_path}")
+    check_dataset_image_size(image_size(cfg.model), card, data_path, f"model {model_path}")
     axis = tta_axis(tta, mirror_axis, meta.get("data"), card, data_path)
     data = read_numpy(data_path, split=split, columns=["series_id", "ages", "frames", "num_frames", "num_inputs"])
     if not data or len(data["series_id"]) == 0:
-        raise ValueError(f"{data_path}: split {split!r} is empty (series per split: {card.get('splits')})")
+        raise split_error(data_path, split, card.get("splits"))
     series, left_out = _series(data)
     if not series:
         raise ValueError(f"{data_path}: no series of split {split!r} has >= 2 inputs and a target "

@@ -15,6 +15,7 @@ import math
 import posixpath
 import tempfile
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -257,9 +258,10 @@ def check_start_data(cfg: Config, card: dict, out: str | None = None, overwrite:
 
 def check_data(cfg: Config, card: dict) -> int:
     """ValueError naming the dataset when its card does not fit ``cfg`` (frames, image size, splits);
-    returns the number of training series. An irregular dataset (per-series ages, crnn.irregular)
+    returns the number of training series. A UserWarning when a regular dataset's validation split is
+    empty (training runs; the last epoch is kept). An irregular dataset (per-series ages, crnn.irregular)
     trains a time-aware model only (``model.kind=timevp``). No Ray: jobs call it before starting Ray."""
-    from crnn.inference import check_image_size
+    from crnn.inference import check_image_size, resize_hint
     from crnn.mirror import mirror_axis
     from crnn.shardcheck import SPLITS
     from crnn.timeaware import TIME_AWARE_KINDS, evenly_spaced
@@ -283,9 +285,12 @@ def check_data(cfg: Config, card: dict) -> int:
             raise ValueError(f"{cfg.data.path}: the {need} ages trained on, {card['ages'][:need]}, are not evenly "
                              f"spaced: model.kind={cfg.model.kind!r} is a grid model (evenly spaced frames); use a "
                              f"time-aware model (model.kind={TIME_AWARE_KINDS[0]}, preset {TIME_AWARE_KINDS[0]}) on them")
-    check_image_size((cfg.model.height, cfg.model.width, cfg.model.channels),
-                     (card["height"], card["width"], card["channels"]), cfg.data.path,
-                     hint="set model.height/width/channels")
+    size = (cfg.model.height, cfg.model.width, cfg.model.channels)
+    if cfg.train.init_from:  # the starting model fixes the network, so model.height/width cannot change
+        hint = f"train.init_from={cfg.train.init_from} was trained at that size; " + resize_hint(size)
+    else:
+        hint = f"set model.height/width/channels to the images' size, or {resize_hint(size)}"
+    check_image_size(size, (card["height"], card["width"], card["channels"]), cfg.data.path, hint=hint)
     try:  # the axis train.augment=hflip mirrors about and the model directory keeps (crnn.mirror)
         mirror_axis(card)
     except ValueError as e:
@@ -298,6 +303,11 @@ def check_data(cfg: Config, card: dict) -> int:
         raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
     if is_irregular(card):  # every split trained or validated on needs series that can be lessons
         n_train = _check_lessons(cfg, card)
+    elif not card["splits"].get(cfg.data.val_split, 0):  # trains, but nothing chooses the epoch kept
+        warnings.warn(f"{cfg.data.path}: the validation split {cfg.data.val_split!r} is empty (series per split: "
+                      f"{dict(card['splits'])}): val_loss is NaN, so the model kept is the last epoch's, not the "
+                      f"best one's (jobs/ingest.py splits series by a hash of their names, ~10 % to val: a few "
+                      f"series may give none)")
     return min(n_train, cfg.data.max_train_series) if cfg.data.max_train_series else n_train
 
 

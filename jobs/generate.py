@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         check_out_free(a.out, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
-    from crnn.runtime import init_ray
+    from crnn.runtime import init_ray, per_second
 
     init_ray(num_cpus=a.num_cpus)
     t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                     irregular=irregular)
     dt = time.perf_counter() - t0
     print(f"wrote {card['num_series']} series ({card['splits']}) in {len(card['shards'])} shards "
-          f"to {a.out} in {dt:.1f} s ({card['num_series'] / dt:.0f} series/s)")
+          f"to {a.out} in {dt:.1f} s ({per_second(card['num_series'], dt)} series/s)")
     print(f"dataset card: {a.out.rstrip('/')}/dataset.json")
     if a.preview and irregular is not None:
         print("--preview: not drawn for an irregular dataset (no common ages)")

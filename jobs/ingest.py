@@ -23,8 +23,10 @@ def main(argv=None) -> int:
     p = JobArgumentParser(description=__doc__)
     p.add_argument("--src", required=True, help="folder with one sub-folder per series")
     p.add_argument("--out", required=True, help="output dataset directory (local path or URI)")
-    p.add_argument("--height", type=int, default=32)
-    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--height", type=int, default=32,
+                   help="pixel rows of every frame written (default 32: the pines' size, which the shipped "
+                        "models/pine-convlstm reads; a model trained on this dataset reads this size only)")
+    p.add_argument("--width", type=int, default=16, help="pixel columns of every frame written (default 16)")
     p.add_argument("--ages", help="comma-separated ages every series must have (default: most common set)")
     p.add_argument("--irregular", action="store_true",
                    help="keep each series' own ages (>= 2): folders with different sets of ages give an "
@@ -32,11 +34,14 @@ def main(argv=None) -> int:
     p.add_argument("--age-unit", default="years",
                    help="unit of the ages in the file names, recorded in the card (default years); a time-aware "
                         "model reads ages in it")
-    p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop")
-    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
+                   help="how a photo of another aspect ratio becomes --height x --width: crop its centre, pad it "
+                        "with --background, or stretch it (default crop)")
+    p.add_argument("--shard-size", type=int, default=256, help="series per Parquet shard (default 256)")
     p.add_argument("--strict", action="store_true", help="publish nothing and exit 1 if any series is bad (a problem the file names show: "
                    "before Ray starts and before any image is decoded)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out (it survives "
+                   "a failed run)")
     p.add_argument("--background", default="white",
                    help="colour behind transparent pixels and of --fit pad borders: a name, #rrggbb or R,G,B "
                         "(default white, as Serve)")
@@ -88,8 +93,9 @@ def main(argv=None) -> int:
             print(f"ingest failed: {e}", file=sys.stderr)
             return 1
 
-    from crnn.ingest import ingest
+    from crnn.ingest import ingest, written_summary
     from crnn.runtime import init_ray
+    from crnn.shards import read_card
 
     init_ray()
     try:
@@ -102,6 +108,7 @@ def main(argv=None) -> int:
         return 1
     print(report.summary())
     print(f"wrote {a.out}")
+    print(written_summary(read_card(a.out)))
     if a.preview and report.irregular:
         print("--preview: not drawn for an irregular dataset (no common ages)")
     elif a.preview:

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)
 
-    from crnn.runtime import init_ray
+    from crnn.runtime import init_ray, per_second
 
     init_ray(num_cpus=a.ray_num_cpus)
     t0 = time.perf_counter()
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     dt = time.perf_counter() - t0
     n = card["num_series"]
     print(f"wrote forecasts of {n} series (ages {card['ages']}) in {len(card['shards'])} shards to {a.out} "
-          f"in {dt:.1f} s ({n / dt:.0f} series/s)")
+          f"in {dt:.1f} s ({per_second(n, dt)} series/s)")
     if a.preview:
         print(f"preview: {a.preview}")
     return 0

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     # Everything is checked before Ray starts: config, dataset (card and every shard's schema),
     # that the data fits the model, and that --out is free or holds a run of this same config.
-    from crnn.shards import validate
+    from crnn.shards import split_error, validate
     from crnn.rundir import check_run_dir
     from crnn.train import check_config, check_data, check_start_data, with_absolute_paths
 
@@ -44,8 +44,9 @@ def main(argv=None) -> int:
         check_data(cfg, card)
         check_start_data(cfg, card, a.out, a.overwrite)
         if a.evaluate and not card["splits"].get(cfg.data.test_split):  # was a traceback after training
-            raise ValueError(f"--evaluate: {cfg.data.path}: split {cfg.data.test_split!r} (data.test_split) is empty "
-                             f"(series per split: {card['splits']}); drop --evaluate or name another split")
+            taken = (*cfg.data.train_splits, cfg.data.val_split)  # a test split must be apart from both
+            e = split_error(cfg.data.path, cfg.data.test_split, card["splits"], "data.test_split=", taken)
+            raise ValueError(f"--evaluate: {e} (or drop --evaluate)")
         check_run_dir(a.out, cfg, a.overwrite)
     except USAGE_ERRORS as e:
         return usage_error(p.prog, e)

@@ -1,6 +1,7 @@
 """crnn.images: the one decoder of user images (ingest and Serve). No Ray; each test is milliseconds."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -140,6 +141,15 @@ def test_broken_files_name_the_file(tmp_path):
         images.decode(good[:200], "cut.png")
     with pytest.raises(ImageError, match=r"x: unreadable: not a PNG image"):
         images.decode(pil_bytes(Image.fromarray(_frame(6)), "JPEG"), "x", formats=("PNG",))
+    empty = tmp_path / "25.jpg"  # a failed copy: said as such, not "not an image" (a new user's input)
+    empty.write_bytes(b"")
+    for source in (str(empty), empty, b"", bytearray(), io.BytesIO(b"")):
+        with pytest.raises(ImageError, match=r"25\.jpg: unreadable: empty \(0 bytes\)$") as e:
+            images.decode(source, "25.jpg") if not isinstance(source, (str, os.PathLike)) else images.decode(source)
+        assert e.value.kind == "unreadable"
+    for not_empty in (b"x", io.BytesIO(b"\0\0")):  # one byte that is no image is still "not an image"
+        with pytest.raises(ImageError, match="unreadable: not an image Pillow can read"):
+            images.decode(not_empty, "25.jpg")
     lying = png_bytes(_frame(6, 4, 4), 2, 8, size=(8, 8))  # header says 8x8, data holds 4x4
     with pytest.raises(ImageError, match="lying.png: unreadable"):
         images.decode(lying, "lying.png")

@@ -219,7 +219,8 @@ def test_strict_refuses_what_the_names_show_before_decoding_any_image(tmp_path, 
     decoded = []
     monkeypatch.setattr(ing, "load_image", lambda p, *a, **k: decoded.append(p))
     with pytest.raises(ValueError, match=r"strict ingest refused by the file names alone, before decoding any image"
-                                         r", nothing written: 1 series would be left out:\n  bad: ") as e:
+                                         r" \(an unreadable image is found once these pass\), nothing written: 1 "
+                                         r"series would be left out:\n  bad: ") as e:
         ing.collect(str(root), strict=True, irregular=irregular)
     assert decoded == [] and "  a: " not in str(e.value)
     rows, report = ing.collect(str(root), irregular=irregular)  # without strict: left out, the rest decoded
@@ -328,7 +329,7 @@ def test_ingest_round_trip_and_strict(ray_local, photos, tmp_path):
     assert set(data["split"]) <= {"train", "val", "test"}
 
 
-def test_the_job_lists_the_folder_once(ray_local, tmp_path, monkeypatch):
+def test_the_job_lists_the_folder_once(ray_local, tmp_path, monkeypatch, capsys):
     """jobs/ingest.py lists the folder before Ray (to refuse early) and gave only the path to
     ``ingest``, which listed it again; now the job's listing is what is ingested."""
     from jobs import ingest as ingest_job
@@ -342,15 +343,31 @@ def test_the_job_lists_the_folder_once(ray_local, tmp_path, monkeypatch):
     real_scan = ing.scan
     monkeypatch.setattr(ing, "scan", lambda root: calls.append(root) or real_scan(root))
     out = tmp_path / "ds"
-    assert ingest_job.main(["--src", str(src), "--out", str(out)]) == 0
+    assert ingest_job.main(["--src", str(src), "--out", str(out), "--height", "24", "--width", "12"]) == 0
     assert calls == [str(src)]
     card = read_card(str(out))
     assert card["num_series"] == 2 and card["ages"] == [10, 15, 20]
+    # what to do next is printed: the size written and the series per split (a new user had to guess both)
+    printed = capsys.readouterr().out
+    assert ing.written_summary(card) in printed and "images: 24x12x3 (height x width x channels" in printed, printed
     # a listing handed in is what is planned: a series the listing lacks is not ingested
     listing = real_scan(str(src))
     del listing[0]["fern-02"]
     report = ing.ingest(str(src), str(tmp_path / "ds2"), listing=listing)
     assert report.ingested == ["fern-01"] and calls == [str(src)]
+
+
+def test_the_written_summary_says_what_an_empty_split_means():
+    card = {"height": 32, "width": 16, "channels": 3, "splits": {"train": 9, "val": 0, "test": 2}}
+    assert ing.written_summary(card).splitlines() == [
+        "images: 32x16x3 (height x width x channels; a model reads the size it was trained at: "
+        "models/pine-convlstm reads 32x16x3)",
+        "splits: train 9, val 0, test 2 (by a hash of each series' name: ~80/10/10 %)",
+        "  no val series: training on this dataset keeps its last epoch (nothing to choose the best by)"]
+    lines = ing.written_summary({**card, "splits": {"train": 5}}).splitlines()
+    assert lines[1].startswith("splits: train 5, val 0, test 0 (") and len(lines) == 4
+    assert lines[3] == "  no test series: score or forecast another split (jobs/evaluate.py / jobs/predict.py --split train)"
+    assert len(ing.written_summary({**card, "splits": {"train": 8, "val": 1, "test": 1}}).splitlines()) == 2
 
 
 def test_a_listing_of_another_folder_is_refused(tmp_path):

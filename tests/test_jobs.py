@@ -572,6 +572,95 @@ def test_a_job_prints_a_leftover_publish_warning_as_one_line(tmp_path):
     assert (dest / "card.json").is_file()
 
 
+
+def test_an_image_size_mismatch_says_how_to_make_the_dataset_again(good_model, tiny_dataset, tmp_path, capsys):
+    """A new user's input: photos ingested at 48x64, then a fine-tune of the shipped 32x16 model. The
+    error said "set model.height/width/channels", and doing so was refused next ("that model's
+    network differs"): with train.init_from the network's size is fixed, so the error now says to make
+    the dataset at the model's size (the ingest and generate flags), and so do evaluate and predict."""
+    import dataclasses
+
+    from crnn.checkpoint import check_model_dir
+    from crnn.evaluate import check_evaluate
+    from crnn.inference import ImageSizeError
+    from crnn.predict import plan_predict
+    from crnn.shards import validate
+    from crnn.train import check_data
+
+    photos = {**validate(tiny_dataset), "height": 48, "width": 64}  # the card of a 48x64 dataset
+    remake = "make the dataset at 32x16 (jobs/ingest.py --height 32 --width 16; the simulator: jobs/generate.py"
+    cfg = tiny_config(tiny_dataset)
+    fine_tune = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from="models/pine-convlstm"))
+    with pytest.raises(ImageSizeError) as e:
+        check_data(fine_tune, photos)
+    assert "images are 48x64x3 but the model expects 32x16x3" in str(e.value), e.value
+    assert "train.init_from=models/pine-convlstm was trained at that size; a trained network reads one image size: "\
+           + remake in str(e.value), e.value
+    assert "set model.height" not in str(e.value)
+    with pytest.raises(ImageSizeError, match="set model.height/width/channels to the images' size, or a trained"):
+        check_data(cfg, photos)  # from scratch: either way
+    # a model of another size than the dataset's: evaluate and predict say the same
+    cfg64, _ = check_model_dir(good_model)
+    cfg64 = dataclasses.replace(cfg64, model=dataclasses.replace(cfg64.model, height=64))
+    model64 = str(tmp_path / "m64")
+    save_model_dir(model64, build_model(cfg64.model), cfg64, epoch=0, metrics={"val_loss": 1.0})
+    for check in (lambda: check_evaluate(model64, tiny_dataset),
+                  lambda: plan_predict(model64, tiny_dataset, str(tmp_path / "fc"))):
+        with pytest.raises(ImageSizeError) as e:
+            check()
+        assert "images are 32x16x3 but model" in str(e.value) and "expects 64x16x3" in str(e.value), e.value
+        assert "make the dataset at 64x16 (jobs/ingest.py --height 64 --width 16" in str(e.value), e.value
+    _fails(capsys, "evaluate", ["--model", model64, "--data", tiny_dataset], "jobs/ingest.py --height 64 --width 16")
+    assert not (tmp_path / "fc").exists()
+
+
+def test_training_with_an_empty_validation_split_warns_before_ray(tiny_dataset):
+    """A new user's input: 5 ingested series, none hashed to val. Training ran with val_loss NaN and
+    printed "best checkpoint" without a word; now a warning says the last epoch is kept. A dataset
+    with validation series warns nothing."""
+    import warnings
+
+    from crnn.shards import validate
+    from crnn.train import check_data
+
+    card = validate(tiny_dataset)
+    cfg = tiny_config(tiny_dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_data(cfg, card)
+    no_val = {**card, "splits": {"train": 5, "val": 0, "test": 0}}
+    with pytest.warns(UserWarning, match=r"the validation split 'val' is empty \(series per split: \{'train': 5, "
+                                         r"'val': 0, 'test': 0\}\): val_loss is NaN, so the model kept is the last "
+                                         r"epoch's, not the best one's"):
+        assert check_data(cfg, no_val) == 5
+
+
+def test_split_error_names_the_splits_to_choose_from():
+    from crnn.shards import split_error
+
+    counts = {"train": 9, "val": 0, "test": 2}
+    assert str(split_error("d", "val", counts)) == ("d: split 'val' is empty (series per split: {'train': 9, 'val': 0, "
+                                                    "'test': 2}); choose one that has series: --split train or "
+                                                    "--split test")
+    assert str(split_error("d", "tset", counts)).startswith("d: split 'tset' is unknown (")
+    assert str(split_error("d", "test", {"train": 3, "val": 1, "test": 0}, "data.test_split=", ("train",))
+               ).endswith("; choose one that has series: data.test_split=val")
+    assert str(split_error("d", "test", {"train": 0, "test": 0})).endswith("(series per split: {'train': 0, 'test': 0})")
+    assert str(split_error("d", "test", None)) == "d: split 'test' is unknown (series per split: {})"
+
+
+def test_rates_in_job_summaries_are_not_rounded_to_zero():
+    """"11 series ... in 24.5 s (0 series/s)": a small run's rate keeps two significant digits."""
+    from crnn.runtime import per_second
+
+    assert per_second(11, 24.5) == "0.45"
+    assert per_second(8, 5.7) == "1.4"
+    assert per_second(3847, 52.0) == "74"
+    assert per_second(80000, 625.3) == "128"
+    assert per_second(0, 3.0) == "0"
+    assert per_second(5, 0.0) == "inf"
+
+
 # ----------------------------------------------------------------------------- more checks before work
 def test_evaluate_device_and_split_checked_before_work(good_model, tiny_dataset, capsys):
     """--device gpu was a 13-line torch traceback (exit 1); --split tset failed (exit 1) only after the
@@ -584,7 +673,8 @@ def test_evaluate_device_and_split_checked_before_work(good_model, tiny_dataset,
     if not torch.cuda.is_available():
         _fails(capsys, "evaluate", [*base, "--device", "cuda"], "CUDA is not available")
     for bad in ("tset", "TEST", "all"):
-        _fails(capsys, "evaluate", [*base, "--split", bad], f"{tiny_dataset}: no split {bad!r}", "'test': 8")
+        _fails(capsys, "evaluate", [*base, "--split", bad], f"{tiny_dataset}: split {bad!r} is unknown", "'test': 8",
+               "choose one that has series: --split train or --split val or --split test")
     _fails(capsys, "evaluate", [*base, "--batch-size", "0"], "--batch-size >= 1")
     assert check_evaluate(good_model, tiny_dataset) == "test"  # the model config's data.test_split
     assert check_evaluate(good_model, tiny_dataset, split="val", device="cpu") == "val"
@@ -600,8 +690,9 @@ def test_evaluate_refuses_an_empty_split_up_front(good_model, tiny_dataset, tmp_
     card = json.loads((data / "dataset.json").read_text())
     card["splits"] = {"train": card["splits"]["train"] + card["splits"]["val"], "val": 0, "test": card["splits"]["test"]}
     (data / "dataset.json").write_text(json.dumps(card))
-    with pytest.raises(ValueError, match="split 'val' is empty"):
+    with pytest.raises(ValueError, match="split 'val' is empty") as e:
         check_evaluate(good_model, str(data), split="val")
+    assert str(e.value).endswith("choose one that has series: --split train or --split test"), e.value
 
 
 def test_train_evaluate_refuses_an_empty_test_split_before_ray(tiny_dataset, tmp_path, capsys):
@@ -617,7 +708,9 @@ def test_train_evaluate_refuses_an_empty_test_split_before_ray(tiny_dataset, tmp
     (data / "dataset.json").write_text(json.dumps(card))
     out = str(tmp_path / "O")
     base = ["--data", str(data), "--out", out, "--preset", "quick", "--evaluate"]
-    _fails(capsys, "train", base, "--evaluate:", "split 'test' (data.test_split) is empty")
+    line = _fails(capsys, "train", base, "--evaluate:", "split 'test' is empty")
+    assert line.endswith("(series per split: {'train': %d, 'val': %d, 'test': 0}) (or drop --evaluate)"
+                         % (card["splits"]["train"], card["splits"]["val"])), line  # train and val are taken
     # data.test_split=val names a split with series, but the one the best checkpoint is chosen on
     _fails(capsys, "train", [*base, "data.test_split=val"], "data.val_split and data.test_split are both 'val'")
     with pytest.raises(RayStarted):      # without --evaluate the empty test split is no obstacle

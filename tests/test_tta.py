@@ -184,4 +184,5 @@ def test_evaluate_job_warns_once_when_the_models_and_the_datasets_axes_differ(ti
         assert job.main(["--model", path, "--data", tiny_dataset, "--tta", "hflip"]) == 0
     said = [w for w in seen if issubclass(w.category, MirrorAxisWarning)]
     assert len(said) == 1 and "column 7.5, this dataset about 8.0" in str(said[0].message)
+    assert "(to choose: --mirror-axis, or Serve's mirror_axis)" in str(said[0].message)  # the option, by its name
     assert "about pixel column 7.5" in capsys.readouterr().out
