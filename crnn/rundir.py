@@ -127,6 +127,24 @@ def clear_run_dir(out: str) -> None:
         fs.delete_dir_contents(root, missing_dir_ok=True)
 
 
+def best_checkpoint(result):
+    """The checkpoint ``out/model`` gets: the one of lowest ``val_loss`` among those Ray Train kept,
+    else (no checkpoint has a val_loss that is a number: an empty validation split reports NaN every
+    epoch) the latest, the last epoch's. Not ``result.get_best_checkpoint("val_loss", "min")`` alone:
+    its ``min`` over NaN keys returns the FIRST checkpoint kept, an earlier periodic one's (epoch 5 of
+    6), not the last epoch's that ``crnn.train.check_data``'s warning promises."""
+    import math
+
+    def score(metrics):
+        v = (metrics or {}).get("val_loss")
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    scored = [(score(m), c) for c, m in (result.best_checkpoints or []) if score(m) is not None]
+    if scored:
+        return min(scored, key=lambda sc: sc[0])[1]  # the first of equal scores, as Ray's
+    return result.checkpoint
+
+
 def finish_run(out: str, cfg: Config, result) -> None:
     """Publish the best checkpoint, without its optimizer state, as ``out/model``
     (:func:`crnn.storage.publish_dir`: readers see the previous model or the whole new one); write
@@ -134,7 +152,7 @@ def finish_run(out: str, cfg: Config, result) -> None:
     from crnn.checkpoint import MODEL_FILE, OPTIM_FILE
     from crnn.storage import copy_dir, is_local, join, publish_dir, resolve
 
-    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
+    best = best_checkpoint(result)
     if best is None:
         raise RuntimeError("training reported no checkpoint")
     with best.as_directory() as d:

@@ -56,7 +56,9 @@ def main(argv=None) -> int:
 
     init_ray()
     result = fit(cfg, a.out, overwrite=a.overwrite)
-    best = result.get_best_checkpoint("val_loss", "min") or result.checkpoint
+    from crnn.rundir import best_checkpoint
+
+    best = best_checkpoint(result)
     print(f"run directory: {a.out}")
     print(f"  model:   {a.out.rstrip('/')}/model  (best checkpoint, from {best.path})")
     print(f"  metrics: {a.out.rstrip('/')}/metrics.csv")

@@ -869,3 +869,33 @@ def test_in_frames_below_one_is_refused():
     for n in (0, -1):
         with pytest.raises(ValueError, match=f"data.in_frames={n}: expected >= 1"):
             check_config(_small_cfg(**{"data.in_frames": n}))
+
+
+def test_an_empty_validation_split_publishes_the_last_epochs_model(tmp_path):
+    """An empty val split reports val_loss NaN every epoch, and check_data warns that the model kept
+    is the last epoch's. Ray Train keeps 2 checkpoints (a periodic one, epoch 4 with
+    checkpoint_every=5, and the last); ``Result.get_best_checkpoint("val_loss", "min")``'s ``min``
+    over NaN keys returned the first, so ``model/`` was epoch 4's of 6."""
+    from ray.train import Checkpoint, Result
+
+    from crnn.checkpoint import MODEL_FILE
+    from crnn.rundir import best_checkpoint, finish_run, write_metrics_csv
+
+    ckpts = {}
+    for epoch in (4, 5):
+        d = tmp_path / f"ckpt{epoch}"
+        d.mkdir()
+        (d / MODEL_FILE).write_text(f"epoch {epoch}")
+        ckpts[epoch] = Checkpoint.from_directory(str(d))
+    nan = float("nan")
+    result = Result(metrics={"epoch": 5, "val_loss": nan}, checkpoint=ckpts[5], error=None, path=str(tmp_path),
+                    best_checkpoints=[(ckpts[e], {"epoch": e, "val_loss": nan}) for e in (4, 5)])
+    out = tmp_path / "run"
+    out.mkdir()
+    write_metrics_csv(str(out), [{"epoch": e, "train_loss": 0.1, "val_loss": nan} for e in range(6)])
+    finish_run(str(out), tiny_config("data/x"), result)
+    assert (out / "model" / MODEL_FILE).read_text() == "epoch 5"
+    # with a val_loss that is a number, the lowest still wins (NaN ones aside)
+    scored = Result(metrics={}, checkpoint=ckpts[5], error=None, path=str(tmp_path),
+                    best_checkpoints=[(ckpts[4], {"val_loss": 0.2}), (ckpts[5], {"val_loss": nan})])
+    assert best_checkpoint(scored) is ckpts[4]
