@@ -107,7 +107,10 @@ def written_summary(card: dict) -> str:
     lines = [f"images: {card['height']}x{card['width']}x{card['channels']} (height x width x channels; a model "
              f"reads the size it was trained at: models/pine-convlstm reads 32x16x3)",
              f"splits: {', '.join(f'{s} {n}' for s, n in splits.items())} (by a hash of each series' name: ~80/10/10 %)"]
-    if not splits["val"]:
+    if not splits["val"] and irr.is_irregular(card):  # crnn.train._check_lessons refuses it
+        lines.append("  no val series: training on this irregular dataset is refused (a time-aware model's "
+                     "validation needs series); ingest more series")
+    elif not splits["val"]:
         lines.append("  no val series: training on this dataset keeps its last epoch (nothing to choose the best by)")
     if not splits["test"]:
         lines.append("  no test series: score or forecast another split (jobs/evaluate.py / jobs/predict.py --split train)")

@@ -368,6 +368,11 @@ def test_the_written_summary_says_what_an_empty_split_means():
     assert lines[1].startswith("splits: train 5, val 0, test 0 (") and len(lines) == 4
     assert lines[3] == "  no test series: score or forecast another split (jobs/evaluate.py / jobs/predict.py --split train)"
     assert len(ing.written_summary({**card, "splits": {"train": 8, "val": 1, "test": 1}}).splitlines()) == 2
+    # an irregular dataset without val series is refused by training (crnn.train._check_lessons), not kept
+    from crnn.irregular import LAYOUT
+
+    lines = ing.written_summary({**card, "layout": LAYOUT}).splitlines()
+    assert "keeps its last epoch" not in lines[2] and "refused" in lines[2], lines
 
 
 def test_a_listing_of_another_folder_is_refused(tmp_path):
