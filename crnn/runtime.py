@@ -123,8 +123,8 @@ def check_shared_storage(paths: dict[str, str], use_gpu: bool = False) -> None:
 
 def per_second(count: float, seconds: float) -> str:
     """``count / seconds`` for a job's summary line: whole numbers from 10 up, else two significant
-    digits (a small run's "0.45", not "0"); "inf" for ``seconds <= 0``."""
+    digits (a small run's "0.45", not "0"), "<0.01" below that (no exponent); "inf" for ``seconds <= 0``."""
     if seconds <= 0:
         return "inf"
     r = count / seconds
-    return f"{r:.0f}" if r >= 10 else f"{r:.2g}"
+    return f"{r:.0f}" if r >= 10 else f"{r:.2g}" if r >= 0.01 or r == 0 else "<0.01"

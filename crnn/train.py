@@ -323,6 +323,9 @@ def _check_lessons(cfg: Config, card: dict) -> int:
     for what, splits in (("training", list(cfg.data.train_splits)), ("validation", [cfg.data.val_split])):
         d = read_numpy(cfg.data.path, split=splits, columns=["num_frames", "num_inputs"])
         ok = int(usable(d["num_frames"], d["num_inputs"]).sum())
+        if len(d["num_frames"]) == 0:  # (training: refused before, by check_data) an empty validation split
+            raise ValueError(f"{cfg.data.path}: the {what} split(s) {splits} have no series: a time-aware model's "
+                             f"{what} needs some (an irregular dataset is not trained without them)")
         if ok == 0:
             raise ValueError(f"{cfg.data.path}: the {what} split(s) {splits} have {len(d['num_frames'])} series but "
                              f"none a time-aware model can learn from: each needs at least 2 input frames and a "

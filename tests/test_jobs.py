@@ -659,6 +659,7 @@ def test_rates_in_job_summaries_are_not_rounded_to_zero():
     assert per_second(80000, 625.3) == "128"
     assert per_second(0, 3.0) == "0"
     assert per_second(5, 0.0) == "inf"
+    assert per_second(0.03, 1.0) == "0.03" and per_second(1, 1e5) == "<0.01"  # no "1e-05"
 
 
 # ----------------------------------------------------------------------------- more checks before work

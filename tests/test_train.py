@@ -899,3 +899,26 @@ def test_an_empty_validation_split_publishes_the_last_epochs_model(tmp_path):
     scored = Result(metrics={}, checkpoint=ckpts[5], error=None, path=str(tmp_path),
                     best_checkpoints=[(ckpts[4], {"val_loss": 0.2}), (ckpts[5], {"val_loss": nan})])
     assert best_checkpoint(scored) is ckpts[4]
+
+
+def test_an_irregular_dataset_without_validation_series_is_refused_saying_so(monkeypatch):
+    """The review's input: an irregular dataset whose val split is empty was refused as "have 0 series
+    but none a time-aware model can learn from"; it says the split has no series now. A val split
+    whose series are all unusable keeps the old, precise message."""
+    import numpy as np
+
+    import crnn.shards
+    from crnn.train import _check_lessons
+
+    cfg = tiny_config("data/irr")
+    usable = {"num_frames": np.array([5, 4]), "num_inputs": np.array([3, 2])}
+    for val, message in (({"num_frames": np.zeros(0, int), "num_inputs": np.zeros(0, int)},
+                          r"data/irr: the validation split\(s\) \['val'\] have no series: a time-aware model's "
+                          r"validation needs some"),
+                         ({"num_frames": np.array([2]), "num_inputs": np.array([2])},
+                          r"have 1 series but none a time-aware model can learn from")):
+        monkeypatch.setattr(crnn.shards, "read_numpy", lambda path, split, columns, _v=val: _v if split == ["val"] else usable)
+        with pytest.raises(ValueError, match=message):
+            _check_lessons(cfg, {})
+    monkeypatch.setattr(crnn.shards, "read_numpy", lambda path, split, columns: usable)
+    assert _check_lessons(cfg, {}) == 2
