@@ -250,7 +250,7 @@ PRESETS["convlstm-cpu"] = {**PRESETS["convlstm"], "train.batch_size": 8, "train.
 # Muon on the kernels (14-16 % lower MSE than AdamW after the same steps, ~27 % more time per step),
 # 3 epochs: made for tens of thousands of series (`jobs/generate.py --num-series 40000`: 44.8 at age
 # 30). Then each cycle of fresh trees (`--seed 1`, `--seed 2`, ...) from its weights, `train.init_from=
-# <model> train.lr=1e-3 train.warmup_epochs=0.5`, gains 1-4 % (43.1 after one, 41.4 after four: part 15;
+# <model> train.lr=1e-3 train.warmup_epochs=0.5`, gains 1-4 %, later ~1 % (43.1 after one, 41.4 after four: part 15;
 # 40.5 after a fifth on twice the trees, part 16; 39.9 after a sixth at lr 5e-4 and a quarter-epoch
 # warm-up, part 17; 39.6 after a seventh at batch 16 and lr 7e-4, part 18: the shipped `models/pine-convlstm`).
 PRESETS["convlstm-muon"] = {**PRESETS["convlstm-cpu"], "model.convlstm.hidden": [64, 64, 64, 64],
