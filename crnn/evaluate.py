@@ -194,7 +194,7 @@ def evaluate(model_path: str, data_path: str, out: str | None = None, split: str
         "headline_age": headline,
         "results": results,
         "headline": {name: r[headline] for name, r in results.items()},
-        "paper": {**PAPER_TABLE3, "age": PAPER_AGE},
+        **({"paper": {**PAPER_TABLE3, "age": PAPER_AGE}} if is_paper_scene(card) else {}),
         "model_config": to_dict(cfg)["model"],
         "epoch": meta.get("epoch"),
         "improvement_over_persistence": improvement,
@@ -287,23 +287,32 @@ def _fmt(value: Any, key: str, mse: Any) -> str:
     return f"{value:.2f}"
 
 
+def is_paper_scene(card: dict) -> bool:
+    """Whether a dataset ``card`` is of the paper's kind of data, this project's pine simulator (its
+    ``source`` "simulator pine-..."): only there is the paper's Table 3 row a comparison. Not for the
+    shapes scene, ingested photos or forecasts."""
+    return str(card.get("source", "")).startswith("simulator pine")
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Plain-text tables (0-255 pixels): all metrics at the headline age for the model, both
-    baselines and the paper's Table 3; then MSE per forecast age. Ages in another unit than years
-    (the result's ``age_unit``) are labelled with it, and the paper's rows (age 30 years) left out."""
+    baselines and the paper's Table 3 (when the result has it: the simulated pines, :func:`is_paper_scene`);
+    then MSE per forecast age. Ages in another unit than years (the result's ``age_unit``) are labelled
+    with it, and the paper's rows (age 30 years) left out."""
     age = result["headline_age"]
     res = result["results"]
     unit = str(result.get("age_unit") or "years").strip()
     in_years = _unit(unit) == "year"  # compared as the age-unit checks compare units
-    paper = result.get("paper", {**PAPER_TABLE3, "age": PAPER_AGE})
+    paper = result.get("paper")  # None: not the paper's kind of data (another scene, photos)
+    show_paper = in_years and paper is not None
     names = ["model", *(b for b in BASELINES if b in res)]  # a baseline may be skipped (no bank)
     rows: list[list[str]] = []
     for name in names:
         m = res[name][str(age)]
         rows.append([name] + [_fmt(m.get(k), k, m.get("mse")) for _, k in _METRIC_COLUMNS])
-    paper_vals = {"mae": f"{paper['mae']:.2f}", "mse": f"{paper['mse']:.2f}",
-                  "snr": f"{paper['snr_paper']:.2f} (definition unknown)"}
-    if in_years:
+    if show_paper:
+        paper_vals = {"mae": f"{paper['mae']:.2f}", "mse": f"{paper['mse']:.2f}",
+                      "snr": f"{paper['snr_paper']:.2f} (definition unknown)"}
         rows.append([f"paper (T3, age {paper.get('age', PAPER_AGE)})"]
                     + [paper_vals.get(k, "-") for _, k in _METRIC_COLUMNS])
     header = ["", *(label for label, _ in _METRIC_COLUMNS)]
@@ -313,7 +322,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"inputs ages {result.get('input_ages', '?')}{of} (pixels 0-255)",
         *_grid(header, rows),
     ]
-    if not in_years:
+    if paper is not None and not in_years:
         lines.append(f"(the paper's Table 3, at age {paper.get('age', PAPER_AGE)} years, is not shown beside ages "
                      f"in {unit})")
     note = tta_note(result)
@@ -330,7 +339,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     ages = [str(a) for a in result["ages"]]
     mse_rows = [[name] + [_fmt(res[name][a]["mse"], "mse", None) for a in ages] for name in names]
-    if in_years:
+    if show_paper:
         mse_rows.append(["paper"] + [f"{paper['mse']:.2f}" if a == str(paper.get("age", PAPER_AGE)) else "-"
                                      for a in ages])
     lines.append("MSE per forecast age" + ("" if in_years else f" (ages in {unit})"))

@@ -614,6 +614,14 @@ def test_an_image_size_mismatch_says_how_to_make_the_dataset_again(good_model, t
     assert not (tmp_path / "fc").exists()
 
 
+
+def test_an_evaluation_of_simulated_pines_keeps_the_papers_row(good_model, tiny_dataset, capsys):
+    """The paper's Table 3 row stays beside the scores of the pine simulator's data (its kind of data);
+    other data leave it out (tests/test_evaluate.py)."""
+    assert _job("evaluate").main(["--model", good_model, "--data", tiny_dataset]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("paper (T3, age 30)") and "377.35" in line for line in out.splitlines()), out
+
 def test_training_with_an_empty_validation_split_warns_before_ray(tiny_dataset):
     """A new user's input: 5 ingested series, none hashed to val. Training ran with val_loss NaN and
     printed "best checkpoint" without a word; now a warning says the last epoch is kept. A dataset
