@@ -91,7 +91,8 @@ class IngestReport:
             lines += [f"  {name}: {why}" for name, why in sorted(self.problems.items())]
         if self.ignored:
             shown = ", ".join(self.ignored[:10]) + (", ..." if len(self.ignored) > 10 else "")
-            lines.append(f"ignored {len(self.ignored)} file(s) that are not images: {shown}")
+            what = "file(s) or folder(s)" if any(p.endswith("/") for p in self.ignored) else "file(s)"
+            lines.append(f"ignored {len(self.ignored)} {what} that are not images: {shown}")
         if self.unclear:
             lines.append(f"ignored {len(self.unclear)} image(s) whose age is ambiguous (rename them, e.g. 10.png "
                          f"or age_10.png):")
@@ -176,7 +177,7 @@ def load_image(path: str, height: int, width: int, fit: str = "crop",
 def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str], dict[str, str]]:
     """(series, ignored, unclear) for the folder ``root``: series = {series name: {age: [image
     paths]}} for every non-hidden sub-folder (age -1: image files without a number in the name);
-    ignored = paths relative to ``root`` of everything that is not an image file
+    ignored = paths relative to ``root`` of everything that is not an image file (a folder's ends in "/")
     (:func:`crnn.images.is_image_file`) or is hidden, sorted; unclear = {relative path: why} of the
     images whose age is ambiguous (:func:`parse_age`), left out of their series.
     Raises FileNotFoundError if ``root`` is not a folder."""
@@ -188,12 +189,12 @@ def scan(root: str) -> tuple[dict[str, dict[int, list[str]]], list[str], dict[st
     for name in sorted(os.listdir(root)):
         d = os.path.join(root, name)
         if not os.path.isdir(d) or name.startswith("."):
-            ignored.append(name)
+            ignored.append(name + ("/" if os.path.isdir(d) else ""))  # a folder listed as one: "name/"
             continue
         files: dict[int, list[str]] = collections.defaultdict(list)
         for fn in sorted(os.listdir(d)):
             if not images.is_image_file(fn) or not os.path.isfile(os.path.join(d, fn)):
-                ignored.append(f"{name}/{fn}")
+                ignored.append(f"{name}/{fn}" + ("/" if os.path.isdir(os.path.join(d, fn)) else ""))
                 continue
             age, why = parse_age(fn)
             if why:

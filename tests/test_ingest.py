@@ -62,6 +62,13 @@ def test_collect_reports_each_broken_series_by_name(photos):
     assert "bomb/2.png: too large" in report.problems["bomb"] and "400000000 pixels" in report.problems["bomb"]
     assert report.ignored == ["Thumbs.db"] + [f"plant-a/{fn}" for fn in sorted(JUNK)]
     assert "ignored 5 file(s) that are not images: Thumbs.db, plant-a/.DS_Store" in report.summary()
+    # a folder inside a series folder, or a hidden one at the top, is listed as a folder (a new user read
+    # "1 file(s) that are not images" for a nested folder)
+    (photos / "plant-a" / "old shots").mkdir()
+    (photos / ".git").mkdir()
+    _, report = ing.collect(str(photos), height=32, width=16)
+    assert ".git/" in report.ignored and "plant-a/old shots/" in report.ignored and "Thumbs.db" in report.ignored
+    assert "ignored 7 file(s) or folder(s) that are not images: .git/, Thumbs.db, plant-a/.DS_Store" in report.summary()
     assert "cover.png" in report.problems["no-age-name"]
     for r in rows:
         assert r["frames"].shape == (3, 32, 16, 3) and r["frames"].dtype == np.uint8
@@ -468,7 +475,7 @@ def test_non_image_files_are_ignored_not_frames(tmp_path):
     (tmp_path / "mac" / "old").mkdir()
     rows, report = ing.collect(str(tmp_path), height=32, width=16)
     assert sorted(report.ingested) == ["mac", "tree"] and not report.problems and report.ages == (10, 20, 30)
-    assert report.ignored == ["mac/.DS_Store", "mac/._10.jpg", "mac/desktop.ini", "mac/old", "tree/Thumbs.db"]
+    assert report.ignored == ["mac/.DS_Store", "mac/._10.jpg", "mac/desktop.ini", "mac/old/", "tree/Thumbs.db"]
     assert all(r["frames"].shape == (3, 32, 16, 3) for r in rows)
 
 
