@@ -303,12 +303,25 @@ def check_data(cfg: Config, card: dict) -> int:
         raise ValueError(f"{cfg.data.path}: no series in split(s) {list(cfg.data.train_splits)}")
     if is_irregular(card):  # every split trained or validated on needs series that can be lessons
         n_train = _check_lessons(cfg, card)
-    elif not card["splits"].get(cfg.data.val_split, 0):  # trains, but nothing chooses the epoch kept
+    elif not card["splits"].get(cfg.data.val_split, 0) and _first_time(cfg, card):  # trains; nothing chooses
         warnings.warn(f"{cfg.data.path}: the validation split {cfg.data.val_split!r} is empty (series per split: "
                       f"{dict(card['splits'])}): val_loss is NaN, so the model kept is the last epoch's, not the "
                       f"best one's (jobs/ingest.py splits series by a hash of their names, ~10 % to val: a few "
                       f"series may give none)")
     return min(n_train, cfg.data.max_train_series) if cfg.data.max_train_series else n_train
+
+
+_WARNED_EMPTY_VAL: set = set()
+
+
+def _first_time(cfg: Config, card: dict) -> bool:
+    """Whether this process has not yet warned of this dataset's empty validation split: the job checks
+    the data before Ray starts and ``fit`` again after, and Ray's start resets Python's once-per-place
+    warning registry, so the same warning was printed twice."""
+    key = (cfg.data.path, cfg.data.val_split, tuple(sorted((str(k), int(v)) for k, v in card["splits"].items())))
+    new = key not in _WARNED_EMPTY_VAL
+    _WARNED_EMPTY_VAL.add(key)
+    return new
 
 
 def _check_lessons(cfg: Config, card: dict) -> int:

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
     best = best_checkpoint(result)
     print(f"run directory: {a.out}")
-    print(f"  model:   {a.out.rstrip('/')}/model  (best checkpoint, from {best.path})")
+    which = "best checkpoint" if card["splits"].get(cfg.data.val_split) else "the last epoch's: no validation series"
+    print(f"  model:   {a.out.rstrip('/')}/model  ({which}, from {best.path})")
     print(f"  metrics: {a.out.rstrip('/')}/metrics.csv")
     if a.evaluate:  # the paper's table on a regular dataset, error by forecast gap on an irregular one
         from crnn.timeeval import evaluate_dataset, is_irregular_dataset

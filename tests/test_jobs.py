@@ -641,6 +641,13 @@ def test_training_with_an_empty_validation_split_warns_before_ray(tiny_dataset):
                                          r"'val': 0, 'test': 0\}\): val_loss is NaN, so the model kept is the last "
                                          r"epoch's, not the best one's"):
         assert check_data(cfg, no_val) == 5
+    # the job checks before Ray and fit() again after it (Ray's start resets the once-per-place
+    # registry): the README block printed the warning twice; once per process and dataset now
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        check_data(cfg, no_val)
+        check_data(cfg, {**card, "splits": {"train": 6, "val": 0, "test": 0}})  # another dataset: warned
+    assert [str(w.message).count("'train': 6") for w in seen] == [1], [str(w.message) for w in seen]
 
 
 def test_split_error_names_the_splits_to_choose_from():
